@@ -1,0 +1,107 @@
+"""Run configuration: the training recipe's declared keys, method variants, and one run's resolved spec."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.method import Option, get_method, resolve_options
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "config" / "config.yaml"
+
+# The training recipe: owned by the trainer, shared by every method. [suite] defaults.
+RECIPE: dict[str, Option] = {
+    "epochs": Option(10, "training epochs", minimum=1),
+    "batch_size": Option(128, "training batch size", minimum=1),
+    "optimizer": Option("adamw", "optimizer", choices=("sgd", "adam", "adamw")),
+    "lr": Option(1e-3, "peak learning rate", above=0.0),
+    "weight_decay": Option(1e-4, "weight decay (decoupled for adamw, L2 for sgd and adam)", minimum=0.0),
+    "momentum": Option(0.9, "sgd momentum", minimum=0.0, maximum=1.0),
+    "schedule": Option("cosine", "per-epoch lr schedule", choices=("cosine", "step", "constant")),
+    "step_size": Option(30, "step schedule: epochs between decays", minimum=1),
+    "gamma": Option(0.1, "step schedule: decay factor", above=0.0, maximum=1.0),
+    "eval_batch_size": Option(1000, "evaluation batch size", minimum=1),
+    "probe_size": Option(256, "images in the fixed batch that measures alignment with BP", minimum=1),
+    "device": Option("auto", "training device; auto picks cuda when present", choices=("auto", "cpu", "cuda")),
+}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one run's numbers (timings aside)."""
+
+    dataset: str
+    arch: str
+    method: str  # the variant name, e.g. ssa-no_align
+    impl: str  # the method file it runs, e.g. ssa
+    seed: int
+    recipe: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def config_hash(self) -> str:
+        """Hash of the resolved spec: a checkpoint resumes only into a run with the same hash."""
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_variants(path: Path | str | None = None) -> dict[str, dict[str, Any]]:
+    """Method variants from the config file's `variants:` section: name -> {impl, option: value}."""
+    path = Path(path or DEFAULT_CONFIG)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    with open(path) as f:
+        config = yaml.safe_load(f) or {}
+    return dict(config.get("variants") or {})
+
+
+def resolve_variant(name: str, variants: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    """(impl, options) of variant `name`; a bare method file name is its own variant."""
+    if name in variants:
+        entry = dict(variants[name])
+        return entry.pop("impl", name), entry
+    try:
+        get_method(name)
+    except ValueError:
+        known = sorted(set(variants) | set(_method_names()))
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(known)}") from None
+    return name, {}
+
+
+def _method_names() -> list[str]:
+    from bench.method import discover
+
+    return list(discover())
+
+
+def make_spec(dataset: str, arch: str, method: str, seed: int, overrides: dict[str, Any],
+              variants: dict[str, dict[str, Any]]) -> RunSpec:
+    """Resolve a run: variant options, then `overrides` (recipe keys or method options), all checked."""
+    impl, variant_options = resolve_variant(method, variants)
+    method_cls = get_method(impl)
+    recipe_given = {k: v for k, v in overrides.items() if k in RECIPE}
+    method_given = {**variant_options, **{k: v for k, v in overrides.items() if k not in RECIPE}}
+    unknown = sorted(set(method_given) - set(method_cls.options))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r}; recipe keys: {', '.join(RECIPE)}; "
+                         f"options of {impl}: {', '.join(method_cls.options) or 'none'}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"bad value {seed!r} for 'seed'; accepted: an integer >= 0")
+    return RunSpec(dataset, arch, method, impl, seed,
+                   resolve_options(RECIPE, recipe_given, owner="the recipe"),
+                   resolve_options(method_cls.options, method_given, owner=f"method {impl!r}"))
+
+
+def parse_sets(pairs: list[str]) -> dict[str, str]:
+    """['key=value', ...] from --set into a dict; values stay strings until their Option parses them."""
+    parsed = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"bad --set {pair!r}; expected key=value")
+        parsed[key.strip()] = value.strip()
+    return parsed

@@ -1,0 +1,225 @@
+"""SVD-parameterised Linear and Conv2d layers, W = U diag(s) V^T, and the losses defined on them.
+
+[paper] every hidden Linear/Conv2d is stored and trained as U (m x r), s (r), V (n x r), initialised
+by the SVD of a standard (Kaiming) initial weight. [suite] conv decompositions: `channel` (default,
+kernel N x C x kh x kw as N x (C*kh*kw)) and `spatial` (the paper's form, (N*kw) x (C*kh)).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+DECOMPOSITIONS = ("channel", "spatial")
+# A resize says, per parameter, which dimension was sliced and which indices were kept,
+# so the trainer can slice the optimizer state the same way.
+Resize = dict[nn.Parameter, tuple[int, torch.Tensor]]
+
+
+class SVDLayer(nn.Module):
+    """Shared factor storage: U (m x r), s (r), V (n x r), optional bias (m_out)."""
+
+    def _init_factors(self, matrix: torch.Tensor, rank: int, bias: torch.Tensor | None) -> None:
+        u, s, vh = torch.linalg.svd(matrix.detach(), full_matrices=False)
+        self.U = nn.Parameter(u[:, :rank].contiguous())
+        self.s = nn.Parameter(s[:rank].contiguous())
+        self.V = nn.Parameter(vh[:rank].T.contiguous())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+
+    @property
+    def rank(self) -> int:
+        return self.s.shape[0]
+
+    def factored_is_cheaper(self) -> bool:
+        """True when r(m+n) < mn: the two-factor form then costs fewer FLOPs than the dense one."""
+        m, n = self.U.shape[0], self.V.shape[0]
+        return self.rank * (m + n) < m * n
+
+    def matrix(self) -> torch.Tensor:
+        """The dense matrix U diag(s) V^T (m x n)."""
+        return (self.U * self.s) @ self.V.T
+
+    def channel_basis(self) -> torch.Tensor:
+        """Output-channel directions of the factors (channels x r), used by L_align."""
+        return self.U
+
+    def inference_params(self) -> int:
+        """Parameters of the cheapest deployed form: s folded into U, or the dense matrix."""
+        m, n = self.U.shape[0], self.V.shape[0]
+        bias = 0 if self.bias is None else self.bias.numel()
+        return min(self.rank * (m + n), m * n) + bias
+
+    def keep(self, index: torch.Tensor) -> Resize:
+        """Keep only the factor columns `index` (in that order); returns what was sliced."""
+        for p, dim in ((self.U, 1), (self.s, 0), (self.V, 1)):
+            p.data = p.data.index_select(dim, index).contiguous()
+            p.grad = None
+        return {self.U: (1, index), self.s: (0, index), self.V: (1, index)}
+
+
+class SVDLinear(SVDLayer):
+    """y = x V diag(s) U^T + b."""
+
+    def __init__(self, dense: nn.Linear, rank: int):
+        super().__init__()
+        self.in_features, self.out_features = dense.in_features, dense.out_features
+        self._init_factors(dense.weight, rank, dense.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.factored_is_cheaper():
+            return F.linear(F.linear(x, self.V.T) * self.s, self.U, self.bias)
+        return F.linear(x, self.matrix(), self.bias)
+
+
+class SVDConv2d(SVDLayer):
+    """A conv whose kernel is U diag(s) V^T, run as two convs (or one dense conv when cheaper).
+
+    channel: kh x kw conv C->r with V, scale by s, 1x1 conv r->N with U (stride/padding in the first).
+    spatial: kh x 1 conv C->r with V, scale by s, 1 x kw conv r->N with U; height stride/padding/
+    dilation go to the first conv, width ones to the second. Both equal the dense conv exactly.
+    """
+
+    def __init__(self, dense: nn.Conv2d, rank: int, decomposition: str = "channel"):
+        super().__init__()
+        if decomposition not in DECOMPOSITIONS:
+            raise ValueError(f"unknown decomposition {decomposition!r}; known: {', '.join(DECOMPOSITIONS)}")
+        if dense.groups != 1 or dense.padding_mode != "zeros" or isinstance(dense.padding, str):
+            raise ValueError("SVDConv2d needs groups=1, zero padding given as numbers")
+        self.decomposition = decomposition
+        self.out_channels, self.in_channels, self.kh, self.kw = dense.weight.shape
+        self.stride, self.padding, self.dilation = dense.stride, dense.padding, dense.dilation
+        self._init_factors(self._to_matrix(dense.weight), rank, dense.bias)
+
+    def _to_matrix(self, kernel: torch.Tensor) -> torch.Tensor:
+        n, c, kh, kw = kernel.shape
+        if self.decomposition == "channel":
+            return kernel.reshape(n, c * kh * kw)
+        return kernel.permute(0, 3, 1, 2).reshape(n * kw, c * kh)  # rows (n, j), cols (c, i)
+
+    def kernel(self) -> torch.Tensor:
+        """The dense N x C x kh x kw kernel the factors represent."""
+        n, c, kh, kw = self.out_channels, self.in_channels, self.kh, self.kw
+        m = self.matrix()
+        if self.decomposition == "channel":
+            return m.reshape(n, c, kh, kw)
+        return m.reshape(n, kw, c, kh).permute(0, 2, 3, 1)
+
+    def channel_basis(self) -> torch.Tensor:
+        if self.decomposition == "channel":
+            return self.U
+        # [suite] spatial rows are (channel, tap): sum over the kw taps to get channel directions.
+        return self.U.reshape(self.out_channels, self.kw, self.rank).sum(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.factored_is_cheaper():
+            return F.conv2d(x, self.kernel(), self.bias, self.stride, self.padding, self.dilation)
+        r, n, c = self.rank, self.out_channels, self.in_channels
+        if self.decomposition == "channel":
+            mid = F.conv2d(x, self.V.T.reshape(r, c, self.kh, self.kw), None,
+                           self.stride, self.padding, self.dilation)
+            return F.conv2d(mid * self.s.view(1, r, 1, 1), self.U.view(n, r, 1, 1), self.bias)
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        mid = F.conv2d(x, self.V.T.reshape(r, c, self.kh, 1), None, (sh, 1), (ph, 0), (dh, 1))
+        second = self.U.reshape(n, self.kw, r).permute(0, 2, 1).unsqueeze(2)  # n x r x 1 x kw
+        return F.conv2d(mid * self.s.view(1, r, 1, 1), second, self.bias, (1, sw), (0, pw), (1, dw))
+
+
+def rank_for(ratio: float, m: int, n: int) -> int:
+    """Initial rank: rank_ratio * min(m, n), at least 1."""
+    return max(1, min(m, n, round(ratio * min(m, n))))
+
+
+def convert_to_svd(module: nn.Module, rank_ratio: float, decomposition: str = "channel") -> tuple[list[str], list[str]]:
+    """Replace every Linear and groups=1 Conv2d under `module` by its SVD form, in place.
+
+    Returns (converted, left_dense) qualified names; depthwise/grouped convs stay dense.
+    """
+    converted, left_dense = [], []
+    for name, child in list(module.named_modules()):
+        for attr, sub in list(child.named_children()):
+            qualified = f"{name}.{attr}" if name else attr
+            if isinstance(sub, nn.Linear):
+                rank = rank_for(rank_ratio, sub.out_features, sub.in_features)
+                setattr(child, attr, SVDLinear(sub, rank))
+                converted.append(qualified)
+            elif isinstance(sub, nn.Conv2d):
+                if sub.groups != 1:
+                    left_dense.append(qualified)
+                    continue
+                n, c, kh, kw = sub.weight.shape
+                m, k = (n, c * kh * kw) if decomposition == "channel" else (n * kw, c * kh)
+                setattr(child, attr, SVDConv2d(sub, rank_for(rank_ratio, m, k), decomposition))
+                converted.append(qualified)
+    return converted, left_dense
+
+
+def svd_layers(module: nn.Module) -> list[tuple[str, SVDLayer]]:
+    """(name, layer) of every SVD layer under `module`, in module order."""
+    return [(name, m) for name, m in module.named_modules() if isinstance(m, SVDLayer)]
+
+
+def orthogonality_loss(layer: SVDLayer) -> torch.Tensor:
+    """L_orth = ||U^T U - I||_F^2 / r^2 + ||V^T V - I||_F^2 / r^2 (Yang et al. 2020) [suite form]."""
+    eye = torch.eye(layer.rank, device=layer.U.device, dtype=layer.U.dtype)
+    r2 = layer.rank ** 2
+    return ((layer.U.T @ layer.U - eye).pow(2).sum() + (layer.V.T @ layer.V - eye).pow(2).sum()) / r2
+
+
+def alignment_loss(layer: SVDLayer, feedback_basis: torch.Tensor, on: str = "top") -> torch.Tensor:
+    """L_align = 1 - ||Q^T B_U||_F^2 / k [suite]: the share of the feedback subspace outside span(Q).
+
+    feedback_basis: B_U (m x k) with orthonormal columns. on="top": Q spans the k columns of the
+    layer's channel basis with the largest |s|; on="all": Q spans all r columns.
+    """
+    basis = layer.channel_basis()
+    k = feedback_basis.shape[1]
+    if on == "top":
+        basis = basis[:, torch.topk(layer.s.detach().abs(), min(k, layer.rank)).indices]
+    q, _ = torch.linalg.qr(basis)
+    return 1 - (q.T @ feedback_basis).pow(2).sum() / k
+
+
+def hoyer(layer: SVDLayer) -> torch.Tensor:
+    """Hoyer sparsity measure of the singular values, ||s||_1 / ||s||_2."""
+    return layer.s.abs().sum() / layer.s.norm().clamp_min(1e-12)
+
+
+def energy_rank(s: torch.Tensor, eps: float) -> int:
+    """Smallest k whose k largest s^2 hold at least (1 - eps) of sum(s^2)."""
+    energy = s.detach().pow(2).sort(descending=True).values
+    cumulative = energy.cumsum(0)
+    return int((cumulative < (1 - eps) * cumulative[-1]).sum().item()) + 1
+
+
+def reduce_rank(layer: SVDLayer, eps: float) -> Resize:
+    """Energy-threshold rank reduction: keep the top-|s| columns holding (1 - eps) of the energy."""
+    k = energy_rank(layer.s, eps)
+    if k >= layer.rank:
+        return {}
+    return layer.keep(torch.topk(layer.s.detach().abs(), k).indices)
+
+
+def factor_penalties(module: nn.Module, lambda_orth: float, lambda_sparse: float) -> tuple[torch.Tensor, dict]:
+    """lambda_orth * sum L_orth + lambda_sparse * sum Hoyer(s) over the SVD layers of `module`.
+
+    Returns (penalty to add to the loss, {"orth": .., "sparse": ..} per-layer means for the log).
+    A term whose weight is 0 is still measured, without a graph, so ablations log it too.
+    """
+    layers = [layer for _, layer in svd_layers(module)]
+    penalty = torch.zeros((), device=layers[0].U.device) if layers else torch.zeros(())
+    terms = {}
+    for key, weight, fn in (("orth", lambda_orth, orthogonality_loss), ("sparse", lambda_sparse, hoyer)):
+        with torch.set_grad_enabled(weight != 0 and torch.is_grad_enabled()):
+            total = sum((fn(layer) for layer in layers), torch.zeros((), device=penalty.device))
+        if weight:
+            penalty = penalty + weight * total
+        terms[key] = total.detach() / max(1, len(layers))
+    return penalty, terms
+
+
+def reduce_ranks(module: nn.Module, eps: float) -> Resize:
+    """Energy-threshold rank reduction of every SVD layer of `module`; the union of their resizes."""
+    resized: Resize = {}
+    for _, layer in svd_layers(module):
+        resized.update(reduce_rank(layer, eps))
+    return resized

@@ -1,0 +1,101 @@
+"""Measurements a record carries: parameter counts, memory, alignment with BP, per-layer ranks."""
+from __future__ import annotations
+
+import resource
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.layers.svd import SVDLayer, svd_layers
+from bench.models import BlockNet
+
+
+def tensor_bytes(tensors) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def param_counts(model: BlockNet) -> dict[str, int]:
+    """trainable (parameters with requires_grad), feedback (fixed buffers in model.feedback) and
+    inference (what a deployed network stores: SVD layers in their cheapest form, s folded in)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    feedback = sum(b.numel() for b in model.feedback.buffers())
+    svd = [layer for _, layer in svd_layers(model)]
+    inside_svd = sum(p.numel() for layer in svd for p in layer.parameters())
+    inference = sum(p.numel() for p in model.parameters()) - inside_svd + sum(l.inference_params() for l in svd)
+    return {"trainable_params": trainable, "feedback_params": feedback, "inference_params": inference}
+
+
+class SavedTensorBytes:
+    """Counts the bytes autograd saves for backward inside the `with` block.
+
+    Each storage is counted once; parameter and buffer storages are excluded, since the model
+    holds them anyway: what remains is the activation memory a training step costs.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.exclude = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+        self.seen: set[int] = set()
+        self.bytes = 0
+
+    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in self.exclude and ptr not in self.seen:
+            self.seen.add(ptr)
+            self.bytes += storage.nbytes()
+        return tensor
+
+    def __enter__(self):
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._hooks.__exit__(*exc)
+
+
+def memory_breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, saved_bytes: int,
+                     device: torch.device) -> dict:
+    """Bytes of parameters, gradients, optimizer state and saved activations, and the device peak."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    if device.type == "cuda":
+        peak, peak_kind = torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
+    else:
+        # Linux reports ru_maxrss in KiB, macOS in bytes: the whole process's peak resident set.
+        scale = 1 if sys.platform == "darwin" else 1024
+        peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "process_peak_rss"
+    return {
+        "params": tensor_bytes(model.parameters()),
+        "grads": tensor_bytes(trainable),
+        "optimizer_state": tensor_bytes(state),
+        "saved_activations": saved_bytes,
+        "peak": int(peak),
+        "peak_kind": peak_kind,
+        "device": str(device),
+    }
+
+
+def alignment_with_bp(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """Per block: mean over the probe batch of cos(method's signal at h_i, true dCE/dh_i).
+
+    Runs in eval mode (BatchNorm statistics untouched) and leaves every .grad as it was.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            outputs, logits = model.forward_blocks(x)
+            true = torch.autograd.grad(F.cross_entropy(logits, y), outputs)
+            signals = method.block_signals(model, outputs, logits.detach(), y) or true
+            return [F.cosine_similarity(s.flatten(1).float(), t.flatten(1).float(), dim=1).mean().item()
+                    for s, t in zip(signals, true)]
+    finally:
+        model.train(was_training)
+
+
+def layer_ranks(model: nn.Module) -> dict[str, int]:
+    """Rank of every SVD layer, by qualified name (empty for dense networks)."""
+    return {name: layer.rank for name, layer in svd_layers(model) if isinstance(layer, SVDLayer)}

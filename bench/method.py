@@ -1,0 +1,162 @@
+"""The Method API (one learning rule per file in methods/) and discovery of those files."""
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from bench.models import BlockNet
+
+METHODS_DIR_ENV = "BENCH_METHODS_DIR"
+DEFAULT_METHODS_DIR = Path(__file__).resolve().parent.parent / "methods"
+
+
+@dataclass(frozen=True)
+class Option:
+    """A declared method option: its default (which also fixes its type), help, and accepted values."""
+
+    default: Any
+    help: str
+    choices: tuple | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None  # exclusive lower bound, e.g. a learning rate must be > 0
+
+    def accepted(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        kind = type(self.default).__name__
+        if isinstance(self.default, list):
+            kind = "a list of integers"
+        bounds = [f">= {self.minimum}"] if self.minimum is not None else []
+        bounds += [f"> {self.above}"] if self.above is not None else []
+        bounds += [f"<= {self.maximum}"] if self.maximum is not None else []
+        return " ".join([kind, *bounds] if not bounds else [kind, " and ".join(bounds)])
+
+    def parse(self, key: str, value: Any) -> Any:
+        """Coerce `value` (typed, or a string from the command line) and check it; ValueError names `key`."""
+        if isinstance(value, str) and not isinstance(self.default, str):
+            value = yaml.safe_load(value) if value.strip() else None
+        default = self.default
+        ok = False
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        elif isinstance(default, list):
+            ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        if ok and self.choices is not None:
+            ok = value in self.choices
+        if ok and isinstance(value, (int, float)) and not isinstance(value, bool):
+            ok = ((self.minimum is None or value >= self.minimum) and (self.maximum is None or value <= self.maximum)
+                  and (self.above is None or value > self.above))
+        if ok and isinstance(value, list):
+            ok = all((self.minimum is None or v >= self.minimum) for v in value)
+        if not ok:
+            raise ValueError(f"bad value {value!r} for {key!r}; accepted: {self.accepted()}")
+        return value
+
+
+def resolve_options(declared: dict[str, Option], given: dict[str, Any], owner: str) -> dict[str, Any]:
+    """Defaults overlaid with `given`, each parsed; an unknown key is a ValueError listing the known ones."""
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        raise ValueError(f"unknown option {unknown[0]!r} for {owner}; known: {', '.join(sorted(declared)) or 'none'}")
+    return {k: opt.parse(k, given[k]) if k in given else opt.default for k, opt in declared.items()}
+
+
+class Method:
+    """A learning rule. Subclass it in methods/<name>.py; the file name is the method's name.
+
+    Declare options as `options = {"name": Option(default, "help", ...)}`; resolved values are
+    attributes of the instance. The trainer owns data, optimizer, schedule, evaluation,
+    checkpoints and measurement; a method fills gradients and nothing else.
+    """
+
+    name: str = ""
+    options: dict[str, Option] = {}
+
+    def __init__(self, **options: Any):
+        self.config = resolve_options(type(self).options, options, owner=f"method {self.name!r}")
+        for key, value in self.config.items():
+            setattr(self, key, value)
+
+    def prepare(self, model: BlockNet, num_classes: int, generator: torch.Generator) -> BlockNet:
+        """Convert layers and register feedback buffers (in `model.feedback`); return the model."""
+        return model
+
+    def step(self, model: BlockNet, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Fill `.grad` of every trainable parameter for the batch (x, y); return 0-d tensors to log.
+
+        Must return `loss` (the batch's mean cross-entropy) and `correct` (a count); any other
+        entry (a local loss term) is averaged over the epoch into the record's history.
+        """
+        raise NotImplementedError
+
+    def on_epoch_end(self, model: BlockNet, epoch: int) -> dict:
+        """After epoch `epoch` (1-based): change the parameter set if the rule does (rank reduction).
+
+        Returns {parameter: (dim, kept_index)} for every parameter that was sliced, else {}.
+        """
+        return {}
+
+    def block_signals(self, model: BlockNet, outputs: list[torch.Tensor], logits: torch.Tensor,
+                      y: torch.Tensor) -> list[torch.Tensor] | None:
+        """The signal this rule delivers at each block output (as a gradient of the batch-mean loss).
+
+        None means the true BP gradient; the trainer compares these with it on a probe batch.
+        """
+        return None
+
+
+def methods_dir() -> Path:
+    """Where methods are discovered: $BENCH_METHODS_DIR, else the repository's methods/."""
+    return Path(os.environ.get(METHODS_DIR_ENV, DEFAULT_METHODS_DIR))
+
+
+@functools.lru_cache(maxsize=None)
+def _discover(directory: Path) -> dict[str, type[Method]]:
+    if not directory.is_dir():
+        raise FileNotFoundError(f"methods folder {directory} does not exist (set ${METHODS_DIR_ENV})")
+    found = {}
+    for path in sorted(directory.glob("*.py")):
+        if path.name.startswith(("_", "template_")):
+            continue
+        module_name = f"bench_methods_{abs(hash(str(directory)))}.{path.stem}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+        classes = [c for c in vars(module).values()
+                   if isinstance(c, type) and issubclass(c, Method) and c.__module__ == module_name]
+        if len(classes) != 1:
+            raise ValueError(f"{path} must define exactly one bench.Method subclass, found {len(classes)}")
+        cls = classes[0]
+        cls.name = path.stem
+        found[path.stem] = cls
+    return found
+
+
+def discover(directory: Path | str | None = None) -> dict[str, type[Method]]:
+    """Every method in `directory` (default `methods_dir()`), by file name, sorted."""
+    return _discover(Path(directory or methods_dir()).resolve())
+
+
+def get_method(name: str, directory: Path | str | None = None) -> type[Method]:
+    """The Method class of file `name`; a ValueError lists the known names."""
+    known = discover(directory)
+    if name not in known:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(known)}")
+    return known[name]

@@ -1,0 +1,23 @@
+"""Architectures by name: `build(name, in_shape, num_classes)` returns a BlockNet."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.models.blocknet import BlockNet
+from bench.models.small import mlp3, smallconv
+
+# One line per architecture: name -> builder(in_shape, num_classes).
+ARCHS: dict[str, Callable[..., BlockNet]] = {
+    "mlp3": mlp3,
+    "smallconv": smallconv,
+}
+
+
+def build(name: str, in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
+    """Build architecture `name` for inputs of per-sample shape `in_shape` (C, H, W) and K classes."""
+    if name not in ARCHS:
+        raise ValueError(f"unknown arch {name!r}; known: {', '.join(sorted(ARCHS))}")
+    return ARCHS[name](tuple(in_shape), int(num_classes))
+
+
+__all__ = ["ARCHS", "BlockNet", "build"]

@@ -1,0 +1,227 @@
+"""The trainer: one run from spec to record (data, optimizer, schedule, eval, checkpoints, measurement)."""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from bench import data as datasets
+from bench import measure
+from bench.config import RunSpec
+from bench.method import get_method
+from bench.models import BlockNet, build
+from bench.record import SCHEMA_VERSION, provenance, write_atomic, write_json, write_log_csv
+
+log = logging.getLogger("bench.train")
+CHECKPOINT = "checkpoint.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA device is available; use device=cpu or auto")
+    return torch.device(name)
+
+
+def make_optimizer(params, recipe: dict) -> torch.optim.Optimizer:
+    name, lr, wd = recipe["optimizer"], recipe["lr"], recipe["weight_decay"]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=recipe["momentum"], weight_decay=wd)
+    return (torch.optim.AdamW if name == "adamw" else torch.optim.Adam)(params, lr=lr, weight_decay=wd)
+
+
+def lr_at(recipe: dict, epoch: int) -> float:
+    """Learning rate for (0-based) `epoch`: cosine to 0 over the run, step decay, or constant."""
+    lr, schedule = recipe["lr"], recipe["schedule"]
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + math.cos(math.pi * epoch / recipe["epochs"]))
+    if schedule == "step":
+        return lr * recipe["gamma"] ** (epoch // recipe["step_size"])
+    return lr
+
+
+def slice_optimizer_state(optimizer: torch.optim.Optimizer, resized: dict) -> None:
+    """Slice per-parameter optimizer state (moments, momentum) the way the parameters were sliced."""
+    for param, (dim, index) in resized.items():
+        for key, value in optimizer.state.get(param, {}).items():
+            if torch.is_tensor(value) and value.dim() == param.dim():
+                optimizer.state[param][key] = value.index_select(dim, index.to(value.device)).contiguous()
+
+
+def resize_like(model: BlockNet, state: dict) -> None:
+    """Give every parameter and buffer the shape it has in `state` (ranks shrink during training)."""
+    tensors = dict(model.named_parameters())
+    for name, value in state.items():
+        if name in tensors and tensors[name].shape != value.shape:
+            tensors[name].data = torch.empty_like(value, device=tensors[name].device)
+        elif name.startswith("feedback."):
+            setattr(model.feedback, name.split(".", 1)[1], torch.empty_like(value))
+
+
+@torch.no_grad()
+def evaluate(model: BlockNet, data, batch_size: int) -> tuple[float, float]:
+    """(top-1, top-5) test accuracy in %, in eval mode."""
+    was_training = model.training
+    model.eval()
+    top1 = top5 = 0
+    for x, y in data.test_batches(batch_size):
+        logits = model(x)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        top1 += (top[:, 0] == y).sum()
+        top5 += (top == y[:, None]).any(dim=1).sum()
+    model.train(was_training)
+    n = len(data.test_y)
+    return 100.0 * top1.item() / n, 100.0 * top5.item() / n
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_epoch(model, method, optimizer, data, batch_size, generator, device) -> dict:
+    """One epoch; returns the mean of every logged step scalar, accuracy, time and saved bytes."""
+    model.train()
+    sums: dict[str, torch.Tensor] = {}
+    steps = 0
+    counter = measure.SavedTensorBytes(model)
+    _sync(device)
+    start = time.perf_counter()
+    for x, y in data.train_batches(batch_size, generator):
+        optimizer.zero_grad(set_to_none=True)
+        if steps == 0:  # count saved-for-backward bytes on one step per epoch
+            with counter:
+                stats = method.step(model, x, y)
+        else:
+            stats = method.step(model, x, y)
+        optimizer.step()
+        for key, value in stats.items():
+            sums[key] = sums[key] + value.detach() if key in sums else value.detach().clone()
+        steps += 1
+    _sync(device)
+    seconds = time.perf_counter() - start
+    images = steps * batch_size
+    means = {k: v.item() / steps for k, v in sums.items() if k != "correct"}
+    return {"train_loss": means.pop("loss"), "train_acc": 100.0 * sums["correct"].item() / images,
+            "terms": means, "train_time_s": seconds, "images": images, "saved_activations": counter.bytes}
+
+
+def derive_seed(seed: int, purpose: str) -> int:
+    """An independent seed per purpose, so model init, feedback and shuffling never share a stream."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:8], "little")
+
+
+def setup(spec: RunSpec, data_dir: Path | None):
+    """Device, data on the device, the prepared model (init and feedback seeded from the run seed), the method."""
+    device = resolve_device(spec.recipe["device"])
+    data = datasets.load(spec.dataset, device, data_dir)
+    torch.manual_seed(derive_seed(spec.seed, "init"))
+    model = build(spec.arch, data.in_shape, data.num_classes)
+    method = get_method(spec.impl)(**spec.options)
+    feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
+    model = method.prepare(model, data.num_classes, feedback)
+    return device, data, model.to(device), method
+
+
+def save_checkpoint(out: Path, spec: RunSpec, model, optimizer, shuffle: torch.Generator, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save({"config_hash": spec.config_hash(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "shuffle": shuffle.get_state(), "state": state}, buffer)
+    write_atomic(out / CHECKPOINT, buffer.getvalue())
+
+
+def load_checkpoint(out: Path, spec: RunSpec, model: BlockNet) -> dict | None:
+    """The checkpoint in `out` if it belongs to this exact spec (model loaded into `model`), else None."""
+    path = out / CHECKPOINT
+    if not path.is_file():
+        return None
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if checkpoint.get("config_hash") != spec.config_hash():
+        log.warning("%s belongs to another configuration; starting %s from scratch", path, spec.method)
+        return None
+    resize_like(model, checkpoint["model"])
+    model.load_state_dict(checkpoint["model"])
+    log.info("resuming %s from %s (epoch %d)", spec.method, path, checkpoint["state"]["epoch"])
+    return checkpoint
+
+
+def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
+    """Train one run, checkpointing each epoch (resuming from `out`), and write out/record.json."""
+    out = Path(out)
+    device, data, model, method = setup(spec, data_dir)  # bad data fails here, before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    started = provenance(device)
+    shuffle = torch.Generator().manual_seed(derive_seed(spec.seed, "shuffle"))
+    state = {"epoch": 0, "history": [], "status": "ok",
+             "trainable_params_initial": measure.param_counts(model)["trainable_params"]}
+    checkpoint = load_checkpoint(out, spec, model)
+    optimizer = make_optimizer(model.parameters(), spec.recipe)
+    if checkpoint:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        shuffle.set_state(checkpoint["shuffle"])
+        state = checkpoint["state"]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    probe = data.normalise(data.train_x[:spec.recipe["probe_size"]]), data.train_y[:spec.recipe["probe_size"]]
+    for epoch in range(state["epoch"] + 1, spec.recipe["epochs"] + 1):
+        if state["status"] != "ok":
+            break
+        entry = run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, device)
+        state["history"].append(entry)
+        state["epoch"] = epoch
+        if not math.isfinite(entry["train_loss"]):
+            state["status"] = "diverged"
+            log.warning("%s diverged in epoch %d (loss %s)", spec.method, epoch, entry["train_loss"])
+        save_checkpoint(out, spec, model, optimizer, shuffle, state)
+        write_log_csv(out / "log.csv", state["history"])
+    record = make_record(spec, state, model, optimizer, data, device, started)
+    write_json(out / "record.json", record)
+    return record
+
+
+def run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, device) -> dict:
+    """Train one epoch, apply the method's end-of-epoch change, evaluate; the epoch's history entry."""
+    lr = lr_at(spec.recipe, epoch - 1)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    stats = train_epoch(model, method, optimizer, data, spec.recipe["batch_size"], shuffle, device)
+    slice_optimizer_state(optimizer, method.on_epoch_end(model, epoch))
+    test_acc, test_top5 = evaluate(model, data, spec.recipe["eval_batch_size"])
+    entry = {"epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
+             "test_acc": test_acc, "test_top5": test_top5, "lr": lr,
+             "train_time_s": stats["train_time_s"], "images_per_s": stats["images"] / stats["train_time_s"],
+             "saved_activations": stats["saved_activations"], "terms": stats["terms"],
+             "alignment": measure.alignment_with_bp(model, method, *probe),
+             "ranks": measure.layer_ranks(model), "trainable_params": measure.param_counts(model)["trainable_params"]}
+    log.info("%-14s epoch %3d/%d  loss %7.4f  train %6.2f%%  test %6.2f%%  %7.1fs  %8.0f img/s",
+             spec.method, epoch, spec.recipe["epochs"], entry["train_loss"], entry["train_acc"], test_acc,
+             entry["train_time_s"], entry["images_per_s"])
+    return entry
+
+
+def make_record(spec: RunSpec, state: dict, model, optimizer, data, device, started: dict) -> dict:
+    """The run's record.json (schema_version 1), from the training state and final measurements."""
+    history = state["history"]
+    last = history[-1] if history else {}
+    train_time = sum(h["train_time_s"] for h in history)
+    images = sum(h["images_per_s"] * h["train_time_s"] for h in history)
+    record = {
+        "schema_version": SCHEMA_VERSION, "dataset": spec.dataset, "arch": spec.arch, "method": spec.method,
+        "impl": spec.impl, "seed": spec.seed, "recipe": spec.recipe, "options": spec.options,
+        "config_hash": spec.config_hash(), "status": state["status"], "epochs": state["epoch"],
+        "epochs_planned": spec.recipe["epochs"], "num_classes": data.num_classes,
+        "test_acc": last.get("test_acc"),
+        "test_top5": last.get("test_top5") if data.num_classes > 5 else None,
+        "best_test_acc": max((h["test_acc"] for h in history), default=None),
+        "train_time_s": train_time, "images_per_s": images / train_time if train_time else None,
+        **measure.param_counts(model), "trainable_params_initial": state["trainable_params_initial"],
+        "memory": measure.memory_breakdown(model, optimizer, last.get("saved_activations", 0), device),
+        "history": history, "provenance": started,
+    }
+    return record

@@ -1,0 +1,15 @@
+"""bp: backpropagation of the mean cross-entropy through the whole network."""
+import torch.nn.functional as F
+
+from bench import Method
+from bench.local import step_stats
+
+
+class BP(Method):
+    """Ordinary end-to-end backpropagation; the block structure is ignored."""
+
+    def step(self, model, x, y):
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        return step_stats(loss, logits, y)
