@@ -43,7 +43,7 @@ class Option:
     def parse(self, key: str, value: Any) -> Any:
         """Coerce `value` (typed, or a string from the command line) and check it; ValueError names `key`."""
         if isinstance(value, str) and not isinstance(self.default, str):
-            value = yaml.safe_load(value) if value.strip() else None
+            value = _parse_text(value)
         default = self.default
         ok = False
         if isinstance(default, bool):
@@ -67,6 +67,22 @@ class Option:
         if not ok:
             raise ValueError(f"bad value {value!r} for {key!r}; accepted: {self.accepted()}")
         return value
+
+
+def _parse_text(text: str) -> Any:
+    """A command-line value as YAML, except that '3e-3' (a string in YAML 1.1) is a number."""
+    if not text.strip():
+        return None
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def resolve_options(declared: dict[str, Option], given: dict[str, Any], owner: str) -> dict[str, Any]:

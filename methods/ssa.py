@@ -21,7 +21,7 @@ class SSA(Method):
     """
 
     options = {
-        "rank_ratio": Option(1.0, "initial rank as a share of min(m, n) [paper: full rank]", minimum=0.0, maximum=1.0),
+        "rank_ratio": Option(1.0, "initial rank as a share of min(m, n) [paper: full rank]", above=0.0, maximum=1.0),
         "decomposition": Option("channel", "conv factorisation; spatial is the paper's form", choices=DECOMPOSITIONS),
         "lambda_align": Option(0.1, "weight of L_align [suite default]", minimum=0.0),
         "lambda_orth": Option(0.1, "weight of L_orth [suite default]", minimum=0.0),

@@ -14,7 +14,7 @@ class SVDBP(Method):
     """
 
     options = {
-        "rank_ratio": Option(1.0, "initial rank as a share of min(m, n)", minimum=0.0, maximum=1.0),
+        "rank_ratio": Option(1.0, "initial rank as a share of min(m, n)", above=0.0, maximum=1.0),
         "decomposition": Option("channel", "conv factorisation", choices=DECOMPOSITIONS),
         "lambda_orth": Option(0.1, "weight of L_orth [suite default]", minimum=0.0),
         "lambda_sparse": Option(0.0, "weight of the Hoyer sparsity of s (earlier paper version)", minimum=0.0),

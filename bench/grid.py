@@ -1,0 +1,161 @@
+"""The experiment grid: the pipeline config (config/config.yaml) checked and expanded into planned runs.
+
+The Snakefile and `python -m bench aggregate|plot --config` both read the grid through this module, so
+the layout of `results/` and the meaning of every config key live in one place.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.config import DEFAULT_CONFIG, REPO
+
+SCHEMA = REPO / "config" / "schema.yaml"
+RUN_DIR = "{results}/runs/{dataset}/{arch}/{method}/seed{seed}"
+ALL_METHODS = "all"  # a grid's `methods: all` = every config variant plus every method file in methods/
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One dataset's planned runs: archs x methods x seeds, trained with `recipe` (recipe-key overrides)."""
+
+    dataset: str
+    archs: tuple[str, ...]
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    recipe: dict[str, Any] = field(default_factory=dict)
+
+    def runs(self) -> list[tuple[str, str, int]]:
+        """Every planned (arch, method, seed), archs outermost."""
+        return [(a, m, s) for a in self.archs for m in self.methods for s in self.seeds]
+
+    def record_paths(self, results: str | Path) -> list[str]:
+        """The planned record.json paths under the results folder `results`."""
+        return [run_dir(results, self.dataset, *run) + "/record.json" for run in self.runs()]
+
+    def set_args(self) -> str:
+        """The recipe overrides as `--set key=value` arguments for `python -m bench train`."""
+        return " ".join(f"--set {shlex.quote(f'{key}={_yaml_scalar(value)}')}" for key, value in self.recipe.items())
+
+
+def run_dir(results: str | Path, dataset: str, arch: str, method: str, seed: int) -> str:
+    """The folder of one run: record.json, log.csv and checkpoint.pt live there."""
+    return RUN_DIR.format(results=results, dataset=dataset, arch=arch, method=method, seed=seed)
+
+
+def _yaml_scalar(value: Any) -> str:
+    """`value` as YAML text that parses back to the same value (1e-05 -> 1.0e-05, which YAML reads as a float)."""
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n").removesuffix("\n...")
+
+
+def _number(value: Any) -> Any:
+    """A number written as text on the command line (`--config seeds=[0]` gives ['0']) as that number."""
+    if isinstance(value, list):
+        return [_number(v) for v in value]
+    if isinstance(value, str):
+        for parse in (int, float):
+            try:
+                return parse(value)
+            except ValueError:
+                pass
+    return value
+
+
+def coerce_numbers(config: dict) -> dict:
+    """Turn numeric text in seeds, epochs and recipe values into numbers, in place; returns `config`.
+
+    Snakemake parses `--config key=[...]` with YAML's base loader, which keeps every scalar a string.
+    """
+    for key in ("seeds", "epochs"):
+        if key in config:
+            config[key] = _number(config[key])
+    for entry in (config.get("datasets") or {}).values():
+        if isinstance(entry, dict):
+            if "seeds" in entry:
+                entry["seeds"] = _number(entry["seeds"])
+            if isinstance(entry.get("recipe"), dict):
+                entry["recipe"] = {k: _number(v) for k, v in entry["recipe"].items()}
+    return config
+
+
+def known_methods(variants: dict[str, Any]) -> list[str]:
+    """Names a grid may use: the config's variants, then method files in methods/ that no variant names."""
+    from bench.method import discover
+
+    return list(variants) + sorted(set(discover()) - set(variants))
+
+
+def grids(config: dict) -> dict[str, Grid]:
+    """Every dataset's Grid from a schema-validated config, with its run specs checked.
+
+    A dataset without `seeds` uses the top-level `seeds`; a top-level `epochs` replaces every dataset's
+    recipe epochs; `methods: all` expands to known_methods(). Unknown method names, variant options and
+    recipe values raise ValueError naming the config key.
+    """
+    from bench.config import make_spec
+
+    variants = dict(config.get("variants") or {})
+    known = known_methods(variants)
+    result = {}
+    for dataset, entry in (config.get("datasets") or {}).items():
+        methods = entry.get("methods", ALL_METHODS)
+        methods = known if methods == ALL_METHODS else list(methods)
+        for method in methods:
+            if method not in known:
+                raise ValueError(f"config key datasets.{dataset}.methods: unknown method {method!r}; "
+                                 f"known: {ALL_METHODS}, {', '.join(known)}")
+        recipe = dict(entry.get("recipe") or {})
+        if config.get("epochs") is not None:
+            recipe["epochs"] = config["epochs"]
+        grid = Grid(dataset, tuple(entry["archs"]), tuple(methods), tuple(entry.get("seeds", config["seeds"])), recipe)
+        for method in grid.methods:
+            try:
+                make_spec(dataset, grid.archs[0], method, grid.seeds[0], recipe, variants)
+            except ValueError as error:
+                raise ValueError(f"config key datasets.{dataset} (method {method}): {error}") from None
+        result[dataset] = grid
+    return result
+
+
+def validate(config: dict, schema: Path | str = SCHEMA) -> dict:
+    """Check `config` against the JSON schema (defaults filled in); ValueError names the key and the rule."""
+    import jsonschema
+
+    with open(schema) as f:
+        schema_dict = yaml.safe_load(f)
+    validator = _with_defaults(jsonschema.validators.validator_for(schema_dict))(schema_dict)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        where = ".".join(map(str, error.absolute_path)) or "(top level)"
+        raise ValueError(f"config key {where}: {error.message}")
+    return config
+
+
+def _with_defaults(validator_class):
+    """A validator class that also fills in each property's `default` (as snakemake.utils.validate does)."""
+    import jsonschema
+
+    check_properties = validator_class.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in props.items():
+                if "default" in sub:
+                    instance.setdefault(key, sub["default"])
+        yield from check_properties(validator, props, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": properties})
+
+
+def load(path: Path | str | None = None) -> dict[str, Grid]:
+    """The grids of a config file, validated as the Snakefile validates them (for the CLI)."""
+    path = Path(path or DEFAULT_CONFIG)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    with open(path) as f:
+        config = yaml.safe_load(f) or {}
+    return grids(validate(coerce_numbers(config)))

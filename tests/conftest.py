@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny models, batches and the discovered methods."""
+import pytest
+import torch
+
+from bench.method import discover
+from bench.models import build
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture
+def batch():
+    """A fixed batch of 16 random 1x8x8 images over 10 classes (every class present)."""
+    g = torch.Generator().manual_seed(123)
+    x = torch.randn(16, 1, 8, 8, generator=g)
+    y = torch.arange(16) % 10
+    return x, y
+
+
+def make(arch: str, method: str, seed: int = 0, **options):
+    """A fresh seeded model of `arch` for 8x8 inputs, prepared by `method` with `options`."""
+    torch.manual_seed(seed)
+    model = build(arch, (1, 8, 8), 10)
+    rule = discover()[method](**options)
+    model = rule.prepare(model, 10, torch.Generator().manual_seed(seed))
+    return model, rule
+
+
+@pytest.fixture
+def methods():
+    return discover()

@@ -1,0 +1,66 @@
+"""The command line: training writes a record; bad input exits 2, names what is accepted, writes nothing."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.cli import main
+
+BASE = ["train", "--dataset", "digits", "--arch", "mlp3", "--method", "dfa", "--seed", "0"]
+
+
+def test_train_writes_record_and_log(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*BASE, "--out", str(out), "--set", "epochs=1", "--set", "lr=3e-3", "--set", "scale=2"]) == 0
+    record = json.loads((out / "record.json").read_text())
+    assert record["recipe"]["lr"] == 0.003 and record["options"]["scale"] == 2.0
+    assert (out / "log.csv").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset", "cifar7"], "unknown dataset 'cifar7'; known: digits, mnist5k"),
+    (["--arch", "resnet9"], "unknown arch 'resnet9'; known: mlp3, smallconv"),
+    (["--method", "dfaa"], "unknown method 'dfaa'; known: bp, dfa, ssa, ssa-ce_only"),
+    (["--set", "lambda_algn=1"], "unknown option 'lambda_algn'"),
+    (["--set", "epochs=-1"], "bad value -1 for 'epochs'; accepted: int >= 1"),
+    (["--set", "epochs=two"], "bad value 'two' for 'epochs'"),
+    (["--set", "lr=0"], "'lr'; accepted: float > 0.0"),
+    (["--set", "batch_size=1.5"], "'batch_size'"),
+    (["--set", "optimizer=lbfgs"], "one of sgd, adam, adamw"),
+    (["--set", "scale=-1"], "'scale'; accepted: float >= 0.0"),
+    (["--set", "epochs"], "bad --set 'epochs'; expected key=value"),
+    (["--method", "ssa", "--set", "rank_ratio=1.5"], "'rank_ratio'; accepted: float > 0.0 and <= 1.0"),
+    (["--method", "ssa", "--set", "rank_epochs=3"], "'rank_epochs'; accepted: a list of integers"),
+])
+def test_bad_input_exits_2_naming_what_is_accepted(args, message, tmp_path, capsys):
+    argv = dict(zip(BASE[1::2], BASE[2::2]))
+    for flag, value in zip(args[0::2], args[1::2]):
+        if flag != "--set":
+            argv[flag] = value
+    flat = ["train", *[x for kv in argv.items() for x in kv]]
+    flat += [x for flag, value in zip(args[0::2], args[1::2]) if flag == "--set" for x in (flag, value)]
+    out = tmp_path / "run"
+    assert main([*flat, "--out", str(out)]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_out_pointing_at_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("keep")
+    assert main([*BASE, "--out", str(target)]) == 2
+    assert "is a file" in capsys.readouterr().err and target.read_text() == "keep"
+
+
+def test_exit_code_from_a_real_process(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bench", *BASE[:-1], "-3", "--out", str(tmp_path / "r")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "'seed'" in result.stderr
+
+
+def test_list_names_datasets_archs_methods_and_variants(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ["mnist5k", "smallconv", "method ssa", "variant ssa-no_align", "lambda_align=0.1"]:
+        assert name in out

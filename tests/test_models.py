@@ -1,0 +1,43 @@
+"""Architectures: shapes for any input size, the block structure, clear errors."""
+import pytest
+import torch
+
+from bench.models import ARCHS, BlockNet, build
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+@pytest.mark.parametrize("in_shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32)])
+def test_build_gives_blocknet_with_logits_per_class(arch, in_shape):
+    model = build(arch, in_shape, 7)
+    assert isinstance(model, BlockNet) and len(model.blocks) >= 3
+    logits = model(torch.zeros(2, *in_shape))
+    assert logits.shape == (2, 7)
+    shapes = model.block_output_shapes()
+    outputs, cut_logits = model.forward_blocks(torch.zeros(2, *in_shape), cut=True)
+    assert [tuple(h.shape[1:]) for h in outputs] == shapes
+    assert torch.equal(cut_logits, logits)
+
+
+def test_smallconv_is_the_reference_network():
+    model = build("smallconv", (3, 32, 32), 10)
+    assert model.block_output_shapes() == [(32, 16, 16), (64, 8, 8), (128, 2, 2), (512,)]
+    assert model.head.in_features == 512 and model.head.out_features == 10
+
+
+def test_mlp3_has_three_hidden_layers():
+    model = build("mlp3", (1, 28, 28), 10)
+    linears = [m for m in model.blocks.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 3 and linears[0].in_features == 784
+
+
+def test_cut_forward_stops_gradient_between_blocks():
+    model = build("mlp3", (1, 8, 8), 10)
+    outputs, _ = model.forward_blocks(torch.randn(4, 1, 8, 8), cut=True)
+    outputs[-1].sum().backward()
+    assert model.blocks[0][1].weight.grad is None
+    assert model.blocks[-1][0].weight.grad is not None
+
+
+def test_unknown_arch_names_the_known_ones():
+    with pytest.raises(ValueError, match="unknown arch 'resnet9'; known: mlp3, smallconv"):
+        build("resnet9", (1, 8, 8), 10)

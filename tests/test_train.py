@@ -1,0 +1,127 @@
+"""The trainer: records are complete and reproducible, checkpoints resume exactly, divergence is a result."""
+import copy
+import json
+
+import pytest
+import torch
+
+import bench.train as trainer
+from bench.config import load_variants, make_spec
+from bench.train import lr_at, run
+
+TIMING_KEYS = {"train_time_s", "images_per_s", "started", "peak"}
+
+
+def spec(method="ssa", seed=0, **overrides):
+    recipe = {"epochs": 2, "batch_size": 128, "probe_size": 64, "device": "cpu"}
+    return make_spec("digits", "mlp3", method, seed, {**recipe, **overrides}, load_variants())
+
+
+def strip_timings(obj):
+    if isinstance(obj, dict):
+        return {k: strip_timings(v) for k, v in obj.items() if k not in TIMING_KEYS}
+    if isinstance(obj, list):
+        return [strip_timings(v) for v in obj]
+    return obj
+
+
+@pytest.fixture(scope="module")
+def ssa_record(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ssa")
+    return run(spec(rank_epochs=[1]), out), out
+
+
+def test_record_holds_every_field_of_the_design(ssa_record):
+    record, out = ssa_record
+    assert json.loads((out / "record.json").read_text()) == json.loads(json.dumps(record))
+    for key in ["schema_version", "dataset", "arch", "method", "impl", "seed", "options", "status", "epochs",
+                "test_acc", "test_top5", "best_test_acc", "train_time_s", "images_per_s", "trainable_params",
+                "feedback_params", "inference_params", "memory", "history", "provenance"]:
+        assert key in record, key
+    assert record["schema_version"] == 1 and record["status"] == "ok" and record["epochs"] == 2
+    assert set(record["memory"]) >= {"params", "grads", "optimizer_state", "saved_activations", "peak", "device"}
+    assert record["memory"]["saved_activations"] > 0 and record["memory"]["optimizer_state"] > 0
+    assert set(record["provenance"]) >= {"git_commit", "git_dirty", "python", "torch", "device_name", "platform"}
+    for epoch in record["history"]:
+        assert len(epoch["alignment"]) == 3 and all(-1 <= c <= 1 for c in epoch["alignment"])
+        assert set(epoch["ranks"]) == {"blocks.0.1", "blocks.1.0", "blocks.2.0"}
+        assert {"align", "orth"} <= set(epoch["terms"])
+    # rank reduction after epoch 1 shrank the trainable parameters
+    assert record["trainable_params"] < record["trainable_params_initial"]
+    lines = (out / "log.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,train_loss,train_acc,test_acc") and len(lines) == 3
+
+
+def test_same_seed_gives_the_same_record_apart_from_timings(ssa_record, tmp_path):
+    record, _ = ssa_record
+    again = run(spec(rank_epochs=[1]), tmp_path)
+    assert strip_timings(again) == strip_timings(record)
+    other = run(spec(rank_epochs=[1], seed=1), tmp_path / "seed1")
+    assert other["history"][0]["train_loss"] != record["history"][0]["train_loss"]
+
+
+def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_record(ssa_record, tmp_path, monkeypatch):
+    record, _ = ssa_record
+    real_epoch = trainer.run_epoch
+
+    def die_after_first(spec_, epoch, *args):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return real_epoch(spec_, epoch, *args)
+
+    monkeypatch.setattr(trainer, "run_epoch", die_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        run(spec(rank_epochs=[1]), tmp_path)
+    assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "record.json").exists()
+    monkeypatch.setattr(trainer, "run_epoch", real_epoch)
+    resumed = run(spec(rank_epochs=[1]), tmp_path)
+    assert strip_timings(resumed) == strip_timings(record)
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, caplog):
+    run(spec("dfa", epochs=1), tmp_path)
+    record = run(spec("dfa", epochs=1, lr=5e-4), tmp_path)
+    assert "belongs to another configuration" in caplog.text
+    assert record["recipe"]["lr"] == 5e-4 and len(record["history"]) == 1
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    run(spec("dfa", epochs=1), tmp_path)
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert "feedback.dfa" in checkpoint["model"]
+
+
+def test_nan_loss_ends_the_run_as_diverged(tmp_path):
+    record = run(spec("bp", epochs=3, optimizer="sgd", lr=1e12, momentum=0.0), tmp_path)
+    assert record["status"] == "diverged"
+    assert record["epochs"] < 3
+    assert json.loads((tmp_path / "record.json").read_text())["status"] == "diverged"
+
+
+@pytest.mark.parametrize("method", ["bp", "dfa", "svd_bp", "ssa"])
+def test_every_method_reports_saved_activation_bytes(method, tmp_path):
+    record = run(spec(method, epochs=1), tmp_path)
+    assert record["memory"]["saved_activations"] > 0
+    assert record["test_acc"] > 20  # 10 classes: clearly above chance after one epoch
+
+
+def test_lr_schedules():
+    recipe = {"lr": 1.0, "epochs": 4, "schedule": "cosine", "step_size": 2, "gamma": 0.5}
+    assert [lr_at(recipe, e) for e in range(4)] == pytest.approx([1.0, 0.853553, 0.5, 0.146447], abs=1e-6)
+    step = {**recipe, "schedule": "step"}
+    assert [lr_at(step, e) for e in range(4)] == [1.0, 1.0, 0.5, 0.5]
+    assert lr_at({**recipe, "schedule": "constant"}, 3) == 1.0
+
+
+@pytest.mark.parametrize("optimizer,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
+                                           ("adamw", torch.optim.AdamW)])
+def test_optimizer_by_name(optimizer, cls):
+    s = spec(optimizer=optimizer)
+    opt = trainer.make_optimizer([torch.nn.Parameter(torch.zeros(2))], s.recipe)
+    assert isinstance(opt, cls) and opt.defaults["lr"] == s.recipe["lr"]
+
+
+def test_variant_resolves_to_its_method_and_options():
+    s = spec("ssa-no_align")
+    assert s.impl == "ssa" and s.options["lambda_align"] == 0.0 and s.options["lambda_orth"] == 0.1
+    assert copy.deepcopy(s).config_hash() == s.config_hash() != spec("ssa").config_hash()
