@@ -29,7 +29,25 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--data-dir", type=Path, default=None, help="where on-disk datasets live")
     train.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config file with the variants")
     commands.add_parser("list", help="print the datasets, archs, methods and variants this suite knows")
+    aggregate = commands.add_parser("aggregate", help="records of one dataset -> OUT_DIR/<dataset>_table.csv and .md")
+    _reporting_args(aggregate, out_default=Path("results"))
+    aggregate.add_argument("--allow-missing", action="store_true",
+                           help="write the table even if planned runs have no record (their rows say so)")
+    plot = commands.add_parser("plot", help="records of one dataset -> OUT_DIR/<dataset>_<figure>.png and .pdf")
+    _reporting_args(plot, out_default=Path("results/figures"))
     return parser
+
+
+def _reporting_args(parser: argparse.ArgumentParser, out_default: Path) -> None:
+    """Arguments shared by aggregate and plot: where records are, and which runs the grid plans."""
+    parser.add_argument("--runs-dir", type=Path, default=Path("results/runs"), help="folder of <dataset>/<arch>/...")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--out-dir", type=Path, default=out_default)
+    parser.add_argument("--config", type=Path, default=None,
+                        help="config file whose --dataset grid lists the planned runs (default: every record found)")
+    parser.add_argument("--archs", nargs="+", help="planned archs (overrides the config grid's)")
+    parser.add_argument("--methods", nargs="+", help="planned method variants (overrides the config grid's)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="planned seeds (overrides the config grid's)")
 
 
 def cmd_train(args) -> int:
@@ -74,11 +92,55 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _expected(args) -> list[tuple[str, str, int]] | None:
+    """The planned (arch, method, seed) runs from --config and --archs/--methods/--seeds, or None for all."""
+    from bench import grid
+
+    axes = {"archs": args.archs, "methods": args.methods, "seeds": args.seeds}
+    if args.config is None and not any(axes.values()):
+        return None
+    base = {}
+    if args.config is not None:
+        grids = grid.load(args.config)
+        if args.dataset not in grids:
+            raise ValueError(f"dataset {args.dataset!r} has no grid in {args.config}; "
+                             f"its datasets: {', '.join(grids) or 'none'}")
+        base = {"archs": grids[args.dataset].archs, "methods": grids[args.dataset].methods,
+                "seeds": grids[args.dataset].seeds}
+    axes = {key: value or base.get(key) for key, value in axes.items()}
+    unset = [key for key, value in axes.items() if not value]
+    if unset:
+        raise ValueError(f"--{unset[0]} is needed (or --config) when any of --archs/--methods/--seeds is given")
+    return grid.Grid(args.dataset, tuple(axes["archs"]), tuple(axes["methods"]), tuple(axes["seeds"])).runs()
+
+
+def cmd_aggregate(args) -> int:
+    from bench.aggregate import aggregate
+
+    try:
+        table = aggregate(args.runs_dir, args.dataset, _expected(args), args.allow_missing, out_dir=args.out_dir)
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
+    print(table[["arch", "method", "n_ok", "n_seeds", "test_acc_mean", "test_acc_std", "delta_to_bp",
+                 "status"]].to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from bench.plot import plot
+
+    try:
+        plot(args.runs_dir, args.dataset, args.out_dir, _expected(args))
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     args = _parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "list": cmd_list}[args.command](args)
+        return {"train": cmd_train, "list": cmd_list, "aggregate": cmd_aggregate, "plot": cmd_plot}[args.command](args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

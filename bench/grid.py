@@ -28,6 +28,13 @@ class Grid:
     methods: tuple[str, ...]
     seeds: tuple[int, ...]
     recipe: dict[str, Any] = field(default_factory=dict)
+    # Per-method recipe overrides, keyed by variant name or by method file (impl): `ssa` covers
+    # every ssa-* ablation unless the variant has its own entry. Resolved by grids().
+    method_recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def recipe_for(self, method: str) -> dict[str, Any]:
+        """The recipe overrides of `method`'s runs: the dataset's recipe, then the method's own."""
+        return {**self.recipe, **self.method_recipe.get(method, {})}
 
     def runs(self) -> list[tuple[str, str, int]]:
         """Every planned (arch, method, seed), archs outermost."""
@@ -37,9 +44,10 @@ class Grid:
         """The planned record.json paths under the results folder `results`."""
         return [run_dir(results, self.dataset, *run) + "/record.json" for run in self.runs()]
 
-    def set_args(self) -> str:
-        """The recipe overrides as `--set key=value` arguments for `python -m bench train`."""
-        return " ".join(f"--set {shlex.quote(f'{key}={_yaml_scalar(value)}')}" for key, value in self.recipe.items())
+    def set_args(self, method: str | None = None) -> str:
+        """`method`'s recipe overrides as `--set key=value` arguments for `python -m bench train`."""
+        recipe = self.recipe_for(method) if method else self.recipe
+        return " ".join(f"--set {shlex.quote(f'{key}={_yaml_scalar(value)}')}" for key, value in recipe.items())
 
 
 def run_dir(results: str | Path, dataset: str, arch: str, method: str, seed: int) -> str:
@@ -79,6 +87,9 @@ def coerce_numbers(config: dict) -> dict:
                 entry["seeds"] = _number(entry["seeds"])
             if isinstance(entry.get("recipe"), dict):
                 entry["recipe"] = {k: _number(v) for k, v in entry["recipe"].items()}
+            for name, own in (entry.get("method_recipe") or {}).items():
+                if isinstance(own, dict):
+                    entry["method_recipe"][name] = {k: _number(v) for k, v in own.items()}
     return config
 
 
@@ -90,15 +101,15 @@ def known_methods(variants: dict[str, Any]) -> list[str]:
 
 
 def grids(config: dict) -> dict[str, Grid]:
-    """Every dataset's Grid from a schema-validated config, with its run specs checked.
+    """Every dataset's Grid from a schema-validated config, its variants and recipes checked.
 
     A dataset without `seeds` uses the top-level `seeds`; a top-level `epochs` replaces every dataset's
     recipe epochs; `methods: all` expands to known_methods(). Unknown method names, variant options and
     recipe values raise ValueError naming the config key.
     """
-    from bench.config import make_spec
-
     variants = dict(config.get("variants") or {})
+    for name in variants:
+        _check_spec(f"variants.{name}", name, {}, variants)
     known = known_methods(variants)
     result = {}
     for dataset, entry in (config.get("datasets") or {}).items():
@@ -111,14 +122,38 @@ def grids(config: dict) -> dict[str, Grid]:
         recipe = dict(entry.get("recipe") or {})
         if config.get("epochs") is not None:
             recipe["epochs"] = config["epochs"]
-        grid = Grid(dataset, tuple(entry["archs"]), tuple(methods), tuple(entry.get("seeds", config["seeds"])), recipe)
-        for method in grid.methods:
-            try:
-                make_spec(dataset, grid.archs[0], method, grid.seeds[0], recipe, variants)
-            except ValueError as error:
-                raise ValueError(f"config key datasets.{dataset} (method {method}): {error}") from None
-        result[dataset] = grid
+        _check_spec(f"datasets.{dataset}.recipe", methods[0], recipe, variants)
+        per_method = _method_recipes(dataset, entry.get("method_recipe") or {}, methods, recipe, variants, known)
+        seeds = entry.get("seeds", config.get("seeds", [0]))
+        result[dataset] = Grid(dataset, tuple(entry["archs"]), tuple(methods), tuple(seeds), recipe, per_method)
     return result
+
+
+def _method_recipes(dataset: str, overrides: dict, methods: list[str], recipe: dict, variants: dict,
+                    known: list[str]) -> dict[str, dict]:
+    """{method: its recipe overrides beyond the dataset's}, from `method_recipe` keyed by variant or impl."""
+    impls = {name: (variants.get(name) or {}).get("impl", name) for name in methods}
+    for name in overrides:
+        if name not in known and name not in impls.values():
+            raise ValueError(f"config key datasets.{dataset}.method_recipe: unknown method {name!r}; "
+                             f"known: {', '.join(known)}")
+    result = {}
+    for method in methods:
+        own = {**overrides.get(impls[method], {}), **overrides.get(method, {})}
+        if own:
+            _check_spec(f"datasets.{dataset}.method_recipe.{method}", method, {**recipe, **own}, variants)
+            result[method] = own
+    return result
+
+
+def _check_spec(key: str, method: str, recipe: dict, variants: dict) -> None:
+    """Resolve one run spec as the trainer will (no data loaded); a ValueError names config `key`."""
+    from bench.config import make_spec
+
+    try:
+        make_spec("-", "-", method, 0, recipe, variants)
+    except ValueError as error:
+        raise ValueError(f"config key {key}: {error}") from None
 
 
 def validate(config: dict, schema: Path | str = SCHEMA) -> dict:
@@ -159,3 +194,19 @@ def load(path: Path | str | None = None) -> dict[str, Grid]:
     with open(path) as f:
         config = yaml.safe_load(f) or {}
     return grids(validate(coerce_numbers(config)))
+
+
+def variants_file(config: dict, files: list[str | Path]) -> str:
+    """The config file whose `variants:` are the pipeline's (the trainer reads variants from a file).
+
+    The last of `files` (Snakemake's config files) that holds exactly config['variants']; variants
+    changed on the command line match no file, which is an error rather than a silent mismatch.
+    """
+    from bench.config import load_variants
+
+    for path in reversed([Path(f) for f in files]):
+        if path.is_file() and load_variants(path) == config.get("variants"):
+            return str(path)
+    raise ValueError("config key variants: the pipeline's variants match no config file "
+                     f"({', '.join(map(str, files)) or 'none given'}); set variants in a config file, "
+                     "not with --config")

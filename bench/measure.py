@@ -90,10 +90,20 @@ def alignment_with_bp(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor)
             outputs, logits = model.forward_blocks(x)
             true = torch.autograd.grad(F.cross_entropy(logits, y), outputs)
             signals = method.block_signals(model, outputs, logits.detach(), y) or true
-            return [F.cosine_similarity(s.flatten(1).float(), t.flatten(1).float(), dim=1).mean().item()
-                    for s, t in zip(signals, true)]
+            return [_mean_cosine(s.flatten(1).float(), t.flatten(1).float()) for s, t in zip(signals, true)]
     finally:
         model.train(was_training)
+
+
+def _mean_cosine(signal: torch.Tensor, true: torch.Tensor) -> float:
+    """Mean per-sample cosine over the samples where both vectors are nonzero.
+
+    A fitted sample's true gradient can underflow to exactly 0; its cosine is undefined, not 0.
+    """
+    defined = (signal.norm(dim=1) > 0) & (true.norm(dim=1) > 0)
+    if not defined.any():
+        return float("nan")
+    return F.cosine_similarity(signal[defined], true[defined], dim=1).mean().item()
 
 
 def layer_ranks(model: nn.Module) -> dict[str, int]:

@@ -1,0 +1,130 @@
+# The pipeline: train every configured run, then each dataset's table and figures. Rules only; the
+# logic lives in bench/ (bench.grid: the config's grid, bench.aggregate: tables, bench.plot: figures).
+#
+#   snakemake --cores 2                          default target: the embedded grid (default_datasets)
+#   snakemake --cores 8 results/cifar10_table.csv   one dataset: its runs, then its table
+#   snakemake --cores 8 paper                    every table and figure of paper_datasets
+#   snakemake -n paper                           plan without running
+#   snakemake --report results/report.html       bundle the figures with captions
+#
+# `snakemake --lint` reports "Specify a conda environment or container for each rule" for the three
+# rules that run commands. Deliberate: every rule runs this suite's own `python -m bench` in the one
+# environment it is installed in (environment.yml or the pip venv); per-rule conda environments need
+# `--sdm conda` and conda channels, which the suite's target machines do not have. Target-only rules
+# (all, paper) have no log: a rule that runs nothing writes no log.
+import os
+import shlex
+import sys
+
+from snakemake.utils import validate
+
+from bench import grid
+from bench.plot import FIGURES, FORMATS
+
+
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+
+
+validate(grid.coerce_numbers(config), "config/schema.yaml")
+GRIDS = grid.grids(config)  # also checks method names, variant options and recipe values by key
+RESULTS = config["results_dir"]
+# Jobs run `$PYTHON -m bench`: the interpreter running Snakemake has bench installed, a bare `python`
+# may not. A shell prefix, not a param, so that another path to the same venv reruns nothing.
+shell.prefix(f"set -euo pipefail; PYTHON={shlex.quote(sys.executable)}; ")
+
+
+wildcard_constraints:
+    dataset="|".join(GRIDS) or "(?!)",
+    arch=r"[A-Za-z0-9_]+",
+    method=r"[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*",
+    seed=r"\d+",
+
+
+report: "config/report/workflow.rst"
+
+
+rule all:
+    default_target: True
+    message:
+        "tables and figures of default_datasets: {config[default_datasets]}"
+    input:
+        expand(f"{RESULTS}/{{dataset}}_table.{{ext}}", dataset=config["default_datasets"], ext=["csv", "md"]),
+        expand(f"{RESULTS}/figures/{{dataset}}_{{name}}.{{ext}}", dataset=config["default_datasets"],
+               name=FIGURES, ext=FORMATS),
+
+
+rule paper:
+    message:
+        "tables and figures of paper_datasets: {config[paper_datasets]}"
+    input:
+        expand(f"{RESULTS}/{{dataset}}_table.{{ext}}", dataset=config["paper_datasets"], ext=["csv", "md"]),
+        expand(f"{RESULTS}/figures/{{dataset}}_{{name}}.{{ext}}", dataset=config["paper_datasets"],
+               name=FIGURES, ext=FORMATS),
+
+
+rule train:
+    message:
+        "train {wildcards.method} on {wildcards.dataset}/{wildcards.arch}, seed {wildcards.seed}"
+    output:
+        record=f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{method}}/seed{{seed}}/record.json",
+    log:
+        f"{RESULTS}/logs/train/{{dataset}}/{{arch}}/{{method}}/seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{{dataset}}/{{arch}}/{{method}}/seed{{seed}}.tsv"
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.record),
+        recipe=lambda wildcards: GRIDS[wildcards.dataset].set_args(wildcards.method),
+        config_file=os.path.relpath(grid.variants_file(config, workflow.configfiles)),
+        data_dir=config["data_dir"],
+    # One thread per run (Snakemake sets OMP_NUM_THREADS from it): `--cores N` runs N runs side by side.
+    threads: 1
+    shell:
+        "$PYTHON -m bench train --dataset {wildcards.dataset} --arch {wildcards.arch}"
+        " --method {wildcards.method} --seed {wildcards.seed} --out {params.out}"
+        " --config {params.config_file} --data-dir {params.data_dir} {params.recipe} > {log} 2>&1"
+
+
+rule table:
+    message:
+        "table of {wildcards.dataset}: {output.csv}"
+    input:
+        records=lambda wildcards: GRIDS[wildcards.dataset].record_paths(RESULTS),
+    output:
+        csv=report(f"{RESULTS}/{{dataset}}_table.csv", caption="config/report/table.rst", category="{dataset}",
+                   subcategory="table"),
+        md=f"{RESULTS}/{{dataset}}_table.md",
+    log:
+        f"{RESULTS}/logs/table/{{dataset}}.log",
+    params:
+        runs=f"{RESULTS}/runs",
+        out=lambda wildcards, output: os.path.dirname(output.csv) or ".",
+        archs=lambda wildcards: GRIDS[wildcards.dataset].archs,
+        methods=lambda wildcards: GRIDS[wildcards.dataset].methods,
+        seeds=lambda wildcards: GRIDS[wildcards.dataset].seeds,
+    shell:
+        "$PYTHON -m bench aggregate --runs-dir {params.runs} --dataset {wildcards.dataset}"
+        " --out-dir {params.out} --archs {params.archs} --methods {params.methods} --seeds {params.seeds}"
+        " > {log} 2>&1"
+
+
+rule figures:
+    message:
+        "figures of {wildcards.dataset}"
+    input:
+        records=lambda wildcards: GRIDS[wildcards.dataset].record_paths(RESULTS),
+    output:
+        [report(f"{RESULTS}/figures/{{dataset}}_{name}.png", caption=f"config/report/{name}.rst",
+                category="{dataset}", subcategory="figures") for name in FIGURES],
+        expand(f"{RESULTS}/figures/{{dataset}}_{{name}}.pdf", name=FIGURES, allow_missing=True),
+    log:
+        f"{RESULTS}/logs/figures/{{dataset}}.log",
+    params:
+        runs=f"{RESULTS}/runs",
+        out=lambda wildcards, output: os.path.dirname(output[0]),
+        archs=lambda wildcards: GRIDS[wildcards.dataset].archs,
+        methods=lambda wildcards: GRIDS[wildcards.dataset].methods,
+        seeds=lambda wildcards: GRIDS[wildcards.dataset].seeds,
+    shell:
+        "$PYTHON -m bench plot --runs-dir {params.runs} --dataset {wildcards.dataset}"
+        " --out-dir {params.out} --archs {params.archs} --methods {params.methods} --seeds {params.seeds}"
+        " > {log} 2>&1"

@@ -1,0 +1,229 @@
+"""Tables: one dataset's run records -> one row per (arch, method variant) in {dataset}_table.csv and .md.
+
+Accuracy is the mean +- sample std over the seeds that finished (`status: ok`); a diverged run is left
+out of the mean and counted in `status`; a planned run without a record is counted as missing. Params
+and memory are means over every record found (they do not depend on divergence); memory is in MB
+(10^6 bytes), as measured by the trainer (bench/measure.py).
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from bench.config import REPO
+from bench.record import SCHEMA_VERSION, write_atomic
+
+log = logging.getLogger("bench.aggregate")
+
+PUBLISHED = REPO / "config" / "published.csv"  # dataset,arch,method,metric,value,source (one cited figure a row)
+MB = 1e6
+MEMORY = {"params_mb": "params", "grads_mb": "grads", "optimizer_state_mb": "optimizer_state",
+          "saved_activations_mb": "saved_activations", "peak_mb": "peak"}
+COUNTS = ["trainable_params", "trainable_params_initial", "feedback_params", "inference_params"]
+COLUMNS = ["arch", "method", "n_seeds", "n_ok", "n_diverged", "n_missing", "epochs", "test_acc_mean",
+           "test_acc_std", "delta_to_bp", "best_test_acc_mean", *COUNTS, *MEMORY, "train_time_s_mean",
+           "images_per_s_mean", "status", "published"]
+Run = tuple[str, str, int]  # (arch, method, seed)
+
+
+def read_record(path: Path) -> dict:
+    """One record.json, checked for the schema version and the fields a table needs."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a readable record.json ({error})") from None
+    if record.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {record.get('schema_version')!r}; accepted: {SCHEMA_VERSION}")
+    for key in ("dataset", "arch", "method", "seed", "status", "test_acc", "memory", "history"):
+        if key not in record:
+            raise ValueError(f"{path}: record has no {key!r}")
+    return record
+
+
+def find_records(runs_dir: Path | str, dataset: str) -> dict[Run, dict]:
+    """Every record under runs_dir/dataset/{arch}/{method}/seed{seed}/, keyed by (arch, method, seed)."""
+    found = {}
+    for path in sorted(Path(runs_dir, dataset).glob("*/*/seed*/record.json")):
+        record = read_record(path)
+        arch, method, seed_dir = path.parts[-4:-1]
+        key = (record["arch"], record["method"], record["seed"])
+        if (record["dataset"], *key) != (dataset, arch, method, int(seed_dir.removeprefix("seed") or -1)):
+            raise ValueError(f"{path}: record is for {record['dataset']}/{'/'.join(map(str, key))}, "
+                             "not the run its folder names")
+        found[key] = record
+    return found
+
+
+def collect(runs_dir: Path | str, dataset: str, expected: list[Run] | None = None,
+            allow_missing: bool = False) -> tuple[dict[Run, dict], list[Run]]:
+    """(records by run, missing runs). With `expected`, only planned runs count; a missing one is an error
+    naming the record paths unless `allow_missing`."""
+    found = find_records(runs_dir, dataset)
+    if expected is None:
+        return found, []
+    expected = [(a, m, int(s)) for a, m, s in expected]
+    extra = len(set(found) - set(expected))
+    if extra:
+        log.info("%s: %d record(s) outside the planned grid are not in the table", dataset, extra)
+    missing = [run for run in expected if run not in found]
+    if missing and not allow_missing:
+        paths = [str(Path(runs_dir, dataset, a, m, f"seed{s}", "record.json")) for a, m, s in missing]
+        more = f" and {len(paths) - 10} more" if len(paths) > 10 else ""
+        raise FileNotFoundError(f"{len(missing)} planned run(s) of {dataset} have no record: "
+                                f"{', '.join(paths[:10])}{more}; run them, or pass --allow-missing")
+    return {run: found[run] for run in expected if run in found}, missing
+
+
+def _mean(values: list) -> float:
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else math.nan
+
+
+def _std(values: list) -> float:
+    """Sample standard deviation (n - 1); NaN for fewer than two values."""
+    if len(values) < 2:
+        return math.nan
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _row(arch: str, method: str, records: list[dict], n_missing: int) -> dict:
+    ok = [r for r in records if r["status"] == "ok"]
+    accs = [r["test_acc"] for r in ok if r["test_acc"] is not None]
+    n_seeds, n_diverged = len(records) + n_missing, len(records) - len(ok)
+    status = [f"diverged {n_diverged}/{n_seeds}"] if n_diverged else []
+    status += [f"missing {n_missing}/{n_seeds}"] if n_missing else []
+    epochs = sorted({r.get("epochs_planned") for r in records} - {None})
+    row = {"arch": arch, "method": method, "n_seeds": n_seeds, "n_ok": len(ok), "n_diverged": n_diverged,
+           "n_missing": n_missing, "epochs": "/".join(map(str, epochs)),
+           "test_acc_mean": _mean(accs), "test_acc_std": _std(accs),
+           "best_test_acc_mean": _mean([r.get("best_test_acc") for r in ok])}
+    row |= {key: _mean([r.get(key) for r in records]) for key in COUNTS}
+    row |= {col: _mean([r["memory"].get(key) for r in records]) / MB for col, key in MEMORY.items()}
+    row |= {"train_time_s_mean": _mean([r.get("train_time_s") for r in ok]),
+            "images_per_s_mean": _mean([r.get("images_per_s") for r in ok]),
+            "status": ", ".join(status) or "ok"}
+    return row
+
+
+def _order(runs: list[Run]) -> list[tuple[str, str]]:
+    """(arch, method) rows in first-seen order; `runs` comes in grid order or sorted with bp first."""
+    return list(dict.fromkeys((a, m) for a, m, _ in runs))
+
+
+def published(dataset: str, path: Path | str | None = PUBLISHED) -> dict[tuple[str, str], str]:
+    """Published accuracy (%) by (arch, method) with its source, from the cited data file if present."""
+    if path is None or not Path(path).is_file():
+        return {}
+    table = pd.read_csv(path, dtype={"value": float})
+    missing = {"dataset", "arch", "method", "metric", "value", "source"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    figures: dict[tuple[str, str], list[str]] = {}
+    for row in table[table["dataset"] == dataset].itertuples():
+        if row.metric not in ("test_acc", "top1_error"):
+            continue  # other metrics (time, memory) have no column of their own yet
+        acc = row.value if row.metric == "test_acc" else 100.0 - row.value
+        figures.setdefault((row.arch, row.method), []).append(f"{acc:.2f} [{row.source}]")
+    return {key: "; ".join(values) for key, values in figures.items()}
+
+
+def _warn_commits(records: list[dict], dataset: str) -> None:
+    commits = Counter((r.get("provenance") or {}).get("git_commit") or "unknown" for r in records)
+    if len(commits) > 1:
+        listed = ", ".join(f"{c[:10]} ({n} runs)" for c, n in commits.most_common())
+        log.warning("%s: the table mixes records from %d git commits: %s", dataset, len(commits), listed)
+
+
+def aggregate(runs_dir: Path | str, dataset: str, expected: list[Run] | None = None, allow_missing: bool = False,
+              out_dir: Path | str | None = None, published_path: Path | str | None = PUBLISHED) -> pd.DataFrame:
+    """The dataset's table, one row per (arch, method); written to out_dir/{dataset}_table.csv|md if given.
+
+    `expected` lists the planned (arch, method, seed) runs (None: every record found). A planned run
+    without a record raises FileNotFoundError naming the paths, unless `allow_missing`, when its row
+    shows the missing count. delta_to_bp is the row's mean accuracy minus bp's on the same arch.
+    """
+    records, missing = collect(runs_dir, dataset, expected, allow_missing)
+    runs = list(expected) if expected is not None else sorted(records, key=lambda r: (r[0], r[1] != "bp", r[1], r[2]))
+    if not runs:
+        raise FileNotFoundError(f"no records of {dataset} under {Path(runs_dir, dataset)}")
+    _warn_commits(list(records.values()), dataset)
+    cited = published(dataset, published_path)
+    rows = []
+    for arch, method in _order(runs):
+        mine = [r for (a, m, _), r in records.items() if (a, m) == (arch, method)]
+        n_missing = sum(1 for a, m, _ in missing if (a, m) == (arch, method))
+        rows.append(_row(arch, method, mine, n_missing) | {"published": cited.get((arch, method), "")})
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table[COUNTS] = table[COUNTS].round().astype("Int64")  # counts print as integers, <NA> when unknown
+    bp = table[table["method"] == "bp"].set_index("arch")["test_acc_mean"]
+    table["delta_to_bp"] = table["test_acc_mean"] - table["arch"].map(bp)
+    if out_dir is not None:
+        write_tables(table, dataset, out_dir)
+    return table
+
+
+def write_tables(table: pd.DataFrame, dataset: str, out_dir: Path | str) -> tuple[Path, Path]:
+    """Write {dataset}_table.csv (every column) and {dataset}_table.md (for reading) atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, md_path = out_dir / f"{dataset}_table.csv", out_dir / f"{dataset}_table.md"
+    buffer = io.StringIO()
+    table.to_csv(buffer, index=False, float_format="%.6g")
+    write_atomic(csv_path, buffer.getvalue().encode())
+    write_atomic(md_path, markdown(table, dataset).encode())
+    log.info("wrote %s and %s (%d rows)", csv_path, md_path, len(table))
+    return csv_path, md_path
+
+
+def _num(value: float, fmt: str = "{:.2f}") -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else fmt.format(value)
+
+
+def _count(value) -> str:
+    if value is None or pd.isna(value):
+        return "—"
+    return f"{value / 1e6:.2f} M" if value >= 1e6 else f"{value / 1e3:.1f} k" if value >= 1e3 else f"{value:.0f}"
+
+
+def _accuracy(row) -> str:
+    if math.isnan(row.test_acc_mean):
+        return "—"
+    return f"{row.test_acc_mean:.2f}" + ("" if math.isnan(row.test_acc_std) else f" ± {row.test_acc_std:.2f}")
+
+
+MARKDOWN = [  # (header, cell from a table row)
+    ("arch", lambda r: r.arch),
+    ("method", lambda r: r.method),
+    ("seeds ok/planned", lambda r: f"{r.n_ok}/{r.n_seeds}"),
+    ("epochs", lambda r: r.epochs),
+    ("test acc (%)", _accuracy),
+    ("Δ to BP (points)", lambda r: _num(r.delta_to_bp, "{:+.2f}")),
+    ("best acc (%)", lambda r: _num(r.best_test_acc_mean)),
+    ("trainable params", lambda r: _count(r.trainable_params)),
+    ("feedback params", lambda r: _count(r.feedback_params)),
+    ("inference params", lambda r: _count(r.inference_params)),
+    ("params+grads+optim (MB)", lambda r: _num(r.params_mb + r.grads_mb + r.optimizer_state_mb, "{:.1f}")),
+    ("saved activations (MB)", lambda r: _num(r.saved_activations_mb, "{:.1f}")),
+    ("peak (MB)", lambda r: _num(r.peak_mb, "{:.0f}")),
+    ("train time (s)", lambda r: _num(r.train_time_s_mean, "{:.1f}")),
+    ("images/s", lambda r: _num(r.images_per_s_mean, "{:.0f}")),
+    ("status", lambda r: r.status),
+    ("published acc (%)", lambda r: r.published or "—"),
+]
+
+
+def markdown(table: pd.DataFrame, dataset: str) -> str:
+    """The table as GitHub markdown: accuracy as mean ± std over the seeds that finished."""
+    lines = [f"# {dataset}: test accuracy, mean ± std over seeds that finished", "",
+             "| " + " | ".join(h for h, _ in MARKDOWN) + " |", "|" + "---|" * len(MARKDOWN)]
+    lines += ["| " + " | ".join(str(cell(row)) for _, cell in MARKDOWN) + " |" for row in table.itertuples()]
+    lines += ["", "Memory in MB (10^6 bytes) per training step; peak is the device's measured peak "
+              "(process RSS on CPU). Δ to BP: mean accuracy minus bp's on the same arch.", ""]
+    return "\n".join(lines)

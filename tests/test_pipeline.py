@@ -1,0 +1,162 @@
+"""The pipeline: the config's grid and schema, dry runs of every target, bad config, and one real run."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from bench import grid
+from bench.aggregate import COLUMNS
+from bench.config import RECIPE, REPO, make_spec, parse_sets
+from bench.plot import FIGURES
+
+SNAKEFILE = REPO / "Snakefile"
+CONFIG = REPO / "config" / "config.yaml"
+
+
+def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run Snakemake on the suite's Snakefile with `workdir` as its working folder (results/ goes there)."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), "-d", str(workdir), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_schema_recipe_matches_the_trainers_recipe():
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    recipe = schema["$defs"]["recipe"]["properties"]
+    assert list(recipe) == list(RECIPE)
+    for key, option in RECIPE.items():
+        if option.choices:
+            assert tuple(recipe[key]["enum"]) == option.choices, key
+
+
+def test_config_default_grid_is_mnist5k_every_variant_three_seeds():
+    grids = grid.load(CONFIG)
+    assert set(grids) == {"mnist5k", "digits", "cifar10", "cifar100", "imagenet"}
+    default = grids["mnist5k"]
+    assert default.methods[:8] == ("bp", "dfa", "svd_bp", "ssa", "ssa-no_align", "ssa-no_orth", "ssa-ce_only",
+                                   "ssa-fixed_rank")
+    assert default.seeds == (0, 1, 2) and len(default.runs()) == len(default.archs) * len(default.methods) * 3
+    assert default.record_paths("r")[0] == "r/runs/mnist5k/smallconv/bp/seed0/record.json"
+
+
+def test_grid_recipe_reaches_the_trainer_unchanged():
+    g = grid.Grid("digits", ("mlp3",), ("bp",), (0,), {"lr": 1e-05, "optimizer": "sgd", "epochs": 2})
+    assert g.set_args() == "--set lr=1.0e-05 --set optimizer=sgd --set epochs=2"
+    sets = parse_sets([a for a in g.set_args().split() if a != "--set"])
+    spec = make_spec("digits", "mlp3", "bp", 0, sets, {})
+    assert (spec.recipe["lr"], spec.recipe["optimizer"], spec.recipe["epochs"]) == (1e-05, "sgd", 2)
+
+
+def test_command_line_numbers_and_top_level_overrides():
+    config = grid.coerce_numbers({"seeds": ["0", "3"], "epochs": "2", "variants": {"bp": {"impl": "bp"}},
+                                  "datasets": {"digits": {"archs": ["mlp3"], "methods": ["bp"],
+                                                          "recipe": {"lr": "0.01", "optimizer": "sgd"}},
+                                               "mnist5k": {"archs": ["mlp3"], "seeds": [7]}}})
+    grids = grid.grids(grid.validate(config))
+    assert grids["digits"].seeds == (0, 3) and grids["mnist5k"].seeds == (7,)
+    assert grids["digits"].recipe == {"lr": 0.01, "optimizer": "sgd", "epochs": 2}
+    assert grids["mnist5k"].methods == tuple(grid.known_methods({"bp": {"impl": "bp"}}))  # default: all
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"epochs": -1}, "config key epochs"),
+    ({"seeds": 3}, "config key seeds"),
+    ({"datasets": {"digits": {"archs": ["mlp3"], "methods": ["dfaa"]}}}, "config key datasets.digits.methods"),
+    ({"datasets": {"digits": {"archs": ["mlp3"], "recipe": {"lr": 0}}}}, "config key datasets.digits.recipe.lr"),
+    ({"variants": {"x": {"impl": "ssa", "lambda_algn": 1}}}, "config key variants.x"),
+])
+def test_grid_refuses_bad_config_naming_the_key(change, key):
+    config = yaml.safe_load(CONFIG.read_text()) | change
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        grid.grids(grid.validate(config))
+
+
+@pytest.mark.parametrize("targets, jobs", [
+    (["all"], {"train": 24, "table": 1, "figures": 1}),
+    (["paper"], {"table": 3, "figures": 3}),
+    (["results/digits_table.csv", "results/figures/digits_rank.png",
+      "results/runs/cifar10/vgg13/ssa/seed4/record.json"], {"train": 49, "table": 1, "figures": 1}),
+])
+def test_dry_run_plans_every_target(tmp_path, targets, jobs):
+    done = snakemake(tmp_path, "-n", *targets, "--quiet", "rules")
+    assert done.returncode == 0, done.stderr
+    counts = {}
+    for line in done.stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+    assert {k: counts.get(k) for k in jobs} == jobs
+    if targets == ["paper"]:  # cifar10/100: 4 archs x 8 variants x 5 seeds; imagenet: 3 runs
+        assert counts["train"] >= 2 * 4 * 8 * 5 + 3
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("datasets={digits: {archs: [mlp3], methods: [bp, dfaa]}}", "datasets.digits.methods"),
+    ("epochs=-2", "epochs"),
+    ("seeds=0", "seeds"),
+])
+def test_bad_config_fails_before_any_job(tmp_path, override, key):
+    done = snakemake(tmp_path, "--cores", "1", "--config", override, "default_datasets=[digits]")
+    assert done.returncode != 0
+    assert key in done.stdout + done.stderr
+    assert not (tmp_path / "results").exists()  # nothing ran
+
+
+def test_a_new_method_file_joins_the_default_grid(tmp_path):
+    methods = tmp_path / "methods"
+    shutil.copytree(REPO / "methods", methods, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(methods / "dfa.py", methods / "my_rule.py")
+    env = os.environ | {"BENCH_METHODS_DIR": str(methods)}
+    done = snakemake(tmp_path, "-n", "--config", "default_datasets=[digits]", "seeds=[0]", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "results/runs/digits/mlp3/my_rule/seed0/record.json" in done.stdout
+
+
+def test_pipeline_end_to_end_on_digits(tmp_path):
+    done = snakemake(tmp_path, "--cores", "2", "--config", "epochs=1", "seeds=[0]", "default_datasets=[digits]",
+                     "datasets={digits: {archs: [mlp3], methods: [bp, ssa]}}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = tmp_path / "results"
+    table = pd.read_csv(results / "digits_table.csv")
+    assert list(table.columns) == COLUMNS
+    assert list(zip(table["arch"], table["method"])) == [("mlp3", "bp"), ("mlp3", "ssa")]
+    assert (table["n_ok"] == 1).all() and (table["status"] == "ok").all() and (table["epochs"] == 1).all()
+    assert table.loc[0, "delta_to_bp"] == 0.0
+    assert (table["test_acc_mean"] > 30).all()  # one epoch on digits is far above chance (10%)
+    assert table.loc[1, "trainable_params"] > table.loc[0, "trainable_params"]  # full-rank SSA stores U, s, V
+    assert table.loc[0, "feedback_params"] == 0 and table.loc[1, "feedback_params"] > 0  # bp has no feedback
+    assert "| mlp3 | ssa | 1/1 | 1 |" in (results / "digits_table.md").read_text()
+    figures = sorted(p.name for p in (results / "figures").iterdir())
+    assert figures == sorted(f"digits_{n}.{ext}" for n in FIGURES for ext in ("pdf", "png"))
+    for log in ("train/digits/mlp3/ssa/seed0.log", "table/digits.log", "figures/digits.log"):
+        assert (results / "logs" / log).stat().st_size > 0, log
+    assert (results / "benchmarks" / "train" / "digits" / "mlp3" / "ssa" / "seed0.tsv").is_file()
+
+
+def test_variants_file_is_the_config_file_that_holds_the_variants(tmp_path):
+    config = yaml.safe_load(CONFIG.read_text())
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("seeds: [0]\n")  # a config file without variants: the trainer must not get it
+    assert grid.variants_file(config, [str(CONFIG), str(overlay)]) == str(CONFIG)
+    with pytest.raises(ValueError, match="config key variants"):
+        grid.variants_file(config | {"variants": {"bp": {"impl": "bp"}}}, [str(CONFIG)])
+
+
+def test_cli_aggregate_with_config_lists_every_planned_row(tmp_path, capsys):
+    from bench.cli import main
+
+    args = ["aggregate", "--config", str(CONFIG), "--dataset", "digits", "--runs-dir", str(tmp_path / "runs"),
+            "--out-dir", str(tmp_path)]
+    assert main(args) == 2 and "have no record" in capsys.readouterr().err
+    assert main(args + ["--allow-missing", "--seeds", "0"]) == 0
+    table = pd.read_csv(tmp_path / "digits_table.csv")
+    expected = grid.load(CONFIG)["digits"]
+    assert len(table) == len(expected.archs) * len(expected.methods)
+    assert (table["status"] == "missing 1/1").all()
+    assert main(["aggregate", "--config", str(CONFIG), "--dataset", "nope"]) == 2
+    assert "has no grid" in capsys.readouterr().err
