@@ -1,0 +1,77 @@
+"""TensorData: a dataset held as uint8 tensors on the training device, served in normalised batches."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TensorData:
+    """A whole dataset as uint8 images (N x C x H x W) and int64 labels, train and test.
+
+    Kept as uint8 on the device (the airbench way): a batch is indexed, cast and normalised
+    there, so loading never waits on the host.
+    """
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+
+    def __post_init__(self):
+        # Normalisation statistics come from the training split only.
+        pixels = self.train_x.float().div_(255)
+        self.mean = pixels.mean(dim=(0, 2, 3))
+        self.std = pixels.std(dim=(0, 2, 3)).clamp_min(1e-6)
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to(self, device: torch.device | str) -> TensorData:
+        for key in ("train_x", "train_y", "test_x", "test_y", "mean", "std"):
+            setattr(self, key, getattr(self, key).to(device))
+        return self
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 N x C x H x W -> float, scaled to [0, 1] and standardised per channel."""
+        return (x.float().div_(255) - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled training batches from `generator`; the last partial batch is dropped [suite]."""
+        order = torch.randperm(len(self.train_y), generator=generator).to(self.train_y.device)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            index = order[start:start + batch_size]
+            yield self.normalise(self.train_x[index]), self.train_y[index]
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The test split in order, every image once."""
+        for start in range(0, len(self.test_y), batch_size):
+            yield self.normalise(self.test_x[start:start + batch_size]), self.test_y[start:start + batch_size]
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return len(self.train_y) // batch_size
+
+
+def stratified_split(labels: torch.Tensor, test_per_class: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train_index, test_index): `test_per_class` random images of every class go to test.
+
+    [suite] The split seed is fixed (0), independent of the run seed, so every run of every
+    method is scored on the same test images.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for c in labels.unique(sorted=True):
+        members = (labels == c).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        test.append(members[:test_per_class])
+        train.append(members[test_per_class:])
+    return torch.cat(train).sort().values, torch.cat(test).sort().values
