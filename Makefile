@@ -9,17 +9,21 @@ CORES ?= 2
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml scripts/install_system_deps.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -e '.[dev]'
+	bash scripts/install_system_deps.sh $(VENV)
 	touch $@
 
 # The default grid on the embedded real data (mnist5k): tables in results/, figures in results/figures/.
 run: setup
 	$(BIN)/snakemake --cores $(CORES) --profile profiles/default
 
+# Tests that need real on-disk data (the CIFAR-10 JPEG tree) read it from here and skip when it is absent.
+BENCH_DATA_DIR ?= $(abspath ../shared/data)
+
 test: setup
-	$(BIN)/python -m pytest -q
+	BENCH_DATA_DIR=$(BENCH_DATA_DIR) $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) .snakemake results/runs results/logs results/benchmarks

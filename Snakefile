@@ -19,6 +19,7 @@ import sys
 from snakemake.utils import validate
 
 from bench import grid
+from bench.data.beton import run_inputs
 from bench.plot import FIGURES, FORMATS
 
 
@@ -65,6 +66,10 @@ rule paper:
 rule train:
     message:
         "train {wildcards.method} on {wildcards.dataset}/{wildcards.arch}, seed {wildcards.seed}"
+    input:
+        # imagenet runs read FFCV .beton files written by rule beton; other datasets need none.
+        betons=lambda wildcards: run_inputs(wildcards.dataset, config["data_dir"],
+                                            GRIDS[wildcards.dataset].recipe_for(wildcards.method)),
     output:
         record=f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{method}}/seed{{seed}}/record.json",
     log:
@@ -128,3 +133,24 @@ rule figures:
         "$PYTHON -m bench plot --runs-dir {params.runs} --dataset {wildcards.dataset}"
         " --out-dir {params.out} --archs {params.archs} --methods {params.methods} --seeds {params.seeds}"
         " > {log} 2>&1"
+
+
+rule beton:
+    message:
+        "write {output.beton} from {params.data_dir}/{wildcards.name}/{wildcards.split}"
+    output:
+        beton=f"{config['data_dir']}/ffcv/{{name}}/{{split}}_{{max_res}}_{{proportion}}_{{quality}}.beton",
+    log:
+        f"{RESULTS}/logs/beton/{{name}}/{{split}}_{{max_res}}_{{proportion}}_{{quality}}.log",
+    wildcard_constraints:
+        split=r"train|val|test",
+        max_res=r"\d+",
+        proportion=r"[01]\.\d\d",
+        quality=r"\d+",
+    params:
+        data_dir=config["data_dir"],
+    threads: 2
+    shell:
+        "NUMBA_THREADING_LAYER=omp $PYTHON -m bench beton --dataset {wildcards.name} --split {wildcards.split}"
+        " --data-dir {params.data_dir} --max-res {wildcards.max_res} --jpeg-proportion {wildcards.proportion}"
+        " --quality {wildcards.quality} --workers {threads} --out {output.beton} > {log} 2>&1"

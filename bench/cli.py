@@ -28,7 +28,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="a recipe key or method option, e.g. --set epochs=1 --set lambda_align=0")
     train.add_argument("--data-dir", type=Path, default=None, help="where on-disk datasets live")
     train.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config file with the variants")
-    commands.add_parser("list", help="print the datasets, archs, methods and variants this suite knows")
+    listing = commands.add_parser("list", help="print the datasets, archs, methods and variants this suite knows")
+    listing.add_argument("--data-dir", type=Path, default=None, help="also list the image folders found here")
+    from bench import perf_data
+    from bench.data import beton
+
+    perf = commands.add_parser("perf", help="throughput benchmarks")
+    perf_kinds = perf.add_subparsers(dest="perf_command", required=True)
+    perf_data.add_arguments(perf_kinds.add_parser(
+        "data", help="images/s of each loader vs the torchvision DataLoader doing the same work"))
+    beton.add_arguments(commands.add_parser("beton", help="write one split of an image folder to an FFCV .beton"))
     aggregate = commands.add_parser("aggregate", help="records of one dataset -> OUT_DIR/<dataset>_table.csv and .md")
     _reporting_args(aggregate, out_default=Path("results"))
     aggregate.add_argument("--allow-missing", action="store_true",
@@ -58,7 +67,7 @@ def cmd_train(args) -> int:
     try:
         spec = make_spec(args.dataset, args.arch, args.method, args.seed, parse_sets(args.set),
                          load_variants(args.config))
-        _check_names(spec.dataset, spec.arch)
+        _check_names(spec.dataset, spec.arch, args.data_dir)
         record = run(spec, args.out, args.data_dir)
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
@@ -67,12 +76,11 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _check_names(dataset: str, arch: str) -> None:
-    from bench.data import DATASETS
+def _check_names(dataset: str, arch: str, data_dir: Path | None) -> None:
+    from bench.data import check_name
     from bench.models import ARCHS
 
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; known: {', '.join(sorted(DATASETS))}")
+    check_name(dataset, data_dir)
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; known: {', '.join(sorted(ARCHS))}")
 
@@ -82,7 +90,10 @@ def cmd_list(args) -> int:
     from bench.method import discover
     from bench.models import ARCHS
 
+    from bench.data import image_folders
+
     print("datasets:", ", ".join(sorted(DATASETS)))
+    print("image folders:", ", ".join(image_folders(args.data_dir)) or "none")
     print("archs:   ", ", ".join(sorted(ARCHS)))
     for name, cls in discover().items():
         options = ", ".join(f"{k}={opt.default!r}" for k, opt in cls.options.items()) or "no options"
@@ -136,11 +147,29 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_perf(args) -> int:
+    from bench import perf_data
+
+    try:
+        return perf_data.main(args)
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
+
+
+def cmd_beton(args) -> int:
+    from bench.data import beton
+
+    try:
+        return beton.main(args)
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     args = _parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "list": cmd_list, "aggregate": cmd_aggregate, "plot": cmd_plot}[args.command](args)
+        return {"train": cmd_train, "list": cmd_list, "perf": cmd_perf, "beton": cmd_beton, "aggregate": cmd_aggregate, "plot": cmd_plot}[args.command](args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -28,6 +28,15 @@ RECIPE: dict[str, Option] = {
     "eval_batch_size": Option(1000, "evaluation batch size", minimum=1),
     "probe_size": Option(256, "images in the fixed batch that measures alignment with BP", minimum=1),
     "device": Option("auto", "training device; auto picks cuda when present", choices=("auto", "cpu", "cuda")),
+    # Data: augmentation of on-device datasets (CIFAR, small image folders) and image-folder/FFCV settings.
+    "image_size": Option(0, "image folders / imagenet: square side served (0: as stored; imagenet 224)", minimum=0),
+    "crop_pad": Option(4, "on-device datasets: random-crop padding in pixels (0: no crop)", minimum=0),
+    "flip": Option(True, "on-device datasets: random horizontal flip"),
+    "cutout": Option(0, "on-device datasets: cutout square side (0: off)", minimum=0),
+    "data_workers": Option(2, "decode processes, DataLoader workers, FFCV threads", minimum=0),
+    "beton_max_res": Option(500, "imagenet .beton: longest side written", minimum=1),
+    "beton_jpeg_proportion": Option(0.5, "imagenet .beton: share of images stored as JPEG", minimum=0.0, maximum=1.0),
+    "beton_quality": Option(90, "imagenet .beton: JPEG quality", minimum=1, maximum=100),
 }
 
 

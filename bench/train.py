@@ -120,7 +120,7 @@ def derive_seed(seed: int, purpose: str) -> int:
 def setup(spec: RunSpec, data_dir: Path | None):
     """Device, data on the device, the prepared model (init and feedback seeded from the run seed), the method."""
     device = resolve_device(spec.recipe["device"])
-    data = datasets.load(spec.dataset, device, data_dir)
+    data = datasets.load(spec.dataset, device, data_dir, datasets.DataOptions.from_recipe(spec.recipe))
     torch.manual_seed(derive_seed(spec.seed, "init"))
     model = build(spec.arch, data.in_shape, data.num_classes)
     method = get_method(spec.impl)(**spec.options)

@@ -1,26 +1,68 @@
-"""Datasets by name: `load(name, device)` returns a TensorData held on `device`."""
+"""Datasets by name: `load(name, device, data_dir, options)` returns a TensorData (or a StreamData) on `device`.
+
+Names: the registered ones below, and any image folder under the data directory by its folder name
+(`cifar10-jpeg` -> DATA_DIR/cifar10-jpeg/{train,test|val}/<class>/<image>; see imagefolder.py).
+"""
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from bench.data.augment import Augment, AugmentedData
+from bench.data.cifar import CIFAR10, CIFAR100, load_cifar
 from bench.data.embedded import digits, mnist5k
+from bench.data.ffcv_loader import load_imagenet
+from bench.data.imagefolder import load_imagefolder
+from bench.data.options import BetonSpec, DataOptions
+from bench.data.stream import StreamData
 from bench.data.tensors import TensorData
 
-# One line per dataset: name -> loader(data_dir) -> TensorData (on the CPU).
-DATASETS: dict[str, Callable[[Path | None], TensorData]] = {
-    "digits": lambda data_dir: digits(),
-    "mnist5k": lambda data_dir: mnist5k(),
+# One line per dataset: name -> loader(data_dir, options) -> TensorData or StreamData (on the CPU).
+DATASETS: dict[str, Callable[[Path | None, DataOptions], TensorData | StreamData]] = {
+    "cifar10": lambda data_dir, options: load_cifar(CIFAR10, data_dir, options.augment),
+    "cifar100": lambda data_dir, options: load_cifar(CIFAR100, data_dir, options.augment),
+    "digits": lambda data_dir, options: digits(),
+    "imagenet": lambda data_dir, options: load_imagenet(data_dir, options),
+    "mnist5k": lambda data_dir, options: mnist5k(),
 }
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
-def load(name: str, device: torch.device | str = "cpu", data_dir: Path | str | None = None) -> TensorData:
+def is_image_folder(name: str, data_dir: Path | str | None) -> bool:
+    """Whether `name` is an image-folder dataset: an unregistered folder name with DATA_DIR/name/train."""
+    return (name not in DATASETS and data_dir is not None and FOLDER_NAME.fullmatch(name) is not None
+            and (Path(data_dir) / name / "train").is_dir())
+
+
+def check_name(name: str, data_dir: Path | str | None = None) -> None:
+    """Raise ValueError unless `name` is a registered dataset or an image folder under `data_dir`."""
+    if name in DATASETS or is_image_folder(name, data_dir):
+        return
+    where = f"DATA_DIR/{name}/train" if data_dir is None else str(Path(data_dir) / name / "train")
+    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}, "
+                     f"or an image folder's name ({where} not found)")
+
+
+def image_folders(data_dir: Path | str | None) -> list[str]:
+    """The image-folder datasets under `data_dir` (folders with a train/ subfolder), sorted."""
+    if data_dir is None or not Path(data_dir).is_dir():
+        return []
+    return sorted(p.name for p in Path(data_dir).iterdir() if is_image_folder(p.name, data_dir))
+
+
+def load(name: str, device: torch.device | str = "cpu", data_dir: Path | str | None = None,
+         options: DataOptions | None = None) -> TensorData | StreamData:
     """Dataset `name`, its tensors moved to `device`; data_dir is where on-disk datasets live."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
-    return DATASETS[name](Path(data_dir) if data_dir else None).to(device)
+    check_name(name, data_dir)
+    options = options or DataOptions()
+    data_dir = Path(data_dir) if data_dir else None
+    if name in DATASETS:
+        return DATASETS[name](data_dir, options).to(device)
+    return load_imagefolder(name, data_dir, options).to(device)
 
 
-__all__ = ["DATASETS", "TensorData", "load"]
+__all__ = ["DATASETS", "Augment", "AugmentedData", "BetonSpec", "DataOptions", "StreamData", "TensorData",
+           "check_name", "image_folders", "is_image_folder", "load"]

@@ -1,0 +1,212 @@
+"""The `imagenet` dataset: FFCV .beton files streamed by ffcv's Loader, else the image folder through torchvision.
+
+Training: random-resized-crop (scale 0.08-1, ratio 3/4-4/3) and horizontal flip, decoded straight to
+size x size; evaluation: centre crop of 224/256 of the shorter side, resized to size x size.
+Reproducibility [suite]: the batch order is drawn from the run's generator, but ffcv's augmentation
+draws from numpy inside its numba worker threads, which is not reproducible across workers or runs
+(ffcv upstream issue 392): the same seed gives the same batches' images, not the same crops.
+When ffcv is not installed, the torchvision ImageFolder path serves the same splits (warned once).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.data.beton import beton_path, import_ffcv
+from bench.data.folder import read_tree, split_dirs
+from bench.data.options import DataOptions
+from bench.data.stream import CROP_RATIO, StreamData, folder_stream
+
+log = logging.getLogger("bench.data")
+
+DEFAULT_SIZE = 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # [published] torchvision's ImageNet statistics, as ffcv-imagenet uses
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def ffcv_available() -> bool:
+    try:
+        import_ffcv()
+    except ImportError:
+        return False
+    return True
+
+
+@functools.cache
+def _warn_fallback(name: str) -> None:
+    log.warning("ffcv is not installed: %s streams from its image folder through torchvision (slower); "
+                "run scripts/install_system_deps.sh for the FFCV path", name)
+
+
+def load_imagenet(data_dir: Path | None, options: DataOptions, name: str = "imagenet") -> StreamData:
+    """Dataset `name` from DATA_DIR/ffcv/<name>/*.beton through FFCV, or from DATA_DIR/<name> without ffcv."""
+    if data_dir is None:
+        raise ValueError(f"dataset {name!r} needs a data directory (--data-dir DIR or the config's data_dir) "
+                         f"holding DIR/{name}/train and val/, and its .beton files in DIR/ffcv/{name}/")
+    size = options.image_size or DEFAULT_SIZE
+    if not ffcv_available():
+        _warn_fallback(name)
+        train, test = read_tree(Path(data_dir) / name)
+        return folder_stream(name, train, test, size, options.workers)
+    paths = {split: beton_path(data_dir, name, split, options.beton) for split in ("train", "val", "test")}
+    eval_split = "val" if paths["val"].is_file() or not paths["test"].is_file() else "test"
+    for split in ("train", eval_split):
+        if not paths[split].is_file():
+            raise FileNotFoundError(f"{paths[split]} not found; write it from {Path(data_dir) / name / split} with "
+                                    f"`python -m bench beton --dataset {name} --split {split} --data-dir {data_dir}` "
+                                    "(the pipeline's beton rule does this)")
+    return beton_stream(name, paths["train"], paths[eval_split], size, options.workers,
+                        _class_names(Path(data_dir) / name))
+
+
+def _class_names(tree: Path) -> list[str] | None:
+    """Class folder names of the source tree when it is present (a .beton stores labels only)."""
+    try:
+        return sorted(p.name for p in split_dirs(tree)[0].iterdir() if p.is_dir() and not p.name.startswith("."))
+    except FileNotFoundError:
+        return None
+
+
+def beton_stream(name: str, train_path: Path, test_path: Path, size: int, workers: int,
+                 classes: list[str] | None = None) -> StreamData:
+    """StreamData over two .beton files (fields image, label) at `size` x `size`, `workers` ffcv threads."""
+    train_y, test_y = read_labels(train_path), read_labels(test_path)
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    if classes is None or len(classes) != num_classes:
+        classes = [str(i) for i in range(num_classes)]
+    train_loaders, test_loaders = {}, {}
+
+    def train_loader(batch_size: int, seed: int):
+        if batch_size not in train_loaders:
+            train_loaders[batch_size] = make_loader(train_path, batch_size, size, workers, train=True)
+        loader = train_loaders[batch_size]
+        # The run's generator decides the order: ffcv permutes with seed + epoch, so pin its epoch to 0.
+        loader.seed = loader.traversal_order.seed = seed
+        loader.next_epoch = 0
+        return iter_closing(loader)
+
+    def test_loader(batch_size: int):
+        if batch_size not in test_loaders:
+            test_loaders[batch_size] = make_loader(test_path, batch_size, size, workers, train=False)
+        return iter_closing(test_loaders[batch_size])
+
+    def probe(n: int) -> torch.Tensor:
+        # Loaders are kept: each holds numba-compiled code, which numba's finalizer mishandles when freed.
+        if ("probe", n) not in test_loaders:
+            test_loaders["probe", n] = make_loader(train_path, n, size, workers, train=False,
+                                                   indices=np.arange(min(n, len(train_y))))
+        batches = iter_closing(test_loaders["probe", n])
+        try:
+            return next(batches)[0].clone()
+        finally:
+            batches.close()
+
+    return StreamData(name, classes, train_y, test_y, (3, size, size), torch.tensor(IMAGENET_MEAN),
+                      torch.tensor(IMAGENET_STD), train_loader, test_loader, probe)
+
+
+def iter_closing(loader):
+    """Iterate an ffcv loader and close its epoch (and its thread) however the loop ends."""
+    iterator = iter(loader)
+    try:
+        yield from iterator
+    finally:
+        close_epoch(iterator)
+
+
+def close_epoch(iterator, timeout_s: float = 10.0) -> None:
+    """Stop an ffcv EpochIterator and wait for its thread.
+
+    close() only sets a flag; a thread that has already produced its last batch blocks, without a
+    timeout, putting the end-of-epoch marker into a full queue, so the queue is drained until it exits.
+    """
+    iterator.close()
+    deadline = time.monotonic() + timeout_s
+    while iterator.is_alive() and time.monotonic() < deadline:
+        try:
+            iterator.output_queue.get(timeout=0.05)
+        except queue.Empty:
+            pass
+        iterator.join(timeout=0.05)
+    if iterator.is_alive():
+        log.warning("an ffcv loader thread did not stop within %.0f s", timeout_s)
+
+
+def make_loader(path: Path, batch_size: int, size: int, workers: int, train: bool, indices=None):
+    """An ffcv Loader over `path`: (uint8 N x 3 x size x size, int64 N) batches, augmented when `train`."""
+    import_ffcv()
+    from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import RandomHorizontalFlip, Squeeze, ToTensor, ToTorchImage
+
+    if train:
+        image = [RandomResizedCropRGBImageDecoder((size, size)), RandomHorizontalFlip(), ToTensor(), ToTorchImage()]
+    else:
+        image = [CenterCropRGBImageDecoder((size, size), ratio=CROP_RATIO), ToTensor(), ToTorchImage()]
+    label = [IntDecoder(), ToTensor(), Squeeze(1)]
+    return Loader(str(path), batch_size=batch_size, num_workers=max(1, workers), indices=indices,
+                  order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, drop_last=train,
+                  os_cache=True, pipelines={"image": image, "label": label})
+
+
+def read_beton(path: Path, workers: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 N x 3 x H x W images as stored, int64 N labels) of a .beton whose images share one size."""
+    import_ffcv()
+    from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
+    from ffcv.loader import Loader, OrderOption
+    from ffcv.transforms import Squeeze, ToTensor, ToTorchImage
+
+    labels = read_labels(path)
+    loader = Loader(str(path), batch_size=256, num_workers=workers, order=OrderOption.SEQUENTIAL, drop_last=False,
+                    pipelines={"image": [SimpleRGBImageDecoder(), ToTensor(), ToTorchImage()],
+                               "label": [IntDecoder(), ToTensor(), Squeeze(1)]})
+    images = [x.contiguous().clone() for x, _ in iter_closing(loader)]
+    return torch.cat(images), labels
+
+
+def read_labels(path: Path) -> torch.Tensor:
+    """int64 labels of every sample in the .beton at `path`, after checking the file is whole."""
+    check_beton(path)
+    from ffcv.reader import Reader
+
+    try:
+        reader = Reader(str(path))
+    except Exception as error:  # ffcv raises AssertionError, KeyError ... on a foreign file
+        raise ValueError(f"{path} is not a readable .beton: {error}") from None
+    if "label" not in reader.field_names or "image" not in reader.field_names:
+        raise ValueError(f"{path} has fields {reader.field_names}; expected image and label")
+    labels = reader.metadata[f"f{reader.field_names.index('label')}"]  # ffcv names metadata columns f0, f1, ...
+    return torch.from_numpy(labels.astype(np.int64))
+
+
+def check_beton(path: Path) -> None:
+    """Raise ValueError naming `path` unless its header, allocation table and data are all inside the file.
+
+    ffcv itself reads past the end of a truncated file (numba code, no bounds checks), so this runs first.
+    """
+    import_ffcv()
+    from ffcv.types import ALLOC_TABLE_TYPE, CURRENT_VERSION, FieldDescType, HeaderType
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f".beton file {path} not found")
+    size = Path(path).stat().st_size
+    if size < HeaderType.itemsize:
+        raise ValueError(f"{path} is truncated or not a .beton: {size} bytes, smaller than its header")
+    header = np.fromfile(path, dtype=HeaderType, count=1)[0]
+    if header["version"] != CURRENT_VERSION:
+        raise ValueError(f"{path} is not a .beton of format {CURRENT_VERSION} (header says {header['version']})")
+    table_start = int(header["alloc_table_ptr"])
+    fields_end = HeaderType.itemsize + int(header["num_fields"]) * FieldDescType.itemsize
+    if not fields_end <= table_start <= size or (size - table_start) % ALLOC_TABLE_TYPE.itemsize:
+        raise ValueError(f"{path} is truncated: {size} bytes, its allocation table starts at byte {table_start}")
+    table = np.fromfile(path, dtype=ALLOC_TABLE_TYPE, offset=table_start)
+    samples = int(header["num_samples"])
+    data_end = int((table["ptr"] + table["size"]).max()) if len(table) else 0
+    if len(np.unique(table["sample_id"])) < samples or data_end > table_start:
+        raise ValueError(f"{path} is truncated: its allocation table covers {len(table)} of {samples} samples")

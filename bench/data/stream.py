@@ -1,0 +1,152 @@
+"""StreamData: a dataset too large for the device, streamed in uint8 batches with TensorData's interface.
+
+Batches come from an iterable loader (a torchvision DataLoader here, FFCV in ffcv_loader.py), are
+moved to the device and normalised there. Every epoch's loader is seeded from the run's generator,
+and its iterator is closed when the epoch ends or is abandoned, so no worker outlives its epoch.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from bench.data.folder import Split, load_rgb, open_rgb
+
+log = logging.getLogger("bench.data")
+
+CROP_RATIO = 224 / 256  # evaluation: resize to size / CROP_RATIO, centre crop `size` (the ImageNet recipe)
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+class _Head:
+    """`data.train_x[:n]` for a stream: the first n training images, decoded the evaluation way."""
+
+    def __init__(self, probe: Callable[[int], torch.Tensor], device):
+        self.probe, self.device = probe, device
+
+    def __getitem__(self, index: slice) -> torch.Tensor:
+        if not isinstance(index, slice) or index.start not in (None, 0) or index.step not in (None, 1):
+            raise ValueError(f"a streamed dataset's train_x supports only [:n]; got {index!r}")
+        return self.probe(index.stop).to(self.device)
+
+
+class StreamData:
+    """A streamed dataset: name, classes, int64 labels, C x H x W input shape, per-channel mean/std in [0, 1].
+
+    train_loader(batch_size, seed) and test_loader(batch_size) return iterables of (uint8 N x C x H x W,
+    int64 N) batches; probe(n) returns the first n training images (uint8, no augmentation).
+    """
+
+    def __init__(self, name: str, classes: list[str], train_y: torch.Tensor, test_y: torch.Tensor,
+                 in_shape: tuple[int, int, int], mean: torch.Tensor, std: torch.Tensor,
+                 train_loader: Callable[[int, int], Batches], test_loader: Callable[[int], Batches],
+                 probe: Callable[[int], torch.Tensor]):
+        self.name, self.classes, self.train_y, self.test_y = name, classes, train_y, test_y
+        self._in_shape, self.mean, self.std = tuple(in_shape), mean, std
+        self._train_loader, self._test_loader, self._probe = train_loader, test_loader, probe
+        self.device = torch.device("cpu")
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        return self._in_shape
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def train_x(self) -> _Head:
+        return _Head(self._probe, self.device)
+
+    def to(self, device: torch.device | str) -> StreamData:
+        self.device = torch.device(device)
+        for key in ("train_y", "test_y", "mean", "std"):
+            setattr(self, key, getattr(self, key).to(self.device))
+        return self
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 N x C x H x W -> float, scaled to [0, 1] and standardised per channel."""
+        return (x.float().div_(255) - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
+
+    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled, augmented, normalised training batches; order seeded from `generator`, remainder dropped."""
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        yield from self._serve(self._train_loader(batch_size, seed))
+
+    def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The evaluation split in order, every image once."""
+        yield from self._serve(self._test_loader(batch_size))
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return len(self.train_y) // batch_size
+
+    def _serve(self, loader: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        iterator = iter(loader)
+        try:
+            for x, y in iterator:
+                x = x.to(self.device, non_blocking=True)
+                yield self.normalise(x), y.to(self.device, non_blocking=True).long().view(-1)
+        finally:
+            close(iterator)
+
+
+def close(iterator) -> None:
+    """Stop a loader iterator's workers or threads now (FFCV's EpochIterator, torch's multiprocess iterator)."""
+    if hasattr(iterator, "close"):
+        iterator.close()
+    elif hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+
+
+class FileImages(torch.utils.data.Dataset):
+    """Images of one Split through a torchvision transform: (uint8 C x H x W, label); errors name the file."""
+
+    def __init__(self, split: Split, transform):
+        self.paths, self.labels, self.transform = split.paths, split.labels, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        return self.transform(open_rgb(self.paths[index])), self.labels[index]
+
+
+def folder_transforms(size: int):
+    """(train, eval) transforms to uint8 `size` x `size`: random-resized-crop + flip; resize + centre crop."""
+    from torchvision import transforms as T
+
+    train = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.PILToTensor()])
+    test = T.Compose([T.Resize(round(size / CROP_RATIO)), T.CenterCrop(size), T.PILToTensor()])
+    return train, test
+
+
+def folder_stream(name: str, train: Split, test: Split, size: int, workers: int) -> StreamData:
+    """An image folder streamed through DataLoaders (`workers` processes), at `size` x `size`."""
+    train_tf, test_tf = folder_transforms(size)
+    train_set, test_set = FileImages(train, train_tf), FileImages(test, test_tf)
+
+    def train_loader(batch_size: int, seed: int):
+        # At least one worker: workers draw their transforms' randomness from seeds the loader's
+        # generator gives them, where the main process would draw from torch's global generator.
+        return torch.utils.data.DataLoader(train_set, batch_size, shuffle=True, drop_last=True,
+                                           num_workers=max(1, workers), generator=torch.Generator().manual_seed(seed))
+
+    def test_loader(batch_size: int):
+        return torch.utils.data.DataLoader(test_set, batch_size, num_workers=workers)
+
+    def probe(n: int) -> torch.Tensor:
+        return torch.stack([test_tf(open_rgb(path)) for path in train.paths[:n]])
+
+    mean, std = sample_stats(train, size)
+    return StreamData(name, list(train.classes), torch.tensor(train.labels), torch.tensor(test.labels),
+                      (3, size, size), mean, std, train_loader, test_loader, probe)
+
+
+def sample_stats(split: Split, size: int, count: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (mean, std) in [0, 1] estimated on `count` training images drawn with a fixed seed (0)."""
+    pick = torch.randperm(len(split.files), generator=torch.Generator().manual_seed(0))[:count]
+    pixels = torch.stack([torch.from_numpy(np.array(load_rgb(split.paths[i], size))) for i in pick.tolist()])
+    pixels = pixels.permute(3, 0, 1, 2).reshape(3, -1).double().div_(255)
+    return pixels.mean(dim=1).float(), pixels.std(dim=1).float().clamp_min(1e-6)
