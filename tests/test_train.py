@@ -125,3 +125,11 @@ def test_variant_resolves_to_its_method_and_options():
     s = spec("ssa-no_align")
     assert s.impl == "ssa" and s.options["lambda_align"] == 0.0 and s.options["lambda_orth"] == 0.1
     assert copy.deepcopy(s).config_hash() == s.config_hash() != spec("ssa").config_hash()
+
+
+def test_alignment_of_bp_with_itself_is_one_even_for_tiny_gradients():
+    from bench.measure import _mean_cosine
+
+    tiny = torch.tensor([[1e-12, 2e-12], [3.0, 4.0], [0.0, 0.0]])
+    assert _mean_cosine(tiny, tiny) == pytest.approx(1.0, abs=1e-12)
+    assert _mean_cosine(tiny, -tiny) == pytest.approx(-1.0, abs=1e-12)
