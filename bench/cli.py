@@ -62,8 +62,9 @@ def _reporting_args(parser: argparse.ArgumentParser, out_default: Path) -> None:
 def cmd_train(args) -> int:
     from bench.train import run
 
-    if args.out.exists() and not args.out.is_dir():
-        raise UsageError(f"--out {args.out} is a file; give a folder for the run")
+    blocking = next((p for p in [args.out, *args.out.parents] if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise UsageError(f"--out {args.out}: {blocking} is a file; give a folder for the run")
     try:
         spec = make_spec(args.dataset, args.arch, args.method, args.seed, parse_sets(args.set),
                          load_variants(args.config))

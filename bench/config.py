@@ -63,9 +63,19 @@ def load_variants(path: Path | str | None = None) -> dict[str, dict[str, Any]]:
     path = Path(path or DEFAULT_CONFIG)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} not found")
-    with open(path) as f:
-        config = yaml.safe_load(f) or {}
-    return dict(config.get("variants") or {})
+    try:
+        with open(path) as f:
+            config = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"config file {path} is not readable YAML: {error}") from None
+    variants = config.get("variants") if isinstance(config, dict) else None
+    if not isinstance(variants or {}, dict):
+        raise ValueError(f"config key variants in {path}: expected a mapping of name -> {{impl, options}}")
+    for name, entry in (variants or {}).items():
+        if not isinstance(entry, dict):
+            raise ValueError(f"config key variants.{name} in {path}: expected a mapping like "
+                             f"{{impl: ssa, lambda_align: 0}}, got {entry!r}")
+    return dict(variants or {})
 
 
 def resolve_variant(name: str, variants: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:

@@ -57,12 +57,17 @@ class SavedTensorBytes:
 
 
 def memory_breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, saved_bytes: int,
-                     device: torch.device) -> dict:
-    """Bytes of parameters, gradients, optimizer state and saved activations, and the device peak."""
+                     device: torch.device, training_peak: int = 0) -> dict:
+    """Bytes of parameters, gradients, optimizer state, feedback and saved activations, and the peak.
+
+    On CUDA the peak is the largest max_memory_allocated over the training epochs (`training_peak`:
+    evaluation and probes excluded, the resident dataset included); on CPU it is the process's peak
+    resident set, which cannot be reset and so covers everything the process did.
+    """
     trainable = [p for p in model.parameters() if p.requires_grad]
     state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
     if device.type == "cuda":
-        peak, peak_kind = torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
+        peak, peak_kind = training_peak, "cuda_max_memory_allocated_in_training"
     else:
         # Linux reports ru_maxrss in KiB, macOS in bytes: the whole process's peak resident set.
         scale = 1 if sys.platform == "darwin" else 1024
@@ -71,6 +76,7 @@ def memory_breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, saved_b
         "params": tensor_bytes(model.parameters()),
         "grads": tensor_bytes(trainable),
         "optimizer_state": tensor_bytes(state),
+        "feedback": tensor_bytes(model.feedback.buffers()) if hasattr(model, "feedback") else 0,
         "saved_activations": saved_bytes,
         "peak": int(peak),
         "peak_kind": peak_kind,

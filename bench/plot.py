@@ -229,10 +229,16 @@ def fig_curves(records, dataset):
                    lambda h: h.get("test_acc"), "")
 
 
+def _mean_defined(values) -> float | None:
+    """Mean of the values that are defined (a block's cosine is null when its gradient vanished)."""
+    defined = [v for v in values or [] if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
 def fig_alignment(records, dataset):
     return _curves(records, dataset, "alignment of each method's block signal with the BP gradient",
                    "cosine with BP gradient (mean over blocks)",
-                   lambda h: float(np.mean(h["alignment"])) if h.get("alignment") else None, "with alignment")
+                   lambda h: _mean_defined(h.get("alignment")), "with alignment")
 
 
 def fig_rank(records, dataset):

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 import io
+import importlib.metadata
 import json
+import math
 import os
 import platform
 import subprocess
@@ -34,8 +36,19 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
+def _finite(obj: Any) -> Any:
+    """NaN and infinities as None: strict JSON has no such numbers (a diverged loss, an undefined cosine)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+    write_atomic(path, (json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n").encode())
 
 
 def write_log_csv(path: Path, history: list[dict]) -> None:
@@ -57,24 +70,31 @@ def _git(*args: str) -> str | None:
         return None
 
 
+def _installed(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def code_version() -> str | None:
+    """The git commit, with '+dirty' when tracked files differ from it; None outside a git checkout."""
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return None if commit is None else commit + ("+dirty" if status else "")
+
+
 def provenance(device: torch.device) -> dict:
     """Where a record came from: code version, library versions, device, platform (no hostname)."""
-    try:
-        import torchvision
-        torchvision_version = torchvision.__version__
-    except ImportError:
-        torchvision_version = None
-    try:
-        import ffcv
-        ffcv_version = getattr(ffcv, "__version__", "installed")
-    except ImportError:
-        ffcv_version = None
+    # Versions from package metadata, not imports: importing ffcv (numba, OpenCV) changes the
+    # numerics of later float operations in this process, which would break same-seed reproducibility.
+    torchvision_version, ffcv_version = _installed("torchvision"), _installed("ffcv")
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": None if status is None else bool(status),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "torchvision": torchvision_version,
         "ffcv": ffcv_version,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),

@@ -15,7 +15,7 @@ from bench import measure
 from bench.config import RunSpec
 from bench.method import get_method
 from bench.models import BlockNet, build
-from bench.record import SCHEMA_VERSION, provenance, write_atomic, write_json, write_log_csv
+from bench.record import SCHEMA_VERSION, code_version, provenance, write_atomic, write_json, write_log_csv
 
 log = logging.getLogger("bench.train")
 CHECKPOINT = "checkpoint.pt"
@@ -61,7 +61,10 @@ def resize_like(model: BlockNet, state: dict) -> None:
         if name in tensors and tensors[name].shape != value.shape:
             tensors[name].data = torch.empty_like(value, device=tensors[name].device)
         elif name.startswith("feedback."):
-            setattr(model.feedback, name.split(".", 1)[1], torch.empty_like(value))
+            key = name.split(".", 1)[1]
+            current = getattr(model.feedback, key, None)
+            device = current.device if current is not None else value.device
+            setattr(model.feedback, key, torch.empty_like(value, device=device))
 
 
 @torch.no_grad()
@@ -92,6 +95,8 @@ def train_epoch(model, method, optimizer, data, batch_size, generator, device) -
     steps = 0
     counter = measure.SavedTensorBytes(model)
     _sync(device)
+    if device.type == "cuda":  # the peak of training alone: evaluation and probes come after
+        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
     for x, y in data.train_batches(batch_size, generator):
         optimizer.zero_grad(set_to_none=True)
@@ -106,10 +111,12 @@ def train_epoch(model, method, optimizer, data, batch_size, generator, device) -
         steps += 1
     _sync(device)
     seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     images = steps * batch_size
     means = {k: v.item() / steps for k, v in sums.items() if k != "correct"}
     return {"train_loss": means.pop("loss"), "train_acc": 100.0 * sums["correct"].item() / images,
-            "terms": means, "train_time_s": seconds, "images": images, "saved_activations": counter.bytes}
+            "terms": means, "train_time_s": seconds, "images": images, "saved_activations": counter.bytes,
+            "peak": peak}
 
 
 def derive_seed(seed: int, purpose: str) -> int:
@@ -124,6 +131,9 @@ def setup(spec: RunSpec, data_dir: Path | None):
     torch.manual_seed(derive_seed(spec.seed, "init"))
     model = build(spec.arch, data.in_shape, data.num_classes)
     method = get_method(spec.impl)(**spec.options)
+    if spec.recipe["batch_size"] > len(data.train_y):
+        raise ValueError(f"bad value {spec.recipe['batch_size']} for 'batch_size'; accepted: at most the "
+                         f"{len(data.train_y)} training images of {spec.dataset}")
     feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
     model = method.prepare(model, data.num_classes, feedback)
     return device, data, model.to(device), method
@@ -131,7 +141,7 @@ def setup(spec: RunSpec, data_dir: Path | None):
 
 def save_checkpoint(out: Path, spec: RunSpec, model, optimizer, shuffle: torch.Generator, state: dict) -> None:
     buffer = io.BytesIO()
-    torch.save({"config_hash": spec.config_hash(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+    torch.save({"config_hash": spec.config_hash(), "code_version": code_version(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "shuffle": shuffle.get_state(), "state": state}, buffer)
     write_atomic(out / CHECKPOINT, buffer.getvalue())
 
@@ -141,9 +151,17 @@ def load_checkpoint(out: Path, spec: RunSpec, model: BlockNet) -> dict | None:
     path = out / CHECKPOINT
     if not path.is_file():
         return None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a truncated or foreign file: unpickling errors have many types
+        log.warning("%s is unreadable (%s); starting %s from scratch", path, error, spec.method)
+        return None
     if checkpoint.get("config_hash") != spec.config_hash():
         log.warning("%s belongs to another configuration; starting %s from scratch", path, spec.method)
+        return None
+    if checkpoint.get("code_version") != code_version():
+        log.warning("%s was written by code version %s, this is %s; starting %s from scratch",
+                    path, checkpoint.get("code_version"), code_version(), spec.method)
         return None
     resize_like(model, checkpoint["model"])
     model.load_state_dict(checkpoint["model"])
@@ -158,7 +176,7 @@ def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     started = provenance(device)
     shuffle = torch.Generator().manual_seed(derive_seed(spec.seed, "shuffle"))
-    state = {"epoch": 0, "history": [], "status": "ok",
+    state = {"epoch": 0, "history": [], "status": "ok", "provenance": started,
              "trainable_params_initial": measure.param_counts(model)["trainable_params"]}
     checkpoint = load_checkpoint(out, spec, model)
     optimizer = make_optimizer(model.parameters(), spec.recipe)
@@ -166,9 +184,9 @@ def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
         optimizer.load_state_dict(checkpoint["optimizer"])
         shuffle.set_state(checkpoint["shuffle"])
         state = checkpoint["state"]
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    probe = data.normalise(data.train_x[:spec.recipe["probe_size"]]), data.train_y[:spec.recipe["probe_size"]]
+    else:
+        (out / "record.json").unlink(missing_ok=True)  # a record of an earlier, different run is stale
+    probe = data.probe_batch(spec.recipe["probe_size"])
     for epoch in range(state["epoch"] + 1, spec.recipe["epochs"] + 1):
         if state["status"] != "ok":
             break
@@ -180,7 +198,7 @@ def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
             log.warning("%s diverged in epoch %d (loss %s)", spec.method, epoch, entry["train_loss"])
         save_checkpoint(out, spec, model, optimizer, shuffle, state)
         write_log_csv(out / "log.csv", state["history"])
-    record = make_record(spec, state, model, optimizer, data, device, started)
+    record = make_record(spec, state, model, optimizer, data, device, state["provenance"])
     write_json(out / "record.json", record)
     return record
 
@@ -196,7 +214,7 @@ def run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, devic
     entry = {"epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
              "test_acc": test_acc, "test_top5": test_top5, "lr": lr,
              "train_time_s": stats["train_time_s"], "images_per_s": stats["images"] / stats["train_time_s"],
-             "saved_activations": stats["saved_activations"], "terms": stats["terms"],
+             "saved_activations": stats["saved_activations"], "peak_memory": stats["peak"], "terms": stats["terms"],
              "alignment": measure.alignment_with_bp(model, method, *probe),
              "ranks": measure.layer_ranks(model), "trainable_params": measure.param_counts(model)["trainable_params"]}
     log.info("%-14s epoch %3d/%d  loss %7.4f  train %6.2f%%  test %6.2f%%  %7.1fs  %8.0f img/s",
@@ -221,7 +239,8 @@ def make_record(spec: RunSpec, state: dict, model, optimizer, data, device, star
         "best_test_acc": max((h["test_acc"] for h in history), default=None),
         "train_time_s": train_time, "images_per_s": images / train_time if train_time else None,
         **measure.param_counts(model), "trainable_params_initial": state["trainable_params_initial"],
-        "memory": measure.memory_breakdown(model, optimizer, last.get("saved_activations", 0), device),
+        "memory": measure.memory_breakdown(model, optimizer, last.get("saved_activations", 0), device,
+                                           max((h.get("peak_memory") or 0 for h in history), default=0)),
         "history": history, "provenance": started,
     }
     return record

@@ -60,7 +60,7 @@ class SSA(Method):
         signals = []
         for i, h in enumerate(outputs):
             bv, beta, bu = self._factors(model, i)
-            g = ((error @ bv) * beta) @ bu.T  # N x m: the low-rank structured projection
+            g = ((error @ bv) * (beta * self.scale)) @ bu.T  # N x m: the low-rank structured projection
             signals.append(g.view(*g.shape, *[1] * (h.dim() - 2)).expand_as(h))  # broadcast over H x W
         return signals
 

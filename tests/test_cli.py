@@ -64,3 +64,22 @@ def test_list_names_datasets_archs_methods_and_variants(capsys):
     out = capsys.readouterr().out
     for name in ["mnist5k", "smallconv", "method ssa", "variant ssa-no_align", "lambda_align=0.1"]:
         assert name in out
+
+
+def test_out_below_a_file_and_broken_config_are_refused(tmp_path, capsys):
+    (tmp_path / "file").write_text("keep")
+    assert main([*BASE, "--out", str(tmp_path / "file" / "run")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    for text, message in [("variants: [bp", "not readable YAML"), ("variants: [bp]", "config key variants"),
+                          ("variants: {x: bp}", "config key variants.x")]:
+        bad.write_text(text)
+        assert main([*BASE, "--out", str(tmp_path / "r"), "--config", str(bad)]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_batch_larger_than_the_training_set_is_refused(tmp_path, capsys):
+    assert main([*BASE, "--out", str(tmp_path / "r"), "--set", "batch_size=5000"]) == 2
+    assert "'batch_size'; accepted: at most the 1437 training images of digits" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

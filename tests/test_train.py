@@ -133,3 +133,29 @@ def test_alignment_of_bp_with_itself_is_one_even_for_tiny_gradients():
     tiny = torch.tensor([[1e-12, 2e-12], [3.0, 4.0], [0.0, 0.0]])
     assert _mean_cosine(tiny, tiny) == pytest.approx(1.0, abs=1e-12)
     assert _mean_cosine(tiny, -tiny) == pytest.approx(-1.0, abs=1e-12)
+
+
+def test_corrupt_checkpoint_is_discarded_with_a_warning(tmp_path, caplog):
+    run(spec("dfa", epochs=1), tmp_path)
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    record = run(spec("dfa", epochs=1), tmp_path)
+    assert "unreadable" in caplog.text and record["status"] == "ok" and len(record["history"]) == 1
+
+
+def test_probe_batch_covers_every_class():
+    from bench.data import load
+
+    x, y = load("mnist5k").probe_batch(256)
+    assert x.shape == (256, 1, 28, 28) and len(y.unique()) == 10
+
+
+def test_ssa_scale_scales_its_signals(batch):
+    from tests.conftest import make
+
+    x, y = batch
+    signals = []
+    for scale in (1.0, 3.0):
+        model, rule = make("smallconv", "ssa", scale=scale)
+        outputs, logits = model.forward_blocks(x, cut=True)
+        signals.append(rule.block_signals(model, outputs, logits, y))
+    assert all(torch.allclose(3 * a, b) for a, b in zip(*signals))

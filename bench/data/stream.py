@@ -56,6 +56,13 @@ class StreamData:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    def probe_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The alignment probe: the first n training images (normalised) and labels.
+
+        Streams decode files in folder order, so this batch may cover few classes.
+        """
+        return self.normalise(self.train_x[:n]), self.train_y[:n]
+
     @property
     def train_x(self) -> _Head:
         return _Head(self._probe, self.device)

@@ -57,6 +57,16 @@ class TensorData:
         for start in range(0, len(self.test_y), batch_size):
             yield self.normalise(self.test_x[start:start + batch_size]), self.test_y[start:start + batch_size]
 
+    def probe_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A fixed batch of n training images (normalised) and labels for the alignment probe.
+
+        Drawn with a fixed seed (0) from the whole training split: the split is sorted by class, so
+        its first n images would all be one class.
+        """
+        index = torch.randperm(len(self.train_y), generator=torch.Generator().manual_seed(0))[:n]
+        index = index.sort().values.to(self.train_y.device)
+        return self.normalise(self.train_x[index]), self.train_y[index]
+
     def steps_per_epoch(self, batch_size: int) -> int:
         return len(self.train_y) // batch_size
 
