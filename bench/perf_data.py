@@ -6,8 +6,8 @@ Two pairs, each measured side by side in one run on the same images and the same
       DataLoader with `workers` processes);
   FFCV path (.beton of the same images as JPEG, random-resized-crop + flip to `size`)
       vs torchvision ImageFolder (PIL decode, RandomResizedCrop(size) + flip + PILToTensor, `workers` processes).
-On a CPU the on-device path runs on one thread (small tensor ops gain little from more, and lose much
-on a shared machine), so the ratio is one core against `workers` processes.
+Both sides get the machine's cores: torch's threads for the on-device path, `workers` processes (and
+the main one) for the baseline.
 Images come from DATA_DIR/<dataset> (an image folder, e.g. cifar10-jpeg) when given, else from a seeded
 synthetic JPEG tree in a temporary folder. Each timing skips the first batch (worker start-up, JIT);
 each loader's best of `rounds` interleaved rounds is reported.
@@ -82,13 +82,8 @@ def cifar_pair(images: torch.Tensor, labels: torch.Tensor, batch_size: int, batc
     loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, drop_last=True, num_workers=workers)
 
     def on_device():
-        threads = torch.get_num_threads()
-        if device.type == "cpu":
-            torch.set_num_threads(1)  # one core for the on-device path; the baseline gets `workers` processes
-        try:
-            return time_batches(data.train_batches(batch_size, torch.Generator().manual_seed(0)), batches, sync)
-        finally:
-            torch.set_num_threads(threads)
+        # The same cores for both paths: torch's threads here, `workers` processes for the baseline.
+        return time_batches(data.train_batches(batch_size, torch.Generator().manual_seed(0)), batches, sync)
 
     def baseline():
         return time_batches(((x.to(device), y.to(device)) for x, y in loader), batches, sync)
