@@ -7,8 +7,8 @@
 #   snakemake -n paper                           plan without running
 #   snakemake --report results/report.html       bundle the figures with captions
 #
-# `snakemake --lint` reports "Specify a conda environment or container for each rule" for the three
-# rules that run commands. Deliberate: every rule runs this suite's own `python -m bench` in the one
+# `snakemake --lint` reports "Specify a conda environment or container for each rule" for the four
+# rules that run commands (train, table, figures, beton). Deliberate: every rule runs this suite's own `python -m bench` in the one
 # environment it is installed in (environment.yml or the pip venv); per-rule conda environments need
 # `--sdm conda` and conda channels, which the suite's target machines do not have. Target-only rules
 # (all, paper) have no log: a rule that runs nothing writes no log.
@@ -148,7 +148,8 @@ rule beton:
         proportion=r"[01]\.\d\d",
         quality=r"\d+",
     params:
-        data_dir=config["data_dir"],
+        # DATA_DIR/ffcv/<name>/<file>.beton -> DATA_DIR (derived from the output, so never retyped)
+        data_dir=lambda wildcards, output: os.path.dirname(os.path.dirname(os.path.dirname(output.beton))),
     threads: 2
     shell:
         "NUMBA_THREADING_LAYER=omp $PYTHON -m bench beton --dataset {wildcards.name} --split {wildcards.split}"
