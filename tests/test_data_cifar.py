@@ -214,3 +214,14 @@ def test_data_options_from_a_recipe_take_its_keys_and_default_the_rest():
     assert DataOptions.from_recipe({"image_size": 64}).image_size == 64
     with pytest.raises(ValueError, match="augment 'cutout'"):
         DataOptions.from_recipe({"cutout": -2})
+
+
+def test_augmentation_settings_leave_every_epochs_batch_order_unchanged():
+    x = torch.randint(0, 256, (40, 3, 12, 10), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(40)
+    orders = []
+    for augment in (Augment(), Augment(flip=False), Augment(cutout=4)):
+        data = AugmentedData("t", x, y, x, y, [str(i) for i in range(40)], augment)
+        generator = torch.Generator().manual_seed(3)
+        orders.append([b[1] for _ in range(2) for b in data.train_batches(8, generator)])
+    assert all(torch.equal(a, b) for order in orders[1:] for a, b in zip(orders[0], order))

@@ -159,3 +159,21 @@ def test_ssa_scale_scales_its_signals(batch):
         outputs, logits = model.forward_blocks(x, cut=True)
         signals.append(rule.block_signals(model, outputs, logits, y))
     assert all(torch.allclose(3 * a, b) for a, b in zip(*signals))
+
+
+def test_checkpoint_of_another_code_version_is_not_resumed(tmp_path, caplog, monkeypatch):
+    real_epoch = trainer.run_epoch
+
+    def die_after_first(spec_, epoch, *args):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return real_epoch(spec_, epoch, *args)
+
+    monkeypatch.setattr(trainer, "run_epoch", die_after_first)
+    with pytest.raises(KeyboardInterrupt):
+        run(spec("dfa"), tmp_path)
+    monkeypatch.setattr(trainer, "run_epoch", real_epoch)
+    monkeypatch.setattr(trainer, "code_version", lambda: "another-commit")
+    record = run(spec("dfa"), tmp_path)
+    assert "was written by code version" in caplog.text and "starting dfa from scratch" in caplog.text
+    assert [h["epoch"] for h in record["history"]] == [1, 2]

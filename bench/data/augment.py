@@ -113,11 +113,16 @@ class AugmentedData(TensorData):
         return x.to(torch.float32).sub_((255 * self.mean).view(1, -1, 1, 1)).mul_(scale)
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled, augmented, normalised training batches, all drawn from `generator`; remainder dropped."""
+        """Shuffled, augmented, normalised training batches, seeded from `generator`; remainder dropped.
+
+        Augmentation draws from its own generator, seeded by one draw of `generator` per epoch, so
+        switching flip or cutout on or off leaves the order of every epoch's batches unchanged.
+        """
+        augment = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
         order = torch.randperm(len(self.train_y), generator=generator).to(self.train_y.device)
         for start in range(0, len(order) - batch_size + 1, batch_size):
             index = order[start:start + batch_size]
-            yield self.normalise(self._augmented(index, generator)), self.train_y.index_select(0, index)
+            yield self.normalise(self._augmented(index, augment)), self.train_y.index_select(0, index)
 
     def _augmented(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """uint8 batch of training images `index`, augmented: what Augment gives, drawn the same way.
