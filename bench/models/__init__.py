@@ -4,12 +4,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bench.models.blocknet import BlockNet
+from bench.models.mobilenet import mobilenetv1
+from bench.models.resnet import resnet18, resnet32
 from bench.models.small import mlp3, smallconv
+from bench.models.vgg import vgg13
 
 # One line per architecture: name -> builder(in_shape, num_classes).
 ARCHS: dict[str, Callable[..., BlockNet]] = {
     "mlp3": mlp3,
+    "mobilenetv1": mobilenetv1,
+    "resnet18": resnet18,
+    "resnet32": resnet32,
     "smallconv": smallconv,
+    "vgg13": vgg13,
 }
 
 

@@ -1,0 +1,72 @@
+"""ResNets as BlockNets: `resnet32` (CIFAR style [paper]) and `resnet18` (ImageNet style [suite])."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bench.models.blocknet import BlockNet
+
+
+class BasicBlock(nn.Module):
+    """h = ReLU(BN(conv3x3(ReLU(BN(conv3x3(x))))) + shortcut(x)): (N, C_in, H, W) -> (N, C_out, H/s, W/s).
+
+    The shortcut is the identity, or a 1x1 conv + BN projection when the shape changes (He et al.
+    2016 option B), so SVD conversion covers it. It is registered before conv1/conv2 on purpose:
+    ssa takes the *last* SVD layer of a block with the output channel count as the block's output
+    layer (the one L_align acts on), and that should be conv2 of the residual branch.
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+        super().__init__()
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(c_out))
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+def _stages(c_in: int, widths: tuple[int, ...], depth: int, first_stride: int) -> list[nn.Module]:
+    """`depth` basic blocks per width; each stage after the first starts with stride 2."""
+    blocks: list[nn.Module] = []
+    for i, c_out in enumerate(widths):
+        for j in range(depth):
+            stride = (first_stride if i == 0 else 2) if j == 0 else 1
+            blocks.append(BasicBlock(c_in, c_out, stride))
+            c_in = c_out
+    return blocks
+
+
+def _head(channels: int, num_classes: int) -> nn.Module:
+    """Global average pool (N, C, H, W) -> (N, C), then Linear(C, K)."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+
+
+def resnet32(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
+    """He et al. 2016 CIFAR ResNet-32: stem conv3x3 16-BN-ReLU, 3 stages x 5 blocks (16, 32, 64), head.
+
+    16 blocks: the stem, then 15 residual blocks; input (C, H, W) -> (64, H/4, W/4) before the head.
+    About 0.47M parameters for K = 10 (0.46M with the parameter-free option-A shortcut).
+    """
+    stem = nn.Sequential(nn.Conv2d(in_shape[0], 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+    return BlockNet([stem, *_stages(16, (16, 32, 64), 5, 1)], _head(64, num_classes), in_shape)
+
+
+def resnet18(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
+    """ImageNet ResNet-18: stem conv7x7/2 64-BN-ReLU-maxpool3x3/2, 4 stages x 2 blocks (64..512), head.
+
+    9 blocks: the stem, then 8 residual blocks; input (C, H, W) -> (512, H/32, W/32) before the head
+    (sides stop shrinking at 1, and the head's adaptive pool makes small inputs work).
+    11.69M parameters for K = 1000, as torchvision's resnet18.
+    """
+    stem = nn.Sequential(nn.Conv2d(in_shape[0], 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64),
+                         nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1))
+    return BlockNet([stem, *_stages(64, (64, 128, 256, 512), 2, 1)], _head(512, num_classes), in_shape)

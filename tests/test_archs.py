@@ -1,0 +1,114 @@
+"""The block-structured families (vgg13, resnet32, resnet18, mobilenetv1): shapes, counts, every rule runs."""
+import pytest
+import torch
+from torch import nn
+
+from bench.cli import main
+from bench.layers import svd_layers
+from bench.layers.svd import convert_to_svd
+from bench.method import discover
+from bench.models import build
+from bench.models.mobilenet import mobilenetv1
+
+NEW = ["mobilenetv1", "resnet18", "resnet32", "vgg13"]
+# Blocks per arch: vgg13 one per conv; resnets stem + residual blocks; mobilenetv1 stem + 13 separable.
+BLOCKS = {"vgg13": 10, "resnet32": 1 + 15, "resnet18": 1 + 8, "mobilenetv1": 1 + 13}
+
+
+def _params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("arch", NEW)
+@pytest.mark.parametrize("in_shape", [(1, 8, 8), (3, 16, 16), (3, 32, 32)])
+def test_arch_gives_logits_and_block_shapes_match_forward(arch, in_shape):
+    torch.manual_seed(0)
+    model = build(arch, in_shape, 7)
+    assert len(model.blocks) == BLOCKS[arch]
+    x = torch.randn(3, *in_shape)
+    model.eval()  # BN in eval mode so the two forwards are comparable
+    logits = model(x)
+    assert logits.shape == (3, 7) and torch.isfinite(logits).all()
+    outputs, cut_logits = model.forward_blocks(x, cut=True)
+    assert [tuple(h.shape[1:]) for h in outputs] == model.block_output_shapes()
+    assert torch.allclose(cut_logits, logits)
+
+
+def test_parameter_counts_match_the_published_networks():
+    # He et al. 2016: ResNet-32 has 0.46M (option A); the two 1x1 projections add 2,752.
+    assert _params(build("resnet32", (3, 32, 32), 10)) == 464_154 + 16 * 32 + 32 * 64 + 2 * (32 + 64)
+    # torchvision resnet18 and the ImageNet MobileNetV1 1.0 (trainable) with 1000 classes.
+    assert _params(build("resnet18", (3, 224, 224), 1000)) == 11_689_512
+    assert _params(build("mobilenetv1", (3, 224, 224), 1000)) == 4_231_976
+
+
+def test_shapes_on_cifar_follow_the_reference_downsampling():
+    assert build("vgg13", (3, 32, 32), 10).block_output_shapes()[1::2] == [
+        (64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2), (512, 1, 1)]
+    r32 = build("resnet32", (3, 32, 32), 10).block_output_shapes()
+    assert r32[0] == (16, 32, 32) and r32[5] == (16, 32, 32) and r32[6] == (32, 16, 16) and r32[-1] == (64, 8, 8)
+    assert build("resnet18", (3, 64, 64), 10).block_output_shapes()[0::2] == [
+        (64, 16, 16), (64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
+    assert build("mobilenetv1", (3, 32, 32), 10).block_output_shapes()[-1] == (1024, 2, 2)
+
+
+def test_vgg13_skips_pools_on_tiny_inputs():
+    shapes = build("vgg13", (1, 8, 8), 10).block_output_shapes()
+    assert [s[1] for s in shapes] == [8, 4, 4, 2, 2, 1, 1, 1, 1, 1]
+
+
+def test_mobilenetv1_width_scales_every_channel_count():
+    full = build("mobilenetv1", (3, 16, 16), 10).block_output_shapes()
+    half = mobilenetv1((3, 16, 16), 10, width=0.5).block_output_shapes()
+    assert [h[0] * 2 for h in half] == [f[0] for f in full]
+    with pytest.raises(ValueError, match="bad width 0"):
+        mobilenetv1((3, 16, 16), 10, width=0)
+
+
+def test_svd_conversion_leaves_depthwise_convs_dense():
+    model = build("mobilenetv1", (3, 16, 16), 10)
+    converted, dense = convert_to_svd(model.blocks, 1.0)
+    assert len(dense) == 13 and len(converted) == 1 + 13  # stem + every pointwise conv
+    depthwise = [m for m in model.blocks.modules() if isinstance(m, nn.Conv2d)]
+    assert len(depthwise) == 13 and all(m.groups == m.in_channels > 1 for m in depthwise)
+
+
+def test_svd_conversion_covers_resnet_projection_shortcuts():
+    model = build("resnet32", (3, 16, 16), 10)
+    converted, dense = convert_to_svd(model.blocks, 1.0)
+    assert dense == [] and sum(name.endswith("shortcut.0") for name in converted) == 2
+    assert not any(type(m) is nn.Conv2d for m in model.blocks.modules())
+
+
+def test_ssa_aligns_the_residual_branch_output_conv():
+    model = build("resnet32", (3, 16, 16), 10)
+    rule = discover()["ssa"]()
+    rule.prepare(model, 10, torch.Generator().manual_seed(0))
+    assert rule.out_layers[0] is model.blocks[0][0]
+    assert all(rule.out_layers[i] is model.blocks[i].conv2 for i in range(1, len(model.blocks)))
+
+
+@pytest.mark.parametrize("method", ["bp", "dfa", "ssa", "svd_bp"])
+@pytest.mark.parametrize("arch", NEW)
+def test_every_rule_fills_a_finite_gradient_for_every_parameter(arch, method):
+    torch.manual_seed(0)
+    model = build(arch, (3, 16, 16), 5)
+    rule = discover()[method]()
+    model = rule.prepare(model, 5, torch.Generator().manual_seed(0))
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    stats = rule.step(model, x, y)
+    assert torch.isfinite(stats["loss"])
+    for name, p in model.named_parameters():
+        assert p.grad is not None, f"{arch}/{method}: no gradient for {name}"
+        assert torch.isfinite(p.grad).all(), f"{arch}/{method}: non-finite gradient for {name}"
+    if method in ("ssa", "svd_bp"):  # every groups=1 conv and Linear was factorised
+        assert not any(type(m) in (nn.Linear, nn.Conv2d) and getattr(m, "groups", 1) == 1
+                       for m in model.blocks.modules())
+        assert len(svd_layers(model.blocks)) > 0
+
+
+def test_resnet32_ssa_trains_one_epoch_on_digits(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "digits", "--arch", "resnet32", "--method", "ssa", "--seed", "0"]
+    assert main([*args, "--out", str(out), "--set", "epochs=1"]) == 0
+    assert (out / "record.json").is_file()
