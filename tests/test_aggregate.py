@@ -143,3 +143,14 @@ def test_cli_aggregate_missing_exits_2_and_allow_missing_writes(runs, tmp_path, 
 def test_cli_aggregate_needs_every_grid_axis_without_config(runs, tmp_path, capsys):
     assert main(["aggregate", "--runs-dir", str(runs), "--dataset", "toy", "--archs", "mlp"]) == 2
     assert "--methods is needed" in capsys.readouterr().err
+
+
+def test_the_shipped_published_figures_parse_and_join_by_dataset_arch_method():
+    from bench.aggregate import PUBLISHED, published
+
+    figures = published("imagenet", PUBLISHED)
+    assert figures[("resnet18", "bp")] == ("69.61 [BioTorch (Sanfiz & Akrout 2021), 75 epochs]; "
+                                           "66.90 [FFCV (Leclerc et al. 2023), 16 epochs, 1 x A100, 35 min]; "
+                                           "72.40 [FFCV (Leclerc et al. 2023), 88 epochs, 1 x A100, 187 min]")
+    assert figures[("resnet18", "dfa")].startswith("17.55 [BioTorch")
+    assert ("resnet20", "dfa") in published("cifar10", PUBLISHED)
