@@ -60,8 +60,8 @@ def test_same_seed_gives_the_same_record_apart_from_timings(ssa_record, tmp_path
     assert other["history"][0]["train_loss"] != record["history"][0]["train_loss"]
 
 
-def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_record(ssa_record, tmp_path, monkeypatch):
-    record, _ = ssa_record
+def interrupt_after_epoch_1(monkeypatch, run_spec, out):
+    """Run `run_spec` into `out` and kill it (KeyboardInterrupt) as epoch 2 starts."""
     real_epoch = trainer.run_epoch
 
     def die_after_first(spec_, epoch, *args):
@@ -71,9 +71,14 @@ def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_record(ssa_reco
 
     monkeypatch.setattr(trainer, "run_epoch", die_after_first)
     with pytest.raises(KeyboardInterrupt):
-        run(spec(rank_epochs=[1]), tmp_path)
-    assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "record.json").exists()
+        run(run_spec, out)
     monkeypatch.setattr(trainer, "run_epoch", real_epoch)
+
+
+def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_record(ssa_record, tmp_path, monkeypatch):
+    record, _ = ssa_record
+    interrupt_after_epoch_1(monkeypatch, spec(rank_epochs=[1]), tmp_path)
+    assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "record.json").exists()
     resumed = run(spec(rank_epochs=[1]), tmp_path)
     assert strip_timings(resumed) == strip_timings(record)
 
@@ -162,17 +167,7 @@ def test_ssa_scale_scales_its_signals(batch):
 
 
 def test_checkpoint_of_another_code_version_is_not_resumed(tmp_path, caplog, monkeypatch):
-    real_epoch = trainer.run_epoch
-
-    def die_after_first(spec_, epoch, *args):
-        if epoch == 2:
-            raise KeyboardInterrupt("killed")
-        return real_epoch(spec_, epoch, *args)
-
-    monkeypatch.setattr(trainer, "run_epoch", die_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        run(spec("dfa"), tmp_path)
-    monkeypatch.setattr(trainer, "run_epoch", real_epoch)
+    interrupt_after_epoch_1(monkeypatch, spec("dfa"), tmp_path)
     monkeypatch.setattr(trainer, "code_version", lambda: "another-commit")
     record = run(spec("dfa"), tmp_path)
     assert "was written by code version" in caplog.text and "starting dfa from scratch" in caplog.text
