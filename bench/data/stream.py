@@ -86,9 +86,6 @@ class StreamData:
         """The evaluation split in order, every image once."""
         yield from self._serve(self._test_loader(batch_size))
 
-    def steps_per_epoch(self, batch_size: int) -> int:
-        return len(self.train_y) // batch_size
-
     def _serve(self, loader: Batches) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         iterator = iter(loader)
         try:

@@ -67,9 +67,6 @@ class TensorData:
         index = index.sort().values.to(self.train_y.device)
         return self.normalise(self.train_x[index]), self.train_y[index]
 
-    def steps_per_epoch(self, batch_size: int) -> int:
-        return len(self.train_y) // batch_size
-
 
 def stratified_split(labels: torch.Tensor, test_per_class: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(train_index, test_index): `test_per_class` random images of every class go to test.
