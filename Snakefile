@@ -13,6 +13,7 @@
 # `--sdm conda` and conda channels, which the suite's target machines do not have. Target-only rules
 # (all, paper) have no log: a rule that runs nothing writes no log.
 import os
+import re
 import shlex
 import sys
 
@@ -35,7 +36,7 @@ shell.prefix(f"set -euo pipefail; PYTHON={shlex.quote(sys.executable)}; ")
 
 
 wildcard_constraints:
-    dataset="|".join(GRIDS) or "(?!)",
+    dataset="|".join(map(re.escape, GRIDS)) or "(?!)",
     arch=r"[A-Za-z0-9_]+",
     method=r"[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*",
     seed=r"\d+",

@@ -113,6 +113,7 @@ def grids(config: dict) -> dict[str, Grid]:
     known = known_methods(variants)
     result = {}
     for dataset, entry in (config.get("datasets") or {}).items():
+        _check_dataset(dataset, config.get("data_dir"))
         methods = entry.get("methods", ALL_METHODS)
         methods = known if methods == ALL_METHODS else list(methods)
         for method in methods:
@@ -127,6 +128,16 @@ def grids(config: dict) -> dict[str, Grid]:
         seeds = entry.get("seeds", config.get("seeds", [0]))
         result[dataset] = Grid(dataset, tuple(entry["archs"]), tuple(methods), tuple(seeds), recipe, per_method)
     return result
+
+
+def _check_dataset(name: str, data_dir: str | None) -> None:
+    """A registered dataset, or an image folder that exists under the config's data_dir."""
+    from bench.data import check_name
+
+    try:
+        check_name(name, data_dir)
+    except ValueError as error:
+        raise ValueError(f"config key datasets.{name}: {error} (data_dir: {data_dir})") from None
 
 
 def _method_recipes(dataset: str, overrides: dict, methods: list[str], recipe: dict, variants: dict,
