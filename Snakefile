@@ -3,12 +3,13 @@
 #
 #   snakemake --cores 2                          default target: the embedded grid (default_datasets)
 #   snakemake --cores 8 results/cifar10_table.csv   one dataset: its runs, then its table
-#   snakemake --cores 8 paper                    every table and figure of paper_datasets
+#   snakemake --cores 8 paper                    results/paper/: every table, figure and claims.md of
+#                                                paper_datasets
 #   snakemake -n paper                           plan without running
 #   snakemake --report results/report.html       bundle the figures with captions
 #
-# `snakemake --lint` reports "Specify a conda environment or container for each rule" for the four
-# rules that run commands (train, table, figures, beton). Deliberate: every rule runs this suite's own `python -m bench` in the one
+# `snakemake --lint` reports "Specify a conda environment or container for each rule" for the rules
+# that run commands (train, table, figures, claims, beton, and the paper_* copies of table and figures). Deliberate: every rule runs this suite's own `python -m bench` in the one
 # environment it is installed in (environment.yml or the pip venv); per-rule conda environments need
 # `--sdm conda` and conda channels, which the suite's target machines do not have. Target-only rules
 # (all, paper) have no log: a rule that runs nothing writes no log.
@@ -57,10 +58,11 @@ rule all:
 
 rule paper:
     message:
-        "tables and figures of paper_datasets: {config[paper_datasets]}"
+        f"{RESULTS}/paper/: tables, figures and claims.md of paper_datasets: {{config[paper_datasets]}}"
     input:
-        expand(f"{RESULTS}/{{dataset}}_table.{{ext}}", dataset=config["paper_datasets"], ext=["csv", "md"]),
-        expand(f"{RESULTS}/figures/{{dataset}}_{{name}}.{{ext}}", dataset=config["paper_datasets"],
+        f"{RESULTS}/paper/claims.md",
+        expand(f"{RESULTS}/paper/{{dataset}}_table.{{ext}}", dataset=config["paper_datasets"], ext=["csv", "md"]),
+        expand(f"{RESULTS}/paper/figures/{{dataset}}_{{name}}.{{ext}}", dataset=config["paper_datasets"],
                name=FIGURES, ext=FORMATS),
 
 
@@ -133,6 +135,39 @@ rule figures:
     shell:
         "$PYTHON -m bench plot --runs-dir {params.runs} --dataset {wildcards.dataset}"
         " --out-dir {params.out} --archs {params.archs} --methods {params.methods} --seeds {params.seeds}"
+        " > {log} 2>&1"
+
+
+# The paper target's own copies, written into {RESULTS}/paper/ by the same commands from the same records.
+use rule table as paper_table with:
+    output:
+        csv=f"{RESULTS}/paper/{{dataset}}_table.csv",
+        md=f"{RESULTS}/paper/{{dataset}}_table.md",
+    log:
+        f"{RESULTS}/logs/paper/table/{{dataset}}.log",
+
+
+use rule figures as paper_figures with:
+    output:
+        expand(f"{RESULTS}/paper/figures/{{dataset}}_{{name}}.{{ext}}", name=FIGURES, ext=FORMATS,
+               allow_missing=True),
+    log:
+        f"{RESULTS}/logs/paper/figures/{{dataset}}.log",
+
+
+rule claims:
+    message:
+        "claims.md: the paper's claims checked against the records of {config[paper_datasets]}"
+    input:
+        records=[path for dataset in config["paper_datasets"] for path in GRIDS[dataset].record_paths(RESULTS)],
+    output:
+        claims=report(f"{RESULTS}/paper/claims.md", caption="config/report/claims.rst", category="claims"),
+    log:
+        f"{RESULTS}/logs/paper/claims.log",
+    params:
+        datasets=config["paper_datasets"],
+    shell:
+        "$PYTHON -m bench claims --datasets {params.datasets} --records {input.records} --out {output.claims}"
         " > {log} 2>&1"
 
 

@@ -42,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     _reporting_args(aggregate, out_default=Path("results"))
     aggregate.add_argument("--allow-missing", action="store_true",
                            help="write the table even if planned runs have no record (their rows say so)")
+    claims = commands.add_parser("claims", help="records of the paper datasets -> claims.md: evidence and a "
+                                 "verdict for each claim of the paper")
+    claims.add_argument("--datasets", nargs="+", required=True, help="datasets whose records are the evidence")
+    claims.add_argument("--runs-dir", type=Path, default=Path("results/runs"),
+                        help="folder of <dataset>/<arch>/...: every record found there (unless --records)")
+    claims.add_argument("--records", nargs="+", type=Path, help="exactly these record.json files (the pipeline's)")
+    claims.add_argument("--out", type=Path, default=Path("results/paper/claims.md"))
     plot = commands.add_parser("plot", help="records of one dataset -> OUT_DIR/<dataset>_<figure>.png and .pdf")
     _reporting_args(plot, out_default=Path("results/figures"))
     return parser
@@ -148,6 +155,19 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def cmd_claims(args) -> int:
+    from bench.claims import write_claims
+
+    try:
+        claims = write_claims(args.datasets, args.out, args.runs_dir, args.records)
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
+    for claim in claims:
+        print(f"claim {claim.number}: {claim.verdict} ({sum(claim.passes)}/{len(claim.passes)} pairs)")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_perf(args) -> int:
     from bench import perf_data
 
@@ -170,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     args = _parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "list": cmd_list, "perf": cmd_perf, "beton": cmd_beton, "aggregate": cmd_aggregate, "plot": cmd_plot}[args.command](args)
+        return {"train": cmd_train, "list": cmd_list, "perf": cmd_perf, "beton": cmd_beton, "aggregate": cmd_aggregate, "plot": cmd_plot,
+                "claims": cmd_claims}[args.command](args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

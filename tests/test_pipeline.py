@@ -77,7 +77,7 @@ def test_grid_refuses_bad_config_naming_the_key(change, key):
 
 @pytest.mark.parametrize("targets, jobs", [
     (["all"], {"train": 24, "table": 1, "figures": 1}),
-    (["paper"], {"table": 3, "figures": 3}),
+    (["paper"], {"paper_table": 3, "paper_figures": 3, "claims": 1, "table": None, "figures": None}),
     (["results/digits_table.csv", "results/figures/digits_rank.png",
       "results/runs/cifar10/vgg13/ssa/seed4/record.json"], {"train": 49, "table": 1, "figures": 1}),
 ])
@@ -119,7 +119,8 @@ def test_a_new_method_file_joins_the_default_grid(tmp_path):
 
 def test_pipeline_end_to_end_on_digits(tmp_path):
     done = snakemake(tmp_path, "--cores", "2", "--config", "epochs=1", "seeds=[0]", "default_datasets=[digits]",
-                     "datasets={digits: {archs: [mlp3], methods: [bp, ssa]}}")
+                     "paper_datasets=[digits]", "datasets={digits: {archs: [mlp3], methods: [bp, ssa]}}",
+                     "--", "all", "paper")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = tmp_path / "results"
     table = pd.read_csv(results / "digits_table.csv")
@@ -136,6 +137,14 @@ def test_pipeline_end_to_end_on_digits(tmp_path):
     for log in ("train/digits/mlp3/ssa/seed0.log", "table/digits.log", "figures/digits.log"):
         assert (results / "logs" / log).stat().st_size > 0, log
     assert (results / "benchmarks" / "train" / "digits" / "mlp3" / "ssa" / "seed0.tsv").is_file()
+    # `paper`: the same table and figures under results/paper/, and claims.md from the same records
+    paper = results / "paper"
+    assert pd.read_csv(paper / "digits_table.csv").equals(table)
+    assert sorted(p.name for p in (paper / "figures").iterdir()) == figures
+    claims = (paper / "claims.md").read_text()
+    assert "Datasets checked: digits (2 records)" in claims
+    assert "| 1. SSA reaches accuracy comparable to BP" in claims and "| digits | mlp3 |" in claims
+    assert "| 2. SSA trains fewer parameters than DFA" in claims and "**not run yet**" in claims  # no dfa run
 
 
 def test_variants_file_is_the_config_file_that_holds_the_variants(tmp_path):
