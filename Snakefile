@@ -33,7 +33,8 @@ GRIDS = grid.grids(config)  # also checks method names, variant options and reci
 RESULTS = config["results_dir"]
 # Jobs run `$PYTHON -m bench`: the interpreter running Snakemake has bench installed, a bare `python`
 # may not. A shell prefix, not a param, so that another path to the same venv reruns nothing.
-shell.prefix(f"set -euo pipefail; PYTHON={shlex.quote(sys.executable)}; ")
+# BENCH_GPU_SLOTS: runs sharing one GPU (bench/devices.py); a scheduling choice, so not a param either.
+shell.prefix(f"set -euo pipefail; PYTHON={shlex.quote(sys.executable)}; export BENCH_GPU_SLOTS={config['gpu_slots']}; ")
 
 
 wildcard_constraints:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="a recipe key or method option, e.g. --set epochs=1 --set lambda_align=0")
     train.add_argument("--data-dir", type=Path, default=None, help="where on-disk datasets live")
     train.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config file with the variants")
+    train.add_argument("--gpu-slots", type=int, default=os.environ.get("BENCH_GPU_SLOTS") or 1, metavar="S",
+                       help="runs sharing one GPU: the run claims a free one of GPUs x S slots (bench/devices.py; "
+                            "default $BENCH_GPU_SLOTS or 1)")
     listing = commands.add_parser("list", help="print the datasets, archs, methods and variants this suite knows")
     listing.add_argument("--data-dir", type=Path, default=None, help="also list the image folders found here")
     from bench import perf_data
@@ -67,6 +71,7 @@ def _reporting_args(parser: argparse.ArgumentParser, out_default: Path) -> None:
 
 
 def cmd_train(args) -> int:
+    from bench.devices import bind_gpu
     from bench.train import run
 
     blocking = next((p for p in [args.out, *args.out.parents] if p.exists()), None)
@@ -76,7 +81,14 @@ def cmd_train(args) -> int:
         spec = make_spec(args.dataset, args.arch, args.method, args.seed, parse_sets(args.set),
                          load_variants(args.config))
         _check_names(spec.dataset, spec.arch, args.data_dir)
-        record = run(spec, args.out, args.data_dir)
+        if args.gpu_slots < 1:
+            raise ValueError(f"--gpu-slots {args.gpu_slots}: accepted: an integer >= 1")
+        slot = bind_gpu(args.gpu_slots) if spec.recipe.get("device") != "cpu" else None
+        try:
+            record = run(spec, args.out, args.data_dir)
+        finally:
+            if slot is not None:
+                slot.close()  # frees the GPU slot for the next run
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
     log.info("%s: status %s, test accuracy %.2f%% -> %s", spec.method, record["status"],
