@@ -20,16 +20,25 @@ import sys
 
 from snakemake.utils import validate
 
-from bench import grid
+from bench import grid, sweep
 from bench.data.beton import run_inputs
 from bench.plot import FIGURES, FORMATS
 
 
-configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+DEFAULT_CONFIG_FILE = os.path.join(workflow.basedir, "config", "config.yaml")
+
+
+configfile: DEFAULT_CONFIG_FILE
 
 
 validate(grid.coerce_numbers(config), "config/schema.yaml")
-GRIDS = grid.grids(config)  # also checks method names, variant options and recipe values by key
+# The trainer reads variants (and sweeps) from the config files, so they must be the files' own.
+# In merge order: this file first, then each --configfile (Snakemake lists the command line's first).
+CONFIG_FILES = [os.path.relpath(path) for path in dict.fromkeys(
+    [os.path.abspath(DEFAULT_CONFIG_FILE), *map(os.path.abspath, workflow.configfiles)])]
+sweep.check_files(config, CONFIG_FILES)
+# Sweeps become variants; then every method name, variant option and recipe value is checked by key.
+GRIDS = grid.grids(sweep.expand(config))
 RESULTS = config["results_dir"]
 # Jobs run `$PYTHON -m bench`: the interpreter running Snakemake has bench installed, a bare `python`
 # may not. A shell prefix, not a param, so that another path to the same venv reruns nothing.
@@ -83,14 +92,14 @@ rule train:
     params:
         out=lambda wildcards, output: os.path.dirname(output.record),
         recipe=lambda wildcards: GRIDS[wildcards.dataset].set_args(wildcards.method),
-        config_file=os.path.relpath(grid.variants_file(config, workflow.configfiles)),
+        config_files=" ".join(f"--config {shlex.quote(path)}" for path in CONFIG_FILES),
         data_dir=config["data_dir"],
     # One thread per run (Snakemake sets OMP_NUM_THREADS from it): `--cores N` runs N runs side by side.
     threads: 1
     shell:
         "$PYTHON -m bench train --dataset {wildcards.dataset} --arch {wildcards.arch}"
         " --method {wildcards.method} --seed {wildcards.seed} --out {params.out}"
-        " --config {params.config_file} --data-dir {params.data_dir} {params.recipe} > {log} 2>&1"
+        " {params.config_files} --data-dir {params.data_dir} {params.recipe} > {log} 2>&1"
 
 
 rule table:
@@ -137,6 +146,35 @@ rule figures:
         "$PYTHON -m bench plot --runs-dir {params.runs} --dataset {wildcards.dataset}"
         " --out-dir {params.out} --archs {params.archs} --methods {params.methods} --seeds {params.seeds}"
         " > {log} 2>&1"
+
+
+rule sweep:
+    message:
+        "sweep tables, sensitivity figures and findings.md of sweep_datasets: {config[sweep_datasets]}"
+    input:
+        expand(f"{RESULTS}/sweep/{{dataset}}/findings.md", dataset=config["sweep_datasets"]),
+
+
+rule sweep_report:
+    message:
+        "sweep report of {wildcards.dataset}: {output.findings}"
+    input:
+        records=lambda wildcards: GRIDS[wildcards.dataset].record_paths(RESULTS),
+    output:
+        findings=report(f"{RESULTS}/sweep/{{dataset}}/findings.md", caption="config/report/findings.rst",
+                        category="sweep"),
+        tables=expand(f"{RESULTS}/sweep/{{dataset}}/{{dataset}}_sweep.{{ext}}", ext=["csv", "md"], allow_missing=True),
+        figures=[f"{RESULTS}/sweep/{{dataset}}/figures/{{dataset}}_{name}_{option}.{ext}"
+                 for name, entry in (config.get("sweeps") or {}).items() for option in entry["options"]
+                 for ext in FORMATS],
+    log:
+        f"{RESULTS}/logs/sweep/{{dataset}}.log",
+    params:
+        config_files=" ".join(f"--config {shlex.quote(path)}" for path in CONFIG_FILES),
+        out=lambda wildcards, output: os.path.dirname(output.findings),
+    shell:
+        "$PYTHON -m bench sweep-report --dataset {wildcards.dataset} {params.config_files}"
+        " --records {input.records} --out-dir {params.out} > {log} 2>&1"
 
 
 # The paper target's own copies, written into {RESULTS}/paper/ by the same commands from the same records.

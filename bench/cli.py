@@ -28,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="a recipe key or method option, e.g. --set epochs=1 --set lambda_align=0")
     train.add_argument("--data-dir", type=Path, default=None, help="where on-disk datasets live")
-    train.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config file with the variants")
+    train.add_argument("--config", type=Path, action="append",
+                       help="config file with the variants and sweeps (repeat to merge several, later ones "
+                            f"win, as Snakemake merges them; default {DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[1])})")
     train.add_argument("--gpu-slots", type=int, default=os.environ.get("BENCH_GPU_SLOTS") or 1, metavar="S",
                        help="runs sharing one GPU: the run claims a free one of GPUs x S slots (bench/devices.py; "
                             "default $BENCH_GPU_SLOTS or 1)")
@@ -53,6 +55,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="folder of <dataset>/<arch>/...: every record found there (unless --records)")
     claims.add_argument("--records", nargs="+", type=Path, help="exactly these record.json files (the pipeline's)")
     claims.add_argument("--out", type=Path, default=Path("results/paper/claims.md"))
+    sweep_report = commands.add_parser("sweep-report", help="a sweep's records -> its table, a sensitivity "
+                                       "figure per option, and findings.md")
+    sweep_report.add_argument("--dataset", required=True)
+    sweep_report.add_argument("--config", type=Path, action="append", required=True,
+                              help="config files holding the sweeps (repeat to merge, as for train)")
+    sweep_report.add_argument("--records", nargs="+", type=Path, required=True, help="the sweep's record.json files")
+    sweep_report.add_argument("--out-dir", type=Path, default=Path("results/sweep"))
     plot = commands.add_parser("plot", help="records of one dataset -> OUT_DIR/<dataset>_<figure>.png and .pdf")
     _reporting_args(plot, out_default=Path("results/figures"))
     return parser
@@ -71,6 +80,7 @@ def _reporting_args(parser: argparse.ArgumentParser, out_default: Path) -> None:
 
 
 def cmd_train(args) -> int:
+    from bench import sweep
     from bench.devices import bind_gpu
     from bench.train import run
 
@@ -79,7 +89,7 @@ def cmd_train(args) -> int:
         raise UsageError(f"--out {args.out}: {blocking} is a file; give a folder for the run")
     try:
         spec = make_spec(args.dataset, args.arch, args.method, args.seed, parse_sets(args.set),
-                         load_variants(args.config))
+                         sweep.variants(args.config or [DEFAULT_CONFIG]))
         _check_names(spec.dataset, spec.arch, args.data_dir)
         if args.gpu_slots < 1:
             raise ValueError(f"--gpu-slots {args.gpu_slots}: accepted: an integer >= 1")
@@ -180,6 +190,24 @@ def cmd_claims(args) -> int:
     return 0
 
 
+def cmd_sweep_report(args) -> int:
+    from bench import sweep
+    from bench.aggregate import read_record
+    from bench.findings import report
+
+    try:
+        sweeps = sweep.load_files(args.config).get("sweeps") or {}
+        if not sweeps:
+            raise ValueError(f"config key sweeps: none in {', '.join(map(str, args.config))}")
+        table = report([read_record(p) for p in args.records], sweeps, args.dataset, args.out_dir)
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
+    print(table[["method", "option", "value", "n_ok", "test_acc_mean", "delta_to_bp"]].to_string(
+        index=False, float_format=lambda v: f"{v:.2f}"))
+    print(f"wrote {args.out_dir / 'findings.md'}")
+    return 0
+
+
 def cmd_perf(args) -> int:
     from bench import perf_data
 
@@ -203,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"train": cmd_train, "list": cmd_list, "perf": cmd_perf, "beton": cmd_beton, "aggregate": cmd_aggregate, "plot": cmd_plot,
-                "claims": cmd_claims}[args.command](args)
+                "claims": cmd_claims, "sweep-report": cmd_sweep_report}[args.command](args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

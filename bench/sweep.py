@@ -1,0 +1,167 @@
+"""Sweeps: a design over named method options (and recipe keys), expanded into method variants.
+
+A sweep is config, not code. In a config file:
+
+    sweeps:
+      ssa_rank:                       # the sweep's name: its variants are ssa_rank-<what differs>
+        impl: ssa                     # the method file every point runs
+        base: {lambda_align: 0.1}     # options (or recipe keys) shared by every point
+        design: one_at_a_time         # or `grid`: every combination of the values below
+        options:
+          rank_ratio: [1.0, 0.5, 0.25]
+          lr: [0.0005, 0.002]         # a recipe key: it becomes the variant's method_recipe entry
+
+`one_at_a_time` (a fractional design) runs the base point once, then varies one option at a time with the
+others at the base (the base's own value of an option is not run twice); `grid` runs the full factorial.
+A dataset's grid lists a sweep by name in `methods:` (`methods: [bp, dfa, ssa_rank]`); it expands to the
+sweep's variants there. `methods: all` does not include sweeps. Variant names spell out what differs
+from the base, e.g. `ssa_rank-rank_ratio_0p25`, `ssa_rank-lr_0p002`, `ssa_rank-base`.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DESIGNS = ("one_at_a_time", "grid")
+
+
+def value_name(value: Any) -> str:
+    """A value as a variant-name fragment: 0.25 -> 0p25, -1 -> m1, [2, 4] -> 2_4, [] -> none, True -> true."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "_".join(value_name(v) for v in value) or "none"
+    if isinstance(value, float):
+        text = repr(value) if abs(value) >= 1e-4 or value == 0 else f"{value:.0e}"
+        return text.replace("-", "m").replace(".", "p").replace("+", "")
+    return str(value).replace("-", "m").replace(".", "p")
+
+
+def points(name: str, sweep: dict) -> dict[str, dict[str, Any]]:
+    """{variant name: its settings (base updated by the point's values)} of one sweep, in design order."""
+    base, options = dict(sweep.get("base") or {}), dict(sweep.get("options") or {})
+    design = sweep.get("design", "one_at_a_time")
+    if design not in DESIGNS:
+        raise ValueError(f"config key sweeps.{name}.design: {design!r}; accepted: {', '.join(DESIGNS)}")
+    candidates: list[tuple[str, dict[str, Any]]] = []
+    if design == "grid":
+        for values in itertools.product(*options.values()):
+            changed = dict(zip(options, values))
+            label = "-".join(f"{k}_{value_name(v)}" for k, v in changed.items())
+            candidates.append((f"{name}-{label}" if label else f"{name}-base", base | changed))
+    else:
+        candidates.append((f"{name}-base", base))
+        candidates += [(f"{name}-{key}_{value_name(value)}", base | {key: value})
+                       for key, values in options.items() for value in values]
+    result: dict[str, dict[str, Any]] = {}
+    seen: dict[str, str] = {}
+    defaults = _defaults(sweep.get("impl"))
+    for variant, settings in candidates:
+        key = repr(sorted((defaults | settings).items()))  # a value equal to the default is the same run
+        if key not in seen:
+            seen[key] = variant
+            result[variant] = settings
+    return result
+
+
+def _defaults(impl: str | None) -> dict[str, Any]:
+    """Default recipe values and options of method file `impl` ({} if unknown: bench.grid reports it)."""
+    from bench.config import RECIPE
+    from bench.method import get_method
+
+    recipe = {k: option.default for k, option in RECIPE.items()}
+    try:
+        return recipe | {k: option.default for k, option in get_method(impl).options.items()}
+    except ValueError:
+        return recipe
+
+
+def expand(config: dict) -> dict:
+    """A copy of `config` with every sweep's points added as variants, each dataset's sweep names replaced
+    by the sweep's variant names, and recipe keys of the points moved into that dataset's method_recipe.
+
+    Raises ValueError naming the config key for an unknown design, a variant name that already exists,
+    or a sweep that no longer fits the method's options (checked later by bench.grid like any variant).
+    """
+    from bench.config import RECIPE
+
+    sweeps = config.get("sweeps") or {}
+    if not sweeps:
+        return config
+    config = copy.deepcopy(config)
+    variants = config.setdefault("variants", {})
+    recipes: dict[str, dict[str, dict]] = {}
+    for name, sweep in sweeps.items():
+        if name in variants:
+            raise ValueError(f"config key sweeps.{name}: a variant of that name exists; give the sweep another name")
+        recipes[name] = {}
+        for variant, settings in points(name, sweep).items():
+            if variant in variants:
+                raise ValueError(f"config key sweeps.{name}: its point {variant!r} is already a variant")
+            variants[variant] = {"impl": sweep["impl"], **{k: v for k, v in settings.items() if k not in RECIPE}}
+            recipes[name][variant] = {k: v for k, v in settings.items() if k in RECIPE}
+    for entry in (config.get("datasets") or {}).values():
+        methods = entry.get("methods")
+        if not isinstance(methods, list) or not any(m in sweeps for m in methods):
+            continue
+        entry["methods"] = [v for m in methods for v in (recipes[m] if m in sweeps else [m])]
+        own = entry.setdefault("method_recipe", {})
+        for m in (m for m in methods if m in sweeps):
+            for variant, recipe in recipes[m].items():
+                if recipe:
+                    own[variant] = {**own.get(variant, {}), **recipe}
+    return config
+
+
+def sweep_of(config: dict, variant: str) -> str | None:
+    """The sweep a variant name came from (None for a plain variant)."""
+    return next((name for name in config.get("sweeps") or {} if variant.startswith(f"{name}-")), None)
+
+
+def merge(base: dict, overlay: dict) -> dict:
+    """Snakemake's merge of config files: nested mappings merge key by key, anything else is replaced."""
+    result = dict(base)
+    for key, value in overlay.items():
+        result[key] = merge(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) \
+            else value
+    return result
+
+
+def load_files(paths: list[Path | str]) -> dict:
+    """The config files merged in order, as Snakemake merges `configfile:` and `--configfile`."""
+    merged: dict = {}
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ValueError(f"config file {path} is not readable YAML: {error}") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {path}: expected a mapping of config keys")
+        merged = merge(merged, loaded)
+    return merged
+
+
+def variants(paths: list[Path | str]) -> dict[str, dict[str, Any]]:
+    """The method variants the trainer uses: the files' `variants:` plus every sweep's points."""
+    from bench.config import load_variants
+
+    for path in paths:
+        load_variants(path)  # each file's variants section checked, naming the file
+    return dict(expand(load_files(paths)).get("variants") or {})
+
+
+def check_files(config: dict, paths: list[Path | str]) -> None:
+    """The pipeline's variants and sweeps must be what its config files say (the trainer reads the files)."""
+    merged = load_files(paths)
+    for key in ("variants", "sweeps"):
+        if (merged.get(key) or {}) != (config.get(key) or {}):
+            raise ValueError(f"config key {key}: the pipeline's {key} differ from those of its config files "
+                             f"({', '.join(map(str, paths)) or 'none given'}); set {key} in a config file, "
+                             "not with --config")

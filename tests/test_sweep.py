@@ -1,0 +1,150 @@
+"""Sweeps: expansion into variants (names, dedupe, recipe keys), the config-file check, and the report."""
+import json
+
+import pandas as pd
+import pytest
+import yaml
+from synthetic_records import write_record
+
+from bench import grid, sweep
+from bench.cli import main
+from bench.config import REPO
+from bench.findings import report
+
+CONFIG = REPO / "config" / "config.yaml"
+SWEEPS = {
+    "s": {"impl": "ssa", "base": {"rank_epochs": [1]},
+          "options": {"rank_ratio": [1.0, 0.5, 0.25], "lambda_align": [0.0, 1.0], "lr": [0.003]}},
+    "d": {"impl": "dfa", "options": {"scale": [0.1], "optimizer": ["sgd"]}},
+}
+
+
+def config_with(sweeps: dict, methods: list[str]) -> dict:
+    config = yaml.safe_load(CONFIG.read_text())
+    config["sweeps"] = sweeps
+    config["datasets"] = {"digits": {"archs": ["mlp3"], "methods": methods, "recipe": {"epochs": 1}}}
+    return grid.validate(grid.coerce_numbers(config))
+
+
+def test_one_at_a_time_names_each_point_and_skips_defaults():
+    names = list(sweep.points("s", SWEEPS["s"]))
+    # rank_ratio 1.0 is ssa's default, so that point is the base and is not run twice
+    assert names == ["s-base", "s-rank_ratio_0p5", "s-rank_ratio_0p25", "s-lambda_align_0p0", "s-lambda_align_1p0",
+                     "s-lr_0p003"]
+    assert len(set(names)) == len(names)
+
+
+def test_grid_design_is_the_full_factorial():
+    spec = {"impl": "ssa", "design": "grid", "options": {"rank_ratio": [0.5, 0.25], "align_on": ["top", "all"]}}
+    found = sweep.points("g", spec)
+    assert list(found) == ["g-rank_ratio_0p5-align_on_top", "g-rank_ratio_0p5-align_on_all",
+                           "g-rank_ratio_0p25-align_on_top", "g-rank_ratio_0p25-align_on_all"]
+    assert found["g-rank_ratio_0p25-align_on_all"] == {"rank_ratio": 0.25, "align_on": "all"}
+
+
+def test_expand_adds_variants_and_moves_recipe_keys_to_method_recipe():
+    grids = grid.grids(sweep.expand(config_with(SWEEPS, ["bp", "s", "d"])))
+    digits = grids["digits"]
+    assert digits.methods[:3] == ("bp", "s-base", "s-rank_ratio_0p5")
+    assert "d-optimizer_sgd" in digits.methods and "d-scale_0p1" in digits.methods
+    assert digits.recipe_for("s-lr_0p003")["lr"] == 0.003 and "lr" not in digits.recipe_for("s-base")
+    assert digits.recipe_for("d-optimizer_sgd")["optimizer"] == "sgd"
+    expanded = sweep.expand(config_with(SWEEPS, ["bp"]))
+    assert expanded["variants"]["s-rank_ratio_0p5"] == {"impl": "ssa", "rank_epochs": [1], "rank_ratio": 0.5}
+    assert "lr" not in expanded["variants"]["s-lr_0p003"]  # a recipe key is not a method option
+
+
+@pytest.mark.parametrize("sweeps, key", [
+    ({"s": {"impl": "ssa", "design": "random", "options": {"rank_ratio": [0.5]}}}, "sweeps.s.design"),
+    ({"bp": {"impl": "ssa", "options": {"rank_ratio": [0.5]}}}, "sweeps.bp"),
+    ({"s": {"impl": "ssa", "options": {"rank_ratoi": [0.5]}}}, "variants.s-rank_ratoi_0p5"),
+    ({"s": {"impl": "ssa", "options": {"rank_ratio": [2.0]}}}, "variants.s-rank_ratio_2p0"),
+])
+def test_bad_sweeps_are_refused_naming_the_key(sweeps, key):
+    config = yaml.safe_load(CONFIG.read_text()) | {"sweeps": sweeps}
+    with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+        grid.grids(sweep.expand(grid.validate(config)))
+
+
+def test_trainer_variants_come_from_the_merged_files(tmp_path):
+    overlay = tmp_path / "sweep.yaml"
+    overlay.write_text(yaml.safe_dump({"sweeps": SWEEPS, "variants": {"ssa": {"impl": "ssa", "rank_epochs": [1]}}}))
+    variants = sweep.variants([CONFIG, overlay])
+    assert variants["ssa"] == {"impl": "ssa", "rank_epochs": [1]}  # the later file wins, key by key
+    assert variants["s-lambda_align_1p0"]["lambda_align"] == 1.0 and "ssa-no_align" in variants
+    config = sweep.load_files([CONFIG, overlay])
+    sweep.check_files(config, [CONFIG, overlay])
+    with pytest.raises(ValueError, match="config key sweeps"):
+        sweep.check_files(config | {"sweeps": {}}, [CONFIG, overlay])
+
+
+def test_cli_trains_a_sweep_point(tmp_path):
+    overlay = tmp_path / "sweep.yaml"
+    overlay.write_text(yaml.safe_dump({"sweeps": SWEEPS}))
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "digits", "--arch", "mlp3", "--method", "s-rank_ratio_0p5", "--set", "epochs=1",
+            "--config", str(CONFIG), "--config", str(overlay), "--out", str(out)]
+    assert main(args) == 0
+    record = json.loads((out / "record.json").read_text())
+    assert record["method"] == "s-rank_ratio_0p5" and record["impl"] == "ssa"
+    assert record["options"]["rank_ratio"] == 0.5 and record["options"]["rank_epochs"] == [1]
+    assert main(args[:6] + ["s-nope"] + args[7:]) == 2  # an unknown point is refused
+
+
+def _records(runs, accs: dict[str, float], seeds=(0,)):
+    """Synthetic records of the SWEEPS points and bp, with options and recipe as the trainer writes them."""
+    points = {**sweep.points("s", SWEEPS["s"]), **sweep.points("d", SWEEPS["d"])}
+    records = []
+    for method, acc in accs.items():
+        for seed in seeds:
+            record = write_record(runs, "mlp3", method, seed, acc + seed * 0.1, dataset="digits")
+            settings = points.get(method, {})
+            record["impl"] = "bp" if method == "bp" else "dfa" if method.startswith("d-") else "ssa"
+            record["options"] = {k: v for k, v in settings.items() if k not in ("lr", "optimizer")}
+            record["recipe"] = {"lr": settings.get("lr", 0.001), "optimizer": settings.get("optimizer", "adamw")}
+            records.append(record)
+    return records
+
+
+def test_report_writes_table_figures_and_findings(tmp_path):
+    accs = {"bp": 90.0, "s-base": 80.0, "s-rank_ratio_0p5": 79.9, "s-rank_ratio_0p25": 79.5,
+            "s-lambda_align_0p0": 70.0, "s-lambda_align_1p0": 84.0, "s-lr_0p003": 80.2,
+            "d-base": 75.0, "d-scale_0p1": 77.0, "d-optimizer_sgd": 60.0}
+    records = _records(tmp_path / "runs", accs, seeds=(0, 1))
+    table = report(records, SWEEPS, "digits", tmp_path / "out")
+    saved = pd.read_csv(tmp_path / "out" / "digits_sweep.csv")
+    assert {"rank_ratio", "lambda_align", "lr", "scale", "optimizer", "option", "value"} <= set(saved.columns)
+    row = saved.set_index("method").loc["s-rank_ratio_0p25"]
+    assert row["rank_ratio"] == 0.25 and row["option"] == "rank_ratio" and row["n_ok"] == 2
+    assert len(table) == len(accs) and saved["method"].is_unique
+    text = (tmp_path / "out" / "findings.md").read_text()
+    assert "`s-lambda_align_1p0` (lambda_align = 1.0): 84.05 ± 0.07 %" in text
+    assert "Margin over DFA (`d-base`" in text and "Margin over the best DFA found (`d-scale_0p1`" in text
+    assert "`lambda_align` matters" in text and "`rank_ratio` does not matter here" not in text  # floor 0.14
+    assert "noise floor 0.14 points = twice the base's seed std" in text
+    for name in ("s_rank_ratio", "s_lambda_align", "s_lr", "d_scale", "d_optimizer"):
+        assert (tmp_path / "out" / "figures" / f"digits_{name}.png").stat().st_size > 1000
+
+
+def test_one_seed_uses_the_stated_noise_floor(tmp_path):
+    records = _records(tmp_path / "runs", {"bp": 90.0, "s-base": 80.0, "s-rank_ratio_0p5": 79.5,
+                                           "s-rank_ratio_0p25": 79.6})
+    report(records, SWEEPS, "digits", tmp_path / "out")
+    text = (tmp_path / "out" / "findings.md").read_text()
+    assert "noise floor 1.00 points = 1 point (1 seed: no std)" in text
+    assert "`rank_ratio` does not matter here (spread 0.50" in text
+
+
+def test_pipeline_plans_a_sweep(tmp_path):
+    import subprocess
+    import sys
+
+    overlay = tmp_path / "sweep.yaml"
+    overlay.write_text(yaml.safe_dump({"sweeps": SWEEPS, "sweep_datasets": ["digits"], "seeds": [0],
+                                       "datasets": {"digits": {"archs": ["mlp3"], "methods": ["bp", "s", "d"]}}}))
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+                           "-n", "-p", "--configfile", str(overlay), "--", "sweep"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "results/sweep/digits/findings.md" in done.stdout
+    assert "--method s-lambda_align_1p0" in done.stdout and "--set lr=0.003" in done.stdout
+    assert f"--config {overlay}" in done.stdout or "--config " + str(overlay.relative_to(tmp_path)) in done.stdout
