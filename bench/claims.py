@@ -247,6 +247,7 @@ def evaluate(records: list[dict], datasets: list[str]) -> list[Claim]:
     grouped: dict[tuple[str, str], dict[str, Runs]] = {}
     for r in records:
         grouped.setdefault((r["dataset"], r["arch"]), {}).setdefault(r["method"], Runs([])).records.append(r)
+    grouped = dict(sorted(grouped.items()))  # rows by (dataset, arch), whatever order the records came in
     return [claim_accuracy(grouped, datasets), *(check(grouped) for check in CLAIMS)]
 
 
