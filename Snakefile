@@ -5,11 +5,13 @@
 #   snakemake --cores 8 results/cifar10_table.csv   one dataset: its runs, then its table
 #   snakemake --cores 8 paper                    results/paper/: every table, figure and claims.md of
 #                                                paper_datasets
+#   snakemake --cores 2 --configfile config/sweep_ssa.yaml sweep   a sweep's table, figures, findings.md
 #   snakemake -n paper                           plan without running
 #   snakemake --report results/report.html       bundle the figures with captions
 #
 # `snakemake --lint` reports "Specify a conda environment or container for each rule" for the rules
-# that run commands (train, table, figures, claims, beton, and the paper_* copies of table and figures). Deliberate: every rule runs this suite's own `python -m bench` in the one
+# that run commands (train, table, figures, claims, sweep_report, beton, and the paper_* copies of table
+# and figures). Deliberate: every rule runs this suite's own `python -m bench` in the one
 # environment it is installed in (environment.yml or the pip venv); per-rule conda environments need
 # `--sdm conda` and conda channels, which the suite's target machines do not have. Target-only rules
 # (all, paper) have no log: a rule that runs nothing writes no log.

@@ -36,6 +36,14 @@ else
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
+# SLURM (tests/test_slurm.py, profiles/slurm): Debian's munge, slurmctld, slurmd, slurmdbd, slurm-client
+# and mariadb-server, so that the test's single-node cluster starts without minutes of apt-get of its
+# own. Where they cannot be installed the test skips and says why; BENCH_SLURM=0 leaves them out.
+if [ "${BENCH_SLURM:-1}" != "0" ]; then
+    bash "$(dirname "$0")/slurm_single_node.sh" install \
+        || echo "system deps: SLURM packages not installed; tests/test_slurm.py will skip" >&2
+fi
+
 if [ "$VENV" = "none" ]; then
     exit 0
 fi
