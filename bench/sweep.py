@@ -14,7 +14,8 @@ A sweep is config, not code. In a config file:
 `one_at_a_time` (a fractional design) runs the base point once, then varies one option at a time with the
 others at the base (the base's own value of an option is not run twice); `grid` runs the full factorial.
 A dataset's grid lists a sweep by name in `methods:` (`methods: [bp, dfa, ssa_rank]`); it expands to the
-sweep's variants there. `methods: all` does not include sweeps. Variant names spell out what differs
+sweep's variants there. A grid may also name single points (`methods: [bp, ssa_rank-lr_0p002]`, e.g. to
+rerun the best points with more seeds); their recipe keys go with them. `methods: all` does not include sweeps. Variant names spell out what differs
 from the base, e.g. `ssa_rank-rank_ratio_0p25`, `ssa_rank-lr_0p002`, `ssa_rank-base`.
 """
 from __future__ import annotations
@@ -104,16 +105,18 @@ def expand(config: dict) -> dict:
                 raise ValueError(f"config key sweeps.{name}: its point {variant!r} is already a variant")
             variants[variant] = {"impl": sweep["impl"], **{k: v for k, v in settings.items() if k not in RECIPE}}
             recipes[name][variant] = {k: v for k, v in settings.items() if k in RECIPE}
+    point_recipes = {variant: recipe for by_point in recipes.values() for variant, recipe in by_point.items()}
     for entry in (config.get("datasets") or {}).values():
         methods = entry.get("methods")
-        if not isinstance(methods, list) or not any(m in sweeps for m in methods):
+        if not isinstance(methods, list):
             continue
         entry["methods"] = [v for m in methods for v in (recipes[m] if m in sweeps else [m])]
-        own = entry.setdefault("method_recipe", {})
-        for m in (m for m in methods if m in sweeps):
-            for variant, recipe in recipes[m].items():
-                if recipe:
-                    own[variant] = {**own.get(variant, {}), **recipe}
+        # a point's recipe keys go with it, whether the grid names its sweep or the point itself
+        own = {variant: point_recipes[variant] for variant in entry["methods"] if point_recipes.get(variant)}
+        if own:
+            entry["method_recipe"] = entry.get("method_recipe") or {}
+            for variant, recipe in own.items():
+                entry["method_recipe"][variant] = {**entry["method_recipe"].get(variant, {}), **recipe}
     return config
 
 

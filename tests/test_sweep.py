@@ -49,6 +49,9 @@ def test_expand_adds_variants_and_moves_recipe_keys_to_method_recipe():
     assert "d-optimizer_sgd" in digits.methods and "d-scale_0p1" in digits.methods
     assert digits.recipe_for("s-lr_0p003")["lr"] == 0.003 and "lr" not in digits.recipe_for("s-base")
     assert digits.recipe_for("d-optimizer_sgd")["optimizer"] == "sgd"
+    points = grid.grids(sweep.expand(config_with(SWEEPS, ["bp", "s-lr_0p003", "d-optimizer_sgd"])))["digits"]
+    assert points.methods == ("bp", "s-lr_0p003", "d-optimizer_sgd")  # single points keep their recipe keys
+    assert points.recipe_for("s-lr_0p003")["lr"] == 0.003 and points.recipe_for("d-optimizer_sgd")["optimizer"] == "sgd"
     expanded = sweep.expand(config_with(SWEEPS, ["bp"]))
     assert expanded["variants"]["s-rank_ratio_0p5"] == {"impl": "ssa", "rank_epochs": [1], "rank_ratio": 0.5}
     assert "lr" not in expanded["variants"]["s-lr_0p003"]  # a recipe key is not a method option
