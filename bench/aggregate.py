@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.config import REPO
-from bench.record import SCHEMA_VERSION, write_atomic
+from bench.record import SCHEMA_VERSION, writable_folder, write_atomic
 
 log = logging.getLogger("bench.aggregate")
 
@@ -134,11 +134,20 @@ def published(dataset: str, path: Path | str | None = PUBLISHED) -> dict[tuple[s
     return {key: "; ".join(values) for key, values in figures.items()}
 
 
-def _warn_commits(records: list[dict], dataset: str) -> None:
-    commits = Counter((r.get("provenance") or {}).get("git_commit") or "unknown" for r in records)
+def provenance_notes(records: list[dict], dataset: str) -> list[str]:
+    """Warnings (also logged) when the records come from several git commits or from uncommitted code."""
+    notes = []
+    sources = [r.get("provenance") or {} for r in records]
+    commits = Counter(str(p.get("git_commit") or "unknown") for p in sources)
     if len(commits) > 1:
         listed = ", ".join(f"{c[:10]} ({n} runs)" for c, n in commits.most_common())
-        log.warning("%s: the table mixes records from %d git commits: %s", dataset, len(commits), listed)
+        notes.append(f"the rows mix records from {len(commits)} git commits: {listed}")
+    dirty = sum(1 for p in sources if p.get("git_dirty"))
+    if dirty:
+        notes.append(f"{dirty} of {len(records)} runs ran on a working tree with uncommitted changes (git_dirty)")
+    for note in notes:
+        log.warning("%s: %s", dataset, note)
+    return notes
 
 
 def aggregate(runs_dir: Path | str, dataset: str, expected: list[Run] | None = None, allow_missing: bool = False,
@@ -153,7 +162,7 @@ def aggregate(runs_dir: Path | str, dataset: str, expected: list[Run] | None = N
     runs = list(expected) if expected is not None else sorted(records, key=lambda r: (r[0], r[1] != "bp", r[1], r[2]))
     if not runs:
         raise FileNotFoundError(f"no records of {dataset} under {Path(runs_dir, dataset)}")
-    _warn_commits(list(records.values()), dataset)
+    notes = provenance_notes(list(records.values()), dataset)
     cited = published(dataset, published_path)
     rows = []
     for arch, method in _order(runs):
@@ -164,6 +173,7 @@ def aggregate(runs_dir: Path | str, dataset: str, expected: list[Run] | None = N
     table[COUNTS] = table[COUNTS].round().astype("Int64")  # counts print as integers, <NA> when unknown
     bp = table[table["method"] == "bp"].set_index("arch")["test_acc_mean"]
     table["delta_to_bp"] = table["test_acc_mean"] - table["arch"].map(bp)
+    table.attrs["notes"] = notes  # shown under the markdown table; the csv keeps its fixed columns
     if out_dir is not None:
         write_tables(table, dataset, out_dir)
     return table
@@ -171,8 +181,7 @@ def aggregate(runs_dir: Path | str, dataset: str, expected: list[Run] | None = N
 
 def write_tables(table: pd.DataFrame, dataset: str, out_dir: Path | str) -> tuple[Path, Path]:
     """Write {dataset}_table.csv (every column) and {dataset}_table.md (for reading) atomically."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable_folder(out_dir)
     csv_path, md_path = out_dir / f"{dataset}_table.csv", out_dir / f"{dataset}_table.md"
     buffer = io.StringIO()
     table.to_csv(buffer, index=False, float_format="%.6g")
@@ -225,5 +234,8 @@ def markdown(table: pd.DataFrame, dataset: str) -> str:
              "| " + " | ".join(h for h, _ in MARKDOWN) + " |", "|" + "---|" * len(MARKDOWN)]
     lines += ["| " + " | ".join(str(cell(row)) for _, cell in MARKDOWN) + " |" for row in table.itertuples()]
     lines += ["", "Memory in MB (10^6 bytes) per training step; peak is the device's measured peak "
-              "(process RSS on CPU). Δ to BP: mean accuracy minus bp's on the same arch.", ""]
+              "(process RSS on CPU). Δ to BP: mean accuracy minus bp's on the same arch."]
+    for note in table.attrs.get("notes", []):
+        lines += ["", f"**Warning:** {note}."]
+    lines += [""]
     return "\n".join(lines)

@@ -87,6 +87,13 @@ def cmd_train(args) -> int:
     blocking = next((p for p in [args.out, *args.out.parents] if p.exists()), None)
     if blocking is not None and not blocking.is_dir():
         raise UsageError(f"--out {args.out}: {blocking} is a file; give a folder for the run")
+    if blocking is not None:
+        from bench.record import writable_folder
+
+        try:
+            writable_folder(blocking)  # fail now, naming the folder, not with a traceback after loading data
+        except ValueError as error:
+            raise UsageError(f"--out {args.out}: {error}") from None
     try:
         spec = make_spec(args.dataset, args.arch, args.method, args.seed, parse_sets(args.set),
                          sweep.variants(args.config or [DEFAULT_CONFIG]))

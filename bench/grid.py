@@ -114,6 +114,7 @@ def grids(config: dict) -> dict[str, Grid]:
     result = {}
     for dataset, entry in (config.get("datasets") or {}).items():
         _check_dataset(dataset, config.get("data_dir"))
+        _check_archs(dataset, entry["archs"])
         methods = entry.get("methods", ALL_METHODS)
         methods = known if methods == ALL_METHODS else list(methods)
         for method in methods:
@@ -138,6 +139,16 @@ def _check_dataset(name: str, data_dir: str | None) -> None:
         check_name(name, data_dir)
     except ValueError as error:
         raise ValueError(f"config key datasets.{name}: {error} (data_dir: {data_dir})") from None
+
+
+def _check_archs(dataset: str, archs: list[str]) -> None:
+    """Every arch of a grid is one bench.models builds, so a typo stops the pipeline before any job runs."""
+    from bench.models import ARCHS
+
+    for arch in archs:
+        if arch not in ARCHS:
+            raise ValueError(f"config key datasets.{dataset}.archs: unknown arch {arch!r}; "
+                             f"known: {', '.join(sorted(ARCHS))}")
 
 
 def _method_recipes(dataset: str, overrides: dict, methods: list[str], recipe: dict, variants: dict,
@@ -177,7 +188,10 @@ def validate(config: dict, schema: Path | str = SCHEMA) -> dict:
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         where = ".".join(map(str, error.absolute_path)) or "(top level)"
-        raise ValueError(f"config key {where}: {error.message}")
+        accepted = ""
+        if error.validator == "additionalProperties" and isinstance(error.schema.get("properties"), dict):
+            accepted = f"; accepted keys: {', '.join(error.schema['properties'])}"
+        raise ValueError(f"config key {where}: {error.message}{accepted}")
     return config
 
 

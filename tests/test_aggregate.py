@@ -104,6 +104,30 @@ def test_aggregate_warns_when_records_come_from_several_commits(tmp_path, caplog
     assert "2 git commits" in caplog.text and "aaaa" in caplog.text
 
 
+def test_aggregate_notes_mixed_commits_and_dirty_trees_under_the_markdown_table(tmp_path, caplog):
+    runs = tmp_path / "runs"
+    write_record(runs, "mlp", "bp", 0, 90.0, commit="aaaa")
+    write_record(runs, "mlp", "dfa", 0, 80.0, commit="aaaa")
+    dirty = write_record(runs, "mlp", "dfa", 1, 82.0, commit="bbbb")
+    dirty["provenance"]["git_dirty"] = True
+    (runs / "toy" / "mlp" / "dfa" / "seed1" / "record.json").write_text(json.dumps(dirty))
+    with caplog.at_level(logging.WARNING, logger="bench.aggregate"):
+        table = aggregate(runs, "toy", out_dir=tmp_path / "out")
+    md = (tmp_path / "out" / "toy_table.md").read_text()
+    mixed = "the rows mix records from 2 git commits: aaaa (2 runs), bbbb (1 runs)"
+    unclean = "1 of 3 runs ran on a working tree with uncommitted changes (git_dirty)"
+    assert f"**Warning:** {mixed}." in md and f"**Warning:** {unclean}." in md
+    assert mixed in caplog.text and unclean in caplog.text
+    assert list(table.columns) == COLUMNS  # the csv keeps its columns; the notes ride along in attrs
+    assert table.attrs["notes"] == [mixed, unclean]
+
+
+def test_aggregate_of_one_clean_commit_has_no_warning(runs, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="bench.aggregate"):
+        aggregate(runs, "toy", out_dir=tmp_path / "out")
+    assert "Warning" not in (tmp_path / "out" / "toy_table.md").read_text() and not caplog.records
+
+
 def test_aggregate_published_column(runs, tmp_path):
     published = tmp_path / "published.csv"
     published.write_text("dataset,arch,method,metric,value,source\n"

@@ -98,10 +98,14 @@ def fetch(layout: CifarLayout, data_dir: Path) -> Path:
     import torchvision
 
     dataset = torchvision.datasets.CIFAR10 if layout is CIFAR10 else torchvision.datasets.CIFAR100
+    created = [p for p in (data_dir, *data_dir.parents) if not p.exists()]
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         dataset(str(data_dir), train=True, download=True)
     except Exception as error:  # no network, a proxy, a full disk: all end in the same advice
+        for folder_made in created:  # a failed download leaves no empty data directory behind
+            if folder_made.is_dir() and not any(folder_made.iterdir()):
+                folder_made.rmdir()
         missing = next(path for path in needed if not path.is_file())
         raise FileNotFoundError(
             f"{layout.name} needs {missing} (and the rest of {folder}/: "
