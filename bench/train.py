@@ -1,11 +1,13 @@
 """The trainer: one run from spec to record (data, optimizer, schedule, eval, checkpoints, measurement)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import math
 import time
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
@@ -27,6 +29,69 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but no CUDA device is available; use device=cpu or auto")
     return torch.device(name)
+
+
+@dataclass(frozen=True)
+class Speed:
+    """The recipe's speed options resolved for a device (`auto`: on with CUDA), and how to apply them."""
+
+    channels_last: bool = False
+    autocast: bool = False
+    cudnn_benchmark: bool = False
+    compile: bool = False
+
+    @classmethod
+    def from_recipe(cls, recipe: dict, device: torch.device) -> "Speed":
+        def on(key: str) -> bool:
+            value = recipe.get(key, "auto")
+            return value == "on" or (value == "auto" and device.type == "cuda")
+        return cls(**{key: on(key) for key in SPEED_KEYS})
+
+    def prepare(self, model: BlockNet) -> BlockNet:
+        """The model in NHWC when channels_last; sets cudnn.benchmark (a process-wide switch)."""
+        if self.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def batch(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+
+    def context(self, device: torch.device):
+        """bf16 autocast around a training step (forward and the method's backward), or nothing."""
+        return torch.autocast(device.type, torch.bfloat16) if self.autocast else contextlib.nullcontext()
+
+    def compile_model(self, model: BlockNet, x: torch.Tensor) -> bool:
+        """torch.compile `model.forward` and `model.forward_blocks` (the local rules' entry) in place.
+
+        The local rules' graph cuts are detaches inside forward_blocks, which compile into the graph
+        as they are. A trial forward and backward of both entries (batch `x`, both cut settings) finds
+        what does not compile now: then the model stays eager and a warning says why. Parameters,
+        buffers (BatchNorm statistics) and gradients are restored after the trial.
+        """
+        if not self.compile:
+            return False
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        model.forward, model.forward_blocks = torch.compile(model.forward), torch.compile(model.forward_blocks)
+        try:
+            with self.context(x.device):
+                for cut in (True, False):
+                    outputs, logits = model.forward_blocks(x, cut=cut)
+                    sum(t.float().sum() for t in (*outputs, logits)).backward()
+                model(x).float().sum().backward()
+        except Exception as error:  # compiler failures have many types; any of them means: stay eager
+            log.warning("torch.compile failed on %s (%s: %s); training eager", type(model).__name__,
+                        type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+            del model.forward, model.forward_blocks  # the class's eager methods again
+            return False
+        finally:
+            model.zero_grad(set_to_none=True)
+            model.load_state_dict(state)
+        # A later recompile (eval batch, a rank cut) that fails falls back to eager instead of crashing.
+        torch._dynamo.config.suppress_errors = True
+        return True
+
+
+SPEED_KEYS = tuple(f.name for f in fields(Speed))
 
 
 def make_optimizer(params, recipe: dict) -> torch.optim.Optimizer:
@@ -68,13 +133,13 @@ def resize_like(model: BlockNet, state: dict) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: BlockNet, data, batch_size: int) -> tuple[float, float]:
-    """(top-1, top-5) test accuracy in %, in eval mode."""
+def evaluate(model: BlockNet, data, batch_size: int, speed: Speed = Speed()) -> tuple[float, float]:
+    """(top-1, top-5) test accuracy in %, in eval mode (float32: no autocast)."""
     was_training = model.training
     model.eval()
     top1 = top5 = 0
     for x, y in data.test_batches(batch_size):
-        logits = model(x)
+        logits = model(speed.batch(x))
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         top1 += (top[:, 0] == y).sum()
         top5 += (top == y[:, None]).any(dim=1).sum()
@@ -83,34 +148,49 @@ def evaluate(model: BlockNet, data, batch_size: int) -> tuple[float, float]:
     return 100.0 * top1.item() / n, 100.0 * top5.item() / n
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+class _Clock:
+    """Seconds of training: CUDA events on CUDA (no host stall per step), a wall clock on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        if self.cuda:  # the peak of training alone: evaluation and probes come after
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            self.begin, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.begin.record()
+        else:
+            self.begin = time.perf_counter()
+
+    def seconds(self) -> float:
+        if not self.cuda:
+            return time.perf_counter() - self.begin
+        self.end.record()
+        self.end.synchronize()
+        return self.begin.elapsed_time(self.end) / 1000
 
 
-def train_epoch(model, method, optimizer, data, batch_size, generator, device) -> dict:
+def train_epoch(model, method, optimizer, data, batch_size, generator, device, speed: Speed = Speed()) -> dict:
     """One epoch; returns the mean of every logged step scalar, accuracy, time and saved bytes."""
     model.train()
     sums: dict[str, torch.Tensor] = {}
     steps = 0
     counter = measure.SavedTensorBytes(model)
-    _sync(device)
-    if device.type == "cuda":  # the peak of training alone: evaluation and probes come after
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
+    clock = _Clock(device)
     for x, y in data.train_batches(batch_size, generator):
+        x = speed.batch(x)
         optimizer.zero_grad(set_to_none=True)
-        if steps == 0:  # count saved-for-backward bytes on one step per epoch
-            with counter:
+        with speed.context(device):
+            if steps == 0:  # count saved-for-backward bytes on one step per epoch
+                with counter:
+                    stats = method.step(model, x, y)
+            else:
                 stats = method.step(model, x, y)
-        else:
-            stats = method.step(model, x, y)
         optimizer.step()
-        for key, value in stats.items():
-            sums[key] = sums[key] + value.detach() if key in sums else value.detach().clone()
+        for key, value in stats.items():  # float32 sums: bf16 ones (autocast) would lose the small terms
+            value = value.detach().float() if value.is_floating_point() else value.detach()
+            sums[key] = sums[key] + value if key in sums else value.clone()
         steps += 1
-    _sync(device)
-    seconds = time.perf_counter() - start
+    seconds = clock.seconds()
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     images = steps * batch_size
     means = {k: v.item() / steps for k, v in sums.items() if k != "correct"}
@@ -136,7 +216,7 @@ def setup(spec: RunSpec, data_dir: Path | None):
                          f"{len(data.train_y)} training images of {spec.dataset}")
     feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
     model = method.prepare(model, data.num_classes, feedback)
-    return device, data, model.to(device), method
+    return device, data, Speed.from_recipe(spec.recipe, device).prepare(model.to(device)), method
 
 
 def save_checkpoint(out: Path, spec: RunSpec, model, optimizer, shuffle: torch.Generator, state: dict) -> None:
@@ -186,11 +266,13 @@ def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
         state = checkpoint["state"]
     else:
         (out / "record.json").unlink(missing_ok=True)  # a record of an earlier, different run is stale
+    speed = Speed.from_recipe(spec.recipe, device)
+    speed.compile_model(model, speed.batch(torch.zeros(spec.recipe["batch_size"], *data.in_shape, device=device)))
     probe = data.probe_batch(spec.recipe["probe_size"])
     for epoch in range(state["epoch"] + 1, spec.recipe["epochs"] + 1):
         if state["status"] != "ok":
             break
-        entry = run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, device)
+        entry = run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, device, speed)
         state["history"].append(entry)
         state["epoch"] = epoch
         if not math.isfinite(entry["train_loss"]):
@@ -203,14 +285,14 @@ def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
     return record
 
 
-def run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, device) -> dict:
+def run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, device, speed: Speed = Speed()) -> dict:
     """Train one epoch, apply the method's end-of-epoch change, evaluate; the epoch's history entry."""
     lr = lr_at(spec.recipe, epoch - 1)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    stats = train_epoch(model, method, optimizer, data, spec.recipe["batch_size"], shuffle, device)
+    stats = train_epoch(model, method, optimizer, data, spec.recipe["batch_size"], shuffle, device, speed)
     slice_optimizer_state(optimizer, method.on_epoch_end(model, epoch))
-    test_acc, test_top5 = evaluate(model, data, spec.recipe["eval_batch_size"])
+    test_acc, test_top5 = evaluate(model, data, spec.recipe["eval_batch_size"], speed)
     entry = {"epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
              "test_acc": test_acc, "test_top5": test_top5, "lr": lr,
              "train_time_s": stats["train_time_s"], "images_per_s": stats["images"] / stats["train_time_s"],

@@ -55,27 +55,31 @@ class SSA(Method):
         fb = model.feedback
         return getattr(fb, f"ssa_{i}_BV"), getattr(fb, f"ssa_{i}_beta"), getattr(fb, f"ssa_{i}_BU")
 
-    def block_signals(self, model, outputs, logits, y):
+    def channel_signals(self, model, logits, y):
+        """Per block, e B_i: the N x m channel signal before its broadcast over H x W."""
         error = output_error(logits, y) / len(y)
         signals = []
-        for i, h in enumerate(outputs):
+        for i in range(len(self.out_layers)):
             bv, beta, bu = self._factors(model, i)
-            g = ((error @ bv) * (beta * self.scale)) @ bu.T  # N x m: the low-rank structured projection
-            signals.append(g.view(*g.shape, *[1] * (h.dim() - 2)).expand_as(h))  # broadcast over H x W
+            signals.append(((error @ bv) * (beta * self.scale)) @ bu.T)  # the low-rank structured projection
         return signals
+
+    def block_signals(self, model, outputs, logits, y):
+        return [broadcast(g, h) for g, h in zip(self.channel_signals(model, logits, y), outputs)]
 
     def step(self, model, x, y):
         outputs, logits = model.forward_blocks(x, cut=True)
         loss = F.cross_entropy(logits, y)
-        signals = self.block_signals(model, outputs, logits, y)
+        channel = self.channel_signals(model, logits, y)
+        signals = [broadcast(g, h) for g, h in zip(channel, outputs)]
         penalty, terms = factor_penalties(model.blocks, self.lambda_orth, self.lambda_sparse)
         align = cos = torch.zeros((), device=loss.device)
         with torch.set_grad_enabled(self.lambda_align != 0):
             for i, layer in enumerate(self.out_layers):
                 align = align + alignment_loss(layer, self._factors(model, i)[2], self.align_on)
         with torch.set_grad_enabled(self.lambda_cos != 0):
-            for h, g in zip(outputs, signals):
-                cos = cos + 1 - F.cosine_similarity(h.flatten(1), g.flatten(1), dim=1).mean()
+            for h, g in zip(outputs, channel):
+                cos = cos + 1 - broadcast_cosine(h, g).mean()
         penalty = penalty + self.lambda_align * align + self.lambda_cos * cos
         deliver(loss + penalty, outputs, signals)
         blocks = len(outputs)  # log per-block means; the loss uses the sums (one term per block)
@@ -91,3 +95,21 @@ class SSA(Method):
             for name, tensor in (("BV", bv), ("beta", beta), ("BU", bu)):
                 setattr(model.feedback, f"ssa_{i}_{name}", tensor[..., :k].contiguous())
         return resized
+
+
+def broadcast(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """The channel signal g (N x m) as a view shaped like h (N x m [x H x W]): no copy."""
+    return g.view(*g.shape, *[1] * (h.dim() - 2)).expand_as(h)
+
+
+def broadcast_cosine(h: torch.Tensor, g: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per sample, cos(h, g broadcast over h's H x W): h (N x m [x H x W]), g (N x m); shape N.
+
+    The same value as F.cosine_similarity(h.flatten(1), g.expand_as(h).flatten(1)) without writing the
+    broadcast signal out: <h, g> = sum_c g_c sum_hw h_chw and ||g broadcast|| = ||g|| sqrt(H W).
+    """
+    pooled = h.flatten(2).sum(2) if h.dim() > 2 else h
+    positions = h[0, 0].numel()
+    dot = (pooled * g).sum(1)
+    norms = h.flatten(1).norm(dim=1).clamp_min(eps) * (g.norm(dim=1) * positions ** 0.5).clamp_min(eps)
+    return dot / norms

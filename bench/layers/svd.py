@@ -11,6 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 
 DECOMPOSITIONS = ("channel", "spatial")
+FORMS = ("auto", "factored", "composed")
+# [suite] When the factored form runs (form "auto"): only where it is clearly faster than composing W
+# and running the dense op. Measured (fwd + bwd, batch 128, 2-core AVX-512 CPU): a factored conv with fewer
+# middle channels than one SIMD register holds (16 floats) was slower than the dense conv even at 28% of
+# its FLOPs, and factored forms within ~0.6x of the composed FLOPs gained nothing. So the rank is
+# rounded up to FACTOR_TILE and the factored FLOPs must stay under FACTORED_SHARE of the composed ones.
+FACTOR_TILE = 16
+FACTORED_SHARE = 0.6
 # A resize says, per parameter, which dimension was sliced and which indices were kept,
 # so the trainer can slice the optimizer state the same way.
 Resize = dict[nn.Parameter, tuple[int, torch.Tensor]]
@@ -18,6 +26,8 @@ Resize = dict[nn.Parameter, tuple[int, torch.Tensor]]
 
 class SVDLayer(nn.Module):
     """Shared factor storage: U (m x r), s (r), V (n x r), optional bias (m_out)."""
+
+    form = "auto"  # "factored" / "composed" force a form (tests, benchmarks); both give the same numbers
 
     def _init_factors(self, matrix: torch.Tensor, rank: int, bias: torch.Tensor | None) -> None:
         u, s, vh = torch.linalg.svd(matrix.detach(), full_matrices=False)
@@ -34,6 +44,18 @@ class SVDLayer(nn.Module):
         """True when r(m+n) < mn: the two-factor form then costs fewer FLOPs than the dense one."""
         m, n = self.U.shape[0], self.V.shape[0]
         return self.rank * (m + n) < m * n
+
+    def runs_factored(self, positions: int) -> bool:
+        """Whether a forward over `positions` output rows (batch x output pixels) runs the factored form.
+
+        Per forward, composed costs m*r*n (building W) + positions*m*n multiply-adds; factored costs
+        positions*r*(m+n) (backward scales both alike). See FACTOR_TILE and FACTORED_SHARE.
+        """
+        if self.form != "auto":
+            return self.form == "factored"
+        m, n, r = self.U.shape[0], self.V.shape[0], self.rank
+        tile = -(-r // FACTOR_TILE) * FACTOR_TILE
+        return positions * tile * (m + n) < FACTORED_SHARE * (m * r * n + positions * m * n)
 
     def matrix(self) -> torch.Tensor:
         """The dense matrix U diag(s) V^T (m x n)."""
@@ -66,8 +88,9 @@ class SVDLinear(SVDLayer):
         self._init_factors(dense.weight, rank, dense.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.factored_is_cheaper():
-            return F.linear(F.linear(x, self.V.T) * self.s, self.U, self.bias)
+        if self.runs_factored(x.numel() // max(1, self.in_features)):
+            # s folds into the m x r factor, not into the N x r activations: no extra pass, nothing saved
+            return F.linear(F.linear(x, self.V.T), self.U * self.s, self.bias)
         return F.linear(x, self.matrix(), self.bias)
 
 
@@ -110,18 +133,25 @@ class SVDConv2d(SVDLayer):
         # [suite] spatial rows are (channel, tap): sum over the kw taps to get channel directions.
         return self.U.reshape(self.out_channels, self.kw, self.rank).sum(dim=1)
 
+    def output_positions(self, x: torch.Tensor) -> int:
+        """Batch x output pixels of this conv on input `x` (N x C x H x W)."""
+        sides = [(size + 2 * p - d * (k - 1) - 1) // st + 1 for size, p, d, k, st in
+                 zip(x.shape[-2:], self.padding, self.dilation, (self.kh, self.kw), self.stride)]
+        return (x.shape[0] if x.dim() == 4 else 1) * max(1, sides[0]) * max(1, sides[1])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.factored_is_cheaper():
+        if not self.runs_factored(self.output_positions(x)):
             return F.conv2d(x, self.kernel(), self.bias, self.stride, self.padding, self.dilation)
         r, n, c = self.rank, self.out_channels, self.in_channels
+        scaled = self.U * self.s  # s folds into the small factor, not into the N x r x H x W activations
         if self.decomposition == "channel":
             mid = F.conv2d(x, self.V.T.reshape(r, c, self.kh, self.kw), None,
                            self.stride, self.padding, self.dilation)
-            return F.conv2d(mid * self.s.view(1, r, 1, 1), self.U.view(n, r, 1, 1), self.bias)
+            return F.conv2d(mid, scaled.view(n, r, 1, 1), self.bias)
         (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
         mid = F.conv2d(x, self.V.T.reshape(r, c, self.kh, 1), None, (sh, 1), (ph, 0), (dh, 1))
-        second = self.U.reshape(n, self.kw, r).permute(0, 2, 1).unsqueeze(2)  # n x r x 1 x kw
-        return F.conv2d(mid * self.s.view(1, r, 1, 1), second, self.bias, (1, sw), (0, pw), (1, dw))
+        second = scaled.reshape(n, self.kw, r).permute(0, 2, 1).unsqueeze(2)  # n x r x 1 x kw
+        return F.conv2d(mid, second, self.bias, (1, sw), (0, pw), (1, dw))
 
 
 def rank_for(ratio: float, m: int, n: int) -> int:
@@ -158,11 +188,31 @@ def svd_layers(module: nn.Module) -> list[tuple[str, SVDLayer]]:
     return [(name, m) for name, m in module.named_modules() if isinstance(m, SVDLayer)]
 
 
+class _GramDistance(torch.autograd.Function):
+    """||A^T A - I||_F^2 for A (n x r), with the closed-form gradient 4 A (A^T A - I).
+
+    Autograd through A.T @ A would spend two n x r x r matmuls on the backward; this spends one
+    (the same numbers up to float rounding). float32 even under autocast: it is a small r x r Gram.
+    """
+
+    @staticmethod
+    def forward(ctx, a: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(a.device.type, enabled=False):
+            a = a.float()
+            gap = a.T @ a - torch.eye(a.shape[1], device=a.device, dtype=a.dtype)
+        ctx.save_for_backward(a, gap)
+        return gap.pow(2).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        a, gap = ctx.saved_tensors
+        with torch.autocast(a.device.type, enabled=False):
+            return (4 * grad.float()) * (a @ gap)
+
+
 def orthogonality_loss(layer: SVDLayer) -> torch.Tensor:
     """L_orth = ||U^T U - I||_F^2 / r^2 + ||V^T V - I||_F^2 / r^2 (Yang et al. 2020) [suite form]."""
-    eye = torch.eye(layer.rank, device=layer.U.device, dtype=layer.U.dtype)
-    r2 = layer.rank ** 2
-    return ((layer.U.T @ layer.U - eye).pow(2).sum() + (layer.V.T @ layer.V - eye).pow(2).sum()) / r2
+    return (_GramDistance.apply(layer.U) + _GramDistance.apply(layer.V)) / layer.rank ** 2
 
 
 def alignment_loss(layer: SVDLayer, feedback_basis: torch.Tensor, on: str = "top") -> torch.Tensor:

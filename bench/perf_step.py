@@ -1,0 +1,200 @@
+"""`python -m bench perf step`: training-step time, FLOPs and saved activations of each method vs BP.
+
+For every (arch, method variant) one model is built from the same seed, prepared by its method and
+trained on one fixed synthetic CIFAR-shaped batch (3 x 32 x 32, 10 classes by default), so no data is
+needed. The timed unit is exactly the trainer's step: zero_grad, `method.step(model, x, y)`,
+`optimizer.step()` (AdamW), with the trainer's speed options (channels_last, bf16 autocast,
+cudnn.benchmark, torch.compile; `auto` = on with CUDA). Every arch's methods are timed side by side:
+after `warmup` untimed steps each, the methods take turns, one step each, `steps` times, so a burst
+of outside load hits every method alike; each method's median counts, and BP on the same arch,
+batch and device is the 1.0 of the ratio column. CUDA steps are timed with CUDA events.
+FLOPs per step come from torch.utils.flop_counter (matmuls and convolutions, forward and backward,
+counted on the eager model); the share column divides the achieved FLOP/s by the best of a square
+matmul timed in the same run (float32, or bf16 under autocast). Saved activations: the bytes autograd
+saves for backward in one step (bench.measure.SavedTensorBytes, parameters excluded).
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench import measure
+from bench.config import DEFAULT_CONFIG, RECIPE, load_variants, make_spec, parse_sets
+from bench.method import get_method
+from bench.models import ARCHS, build
+from bench.train import SPEED_KEYS, Speed, derive_seed, make_optimizer, resolve_device
+
+log = logging.getLogger("bench.perf")
+DEFAULT_ARCHS = ("smallconv", "vgg13", "resnet32")
+# Rows beyond the config's variants: SSA started at a quarter of full rank, where its factored
+# layers should turn fewer FLOPs into less time.
+EXTRA_VARIANTS = {"ssa-r0.25": {"impl": "ssa", "rank_ratio": 0.25}}
+
+
+def parse_method(token: str) -> tuple[str, str, dict]:
+    """'name' or 'name:key=value,key=value' -> (row name, variant name, option overrides)."""
+    name, _, options = token.partition(":")
+    return token, name, parse_sets([pair for pair in options.split(",") if pair]) if options else {}
+
+
+class Contender:
+    """One (arch, method variant): its prepared model, optimizer, fixed batch and step timer."""
+
+    def __init__(self, row: str, spec, in_shape, num_classes: int, batch_size: int, device, speed: Speed):
+        self.row, self.spec, self.device, self.speed = row, spec, device, speed
+        torch.manual_seed(derive_seed(spec.seed, "init"))  # every method starts from the same weights
+        model = build(spec.arch, in_shape, num_classes)
+        self.method = get_method(spec.impl)(**spec.options)
+        feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
+        model = self.method.prepare(model, num_classes, feedback)
+        self.model = speed.prepare(model.to(device))
+        self.optimizer = make_optimizer(self.model.parameters(), spec.recipe)
+        batch = torch.Generator().manual_seed(derive_seed(spec.seed, "batch"))
+        self.x = speed.batch(torch.randn(batch_size, *in_shape, generator=batch).to(device))
+        self.y = torch.randint(0, num_classes, (batch_size,), generator=batch).to(device)
+        self.times: list[float] = []
+
+    def step(self) -> None:
+        """The trainer's step: zero_grad, method.step, optimizer.step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.speed.context(self.device):
+            self.method.step(self.model, self.x, self.y)
+        self.optimizer.step()
+
+    def timed_step(self) -> None:
+        self.times.append(time_call(self.step, self.device))
+
+    def count(self) -> tuple[int, int]:
+        """(FLOPs, saved-activation bytes) of one step, measured on the eager model before timing."""
+        with FlopCounterMode(display=False) as flops:
+            self.step()
+        counter = measure.SavedTensorBytes(self.model)
+        with counter:
+            self.step()
+        return flops.get_total_flops(), counter.bytes
+
+
+def time_call(fn, device: torch.device) -> float:
+    """Seconds `fn()` takes: CUDA events around it on CUDA, a wall clock on CPU."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1000
+    begin = time.perf_counter()
+    fn()
+    return time.perf_counter() - begin
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 3) -> float:
+    """FLOP/s of the best of `repeats` size x size matmuls: the peak the share column divides by."""
+    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+    a @ b  # warm-up: library initialisation and kernel choice
+    best = min(time_call(lambda: a @ b, device) for _ in range(repeats))
+    return 2 * size ** 3 / best
+
+
+def measure_arch(arch: str, methods: list[tuple[str, str, dict]], variants: dict, args, device) -> list[dict]:
+    """Rows for every method on `arch`, timed interleaved; BP is always measured (the ratio's 1.0)."""
+    bp = [m for m in methods if m[1] == "bp" and not m[2]][:1] or [("bp", "bp", {})]
+    methods = [*bp, *[m for m in methods if m not in bp]]  # BP first: the ratio's 1.0
+    contenders = []
+    for row, variant, options in methods:
+        spec = make_spec("synthetic", arch, variant, 0, {**options, **args.speed_sets}, variants)
+        speed = Speed.from_recipe(spec.recipe, device)
+        contenders.append(Contender(row, spec, args.in_shape, args.classes, args.batch_size, device, speed))
+    counts = [c.count() for c in contenders]
+    for contender in contenders:
+        contender.speed.compile_model(contender.model, contender.x)
+        for _ in range(args.warmup):
+            contender.step()
+    dtype = torch.bfloat16 if contenders[0].speed.autocast else torch.float32
+    peak = matmul_peak(device, dtype, args.peak_size)
+    for _ in range(args.steps):
+        for contender in contenders:
+            contender.timed_step()
+    peak = max(peak, matmul_peak(device, dtype, args.peak_size))  # the better of before and after
+    bp = statistics.median(contenders[0].times)
+    rows = []
+    for contender, (flops, saved) in zip(contenders, counts):
+        median = statistics.median(contender.times)
+        rows.append({"arch": arch, "method": contender.row, "median_ms": 1000 * median, "ratio_to_bp": median / bp,
+                     "gflop_per_step": flops / 1e9, "peak_share": flops / median / peak, "saved_mb": saved / 1e6,
+                     "peak_gflops": peak / 1e9, "device": str(device), "batch_size": args.batch_size,
+                     "steps": args.steps, "threads": torch.get_num_threads()})
+    return rows
+
+
+def report(rows: list[dict]) -> list[str]:
+    """Fixed-column lines of the table."""
+    lines = [f"{'arch':<10} {'method':<16} {'median ms':>10} {'vs bp':>6} {'GFLOP':>8} {'of peak':>8} {'saved MB':>9}"]
+    for r in rows:
+        lines.append(f"{r['arch']:<10} {r['method']:<16} {r['median_ms']:10.1f} {r['ratio_to_bp']:5.2f}x "
+                     f"{r['gflop_per_step']:8.2f} {100 * r['peak_share']:7.1f}% {r['saved_mb']:9.1f}")
+    return lines
+
+
+def main(args) -> int:
+    """CLI entry: measure every arch, log the table, write --out as CSV when given."""
+    unknown = [a for a in args.arch if a not in ARCHS]
+    if unknown:
+        raise ValueError(f"unknown arch {unknown[0]!r}; known: {', '.join(sorted(ARCHS))}")
+    if min(args.steps, args.batch_size) < 1 or args.warmup < 0:
+        raise ValueError("--steps and --batch-size must be >= 1 and --warmup >= 0")
+    device = resolve_device(args.device)
+    variants = {**load_variants(args.config), **EXTRA_VARIANTS}
+    methods = [parse_method(token) for token in (args.methods or list(variants))]
+    args.speed_sets = parse_sets(args.set)
+    bad = sorted(set(args.speed_sets) - set(SPEED_KEYS))
+    if bad:
+        raise ValueError(f"unknown --set key {bad[0]!r}; accepted: {', '.join(SPEED_KEYS)} "
+                         "(method options go after the method name: ssa:rank_ratio=0.5)")
+    for key, value in args.speed_sets.items():
+        RECIPE[key].parse(key, value)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.in_shape = (3, args.image_size, args.image_size)
+    log.info("perf step: batch %d of %s, %d classes, %d warm-up + %d timed steps per method, device %s, "
+             "%d threads", args.batch_size, "x".join(map(str, args.in_shape)), args.classes, args.warmup,
+             args.steps, device, torch.get_num_threads())
+    rows = []
+    for arch in args.arch:
+        done = measure_arch(arch, methods, variants, args, device)
+        rows += done
+        log.info("%s done; matmul peak %.1f GFLOP/s:\n%s", arch, done[0]["peak_gflops"], "\n".join(report(done)))
+    for line in report(rows):
+        log.info("%s", line)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return 0
+
+
+def add_arguments(parser) -> None:
+    """The `perf step` options, for the CLI's subparser."""
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--arch", nargs="+", default=list(DEFAULT_ARCHS), help="architectures to measure")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="variants, or name:key=value,.. (default: every config variant and ssa-r0.25)")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config file with the variants")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--image-size", type=int, default=32, help="side of the synthetic 3-channel images")
+    parser.add_argument("--classes", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per method (interleaved)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method first")
+    parser.add_argument("--peak-size", type=int, default=2048, help="side of the square matmul giving the peak")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"speed option for every method: {', '.join(SPEED_KEYS)} = auto|on|off")
+    parser.add_argument("--out", type=Path, default=None, help="also write the rows as CSV here")

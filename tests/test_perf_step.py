@@ -1,0 +1,173 @@
+"""`perf step` and the speed paths it measures: the table's columns, the SVD layers' two forms, the
+closed-form L_orth gradient, SSA's broadcast cosine, and the trainer's speed options with compile fallback."""
+import argparse
+import csv
+import functools
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench import perf_step
+from bench.cli import main as cli
+from bench.layers import SVDConv2d, SVDLinear, orthogonality_loss
+from bench.method import get_method
+from bench.models import build
+from bench.train import Speed
+from methods.ssa import broadcast_cosine
+
+
+def _run(tmp_path, *extra):
+    parser = argparse.ArgumentParser()
+    perf_step.add_arguments(parser)
+    out = tmp_path / "step.csv"
+    args = parser.parse_args(["--device", "cpu", "--arch", "smallconv", "--batch-size", "8", "--image-size", "16",
+                              "--steps", "2", "--warmup", "0", "--peak-size", "128", "--out", str(out), *extra])
+    assert perf_step.main(args) == 0
+    with open(out) as f:
+        return list(csv.DictReader(f))
+
+
+def test_perf_step_puts_bp_first_at_ratio_one_and_counts_fewer_flops_for_local_and_low_rank(tmp_path):
+    rows = _run(tmp_path, "--methods", "dfa", "ssa-r0.25", "ssa:rank_ratio=0.5,lambda_orth=0")
+    assert [r["method"] for r in rows] == ["bp", "dfa", "ssa-r0.25", "ssa:rank_ratio=0.5,lambda_orth=0"]
+    flops = {r["method"]: float(r["gflop_per_step"]) for r in rows}
+    assert float(rows[0]["ratio_to_bp"]) == 1.0
+    for r in rows:
+        assert float(r["ratio_to_bp"]) == pytest.approx(float(r["median_ms"]) / float(rows[0]["median_ms"]))
+        assert float(r["saved_mb"]) > 0 and 0 < float(r["peak_share"])
+    # DFA skips the input gradient at every cut block input; rank 0.25 runs factored layers.
+    assert flops["dfa"] < flops["bp"] and flops["ssa-r0.25"] < flops["bp"]
+
+
+def test_perf_step_bad_input_exits_2_naming_what_is_accepted(capsys):
+    assert cli(["perf", "step", "--device", "cpu", "--arch", "vggg"]) == 2
+    assert "unknown arch 'vggg'" in capsys.readouterr().err
+    assert cli(["perf", "step", "--device", "cpu", "--set", "autocast=maybe"]) == 2
+    assert "autocast" in capsys.readouterr().err
+    assert cli(["perf", "step", "--device", "cpu", "--set", "lr=1"]) == 2
+    assert "unknown --set key 'lr'" in capsys.readouterr().err
+    assert cli(["perf", "step", "--device", "cpu", "--arch", "mlp3", "--methods", "ssa:rank=3"]) == 2
+    assert "unknown option 'rank'" in capsys.readouterr().err
+
+
+def _forms_agree(layer, x):
+    """Output and factor gradients of `layer` on x under both forms; asserts they agree."""
+    results = []
+    for form in ("factored", "composed"):
+        layer.form = form
+        layer.zero_grad()
+        y = layer(x)
+        y.pow(2).sum().backward()
+        results.append((y.detach(), [p.grad.clone() for p in (layer.U, layer.s, layer.V)]))
+    layer.form = "auto"
+    (y1, g1), (y2, g2) = results
+    assert torch.allclose(y1, y2, atol=1e-4, rtol=1e-4)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("decomposition", ["channel", "spatial"])
+def test_svd_conv_forms_agree_and_auto_picks_by_cost(decomposition):
+    torch.manual_seed(0)
+    layer = SVDConv2d(nn.Conv2d(32, 64, 3, stride=2, padding=1), rank=16, decomposition=decomposition)
+    _forms_agree(layer, torch.randn(4, 32, 9, 9))
+    # 16 x (m + n) per position against m x n (+ composing), m x n = 64 x 288 or 192 x 96: factored
+    assert layer.runs_factored(128 * 256)
+    thin = SVDConv2d(nn.Conv2d(16, 16, 3, padding=1), rank=4)
+    assert not thin.runs_factored(128 * 1024)  # 4 middle channels: slower than the dense conv, measured
+
+
+def test_svd_linear_full_rank_runs_factored_when_composing_w_costs_more():
+    torch.manual_seed(0)
+    layer = SVDLinear(nn.Linear(64, 64), rank=64)
+    _forms_agree(layer, torch.randn(5, 64))
+    assert layer.runs_factored(8)  # composing W (64^3) dwarfs 8 rows
+    assert not layer.runs_factored(100_000)
+
+
+def test_orthogonality_loss_gradient_equals_autograd_of_the_formula():
+    torch.manual_seed(0)
+    layer = SVDLinear(nn.Linear(12, 9), 6)
+    with torch.no_grad():
+        layer.U.add_(0.3 * torch.randn_like(layer.U))
+        layer.V.mul_(1.7)
+    orthogonality_loss(layer).backward()
+    fast = layer.U.grad.clone(), layer.V.grad.clone()
+    U, V = layer.U.detach().requires_grad_(), layer.V.detach().requires_grad_()
+    eye = torch.eye(6)
+    plain = ((U.T @ U - eye).pow(2).sum() + (V.T @ V - eye).pow(2).sum()) / 36
+    plain.backward()
+    assert orthogonality_loss(layer).item() == pytest.approx(plain.item(), rel=1e-6)
+    assert torch.allclose(fast[0], U.grad, atol=1e-6) and torch.allclose(fast[1], V.grad, atol=1e-6)
+
+
+def test_broadcast_cosine_equals_cosine_with_the_broadcast_signal():
+    torch.manual_seed(0)
+    h, g = torch.randn(5, 3, 4, 6), torch.randn(5, 3)
+    expected = F.cosine_similarity(h.flatten(1), g[:, :, None, None].expand_as(h).flatten(1), dim=1)
+    assert torch.allclose(broadcast_cosine(h, g), expected, atol=1e-6)
+    assert torch.allclose(broadcast_cosine(h[:, :, 0, 0], g), F.cosine_similarity(h[:, :, 0, 0], g, dim=1))
+
+
+def test_speed_options_auto_means_cuda_only():
+    auto = {"channels_last": "auto", "autocast": "auto", "cudnn_benchmark": "auto", "compile": "auto"}
+    assert Speed.from_recipe(auto, torch.device("cpu")) == Speed()
+    assert Speed.from_recipe(auto, torch.device("cuda")) == Speed(True, True, True, True)
+    forced = Speed.from_recipe({**auto, "channels_last": "on", "compile": "off"}, torch.device("cuda"))
+    assert forced == Speed(channels_last=True, autocast=True, cudnn_benchmark=True, compile=False)
+
+
+def _dfa_model():
+    torch.manual_seed(0)
+    model = build("smallconv", (1, 8, 8), 4)
+    rule = get_method("dfa")()
+    return rule.prepare(model, 4, torch.Generator().manual_seed(1)), rule
+
+
+def test_compile_failure_warns_and_leaves_the_model_eager_and_unchanged(monkeypatch, caplog):
+    model, _ = _dfa_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def broken(fn):
+        def run(*args, **kwargs):
+            raise RuntimeError("no compiler here")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    with caplog.at_level(logging.WARNING, logger="bench.train"):
+        assert Speed(compile=True).compile_model(model, torch.randn(6, 1, 8, 8)) is False
+    assert "torch.compile failed" in caplog.text and "no compiler here" in caplog.text
+    assert "forward" not in vars(model) and "forward_blocks" not in vars(model)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 4)
+
+
+def test_compiled_local_step_gives_the_eager_gradients(monkeypatch):
+    x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
+    grads = []
+    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)  # compile_model sets it; restore after
+    for compiled in (False, True):
+        model, rule = _dfa_model()
+        if compiled:  # dynamo's graph capture with the graph cuts, without a C++ compiler's minutes
+            monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+            assert Speed(compile=True).compile_model(model, x)
+            assert "forward_blocks" in vars(model)
+        rule.step(model, x, y)
+        grads.append([p.grad for p in model.parameters()])
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_channels_last_and_bf16_autocast_step_fills_every_gradient():
+    model, rule = _dfa_model()
+    speed = Speed(channels_last=True, autocast=True)
+    model = speed.prepare(model)
+    assert model.blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
+    with speed.context(torch.device("cpu")):
+        stats = rule.step(model, speed.batch(torch.randn(6, 1, 8, 8)), torch.tensor([0, 1, 2, 3, 0, 1]))
+    assert torch.isfinite(stats["loss"])
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+               for p in model.parameters())
