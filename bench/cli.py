@@ -82,7 +82,7 @@ def _reporting_args(parser: argparse.ArgumentParser, out_default: Path) -> None:
 
 
 def cmd_train(args) -> int:
-    from bench import sweep
+    from bench import distributed, sweep
     from bench.devices import bind_gpu
     from bench.train import run
 
@@ -102,12 +102,16 @@ def cmd_train(args) -> int:
         _check_names(spec.dataset, spec.arch, args.data_dir)
         if args.gpu_slots < 1:
             raise ValueError(f"--gpu-slots {args.gpu_slots}: accepted: an integer >= 1")
-        slot = bind_gpu(args.gpu_slots) if spec.recipe.get("device") != "cpu" else None
+        ranks = distributed.init_from_env()  # under torchrun: one run on WORLD_SIZE processes
+        if ranks and not distributed.is_main():
+            logging.getLogger().setLevel(logging.WARNING)  # progress lines from rank 0 only
+        slot = bind_gpu(args.gpu_slots) if spec.recipe.get("device") != "cpu" and not ranks else None
         try:
             record = run(spec, args.out, args.data_dir)
         finally:
             if slot is not None:
                 slot.close()  # frees the GPU slot for the next run
+            distributed.shutdown()
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
     log.info("%s: status %s, test accuracy %.2f%% -> %s", spec.method, record["status"],

@@ -219,19 +219,3 @@ def load(path: Path | str | None = None) -> dict[str, Grid]:
     with open(path) as f:
         config = yaml.safe_load(f) or {}
     return grids(validate(coerce_numbers(config)))
-
-
-def variants_file(config: dict, files: list[str | Path]) -> str:
-    """The config file whose `variants:` are the pipeline's (the trainer reads variants from a file).
-
-    The last of `files` (Snakemake's config files) that holds exactly config['variants']; variants
-    changed on the command line match no file, which is an error rather than a silent mismatch.
-    """
-    from bench.config import load_variants
-
-    for path in reversed([Path(f) for f in files]):
-        if path.is_file() and load_variants(path) == config.get("variants"):
-            return str(path)
-    raise ValueError("config key variants: the pipeline's variants match no config file "
-                     f"({', '.join(map(str, files)) or 'none given'}); set variants in a config file, "
-                     "not with --config")

@@ -13,11 +13,12 @@ from pathlib import Path
 import torch
 
 from bench import data as datasets
-from bench import measure
+from bench import distributed, measure
 from bench.config import RunSpec
 from bench.method import get_method
 from bench.models import BlockNet, build
-from bench.record import SCHEMA_VERSION, code_version, provenance, write_atomic, write_json, write_log_csv
+from bench.record import (SCHEMA_VERSION, check_torch_file, code_version, folder_lock, provenance, write_atomic,
+                          write_json, write_log_csv)
 
 log = logging.getLogger("bench.train")
 CHECKPOINT = "checkpoint.pt"
@@ -177,6 +178,8 @@ def train_epoch(model, method, optimizer, data, batch_size, generator, device, s
     counter = measure.SavedTensorBytes(model)
     clock = _Clock(device)
     for x, y in data.train_batches(batch_size, generator):
+        total = len(y)
+        x, y = distributed.shard(x, y)  # torchrun: this rank's share of the global batch (else all of it)
         x = speed.batch(x)
         optimizer.zero_grad(set_to_none=True)
         with speed.context(device):
@@ -185,12 +188,14 @@ def train_epoch(model, method, optimizer, data, batch_size, generator, device, s
                     stats = method.step(model, x, y)
             else:
                 stats = method.step(model, x, y)
+        distributed.average_gradients(model, len(y), total)  # the global batch's gradient on every rank
         optimizer.step()
-        for key, value in stats.items():  # float32 sums: bf16 ones (autocast) would lose the small terms
+        for key, value in distributed.weight_stats(stats, len(y), total).items():  # float32 sums: bf16 ones (autocast) would lose the small terms
             value = value.detach().float() if value.is_floating_point() else value.detach()
             sums[key] = sums[key] + value if key in sums else value.clone()
         steps += 1
     seconds = clock.seconds()
+    sums = distributed.sum_over_ranks(sums)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     images = steps * batch_size
     means = {k: v.item() / steps for k, v in sums.items() if k != "correct"}
@@ -232,6 +237,7 @@ def load_checkpoint(out: Path, spec: RunSpec, model: BlockNet) -> dict | None:
     if not path.is_file():
         return None
     try:
+        check_torch_file(path)  # torch.load does not check the archive's CRCs: a flipped bit would load
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file: unpickling errors have many types
         log.warning("%s is unreadable (%s); starting %s from scratch", path, error, spec.method)
@@ -253,8 +259,16 @@ def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
     """Train one run, checkpointing each epoch (resuming from `out`), and write out/record.json."""
     out = Path(out)
     device, data, model, method = setup(spec, data_dir)  # bad data fails here, before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    started = provenance(device)
+    main = distributed.is_main()  # under torchrun only rank 0 writes; the others train alongside
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    # A second process training into the same folder (another pipeline from another working folder) is refused.
+    with folder_lock(out) if main else contextlib.nullcontext():
+        return _run(spec, out, device, data, model, method, main)
+
+
+def _run(spec: RunSpec, out: Path, device, data, model, method, main: bool) -> dict:
+    started = provenance(device) | {"world_size": distributed.world_size()}
     shuffle = torch.Generator().manual_seed(derive_seed(spec.seed, "shuffle"))
     state = {"epoch": 0, "history": [], "status": "ok", "provenance": started,
              "trainable_params_initial": measure.param_counts(model)["trainable_params"]}
@@ -264,8 +278,9 @@ def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
         optimizer.load_state_dict(checkpoint["optimizer"])
         shuffle.set_state(checkpoint["shuffle"])
         state = checkpoint["state"]
-    else:
+    elif main:
         (out / "record.json").unlink(missing_ok=True)  # a record of an earlier, different run is stale
+    distributed.barrier()  # every rank has read the checkpoint before rank 0 writes the next one
     speed = Speed.from_recipe(spec.recipe, device)
     speed.compile_model(model, speed.batch(torch.zeros(spec.recipe["batch_size"], *data.in_shape, device=device)))
     probe = data.probe_batch(spec.recipe["probe_size"])
@@ -278,10 +293,12 @@ def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
         if not math.isfinite(entry["train_loss"]):
             state["status"] = "diverged"
             log.warning("%s diverged in epoch %d (loss %s)", spec.method, epoch, entry["train_loss"])
-        save_checkpoint(out, spec, model, optimizer, shuffle, state)
-        write_log_csv(out / "log.csv", state["history"])
+        if main:
+            save_checkpoint(out, spec, model, optimizer, shuffle, state)
+            write_log_csv(out / "log.csv", state["history"])
     record = make_record(spec, state, model, optimizer, data, device, state["provenance"])
-    write_json(out / "record.json", record)
+    if main:
+        write_json(out / "record.json", record)
     return record
 
 

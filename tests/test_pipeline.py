@@ -146,16 +146,6 @@ def test_pipeline_end_to_end_on_digits(tmp_path):
     assert "| 1. SSA reaches accuracy comparable to BP" in claims and "| digits | mlp3 |" in claims
     assert "| 2. SSA trains fewer parameters than DFA" in claims and "**not run yet**" in claims  # no dfa run
 
-
-def test_variants_file_is_the_config_file_that_holds_the_variants(tmp_path):
-    config = yaml.safe_load(CONFIG.read_text())
-    overlay = tmp_path / "overlay.yaml"
-    overlay.write_text("seeds: [0]\n")  # a config file without variants: the trainer must not get it
-    assert grid.variants_file(config, [str(CONFIG), str(overlay)]) == str(CONFIG)
-    with pytest.raises(ValueError, match="config key variants"):
-        grid.variants_file(config | {"variants": {"bp": {"impl": "bp"}}}, [str(CONFIG)])
-
-
 def test_cli_aggregate_with_config_lists_every_planned_row(tmp_path, capsys):
     from bench.cli import main
 
