@@ -66,10 +66,15 @@ def _bars(ax, groups: Groups, methods: list[str], colors: dict) -> None:
     width = 0.8 / max(len(methods), 1)
     for i, arch in enumerate(groups):
         for j, method in enumerate(methods):
-            accs = _accs(groups[arch].get(method, []))
+            runs = groups[arch].get(method, [])
+            accs = _accs(runs)
+            x = i - 0.4 + width * (j + 0.5)
+            diverged = sum(r["status"] == "diverged" for r in runs)
+            if diverged:  # a diverged run is a result: say so where its bar would be, never drop it silently
+                ax.text(x, 1, f"diverged {diverged}/{len(runs)}", ha="center", va="bottom", fontsize=7,
+                        rotation=90, color="red")
             if not accs:
                 continue
-            x = i - 0.4 + width * (j + 0.5)
             std = float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0
             ax.bar(x, np.mean(accs), width * 0.9, yerr=std, capsize=3, color=colors[method], label=method)
             if len(methods) * len(groups) <= 16:  # more bars leave no room: the table has the numbers
@@ -95,7 +100,7 @@ def fig_accuracy(records: dict[Run, dict], dataset: str):
     groups = _groups(records)
     methods = list(dict.fromkeys(m for (_, m, _) in records))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + 0.5 * len(methods) * max(len(groups), 1)), 4.2))
-    if not any(_accs(rs) for g in groups.values() for rs in g.values()):
+    if not any(rs for g in groups.values() for rs in g.values()):
         _no_runs(ax, "that finished")
     else:
         _bars(ax, groups, methods, _colors(methods))

@@ -51,6 +51,15 @@ def test_accuracy_bars_are_seed_means(runs):
     assert "architecture" == fig.axes[0].get_xlabel() and "%" in fig.axes[0].get_ylabel()
 
 
+def test_diverged_runs_are_marked_not_dropped(runs):
+    write_record(runs, "mlp", "dfa", 2, 10.0, status="diverged")
+    write_record(runs, "cnn", "ssa", 0, 10.0, status="diverged")  # no finished seed at all: still shown
+    records, _ = collect(runs, "toy")
+    fig = plots.fig_accuracy(records, "toy")
+    assert "diverged 1/3" in texts(fig) and "diverged 1/1" in texts(fig)
+    assert 10.0 not in [round(p.get_height(), 6) for p in fig.axes[0].patches]  # not in the means
+
+
 def test_ablation_needs_ssa_runs(runs):
     records, _ = collect(runs, "toy")
     without_ssa = {k: r for k, r in records.items() if not k[1].startswith("ssa")}
