@@ -41,6 +41,11 @@ CONFIG_FILES = [os.path.relpath(path) for path in dict.fromkeys(
 sweep.check_files(config, CONFIG_FILES)
 # Sweeps become variants; then every method name, variant option and recipe value is checked by key.
 GRIDS = grid.grids(sweep.expand(config))
+for key in ("default_datasets", "paper_datasets", "sweep_datasets"):
+    for name in config.get(key) or []:
+        if name not in GRIDS:
+            raise ValueError(f"config key {key}: dataset {name!r} has no grid under datasets:; "
+                             f"datasets with a grid: {', '.join(GRIDS) or 'none'}")
 RESULTS = config["results_dir"]
 # Jobs run `$PYTHON -m bench`: the interpreter running Snakemake has bench installed, a bare `python`
 # may not. A shell prefix, not a param, so that another path to the same venv reruns nothing.

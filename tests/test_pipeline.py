@@ -97,6 +97,7 @@ def test_dry_run_plans_every_target(tmp_path, targets, jobs):
 
 @pytest.mark.parametrize("override, key", [
     ("datasets={digits: {archs: [mlp3], methods: [bp, dfaa]}}", "datasets.digits.methods"),
+    ("paper_datasets=[cifar10, cifar10-jpeg]", "config key paper_datasets: dataset 'cifar10-jpeg' has no grid"),
     ("epochs=-2", "epochs"),
     ("seeds=0", "seeds"),
 ])
