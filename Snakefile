@@ -39,6 +39,7 @@ validate(grid.coerce_numbers(config), "config/schema.yaml")
 CONFIG_FILES = [os.path.relpath(path) for path in dict.fromkeys(
     [os.path.abspath(DEFAULT_CONFIG_FILE), *map(os.path.abspath, workflow.configfiles)])]
 sweep.check_files(config, CONFIG_FILES)
+CONFIG_ARGS = " ".join(f"--config {shlex.quote(path)}" for path in CONFIG_FILES)  # for train, sweep-report
 # Sweeps become variants; then every method name, variant option and recipe value is checked by key.
 GRIDS = grid.grids(sweep.expand(config))
 for key in ("default_datasets", "paper_datasets", "sweep_datasets"):
@@ -99,7 +100,7 @@ rule train:
     params:
         out=lambda wildcards, output: os.path.dirname(output.record),
         recipe=lambda wildcards: GRIDS[wildcards.dataset].set_args(wildcards.method),
-        config_files=" ".join(f"--config {shlex.quote(path)}" for path in CONFIG_FILES),
+        config_files=CONFIG_ARGS,
         data_dir=config["data_dir"],
     # One thread per run (Snakemake sets OMP_NUM_THREADS from it): `--cores N` runs N runs side by side.
     threads: 1
@@ -177,7 +178,7 @@ rule sweep_report:
     log:
         f"{RESULTS}/logs/sweep/{{dataset}}.log",
     params:
-        config_files=" ".join(f"--config {shlex.quote(path)}" for path in CONFIG_FILES),
+        config_files=CONFIG_ARGS,
         out=lambda wildcards, output: os.path.dirname(output.findings),
     shell:
         "$PYTHON -m bench sweep-report --dataset {wildcards.dataset} {params.config_files}"

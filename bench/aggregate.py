@@ -80,12 +80,12 @@ def collect(runs_dir: Path | str, dataset: str, expected: list[Run] | None = Non
     return {run: found[run] for run in expected if run in found}, missing
 
 
-def _mean(values: list) -> float:
+def mean_defined(values: list) -> float:
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else math.nan
 
 
-def _std(values: list) -> float:
+def sample_std(values: list) -> float:
     """Sample standard deviation (n - 1); NaN for fewer than two values."""
     if len(values) < 2:
         return math.nan
@@ -102,12 +102,12 @@ def _row(arch: str, method: str, records: list[dict], n_missing: int) -> dict:
     epochs = sorted({r.get("epochs_planned") for r in records} - {None})
     row = {"arch": arch, "method": method, "n_seeds": n_seeds, "n_ok": len(ok), "n_diverged": n_diverged,
            "n_missing": n_missing, "epochs": "/".join(map(str, epochs)),
-           "test_acc_mean": _mean(accs), "test_acc_std": _std(accs),
-           "best_test_acc_mean": _mean([r.get("best_test_acc") for r in ok])}
-    row |= {key: _mean([r.get(key) for r in records]) for key in COUNTS}
-    row |= {col: _mean([r["memory"].get(key) for r in records]) / MB for col, key in MEMORY.items()}
-    row |= {"train_time_s_mean": _mean([r.get("train_time_s") for r in ok]),
-            "images_per_s_mean": _mean([r.get("images_per_s") for r in ok]),
+           "test_acc_mean": mean_defined(accs), "test_acc_std": sample_std(accs),
+           "best_test_acc_mean": mean_defined([r.get("best_test_acc") for r in ok])}
+    row |= {key: mean_defined([r.get(key) for r in records]) for key in COUNTS}
+    row |= {col: mean_defined([r["memory"].get(key) for r in records]) / MB for col, key in MEMORY.items()}
+    row |= {"train_time_s_mean": mean_defined([r.get("train_time_s") for r in ok]),
+            "images_per_s_mean": mean_defined([r.get("images_per_s") for r in ok]),
             "status": ", ".join(status) or "ok"}
     return row
 

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.aggregate import find_records, read_record
+from bench.aggregate import find_records, mean_defined, read_record, sample_std
 from bench.record import write_atomic
 
 COMPARABLE_POINTS = 1.0
@@ -43,22 +43,17 @@ class Runs:
 
     @property
     def mean(self) -> float:
-        return sum(self.accs) / len(self.accs) if self.accs else math.nan
+        return mean_defined(self.accs)
 
     @property
     def std(self) -> float:
-        accs = self.accs
-        if len(accs) < 2:
-            return math.nan
-        return math.sqrt(sum((a - self.mean) ** 2 for a in accs) / (len(accs) - 1))
+        return sample_std(self.accs)
 
     def mean_of(self, key: str) -> float:
-        values = [r.get(key) for r in self.records if r.get(key) is not None]
-        return sum(values) / len(values) if values else math.nan
+        return mean_defined([r.get(key) for r in self.records])
 
     def memory_of(self, *keys: str) -> float:
-        values = [sum(r["memory"].get(k) or 0 for k in keys) for r in self.records]
-        return sum(values) / len(values) if values else math.nan
+        return mean_defined([sum(r["memory"].get(k) or 0 for k in keys) for r in self.records])
 
     def curve(self) -> list[float]:
         """Mean test accuracy per epoch over the finished seeds (as long as the shortest history)."""

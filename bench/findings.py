@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.aggregate import mean_defined, sample_std
 from bench.record import write_atomic
 from bench.sweep import points, value_name
 
@@ -25,18 +26,12 @@ MEMORY = ("params", "grads", "optimizer_state", "saved_activations")
 def _stats(records: list[dict]) -> dict[str, Any]:
     ok = [r for r in records if r["status"] == "ok" and r.get("test_acc") is not None]
     accs = [r["test_acc"] for r in ok]
-    mean = sum(accs) / len(accs) if accs else math.nan
-    std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else math.nan
-
-    def avg(values):
-        values = [v for v in values if v is not None]
-        return sum(values) / len(values) if values else math.nan
-
-    return {"n_seeds": len(records), "n_ok": len(ok), "test_acc_mean": mean, "test_acc_std": std,
-            "trainable_params": avg([r.get("trainable_params") for r in records]),
-            "feedback_params": avg([r.get("feedback_params") for r in records]),
-            "train_memory_mb": avg([sum(r["memory"].get(k) or 0 for k in MEMORY) / 1e6 for r in records]),
-            "train_time_s": avg([r.get("train_time_s") for r in ok]),
+    return {"n_seeds": len(records), "n_ok": len(ok), "test_acc_mean": mean_defined(accs),
+            "test_acc_std": sample_std(accs),
+            "trainable_params": mean_defined([r.get("trainable_params") for r in records]),
+            "feedback_params": mean_defined([r.get("feedback_params") for r in records]),
+            "train_memory_mb": mean_defined([sum(r["memory"].get(k) or 0 for k in MEMORY) / 1e6 for r in records]),
+            "train_time_s": mean_defined([r.get("train_time_s") for r in ok]),
             "status": "ok" if len(ok) == len(records) else f"diverged {len(records) - len(ok)}/{len(records)}"}
 
 
