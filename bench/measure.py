@@ -85,7 +85,8 @@ def memory_breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, saved_b
 
 
 def alignment_with_bp(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    """Per block: mean over the probe batch of cos(method's signal at h_i, true dCE/dh_i).
+    """Per block: mean over the probe batch of cos(method's signal at h_i, true dCE/dh_i)
+    (at the pre-activation instead of h_i for a rule whose `signal_at` says so).
 
     Runs in eval mode (BatchNorm statistics untouched) and leaves every .grad as it was.
     """
@@ -93,7 +94,7 @@ def alignment_with_bp(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor)
     model.eval()
     try:
         with torch.enable_grad():
-            outputs, logits = model.forward_blocks(x)
+            outputs, logits = model.forward_blocks(x, at=getattr(method, "signal_at", "output"))
             true = torch.autograd.grad(F.cross_entropy(logits, y), outputs)
             signals = method.block_signals(model, outputs, logits.detach(), y) or true
             return [_mean_cosine(s.flatten(1).float(), t.flatten(1).float()) for s, t in zip(signals, true)]

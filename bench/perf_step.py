@@ -49,7 +49,7 @@ class Contender:
     def __init__(self, row: str, spec, in_shape, num_classes: int, batch_size: int, device, speed: Speed):
         self.row, self.spec, self.device, self.speed = row, spec, device, speed
         torch.manual_seed(derive_seed(spec.seed, "init"))  # every method starts from the same weights
-        model = build(spec.arch, in_shape, num_classes)
+        model = build(spec.arch, in_shape, num_classes, batchnorm=spec.recipe["batchnorm"])
         self.method = get_method(spec.impl)(**spec.options)
         feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
         model = self.method.prepare(model, num_classes, feedback)

@@ -214,7 +214,7 @@ def setup(spec: RunSpec, data_dir: Path | None):
     device = resolve_device(spec.recipe["device"])
     data = datasets.load(spec.dataset, device, data_dir, datasets.DataOptions.from_recipe(spec.recipe))
     torch.manual_seed(derive_seed(spec.seed, "init"))
-    model = build(spec.arch, data.in_shape, data.num_classes)
+    model = build(spec.arch, data.in_shape, data.num_classes, batchnorm=spec.recipe["batchnorm"])
     method = get_method(spec.impl)(**spec.options)
     if spec.recipe["batch_size"] > len(data.train_y):
         raise ValueError(f"bad value {spec.recipe['batch_size']} for 'batch_size'; accepted: at most the "

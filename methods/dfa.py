@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from bench import Method, Option
 from bench.local import deliver, output_error, step_stats
+from bench.models.blocknet import SIGNAL_POINTS
 
 
 class DFA(Method):
@@ -13,32 +14,39 @@ class DFA(Method):
 
     [suite] One shared buffer B (K x max_i size_i) is drawn from the run's generator; block i uses
     its first size_i columns times 1/sqrt(size_i), so one matmul per step serves every block.
+    `init: prior` is the authors' earlier feedback, uniform in [0, 1e-4) and not rescaled [prior].
     """
 
     options = {
-        "init": Option("uniform", "feedback entries: uniform in [-1, 1) or standard gaussian",
-                       choices=("uniform", "gaussian")),
+        "init": Option("uniform", "feedback entries: uniform in [-1, 1), standard gaussian (both times "
+                       "1/sqrt(size_i)), or prior: uniform in [0, 1e-4) as is", choices=("uniform", "gaussian", "prior")),
         "scale": Option(1.0, "multiplier on every feedback matrix", minimum=0.0),
+        "signal_at": Option("output", "where the signal enters a block: its output, or the input of its "
+                            "last activation", choices=SIGNAL_POINTS),
     }
 
     def prepare(self, model, num_classes, generator):
-        self.sizes = [math.prod(shape) for shape in model.block_output_shapes()]
+        self.sizes = [math.prod(shape) for shape in model.block_output_shapes(self.signal_at)]
         shape = (num_classes, max(self.sizes))
         if self.init == "uniform":
             feedback = torch.rand(shape, generator=generator) * 2 - 1
-        else:
+        elif self.init == "gaussian":
             feedback = torch.randn(shape, generator=generator)
+        else:
+            feedback = torch.rand(shape, generator=generator) * 1e-4
         model.feedback.register_buffer("dfa", feedback)
+        norms = [1.0 if self.init == "prior" else 1 / math.sqrt(size) for size in self.sizes]
+        self.multipliers = [self.scale * norm for norm in norms]
         return model
 
     def block_signals(self, model, outputs, logits, y):
         error = output_error(logits, y) / len(y)  # gradient of the batch-mean CE at the logits
         projected = error @ model.feedback.dfa  # one matmul for every block
-        return [(projected[:, :size] * (self.scale / math.sqrt(size))).view_as(h)
-                for size, h in zip(self.sizes, outputs)]
+        return [(projected[:, :size] * multiplier).view_as(h)
+                for size, multiplier, h in zip(self.sizes, self.multipliers, outputs)]
 
     def step(self, model, x, y):
-        outputs, logits = model.forward_blocks(x, cut=True)
+        outputs, logits = model.forward_blocks(x, cut=True, at=self.signal_at)
         loss = F.cross_entropy(logits, y)  # trains the head with its true local gradient
         deliver(loss, outputs, self.block_signals(model, outputs, logits, y))
         return step_stats(loss, logits, y)

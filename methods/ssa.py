@@ -8,6 +8,9 @@ from bench import Method, Option
 from bench.layers import alignment_loss, convert_to_svd, factor_penalties, reduce_ranks, svd_layers
 from bench.layers.svd import DECOMPOSITIONS
 from bench.local import deliver, output_error, step_stats
+from bench.models.blocknet import SIGNAL_POINTS
+
+FEEDBACK = ("broadcast", "spatial_map", "full")
 
 
 class SSA(Method):
@@ -18,6 +21,11 @@ class SSA(Method):
     [suite] B_i = B_V diag(beta) B_U^T (K x m, k = min(K, r) orthonormal columns each side) from the
     SVD of a seeded Gaussian scaled by 1/sqrt(size_i); for convs the channel signal is broadcast
     over the H x W positions; L_align acts on the layer that produces the block output.
+    Sweep options [suite]: `feedback: spatial_map` multiplies the broadcast channel signal by a fixed
+    Gaussian H x W map per block; `feedback: full` gives conv blocks a dense K x (m H W) Gaussian matrix
+    scaled by 1/sqrt(size_i), as dfa (L_align then still aligns U with the channel factor B_U, which no
+    longer shapes the signal); `signal_at: preactivation` delivers the signal before the block's last
+    activation (and pooling) instead of at its output.
     """
 
     options = {
@@ -31,12 +39,17 @@ class SSA(Method):
         "rank_epochs": Option([2, 4, 6, 8], "epochs after which energy-threshold rank reduction runs", minimum=1),
         "rank_eps": Option(0.01, "energy share rank reduction may drop", minimum=0.0, maximum=1.0),
         "scale": Option(1.0, "multiplier on every feedback matrix", minimum=0.0),
+        "feedback": Option("broadcast", "conv blocks: channel signal broadcast over H x W (method.md), times a "
+                           "fixed random spatial map, or a dense random matrix as dfa", choices=FEEDBACK),
+        "signal_at": Option("output", "where the signal enters a block: its output, or the input of its "
+                            "last activation", choices=SIGNAL_POINTS),
     }
 
     def prepare(self, model, num_classes, generator):
         convert_to_svd(model.blocks, self.rank_ratio, self.decomposition)
         self.out_layers = []
-        for i, (block, shape) in enumerate(zip(model.blocks, model.block_output_shapes())):
+        shapes = model.block_output_shapes(self.signal_at)
+        for i, (block, shape) in enumerate(zip(model.blocks, shapes)):
             channels = shape[0]
             layers = [layer for _, layer in svd_layers(block) if layer.channel_basis().shape[0] == channels]
             if not layers:
@@ -49,6 +62,16 @@ class SSA(Method):
             model.feedback.register_buffer(f"ssa_{i}_BV", u[:, :k].contiguous())
             model.feedback.register_buffer(f"ssa_{i}_beta", beta[:k].contiguous())
             model.feedback.register_buffer(f"ssa_{i}_BU", vh[:k].T.contiguous())
+        # Spatial feedback after the structured factors, so `broadcast` draws exactly what it always did.
+        self.spatial = [len(shape) > 1 and self.feedback != "broadcast" for shape in shapes]
+        for i, shape in enumerate(shapes):
+            if not self.spatial[i]:
+                continue
+            if self.feedback == "spatial_map":
+                model.feedback.register_buffer(f"ssa_{i}_map", torch.randn(shape[1:], generator=generator))
+            else:
+                dense = torch.randn(num_classes, math.prod(shape), generator=generator) / math.sqrt(math.prod(shape))
+                model.feedback.register_buffer(f"ssa_{i}_full", dense)
         return model
 
     def _factors(self, model, i):
@@ -65,21 +88,36 @@ class SSA(Method):
         return signals
 
     def block_signals(self, model, outputs, logits, y):
-        return [broadcast(g, h) for g, h in zip(self.channel_signals(model, logits, y), outputs)]
+        return self._signals(model, self.channel_signals(model, logits, y), outputs, logits, y)
+
+    def _signals(self, model, channel, outputs, logits, y):
+        """Per block, the signal shaped like its output: the channel signal broadcast (or spatial feedback)."""
+        error = output_error(logits, y) / len(y) if self.feedback == "full" else None
+        signals = []
+        for i, (g, h) in enumerate(zip(channel, outputs)):
+            if not self.spatial[i]:
+                signals.append(broadcast(g, h))
+            elif self.feedback == "spatial_map":
+                signals.append(g[:, :, None, None] * (getattr(model.feedback, f"ssa_{i}_map") * self.scale))
+            else:
+                signals.append((error @ getattr(model.feedback, f"ssa_{i}_full") * self.scale).view_as(h))
+        return signals
 
     def step(self, model, x, y):
-        outputs, logits = model.forward_blocks(x, cut=True)
+        outputs, logits = model.forward_blocks(x, cut=True, at=self.signal_at)
         loss = F.cross_entropy(logits, y)
         channel = self.channel_signals(model, logits, y)
-        signals = [broadcast(g, h) for g, h in zip(channel, outputs)]
+        signals = self._signals(model, channel, outputs, logits, y)
         penalty, terms = factor_penalties(model.blocks, self.lambda_orth, self.lambda_sparse)
         align = cos = torch.zeros((), device=loss.device)
         with torch.set_grad_enabled(self.lambda_align != 0):
             for i, layer in enumerate(self.out_layers):
                 align = align + alignment_loss(layer, self._factors(model, i)[2], self.align_on)
         with torch.set_grad_enabled(self.lambda_cos != 0):
-            for h, g in zip(outputs, channel):
-                cos = cos + 1 - broadcast_cosine(h, g).mean()
+            for i, (h, g, signal) in enumerate(zip(outputs, channel, signals)):
+                similarity = (F.cosine_similarity(h.flatten(1), signal.flatten(1)) if self.spatial[i]
+                              else broadcast_cosine(h, g))
+                cos = cos + 1 - similarity.mean()
         penalty = penalty + self.lambda_align * align + self.lambda_cos * cos
         deliver(loss + penalty, outputs, signals)
         blocks = len(outputs)  # log per-block means; the loss uses the sums (one term per block)

@@ -112,3 +112,19 @@ def test_resnet32_ssa_trains_one_epoch_on_digits(tmp_path):
     args = ["train", "--dataset", "digits", "--arch", "resnet32", "--method", "ssa", "--seed", "0"]
     assert main([*args, "--out", str(out), "--set", "epochs=1"]) == 0
     assert (out / "record.json").is_file()
+
+
+@pytest.mark.parametrize("arch", ["mlp3", "smallconv"])
+def test_batchnorm_option_adds_one_norm_before_each_hidden_relu(arch):
+    plain, normed = build(arch, (3, 32, 32), 10), build(arch, (3, 32, 32), 10, batchnorm=True)
+    norms = [m for m in normed.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
+    assert len(norms) == len(normed.blocks) and not any("BatchNorm" in type(m).__name__ for m in plain.modules())
+    for block in normed.blocks:
+        names = [type(m).__name__ for m in block]
+        assert names[names.index("ReLU") - 1].startswith("BatchNorm")
+    assert plain.block_output_shapes() == normed.block_output_shapes()
+
+
+def test_batchnorm_option_on_an_arch_that_has_it_names_the_accepted_archs():
+    with pytest.raises(ValueError, match=r"'batchnorm'.*'vgg13'.*accepted for: mlp3, smallconv"):
+        build("vgg13", (3, 32, 32), 10, batchnorm=True)

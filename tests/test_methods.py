@@ -202,3 +202,104 @@ def test_a_new_method_file_is_discovered_and_trains(tmp_path, batch):
     model = build("mlp3", (1, 8, 8), 10)
     found["sign_sgd"]().step(model, *batch)
     assert all(set(p.grad.unique().tolist()) <= {-1.0, 0.0, 1.0} for p in model.parameters())
+
+
+def _preactivations(model, x):
+    """Per block, the input of its last ReLU, found independently of BlockNet's hook."""
+    points, h = [], x
+    for block in model.blocks:
+        h = h.detach()
+        for layer in block:
+            if isinstance(layer, torch.nn.ReLU):
+                points.append(h)
+            h = layer(h)
+    return points, model.head(h.detach())
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_dfa_signal_at_preactivation_skips_the_activation_gate(arch, batch):
+    x, y = batch
+    model, rule = make(arch, "dfa", signal_at="preactivation")
+    rule.step(model, x, y)
+    got = _grads(model)
+    points, logits = _preactivations(model, x)
+    assert [tuple(p.shape[1:]) for p in points] == model.block_output_shapes("preactivation")
+    e = output_error(logits, y)
+    gated = []
+    for i, (block, a) in enumerate(zip(model.blocks, points)):
+        size = a[0].numel()
+        g = (e @ model.feedback.dfa[:, :size] / math.sqrt(size)).view_as(a) / len(y)
+        expected = torch.autograd.grad((g * a).sum(), list(block.parameters()))
+        for (name, _), grad in zip(block.named_parameters(), expected):
+            assert torch.allclose(got[f"blocks.{i}.{name}"], grad, atol=1e-6), f"blocks.{i}.{name}"
+    output_model, output_rule = make(arch, "dfa")
+    output_rule.step(output_model, x, y)
+    assert not torch.allclose(_grads(output_model)["blocks.1.0.weight"], got["blocks.1.0.weight"], atol=1e-6), \
+        "the pre-activation signal equals the output one: the activation gate was not skipped"
+
+
+def test_dfa_prior_init_is_small_positive_and_not_rescaled(batch):
+    x, y = batch
+    model, rule = make("mlp3", "dfa", init="prior")
+    assert model.feedback.dfa.min() >= 0 and model.feedback.dfa.max() < 1e-4
+    outputs, logits = model.forward_blocks(x)
+    signals = rule.block_signals(model, outputs, logits, y)
+    e = output_error(logits, y) / len(y)
+    assert torch.allclose(signals[0], e @ model.feedback.dfa[:, :512])
+
+
+def test_alignment_at_preactivation_compares_with_the_true_gradient_there(batch):
+    from bench.measure import alignment_with_bp
+
+    x, y = batch
+
+    class MinusTrueGradient:  # a rule whose signal is exactly -dCE/d(pre-activation): cosine -1
+        signal_at = "preactivation"
+
+        def block_signals(self, model, points, logits, y):
+            points, logits = model.forward_blocks(x, at="preactivation")  # a fresh graph (logits come detached)
+            return [g.neg() for g in torch.autograd.grad(F.cross_entropy(logits, y), points)]
+
+    model, _ = make("smallconv", "bp")
+    assert [a for a in alignment_with_bp(model, MinusTrueGradient(), x, y)] == pytest.approx([-1.0] * 4, abs=1e-6)
+
+
+@pytest.mark.parametrize("feedback", ["spatial_map", "full"])
+def test_ssa_spatial_feedback_options(feedback, batch):
+    x, y = batch
+    model, rule = make("smallconv", "ssa", feedback=feedback, lambda_align=0.0, lambda_orth=0.0)
+    plain, _ = make("smallconv", "ssa")
+    for name in ("ssa_0_BV", "ssa_0_beta", "ssa_3_BU"):  # the structured factors are drawn as before
+        assert torch.equal(getattr(model.feedback, name), getattr(plain.feedback, name))
+    rule.step(model, x, y)
+    got = _grads(model)
+    outputs, logits = model.forward_blocks(x, cut=True)
+    e = output_error(logits, y) / len(y)
+    for i, (block, h) in enumerate(zip(model.blocks, outputs)):
+        bv, beta, bu = (getattr(model.feedback, f"ssa_{i}_{n}") for n in ("BV", "beta", "BU"))
+        channel = e @ bv @ torch.diag(beta) @ bu.T
+        if h.dim() == 2:
+            g = channel  # the FC block keeps its structured feedback
+        elif feedback == "spatial_map":
+            g = channel[:, :, None, None] * getattr(model.feedback, f"ssa_{i}_map")
+        else:
+            g = (e @ getattr(model.feedback, f"ssa_{i}_full")).view_as(h)
+        expected = torch.autograd.grad((g * h).sum(), list(block.parameters()))
+        for (name, _), grad in zip(block.named_parameters(), expected):
+            assert torch.allclose(got[f"blocks.{i}.{name}"], grad, atol=1e-6), f"blocks.{i}.{name}"
+    assert (hasattr(model.feedback, "ssa_0_map") == (feedback == "spatial_map")
+            and not hasattr(model.feedback, "ssa_3_map") and not hasattr(model.feedback, "ssa_3_full"))
+
+
+def test_ssa_signal_at_preactivation_broadcasts_over_the_unpooled_map(batch):
+    x, y = batch
+    model, rule = make("smallconv", "ssa", signal_at="preactivation", lambda_align=0.0, lambda_orth=0.0)
+    rule.step(model, x, y)
+    got = _grads(model)
+    points, logits = _preactivations(model, x)
+    e = output_error(logits, y) / len(y)
+    bv, beta, bu = (getattr(model.feedback, f"ssa_0_{n}") for n in ("BV", "beta", "BU"))
+    g = (e @ bv @ torch.diag(beta) @ bu.T)[:, :, None, None].expand_as(points[0])
+    expected = torch.autograd.grad((g * points[0]).sum(), list(model.blocks[0].parameters()))
+    for (name, _), grad in zip(model.blocks[0].named_parameters(), expected):
+        assert torch.allclose(got[f"blocks.0.{name}"], grad, atol=1e-6), name

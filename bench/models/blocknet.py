@@ -4,6 +4,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# Where a local rule's signal enters a block [suite]: at its output (after the activation and any
+# pooling; the activation's derivative then gates the signal), or at the pre-activation (the input of
+# the block's last activation module, no gating).
+SIGNAL_POINTS = ("output", "preactivation")
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Hardswish)
+
 
 class BlockNet(nn.Module):
     """A network h_i = blocks[i](h_{i-1}), logits = head(h_L).
@@ -25,28 +31,51 @@ class BlockNet(nn.Module):
             x = block(x)
         return self.head(x)
 
-    def forward_blocks(self, x: torch.Tensor, cut: bool = False) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Block outputs [h_1..h_L] and logits; with `cut`, every block input is detached.
+    def forward_blocks(self, x: torch.Tensor, cut: bool = False,
+                       at: str = "output") -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per block, the tensor at signal point `at` (its output h_i by default), and the logits;
+        with `cut`, every block input is detached.
 
         The cut is what makes a rule local: no gradient crosses a block boundary, so one
         backward call computes every block's local gradient independently.
         """
-        outputs = []
-        for block in self.blocks:
-            x = block(x.detach() if cut else x)
-            outputs.append(x)
+        if at not in SIGNAL_POINTS:
+            raise ValueError(f"bad value {at!r} for 'signal_at'; accepted: one of {', '.join(SIGNAL_POINTS)}")
+        points = []
+        for i, block in enumerate(self.blocks):
+            if at == "output":
+                x = block(x.detach() if cut else x)
+                points.append(x)
+                continue
+            captured = []
+            # The last call wins: a residual block applies its one ReLU module twice, last after the sum.
+            hook = self._last_activation(i).register_forward_hook(lambda m, inputs, out: captured.append(inputs[0]))
+            try:
+                x = block(x.detach() if cut else x)
+            finally:
+                hook.remove()
+            points.append(captured[-1])
         logits = self.head(x.detach() if cut else x)
-        return outputs, logits
+        return points, logits
+
+    def _last_activation(self, index: int) -> nn.Module:
+        """The last activation module of block `index` (whose input is the block's pre-activation)."""
+        found = [m for m in self.blocks[index].modules() if isinstance(m, ACTIVATIONS)]
+        if not found or getattr(found[-1], "inplace", False):
+            raise ValueError(f"signal_at 'preactivation' needs block {index} to end in an activation module "
+                             f"(not in place), one of {', '.join(a.__name__ for a in ACTIVATIONS)}; it has "
+                             f"{'an in-place one' if found else 'none'}")
+        return found[-1]
 
     @torch.no_grad()
-    def block_output_shapes(self) -> list[tuple[int, ...]]:
-        """Per-sample shape of each block output, from one dry forward pass in eval mode."""
+    def block_output_shapes(self, at: str = "output") -> list[tuple[int, ...]]:
+        """Per-sample shape of each block's tensor at signal point `at`, from one dry forward pass in eval mode."""
         was_training = self.training
         self.eval()
         try:
             param = next(self.parameters())
             x = torch.zeros((1, *self.in_shape), device=param.device, dtype=param.dtype)
-            outputs, _ = self.forward_blocks(x)
+            outputs, _ = self.forward_blocks(x, at=at)
         finally:
             self.train(was_training)
         return [tuple(h.shape[1:]) for h in outputs]
