@@ -133,6 +133,13 @@ def findings(table: pd.DataFrame, sweeps: dict, conditions: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def base_label(base: pd.DataFrame, option: str, sweep: dict) -> str:
+    """'base (value)': the value the base runs resolved (e.g. the dataset recipe's lr), else the sweep's base."""
+    if len(base) and option in base and base[option].iloc[0] is not None:
+        return f"base ({base[option].iloc[0]})"
+    return f"base ({(sweep.get('base') or {}).get(option, 'default')})"
+
+
 def sensitivity_figures(table: pd.DataFrame, sweeps: dict, dataset: str, out_dir: Path) -> list[Path]:
     """One figure per (sweep, option): accuracy vs the option's value, the base point marked."""
     import matplotlib
@@ -147,7 +154,7 @@ def sensitivity_figures(table: pd.DataFrame, sweeps: dict, dataset: str, out_dir
         for option in sweep["options"]:
             these = rows[rows["option"] == option]
             fig, ax = plt.subplots(figsize=(5, 3.5))
-            labels = [f"base ({(sweep.get('base') or {}).get(option, 'default')})", *these["value"]]
+            labels = [base_label(base, option, sweep), *these["value"]]
             means = [*base["test_acc_mean"], *these["test_acc_mean"]]
             stds = [*base["test_acc_std"], *these["test_acc_std"]]
             if len(means) == len(labels):

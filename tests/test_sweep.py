@@ -9,7 +9,7 @@ from synthetic_records import write_record
 from bench import grid, sweep
 from bench.cli import main
 from bench.config import REPO
-from bench.findings import report
+from bench.findings import base_label, report
 
 CONFIG = REPO / "config" / "config.yaml"
 SWEEPS = {
@@ -127,6 +127,9 @@ def test_report_writes_table_figures_and_findings(tmp_path):
     assert "noise floor 0.14 points = twice the base's seed std" in text
     for name in ("s_rank_ratio", "s_lambda_align", "s_lr", "d_scale", "d_optimizer"):
         assert (tmp_path / "out" / "figures" / f"digits_{name}.png").stat().st_size > 1000
+    base = table[table["method"] == "s-base"]
+    assert base_label(base, "lr", SWEEPS["s"]) == "base (0.001)"  # the resolved recipe value, not "default"
+    assert base_label(base.iloc[:0], "lr", SWEEPS["s"]) == "base (default)"
 
 
 def test_one_seed_uses_the_stated_noise_floor(tmp_path):
