@@ -1,11 +1,17 @@
 """One run on several processes (`torchrun --nproc_per_node N -m bench train ...`): data parallel by hand.
 
 Every rank builds the same model, feedback and data order from the run seed, takes its shard of each
-global batch, runs the method's step, then the gradients are averaged (weighted by shard size) with one
-all-reduce per step. This covers every learning rule alike, DFA's and SSA's local gradients included,
-without DistributedDataParallel's hooks, which assume one backward through one graph. The optimizer
-step then sees the global batch's gradient on every rank, so parameters stay identical; only rank 0
-writes records, logs and checkpoints. BatchNorm statistics stay per rank (as in DDP without SyncBN).
+global batch (the contiguous slice `bounds`), runs the method's step, then the gradients are averaged
+(weighted by shard size) with one all-reduce per step. This covers every learning rule alike, DFA's and
+SSA's local gradients included, without DistributedDataParallel's hooks, which assume one backward
+through one graph. The optimizer step then sees the global batch's gradient on every rank, so
+parameters stay identical; only rank 0 writes records, logs and checkpoints. BatchNorm statistics stay
+per rank (as in DDP without SyncBN).
+
+On-device datasets (TensorData) serve every rank the global batch and `shard` slices it (no decode
+cost). Streamed datasets (StreamData: FFCV .beton files, image folders) decode only this rank's share:
+their loaders walk `share_of_batches(order, ...)`, the same slices of the same global order, and say so
+with `rank_share = True`, so the trainer skips `shard` and weighs by the global batch size.
 """
 from __future__ import annotations
 
@@ -38,14 +44,30 @@ def init_from_env() -> bool:
     return True
 
 
+def bounds(n: int, rank_: int | None = None, world: int | None = None) -> tuple[int, int]:
+    """[start, stop) of rank `rank_`'s (default: this rank's) contiguous share of n items out of `world`
+    (default: this run's): [n * r // world, n * (r + 1) // world), so sizes differ by at most one."""
+    rank_ = rank() if rank_ is None else rank_
+    world = world_size() if world is None else world
+    return n * rank_ // world, n * (rank_ + 1) // world
+
+
 def shard(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """This rank's contiguous share of a global batch (sizes differ by at most one)."""
-    world = world_size()
-    if world == 1:
+    if world_size() == 1:
         return x, y
-    bounds = [len(y) * r // world for r in range(world + 1)]
-    start, stop = bounds[rank()], bounds[rank() + 1]
+    start, stop = bounds(len(y))
     return x[start:stop], y[start:stop]
+
+
+def share_of_batches(order, batch_size: int, rank_: int | None = None, world: int | None = None):
+    """The part of a global sample order (1-d numpy array or tensor) that rank `rank_` reads when the
+    order is served in full global batches of `batch_size` (the remainder dropped): its `bounds` share
+    of each global batch, in order. Read in batches of `bounds(batch_size)` size, these are exactly the
+    slices `shard` would keep of the global batches one process sees."""
+    start, stop = bounds(batch_size, rank_, world)
+    full = len(order) // batch_size * batch_size
+    return order[:full].reshape(-1, batch_size)[:, start:stop].reshape(-1)
 
 
 def average_gradients(model: torch.nn.Module, local: int, total: int) -> None:

@@ -176,10 +176,23 @@ def train_epoch(model, method, optimizer, data, batch_size, generator, device, s
     sums: dict[str, torch.Tensor] = {}
     steps = 0
     counter = measure.SavedTensorBytes(model)
+    if batch_size < distributed.world_size():
+        raise ValueError(f"bad value {batch_size} for 'batch_size'; accepted: at least the "
+                         f"{distributed.world_size()} processes of this run (it is the global batch)")
+    # A stream's loader reads only this rank's share of each full global batch (its `rank_share`);
+    # other data serve every rank the global batch, of which it keeps its share here.
+    rank_share = getattr(data, "rank_share", False)
+    share = len(range(*distributed.bounds(batch_size)))
     clock = _Clock(device)
     for x, y in data.train_batches(batch_size, generator):
-        total = len(y)
-        x, y = distributed.shard(x, y)  # torchrun: this rank's share of the global batch (else all of it)
+        if rank_share:
+            total = batch_size  # the global batch: such streams serve full global batches only
+            if len(y) != share:
+                raise RuntimeError(f"{type(data).__name__} {getattr(data, 'name', '')} served a batch of {len(y)} "
+                                   f"images to rank {distributed.rank()}; its share of {batch_size} is {share}")
+        else:
+            total = len(y)
+            x, y = distributed.shard(x, y)  # torchrun: this rank's share of the global batch (else all of it)
         x = speed.batch(x)
         optimizer.zero_grad(set_to_none=True)
         with speed.context(device):

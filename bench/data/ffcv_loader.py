@@ -6,6 +6,10 @@ Reproducibility [suite]: the batch order is drawn from the run's generator, but 
 draws from numpy inside its numba worker threads, which is not reproducible across workers or runs
 (ffcv upstream issue 392): the same seed gives the same batches' images, not the same crops.
 When ffcv is not installed, the torchvision ImageFolder path serves the same splits (warned once).
+
+Under torchrun each rank's training loader decodes only its share of every global batch: the slice
+[B*r//W, B*(r+1)//W) of the global batch one process would see (RankShareOrder). ffcv's own
+`distributed=True` is not used; see RankShareOrder for what it does in ffcv 0.0.3rc1 and why.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench import distributed
 from bench.data.beton import beton_path, import_ffcv
 from bench.data.folder import read_tree, split_dirs
 from bench.data.options import DataOptions
@@ -83,10 +88,12 @@ def beton_stream(name: str, train_path: Path, test_path: Path, size: int, worker
     train_loaders, test_loaders = {}, {}
 
     def train_loader(batch_size: int, seed: int):
-        if batch_size not in train_loaders:
-            train_loaders[batch_size] = make_loader(train_path, batch_size, size, workers, train=True)
-        loader = train_loaders[batch_size]
-        # The run's generator decides the order: ffcv permutes with seed + epoch, so pin its epoch to 0.
+        key = batch_size, distributed.rank(), distributed.world_size()
+        if key not in train_loaders:
+            train_loaders[key] = make_loader(train_path, batch_size, size, workers, train=True,
+                                             rank=key[1], world=key[2])
+        loader = train_loaders[key]
+        # The run's generator decides the order: it permutes with seed + epoch, so pin its epoch to 0.
         loader.seed = loader.traversal_order.seed = seed
         loader.next_epoch = 0
         return iter_closing(loader)
@@ -108,7 +115,7 @@ def beton_stream(name: str, train_path: Path, test_path: Path, size: int, worker
             batches.close()
 
     return StreamData(name, classes, train_y, test_y, (3, size, size), torch.tensor(IMAGENET_MEAN),
-                      torch.tensor(IMAGENET_STD), train_loader, test_loader, probe)
+                      torch.tensor(IMAGENET_STD), train_loader, test_loader, probe, rank_share=True)
 
 
 def iter_closing(loader):
@@ -138,8 +145,40 @@ def close_epoch(iterator, timeout_s: float = 10.0) -> None:
         log.warning("an ffcv loader thread did not stop within %.0f s", timeout_s)
 
 
-def make_loader(path: Path, batch_size: int, size: int, workers: int, train: bool, indices=None):
-    """An ffcv Loader over `path`: (uint8 N x 3 x size x size, int64 N) batches, augmented when `train`."""
+class RankShareOrder:
+    """The training order of rank `rank` of `world`: ffcv's RANDOM order (numpy's default_rng(seed +
+    epoch) permutation of the loader's indices, as one process walks it) cut into full global batches of
+    `batch_size`, and of each the contiguous slice [B*r//W, B*(r+1)//W) (`distributed.share_of_batches`).
+    The loader reads it in batches of that slice's size, so rank r decodes exactly what
+    `distributed.shard` would keep of the global batch, and one process (world 1) walks ffcv's order.
+
+    Why not ffcv's `distributed=True` (checked in ffcv 0.0.3rc1, traversal_order/random.py): it wraps
+    torch's DistributedSampler(indices, shuffle=True, seed=<the loader's seed at construction>,
+    drop_last=False), which (1) permutes with torch.randperm(n, seed + epoch), not the numpy permutation
+    of one process; (2) pads the permutation with its first samples to a multiple of W and gives rank r
+    positions r, r + W, r + 2W, ...: a strided, not contiguous, share; (3) needs one batch size per rank,
+    so B a multiple of W, and its drop_last counts per rank: floor(ceil(n / W) / (B / W)) steps, which can
+    exceed one process's floor(n / B) and then repeat padded images; (4) keeps its own copy of the seed,
+    so pinning `loader.seed` / `traversal_order.seed` (how the run's generator decides each epoch's
+    order, with next_epoch pinned to 0) no longer changes anything: every epoch would replay one order.
+    """
+
+    def __init__(self, loader, batch_size: int, rank: int, world: int):
+        self.loader, self.indices, self.seed = loader, loader.indices, loader.seed
+        self.batch_size, self.rank, self.world = batch_size, rank, world
+
+    def sample_order(self, epoch: int) -> np.ndarray:
+        order = np.random.default_rng(self.seed + epoch).permutation(self.indices)
+        return distributed.share_of_batches(order, self.batch_size, self.rank, self.world)
+
+
+def make_loader(path: Path, batch_size: int, size: int, workers: int, train: bool, indices=None,
+                rank: int = 0, world: int = 1):
+    """An ffcv Loader over `path`: (uint8 N x 3 x size x size, int64 N) batches, augmented when `train`.
+
+    When `train`, batch_size is the global batch and the loader serves rank `rank`'s share of each full
+    global batch (RankShareOrder): `distributed.bounds(batch_size, rank, world)` images a batch.
+    """
     import_ffcv()
     from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
@@ -150,9 +189,16 @@ def make_loader(path: Path, batch_size: int, size: int, workers: int, train: boo
     else:
         image = [CenterCropRGBImageDecoder((size, size), ratio=CROP_RATIO), ToTensor(), ToTorchImage()]
     label = [IntDecoder(), ToTensor(), Squeeze(1)]
-    return Loader(str(path), batch_size=batch_size, num_workers=max(1, workers), indices=indices,
-                  order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, drop_last=train,
-                  os_cache=True, pipelines={"image": image, "label": label})
+    share = len(range(*distributed.bounds(batch_size, rank, world))) if train else batch_size
+    if train and batch_size < world:  # some rank's share would be empty
+        raise ValueError(f"bad value {batch_size} for 'batch_size'; accepted: at least the {world} processes")
+    loader = Loader(str(path), batch_size=share, num_workers=max(1, workers), indices=indices,
+                    order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, drop_last=train,
+                    os_cache=True, pipelines={"image": image, "label": label})
+    if train:
+        loader.traversal_order = RankShareOrder(loader, batch_size, rank, world)
+        loader.first_traversal_order = loader.next_traversal_order()  # len(loader) counts its batches
+    return loader
 
 
 def read_beton(path: Path, workers: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,10 @@
 Batches come from an iterable loader (a torchvision DataLoader here, FFCV in ffcv_loader.py), are
 moved to the device and normalised there. Every epoch's loader is seeded from the run's generator,
 and its iterator is closed when the epoch ends or is abandoned, so no worker outlives its epoch.
+
+Under torchrun both loaders here read only this rank's share of each global training batch (see
+bench/distributed.py): the global order is cut into full global batches and rank r decodes the slice
+[B*r//W, B*(r+1)//W) of each, the slice one process would keep of the same batch (`rank_share`).
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import torch
 
+from bench import distributed
 from bench.data.folder import Split, load_rgb, open_rgb
 
 log = logging.getLogger("bench.data")
@@ -37,12 +42,18 @@ class StreamData:
 
     train_loader(batch_size, seed) and test_loader(batch_size) return iterables of (uint8 N x C x H x W,
     int64 N) batches; probe(n) returns the first n training images (uint8, no augmentation).
+
+    rank_share: the train loader serves this rank's share of every global batch of `batch_size`
+    (`distributed.bounds(batch_size)` images; all of it in one process) and only full global batches, so
+    the trainer takes the batches as they are and `batch_size` as the global size. False: it serves
+    whole global batches, and every rank slices its share (`distributed.shard`).
     """
 
     def __init__(self, name: str, classes: list[str], train_y: torch.Tensor, test_y: torch.Tensor,
                  in_shape: tuple[int, int, int], mean: torch.Tensor, std: torch.Tensor,
                  train_loader: Callable[[int, int], Batches], test_loader: Callable[[int], Batches],
-                 probe: Callable[[int], torch.Tensor]):
+                 probe: Callable[[int], torch.Tensor], rank_share: bool = False):
+        self.rank_share = rank_share
         self.name, self.classes, self.train_y, self.test_y = name, classes, train_y, test_y
         self._in_shape, self.mean, self.std = tuple(in_shape), mean, std
         self._train_loader, self._test_loader, self._probe = train_loader, test_loader, probe
@@ -78,7 +89,9 @@ class StreamData:
         return (x.float().div_(255) - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
 
     def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled, augmented, normalised training batches; order seeded from `generator`, remainder dropped."""
+        """Shuffled, augmented, normalised training batches; order seeded from `generator`, remainder dropped.
+
+        With `rank_share`, under torchrun: this rank's share of each global batch of `batch_size`."""
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         yield from self._serve(self._train_loader(batch_size, seed))
 
@@ -105,7 +118,12 @@ def close(iterator) -> None:
 
 
 class FileImages(torch.utils.data.Dataset):
-    """Images of one Split through a torchvision transform: (uint8 C x H x W, label); errors name the file."""
+    """Images of one Split through a torchvision transform: (uint8 C x H x W, label); errors name the file.
+
+    Item `index`, or `(seed, index)`: the transform's randomness then comes from a generator seeded by
+    (seed, index) alone, so an image's crop and flip depend neither on the worker that decodes it nor
+    on the number of workers or ranks.
+    """
 
     def __init__(self, split: Split, transform):
         self.paths, self.labels, self.transform = split.paths, split.labels, transform
@@ -113,8 +131,35 @@ class FileImages(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int):
-        return self.transform(open_rgb(self.paths[index])), self.labels[index]
+    def __getitem__(self, item):
+        if not isinstance(item, tuple):
+            return self.transform(open_rgb(self.paths[item])), self.labels[item]
+        seed, index = item
+        image = open_rgb(self.paths[index])
+        with torch.random.fork_rng(devices=[]):  # torchvision's transforms draw from torch's global generator
+            torch.manual_seed(int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]))
+            return self.transform(image), self.labels[index]
+
+
+class ShareSampler(torch.utils.data.Sampler):
+    """A batch sampler of one training epoch: the global order `torch.randperm(n)` seeded by `seed`, cut
+    into full global batches of `batch_size` (remainder dropped); yields this rank's contiguous share of
+    each (`distributed.share_of_batches`) as (seed, index) items for FileImages."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.share = len(range(*distributed.bounds(batch_size, rank, world)))
+        if batch_size < world:  # some rank's share would be empty
+            raise ValueError(f"bad value {batch_size} for 'batch_size'; accepted: at least the {world} processes")
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
+        mine = distributed.share_of_batches(order, self.batch_size, self.rank, self.world).tolist()
+        for start in range(0, len(mine), self.share):
+            yield [(self.seed, index) for index in mine[start:start + self.share]]
 
 
 def folder_transforms(size: int):
@@ -127,15 +172,18 @@ def folder_transforms(size: int):
 
 
 def folder_stream(name: str, train: Split, test: Split, size: int, workers: int) -> StreamData:
-    """An image folder streamed through DataLoaders (`workers` processes), at `size` x `size`."""
+    """An image folder streamed through DataLoaders (`workers` processes), at `size` x `size`.
+
+    Training batches are this rank's share of each global batch (ShareSampler; `rank_share`)."""
     train_tf, test_tf = folder_transforms(size)
     train_set, test_set = FileImages(train, train_tf), FileImages(test, test_tf)
 
     def train_loader(batch_size: int, seed: int):
-        # At least one worker: workers draw their transforms' randomness from seeds the loader's
-        # generator gives them, where the main process would draw from torch's global generator.
-        return torch.utils.data.DataLoader(train_set, batch_size, shuffle=True, drop_last=True,
-                                           num_workers=max(1, workers), generator=torch.Generator().manual_seed(seed))
+        # Every rank draws the same global order and reads its share of each global batch; each image's
+        # augmentation is seeded by (seed, index). The generator keeps worker seeding off torch's global one.
+        sampler = ShareSampler(len(train_set), batch_size, seed, distributed.rank(), distributed.world_size())
+        return torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
+                                           generator=torch.Generator().manual_seed(seed))
 
     def test_loader(batch_size: int):
         return torch.utils.data.DataLoader(test_set, batch_size, num_workers=workers)
@@ -145,7 +193,7 @@ def folder_stream(name: str, train: Split, test: Split, size: int, workers: int)
 
     mean, std = sample_stats(train, size)
     return StreamData(name, list(train.classes), torch.tensor(train.labels), torch.tensor(test.labels),
-                      (3, size, size), mean, std, train_loader, test_loader, probe)
+                      (3, size, size), mean, std, train_loader, test_loader, probe, rank_share=True)
 
 
 def sample_stats(split: Split, size: int, count: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
