@@ -45,7 +45,9 @@ class SavedTensorBytes:
         if ptr not in self.exclude and ptr not in self.seen:
             self.seen.add(ptr)
             self.bytes += storage.nbytes()
-        return tensor
+        # Detached: handing autograd back the tensor itself ties a saved output to its own grad_fn, a
+        # reference cycle that keeps the step's graph (and its stale AccumulateGrad shapes) alive.
+        return tensor.detach()
 
     def __enter__(self):
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)

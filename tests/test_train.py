@@ -172,3 +172,14 @@ def test_checkpoint_of_another_code_version_is_not_resumed(tmp_path, caplog, mon
     record = run(spec("dfa"), tmp_path)
     assert "was written by code version" in caplog.text and "starting dfa from scratch" in caplog.text
     assert [h["epoch"] for h in record["history"]] == [1, 2]
+
+
+def test_counting_saved_bytes_leaves_no_graph_alive_across_a_rank_reduction(tmp_path):
+    # The counted step's saved tensors once formed reference cycles with their grad_fn; the stale graph
+    # then kept pre-reduction parameter shapes in autograd and the step after the reduction failed.
+    record = run(make_spec("digits", "smallconv", "ssa", 0, {"epochs": 2, "batch_size": 128, "probe_size": 64,
+                                                              "device": "cpu", "signal_at": "preactivation",
+                                                              "rank_epochs": [1], "rank_eps": 0.2},
+                           load_variants()), tmp_path)
+    assert record["status"] == "ok" and record["epochs"] == 2
+    assert record["trainable_params"] < record["trainable_params_initial"]  # the reduction happened
