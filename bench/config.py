@@ -29,7 +29,7 @@ RECIPE: dict[str, Option] = {
     "gamma": Option(0.1, "step schedule: decay factor", above=0.0, maximum=1.0),
     "eval_batch_size": Option(1000, "evaluation batch size", minimum=1),
     "probe_size": Option(256, "images in the fixed batch that measures alignment with BP", minimum=1),
-    "batchnorm": Option(False, "mlp3, smallconv: BatchNorm after each hidden layer (the other archs have it)"),
+    "batchnorm": Option(False, "mlp3, smallconv: BatchNorm before each hidden ReLU (the other archs have it)"),
     "device": Option("auto", "training device; auto picks cuda when present", choices=("auto", "cpu", "cuda")),
     # Data: augmentation of on-device datasets (CIFAR, small image folders) and image-folder/FFCV settings.
     "image_size": Option(0, "image folders / imagenet: square side served (0: as stored; imagenet 224)", minimum=0),

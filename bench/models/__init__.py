@@ -24,19 +24,13 @@ ARCHS: dict[str, Callable[..., BlockNet]] = {
 def build(name: str, in_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False) -> BlockNet:
     """Build architecture `name` for inputs of per-sample shape `in_shape` (C, H, W) and K classes.
 
-    `batchnorm` adds BatchNorm to the archs built without it; the others have it already, so asking
-    for it there is an error rather than a silent no-op.
+    `batchnorm` ensures BatchNorm: the archs built without it (those whose builder takes `batchnorm`)
+    get one before every hidden activation; the others have it already and are built as they are, so
+    one recipe can ask for it over a grid of archs.
     """
     if name not in ARCHS:
         raise ValueError(f"unknown arch {name!r}; known: {', '.join(sorted(ARCHS))}")
     builder = ARCHS[name]
-    if not batchnorm:
-        return builder(tuple(in_shape), int(num_classes))
-    if "batchnorm" not in inspect.signature(builder).parameters:
-        optional = sorted(a for a, b in ARCHS.items() if "batchnorm" in inspect.signature(b).parameters)
-        raise ValueError(f"bad value True for 'batchnorm' with arch {name!r} (it has BatchNorm already); "
-                         f"accepted for: {', '.join(optional)}")
-    return builder(tuple(in_shape), int(num_classes), batchnorm=True)
-
-
-__all__ = ["ARCHS", "BlockNet", "build"]
+    if batchnorm and "batchnorm" in inspect.signature(builder).parameters:
+        return builder(tuple(in_shape), int(num_classes), batchnorm=True)
+    return builder(tuple(in_shape), int(num_classes))
