@@ -1,7 +1,8 @@
 """A sweep's results: its table (option values as columns), a sensitivity figure per option, findings.md.
 
 Reads the records of one dataset and the sweeps of the config files (bench/sweep.py). The reference rows
-are `bp` and the DFA baseline (the first of: a sweep of impl dfa's base point, `dfa`). An option
+are BP on the best SSA point's network (`bp_reference`) and the DFA baseline (the first of: a sweep of
+impl dfa's base point, `dfa`). An option
 "matters" [suite] when the spread of mean accuracy over its values (the base included) exceeds the noise
 floor: twice the seed std of the base point when it has 2 or more seeds, else NOISE_FALLBACK points,
 stated in findings.md as such.
@@ -69,6 +70,22 @@ def _dfa_reference(table: pd.DataFrame, sweeps: dict) -> pd.Series | None:
     return rows.iloc[0] if len(rows) else None
 
 
+def bp_reference(table: pd.DataFrame, best: pd.Series) -> pd.Series | None:
+    """The BP row to compare `best` with: on the same network (its `batchnorm`, when that key is swept),
+    else the plain `bp` variant."""
+    bps = table[(table["impl"] == "bp") & table["test_acc_mean"].notna()]
+    if "batchnorm" in table:
+        same = bps[bps["batchnorm"].map(_is_true) == _is_true(best["batchnorm"])]
+        bps = same if len(same) else bps
+    plain = bps[bps["method"] == "bp"]
+    bps = plain if len(plain) else bps
+    return bps.iloc[0] if len(bps) else None
+
+
+def _is_true(value: Any) -> bool:
+    return value is True or value == 1  # None or NaN (records from before the key existed): False
+
+
 def _fmt(mean: float, std: float) -> str:
     if math.isnan(mean):
         return "—"
@@ -81,7 +98,6 @@ def findings(table: pd.DataFrame, sweeps: dict, conditions: list[str]) -> str:
              "records; thresholds are the suite's [suite].", "", "## Conditions", ""]
     lines += [f"- {c}" for c in conditions]
     ssa = table[(table["impl"] == "ssa") & table["test_acc_mean"].notna()]
-    bp = table[table["method"] == "bp"]
     dfa = _dfa_reference(table, sweeps)
     lines += ["", "## Best SSA configuration", ""]
     if ssa.empty:
@@ -97,9 +113,14 @@ def findings(table: pd.DataFrame, sweeps: dict, conditions: list[str]) -> str:
             top = dfas.loc[dfas["test_acc_mean"].idxmax()]
             lines.append(f"- Margin over the best DFA found (`{top['method']}`, {top['test_acc_mean']:.2f} %): "
                          f"{best['test_acc_mean'] - top['test_acc_mean']:+.2f} points.")
-        if len(bp):
-            lines.append(f"- Gap to BP ({_fmt(bp.iloc[0]['test_acc_mean'], bp.iloc[0]['test_acc_std'])} %): "
-                         f"{best['test_acc_mean'] - bp.iloc[0]['test_acc_mean']:+.2f} points.")
+        reference = bp_reference(table, best)
+        if reference is not None:
+            network = ("on the same network" if "batchnorm" not in table
+                       or _is_true(reference["batchnorm"]) == _is_true(best["batchnorm"])
+                       else "on another network: none ran with this one's batchnorm")
+            lines.append(f"- Gap to BP {network} (`{reference['method']}`, "
+                         f"{_fmt(reference['test_acc_mean'], reference['test_acc_std'])} %): "
+                         f"{best['test_acc_mean'] - reference['test_acc_mean']:+.2f} points.")
         lines.append(f"- Cost: {best['trainable_params'] / 1e3:.1f} k trainable parameters, "
                      f"{best['train_memory_mb']:.1f} MB training memory, {best['train_time_s']:.0f} s training.")
     lines += ["", "## Which options matter", ""]

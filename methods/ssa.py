@@ -21,11 +21,12 @@ class SSA(Method):
     [suite] B_i = B_V diag(beta) B_U^T (K x m, k = min(K, r) orthonormal columns each side) from the
     SVD of a seeded Gaussian scaled by 1/sqrt(size_i); for convs the channel signal is broadcast
     over the H x W positions; L_align acts on the layer that produces the block output.
-    Sweep options [suite]: `feedback: spatial_map` multiplies the broadcast channel signal by a fixed
-    Gaussian H x W map per block; `feedback: full` gives conv blocks a dense K x (m H W) Gaussian matrix
-    scaled by 1/sqrt(size_i), as dfa (L_align then still aligns U with the channel factor B_U, which no
-    longer shapes the signal); `signal_at: preactivation` delivers the signal before the block's last
-    activation (and pooling) instead of at its output.
+    Feedback structure of conv blocks [suite]: `feedback: spatial_map` (the default, from issue 9's
+    sweep: results/sweep_ssa/stage2) multiplies the channel signal by a fixed Gaussian H x W map per
+    block; `broadcast` is method.md's definition (the channel signal at every position); `full` gives
+    conv blocks a dense K x (m H W) Gaussian matrix scaled by 1/sqrt(size_i), as dfa (L_align then still
+    aligns U with B_U, which no longer shapes the signal). `signal_at: preactivation` delivers the
+    signal before the block's last activation (and pooling) instead of at its output.
     """
 
     options = {
@@ -39,8 +40,9 @@ class SSA(Method):
         "rank_epochs": Option([2, 4, 6, 8], "epochs after which energy-threshold rank reduction runs", minimum=1),
         "rank_eps": Option(0.01, "energy share rank reduction may drop", minimum=0.0, maximum=1.0),
         "scale": Option(1.0, "multiplier on every feedback matrix", minimum=0.0),
-        "feedback": Option("broadcast", "conv blocks: channel signal broadcast over H x W (method.md), times a "
-                           "fixed random spatial map, or a dense random matrix as dfa", choices=FEEDBACK),
+        "feedback": Option("spatial_map", "conv blocks: the channel signal times a fixed random H x W map [suite "
+                           "default, from the sweep], broadcast over H x W (method.md), or a dense random matrix "
+                           "as dfa", choices=FEEDBACK),
         "signal_at": Option("output", "where the signal enters a block: its output, or the input of its "
                             "last activation", choices=SIGNAL_POINTS),
     }
@@ -98,7 +100,7 @@ class SSA(Method):
             if not self.spatial[i]:
                 signals.append(broadcast(g, h))
             elif self.feedback == "spatial_map":
-                signals.append(g[:, :, None, None] * (getattr(model.feedback, f"ssa_{i}_map") * self.scale))
+                signals.append(g[:, :, None, None] * getattr(model.feedback, f"ssa_{i}_map"))  # g carries the scale
             else:
                 signals.append((error @ getattr(model.feedback, f"ssa_{i}_full") * self.scale).view_as(h))
         return signals
@@ -109,19 +111,21 @@ class SSA(Method):
         channel = self.channel_signals(model, logits, y)
         signals = self._signals(model, channel, outputs, logits, y)
         penalty, terms = factor_penalties(model.blocks, self.lambda_orth, self.lambda_sparse)
-        align = cos = torch.zeros((), device=loss.device)
-        with torch.set_grad_enabled(self.lambda_align != 0):
+        align = torch.zeros((), device=loss.device)
+        with torch.set_grad_enabled(self.lambda_align != 0):  # logged even when off: the ablations report it
             for i, layer in enumerate(self.out_layers):
                 align = align + alignment_loss(layer, self._factors(model, i)[2], self.align_on)
-        with torch.set_grad_enabled(self.lambda_cos != 0):
-            for i, (h, g, signal) in enumerate(zip(outputs, channel, signals)):
-                similarity = (F.cosine_similarity(h.flatten(1), signal.flatten(1)) if self.spatial[i]
-                              else broadcast_cosine(h, g))
-                cos = cos + 1 - similarity.mean()
-        penalty = penalty + self.lambda_align * align + self.lambda_cos * cos
-        deliver(loss + penalty, outputs, signals)
         blocks = len(outputs)  # log per-block means; the loss uses the sums (one term per block)
-        return {**step_stats(loss, logits, y), **terms, "align": align.detach() / blocks, "cos": cos.detach() / blocks}
+        logged = {"align": align.detach() / blocks}
+        penalty = penalty + self.lambda_align * align
+        if self.lambda_cos != 0:  # a full pass over every block output: only when the term is on
+            cos = sum(1 - (F.cosine_similarity(h.flatten(1), signal.flatten(1)) if self.spatial[i]
+                           else broadcast_cosine(h, g)).mean()
+                      for i, (h, g, signal) in enumerate(zip(outputs, channel, signals)))
+            penalty = penalty + self.lambda_cos * cos
+            logged["cos"] = cos.detach() / blocks
+        deliver(loss + penalty, outputs, signals)
+        return {**step_stats(loss, logits, y), **terms, **logged}
 
     def on_epoch_end(self, model, epoch):
         if epoch not in self.rank_epochs:

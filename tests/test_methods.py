@@ -86,7 +86,7 @@ def test_dfa_feedback_is_one_seeded_buffer_in_the_state_dict():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_ssa_without_penalties_delivers_structured_feedback(arch, batch):
     x, y = batch
-    model, rule = make(arch, "ssa", lambda_align=0.0, lambda_orth=0.0)
+    model, rule = make(arch, "ssa", lambda_align=0.0, lambda_orth=0.0, feedback="broadcast")  # method.md's form
     rule.step(model, x, y)
     ssa = _grads(model)
     outputs, logits = model.forward_blocks(x, cut=True)
@@ -264,11 +264,11 @@ def test_alignment_at_preactivation_compares_with_the_true_gradient_there(batch)
     assert [a for a in alignment_with_bp(model, MinusTrueGradient(), x, y)] == pytest.approx([-1.0] * 4, abs=1e-6)
 
 
-@pytest.mark.parametrize("feedback", ["spatial_map", "full"])
+@pytest.mark.parametrize("feedback", ["spatial_map", "full"])  # spatial_map: the default
 def test_ssa_spatial_feedback_options(feedback, batch):
     x, y = batch
     model, rule = make("smallconv", "ssa", feedback=feedback, lambda_align=0.0, lambda_orth=0.0)
-    plain, _ = make("smallconv", "ssa")
+    plain, _ = make("smallconv", "ssa", feedback="broadcast")
     for name in ("ssa_0_BV", "ssa_0_beta", "ssa_3_BU"):  # the structured factors are drawn as before
         assert torch.equal(getattr(model.feedback, name), getattr(plain.feedback, name))
     rule.step(model, x, y)
@@ -293,7 +293,8 @@ def test_ssa_spatial_feedback_options(feedback, batch):
 
 def test_ssa_signal_at_preactivation_broadcasts_over_the_unpooled_map(batch):
     x, y = batch
-    model, rule = make("smallconv", "ssa", signal_at="preactivation", lambda_align=0.0, lambda_orth=0.0)
+    model, rule = make("smallconv", "ssa", signal_at="preactivation", lambda_align=0.0, lambda_orth=0.0,
+                       feedback="broadcast")
     rule.step(model, x, y)
     got = _grads(model)
     points, logits = _preactivations(model, x)
@@ -303,3 +304,13 @@ def test_ssa_signal_at_preactivation_broadcasts_over_the_unpooled_map(batch):
     expected = torch.autograd.grad((g * points[0]).sum(), list(model.blocks[0].parameters()))
     for (name, _), grad in zip(model.blocks[0].named_parameters(), expected):
         assert torch.allclose(got[f"blocks.0.{name}"], grad, atol=1e-6), name
+
+
+def test_ssa_cos_term_is_computed_and_logged_only_when_on(batch):
+    x, y = batch
+    off_model, off = make("smallconv", "ssa")
+    on_model, on = make("smallconv", "ssa", lambda_cos=1.0)
+    assert "cos" not in off.step(off_model, x, y)
+    stats = on.step(on_model, x, y)
+    assert 0 <= stats["cos"].item() <= 2
+    assert not torch.allclose(_grads(off_model)["blocks.0.0.U"], _grads(on_model)["blocks.0.0.U"])

@@ -37,8 +37,8 @@ def test_config_default_grid_is_mnist5k_every_variant_three_seeds():
     grids = grid.load(CONFIG)
     assert set(grids) == {"mnist5k", "digits", "cifar10", "cifar100", "imagenet"}
     default = grids["mnist5k"]
-    assert default.methods[:8] == ("bp", "dfa", "svd_bp", "ssa", "ssa-no_align", "ssa-no_orth", "ssa-ce_only",
-                                   "ssa-fixed_rank")
+    assert default.methods[:9] == ("bp", "dfa", "svd_bp", "ssa", "ssa-no_align", "ssa-no_orth", "ssa-ce_only",
+                                   "ssa-fixed_rank", "ssa-broadcast")
     assert default.seeds == (0, 1, 2) and len(default.runs()) == len(default.archs) * len(default.methods) * 3
     assert default.record_paths("r")[0] == "r/runs/mnist5k/smallconv/bp/seed0/record.json"
 
@@ -76,10 +76,10 @@ def test_grid_refuses_bad_config_naming_the_key(change, key):
 
 
 @pytest.mark.parametrize("targets, jobs", [
-    (["all"], {"train": 24, "table": 1, "figures": 1}),
+    (["all"], {"train": 27, "table": 1, "figures": 1}),
     (["paper"], {"paper_table": 3, "paper_figures": 3, "claims": 1, "table": None, "figures": None}),
     (["results/digits_table.csv", "results/figures/digits_rank.png",
-      "results/runs/cifar10/vgg13/ssa/seed4/record.json"], {"train": 49, "table": 1, "figures": 1}),
+      "results/runs/cifar10/vgg13/ssa/seed4/record.json"], {"train": 55, "table": 1, "figures": 1}),
 ])
 def test_dry_run_plans_every_target(tmp_path, targets, jobs):
     done = snakemake(tmp_path, "-n", *targets, "--quiet", "rules")
@@ -90,8 +90,8 @@ def test_dry_run_plans_every_target(tmp_path, targets, jobs):
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
     assert {k: counts.get(k) for k in jobs} == jobs
-    if targets == ["paper"]:  # cifar10/100: 4 archs x 8 variants x 5 seeds; imagenet: 3 runs
-        assert counts["train"] >= 2 * 4 * 8 * 5 + 3
+    if targets == ["paper"]:  # cifar10/100: 4 archs x 9 variants x 5 seeds; imagenet: 3 runs
+        assert counts["train"] >= 2 * 4 * 9 * 5 + 3
     assert not (tmp_path / "results").exists()
 
 

@@ -9,7 +9,7 @@ from synthetic_records import write_record
 from bench import grid, sweep
 from bench.cli import main
 from bench.config import REPO
-from bench.findings import base_label, report
+from bench.findings import base_label, bp_reference, report
 
 CONFIG = REPO / "config" / "config.yaml"
 SWEEPS = {
@@ -154,3 +154,14 @@ def test_pipeline_plans_a_sweep(tmp_path):
     assert "results/sweep/digits/findings.md" in done.stdout
     assert "--method s-lambda_align_1p0" in done.stdout and "--set lr=0.003" in done.stdout
     assert f"--config {overlay}" in done.stdout or "--config " + str(overlay.relative_to(tmp_path)) in done.stdout
+
+
+def test_gap_to_bp_is_measured_on_the_same_network():
+    table = pd.DataFrame([
+        {"method": "bp", "impl": "bp", "test_acc_mean": 50.0, "batchnorm": None},
+        {"method": "b-batchnorm_true", "impl": "bp", "test_acc_mean": 60.0, "batchnorm": True},
+        {"method": "s-base", "impl": "ssa", "test_acc_mean": 55.0, "batchnorm": True},
+        {"method": "s-batchnorm_false", "impl": "ssa", "test_acc_mean": 45.0, "batchnorm": False}])
+    assert bp_reference(table, table.iloc[2])["method"] == "b-batchnorm_true"
+    assert bp_reference(table, table.iloc[3])["method"] == "bp"
+    assert bp_reference(table.drop(columns="batchnorm"), table.iloc[2])["method"] == "bp"

@@ -154,13 +154,14 @@ def test_probe_batch_covers_every_class():
     assert x.shape == (256, 1, 28, 28) and len(y.unique()) == 10
 
 
-def test_ssa_scale_scales_its_signals(batch):
+@pytest.mark.parametrize("feedback", ["spatial_map", "broadcast", "full"])
+def test_ssa_scale_scales_its_signals(batch, feedback):
     from tests.conftest import make
 
     x, y = batch
     signals = []
     for scale in (1.0, 3.0):
-        model, rule = make("smallconv", "ssa", scale=scale)
+        model, rule = make("smallconv", "ssa", scale=scale, feedback=feedback)
         outputs, logits = model.forward_blocks(x, cut=True)
         signals.append(rule.block_signals(model, outputs, logits, y))
     assert all(torch.allclose(3 * a, b) for a, b in zip(*signals))
