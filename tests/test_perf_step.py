@@ -12,7 +12,7 @@ from torch import nn
 
 from bench import perf_step
 from bench.cli import main as cli
-from bench.layers import SVDConv2d, SVDLinear, orthogonality_loss
+from bench.layers import SVDConv2d, SVDLinear, convert_to_svd, factor_penalties, hoyer, orthogonality_loss
 from bench.method import get_method
 from bench.models import build
 from bench.train import Speed
@@ -78,6 +78,49 @@ def test_svd_conv_forms_agree_and_auto_picks_by_cost(decomposition):
     assert layer.runs_factored(128 * 256)
     thin = SVDConv2d(nn.Conv2d(16, 16, 3, padding=1), rank=4)
     assert not thin.runs_factored(128 * 1024)  # 4 middle channels: slower than the dense conv, measured
+
+
+def test_svd_conv_on_channels_last_input_runs_factored_up_to_a_higher_flop_share():
+    torch.manual_seed(0)
+    layer = SVDConv2d(nn.Conv2d(64, 128, 3, padding=1), rank=64)  # factored at 0.61 of the dense FLOPs
+    positions = 128 * 8 * 8
+    assert not layer.runs_factored(positions) and layer.runs_factored(positions, channels_last=True)
+    x = torch.randn(2, 64, 8, 8)
+    nhwc = x.contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(layer(nhwc), layer(x), atol=1e-4)  # the form changes, the numbers do not
+    _forms_agree(layer, nhwc)
+
+
+def test_factor_penalties_equal_the_per_layer_sums_with_their_autograd_gradients():
+    torch.manual_seed(0)
+    # Repeated small shapes share a batched Gram, the 600 x 40 factor goes alone; 0-weight terms are logged.
+    model = nn.Sequential(nn.Linear(10, 12), nn.Linear(12, 12), nn.Linear(12, 12), nn.Linear(600, 80))
+    convert_to_svd(model, 0.5)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    layers = list(model)
+    penalty, terms = factor_penalties(model, 0.3, 0.0)
+    penalty.backward()
+    fast = [(layer.U.grad.clone(), layer.V.grad.clone()) for layer in layers]
+    assert all(layer.s.grad is None for layer in layers)  # lambda_sparse 0: measured without a graph
+    model.zero_grad()
+    eye = torch.eye
+    plain = sum(((l.U.T @ l.U - eye(l.rank)).pow(2).sum() + (l.V.T @ l.V - eye(l.rank)).pow(2).sum()) / l.rank ** 2
+                for l in layers)
+    (0.3 * plain).backward()
+    assert penalty.item() == pytest.approx(0.3 * plain.item(), rel=1e-6)
+    assert terms["orth"].item() == pytest.approx(plain.item() / 4, rel=1e-6)
+    assert terms["sparse"].item() == pytest.approx(sum(hoyer(l).item() for l in layers) / 4, rel=1e-6)
+    for (u, v), layer in zip(fast, layers):
+        assert torch.allclose(u, layer.U.grad, atol=1e-6) and torch.allclose(v, layer.V.grad, atol=1e-6)
+    model.zero_grad()
+    penalty, _ = factor_penalties(model, 0.0, 0.5)
+    penalty.backward()
+    sparse = [layer.s.grad.clone() for layer in layers]
+    model.zero_grad()
+    (0.5 * sum(hoyer(l) for l in layers)).backward()
+    assert all(torch.allclose(a, l.s.grad, atol=1e-6) and l.U.grad is None for a, l in zip(sparse, layers))
 
 
 def test_svd_linear_full_rank_runs_factored_when_composing_w_costs_more():
@@ -171,3 +214,21 @@ def test_channels_last_and_bf16_autocast_step_fills_every_gradient():
     assert torch.isfinite(stats["loss"])
     assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
                for p in model.parameters())
+
+
+@pytest.mark.parametrize("variant", [{"impl": "dfa"}, {"impl": "ssa", "rank_ratio": 0.5}])
+def test_channels_last_step_gives_the_nchw_gradients(variant):
+    """Layout is speed only: a local step in NHWC (where SVD convs may pick the other form) fills the
+    gradients of the NCHW step, up to float rounding."""
+    impl, options = variant["impl"], {k: v for k, v in variant.items() if k != "impl"}
+    x, y = torch.randn(8, 3, 16, 16), torch.arange(8) % 4
+    grads = []
+    for speed in (Speed(), Speed(channels_last=True)):
+        torch.manual_seed(0)
+        model = build("smallconv", (3, 16, 16), 4)
+        rule = get_method(impl)(**options)
+        model = speed.prepare(rule.prepare(model, 4, torch.Generator().manual_seed(1)))
+        rule.step(model, speed.batch(x), y)
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], rtol=1e-4, atol=1e-6), name

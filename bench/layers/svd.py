@@ -17,8 +17,14 @@ FORMS = ("auto", "factored", "composed")
 # middle channels than one SIMD register holds (16 floats) was slower than the dense conv even at 28% of
 # its FLOPs, and factored forms within ~0.6x of the composed FLOPs gained nothing. So the rank is
 # rounded up to FACTOR_TILE and the factored FLOPs must stay under FACTORED_SHARE of the composed ones.
+# On channels_last (NHWC) inputs oneDNN runs the thin two-conv form better (fwd + bwd, batch 128, 2
+# threads): every smallconv, VGG-13 and ResNet-32 conv at ranks 0.25-0.75 with a tiled share up to 0.61
+# ran faster factored (0.31-0.85x of the dense time), and so did the 3x3 convs at 0.70-0.77 (0.69-0.79x);
+# only ResNet's 1x1 shortcut convs at 0.75 did not (0.99-1.2x of ~1 ms). Beyond 0.8 the dense conv
+# mostly won. Hence FACTORED_SHARE_CHANNELS_LAST.
 FACTOR_TILE = 16
 FACTORED_SHARE = 0.6
+FACTORED_SHARE_CHANNELS_LAST = 0.8
 # A resize says, per parameter, which dimension was sliced and which indices were kept,
 # so the trainer can slice the optimizer state the same way.
 Resize = dict[nn.Parameter, tuple[int, torch.Tensor]]
@@ -45,17 +51,19 @@ class SVDLayer(nn.Module):
         m, n = self.U.shape[0], self.V.shape[0]
         return self.rank * (m + n) < m * n
 
-    def runs_factored(self, positions: int) -> bool:
+    def runs_factored(self, positions: int, channels_last: bool = False) -> bool:
         """Whether a forward over `positions` output rows (batch x output pixels) runs the factored form.
 
         Per forward, composed costs m*r*n (building W) + positions*m*n multiply-adds; factored costs
-        positions*r*(m+n) (backward scales both alike). See FACTOR_TILE and FACTORED_SHARE.
+        positions*r*(m+n) (backward scales both alike). See FACTOR_TILE and FACTORED_SHARE; a conv on
+        a channels_last input uses FACTORED_SHARE_CHANNELS_LAST.
         """
         if self.form != "auto":
             return self.form == "factored"
         m, n, r = self.U.shape[0], self.V.shape[0], self.rank
         tile = -(-r // FACTOR_TILE) * FACTOR_TILE
-        return positions * tile * (m + n) < FACTORED_SHARE * (m * r * n + positions * m * n)
+        share = FACTORED_SHARE_CHANNELS_LAST if channels_last else FACTORED_SHARE
+        return positions * tile * (m + n) < share * (m * r * n + positions * m * n)
 
     def matrix(self) -> torch.Tensor:
         """The dense matrix U diag(s) V^T (m x n)."""
@@ -140,7 +148,7 @@ class SVDConv2d(SVDLayer):
         return (x.shape[0] if x.dim() == 4 else 1) * max(1, sides[0]) * max(1, sides[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.runs_factored(self.output_positions(x)):
+        if not self.runs_factored(self.output_positions(x), is_channels_last(x)):
             return F.conv2d(x, self.kernel(), self.bias, self.stride, self.padding, self.dilation)
         r, n, c = self.rank, self.out_channels, self.in_channels
         scaled = self.U * self.s  # s folds into the small factor, not into the N x r x H x W activations
@@ -152,6 +160,11 @@ class SVDConv2d(SVDLayer):
         mid = F.conv2d(x, self.V.T.reshape(r, c, self.kh, 1), None, (sh, 1), (ph, 0), (dh, 1))
         second = scaled.reshape(n, self.kw, r).permute(0, 2, 1).unsqueeze(2)  # n x r x 1 x kw
         return F.conv2d(mid, second, self.bias, (1, sw), (0, pw), (1, dw))
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether `x` (N x C x H x W) is laid out channels_last (and not also plainly contiguous)."""
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 def rank_for(ratio: float, m: int, n: int) -> int:
@@ -188,31 +201,64 @@ def svd_layers(module: nn.Module) -> list[tuple[str, SVDLayer]]:
     return [(name, m) for name, m in module.named_modules() if isinstance(m, SVDLayer)]
 
 
-class _GramDistance(torch.autograd.Function):
-    """||A^T A - I||_F^2 for A (n x r), with the closed-form gradient 4 A (A^T A - I).
+# Factors with at most this many entries and one shape share one batched matmul in L_orth (a ResNet
+# stage's repeated layers): kernel launches, not FLOPs, are their cost. Bigger factors go one matmul
+# each: stacking them costs a copy and batched matmuls of big factors ran slower than single ones.
+GRAM_BATCH_NUMEL = 1 << 14
 
-    Autograd through A.T @ A would spend two n x r x r matmuls on the backward; this spends one
-    (the same numbers up to float rounding). float32 even under autocast: it is a small r x r Gram.
+
+class _GramDistances(torch.autograd.Function):
+    """sum_i ||A_i^T A_i - I||_F^2 / r_i^2 over factors A_i (n_i x r_i), with the closed-form gradient
+    4 A_i (A_i^T A_i - I) / r_i^2.
+
+    Autograd through A.T @ A would spend two n x r x r matmuls per factor on the backward; this spends
+    one (the same numbers up to float rounding). One autograd node serves all the factors: on a CPU the
+    per-factor Python nodes and small kernels, not the FLOPs, were most of the penalty's time.
+    float32 even under autocast: the Grams are small r x r matrices.
     """
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(a.device.type, enabled=False):
-            a = a.float()
-            gap = a.T @ a - torch.eye(a.shape[1], device=a.device, dtype=a.dtype)
-        ctx.save_for_backward(a, gap)
-        return gap.pow(2).sum()
+    def forward(ctx, *factors: torch.Tensor) -> torch.Tensor:
+        groups: dict[tuple, list[int]] = {}
+        for i, a in enumerate(factors):
+            key = tuple(a.shape) if a.numel() <= GRAM_BATCH_NUMEL else i
+            groups.setdefault(key, []).append(i)
+        total = torch.zeros((), device=factors[0].device)
+        saved = []
+        with torch.autocast(factors[0].device.type, enabled=False):
+            for members in groups.values():
+                if len(members) == 1:
+                    a = factors[members[0]].float()
+                    gap = a.T @ a
+                else:
+                    a = torch.stack([factors[i] for i in members]).float()  # g x n x r
+                    gap = a.mT @ a
+                gap.diagonal(dim1=-2, dim2=-1).sub_(1)
+                total.add_(torch.dot(gap.view(-1), gap.view(-1)), alpha=1 / a.shape[-1] ** 2)
+                saved += [a, gap]
+        ctx.members = list(groups.values())
+        ctx.count = len(factors)
+        ctx.save_for_backward(*saved)
+        return total
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        a, gap = ctx.saved_tensors
-        with torch.autocast(a.device.type, enabled=False):
-            return (4 * grad.float()) * (a @ gap)
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        saved = ctx.saved_tensors
+        grads: list[torch.Tensor | None] = [None] * ctx.count
+        with torch.autocast(grad.device.type, enabled=False):
+            for members, a, gap in zip(ctx.members, saved[::2], saved[1::2]):
+                da = a @ (gap * (4 * grad.float() / a.shape[-1] ** 2))  # the scale on the r x r side
+                if len(members) == 1:
+                    grads[members[0]] = da
+                else:
+                    for i, g in zip(members, da.unbind(0)):
+                        grads[i] = g
+        return tuple(grads)
 
 
 def orthogonality_loss(layer: SVDLayer) -> torch.Tensor:
     """L_orth = ||U^T U - I||_F^2 / r^2 + ||V^T V - I||_F^2 / r^2 (Yang et al. 2020) [suite form]."""
-    return (_GramDistance.apply(layer.U) + _GramDistance.apply(layer.V)) / layer.rank ** 2
+    return _GramDistances.apply(layer.U, layer.V)
 
 
 def alignment_loss(layer: SVDLayer, feedback_basis: torch.Tensor, on: str = "top") -> torch.Tensor:
@@ -254,16 +300,25 @@ def factor_penalties(module: nn.Module, lambda_orth: float, lambda_sparse: float
 
     Returns (penalty to add to the loss, {"orth": .., "sparse": ..} per-layer means for the log).
     A term whose weight is 0 is still measured, without a graph, so ablations log it too.
+    Each sum is computed for all layers at once (one autograd node for L_orth, foreach norms for
+    Hoyer): per-layer small kernels were most of the penalties' time on a CPU.
     """
     layers = [layer for _, layer in svd_layers(module)]
     penalty = torch.zeros((), device=layers[0].U.device) if layers else torch.zeros(())
+    if not layers:
+        return penalty, {"orth": penalty.clone(), "sparse": penalty.clone()}
+    grad = torch.is_grad_enabled()
+    with torch.set_grad_enabled(lambda_orth != 0 and grad):
+        orth = _GramDistances.apply(*[f for layer in layers for f in (layer.U, layer.V)])
+    with torch.set_grad_enabled(lambda_sparse != 0 and grad):
+        values = [layer.s for layer in layers]
+        l1, l2 = torch._foreach_norm(values, 1), torch._foreach_norm(values, 2)
+        sparse = (torch.stack(l1) / torch.stack(l2).clamp_min(1e-12)).sum()
     terms = {}
-    for key, weight, fn in (("orth", lambda_orth, orthogonality_loss), ("sparse", lambda_sparse, hoyer)):
-        with torch.set_grad_enabled(weight != 0 and torch.is_grad_enabled()):
-            total = sum((fn(layer) for layer in layers), torch.zeros((), device=penalty.device))
+    for key, weight, total in (("orth", lambda_orth, orth), ("sparse", lambda_sparse, sparse)):
         if weight:
             penalty = penalty + weight * total
-        terms[key] = total.detach() / max(1, len(layers))
+        terms[key] = total.detach() / len(layers)
     return penalty, terms
 
 
