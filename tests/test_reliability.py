@@ -187,6 +187,10 @@ def reference_runs(folder: Path, methods: list[str]) -> dict:
     return {m: json.loads((folder / m / "record.json").read_text()) for m in methods}
 
 
+def _text(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
+
+
 @pytest.fixture(scope="module")
 def interrupted(tmp_path_factory) -> Interrupted:
     """One pipeline (ssa, dfa, bp on digits, --cores 3) whose ssa and dfa runs are SIGKILLed, then rerun.
@@ -208,8 +212,11 @@ def interrupted(tmp_path_factory) -> Interrupted:
     try:
         pids = wait_for_pauses(hooks, ["ssa", "dfa"], first)
         bp_record = run_dir(workdir, "bp") / "record.json"
-        while not bp_record.is_file() and first.poll() is None:  # bp ends by itself (diverged) before the kills
+        bp_log = workdir / "results" / "logs" / "train" / "digits" / "mlp3" / "bp" / "seed0.log"
+        # bp ends by itself (diverged) before the kills; its last log line comes after its record
+        while first.poll() is None and not (bp_record.is_file() and ": status " in _text(bp_log)):
             time.sleep(0.2)
+        time.sleep(1.0)  # and Snakemake's bookkeeping of that job, which writes into results/ too
         before = snapshot(workdir / "results")
         second = run_snakemake(workdir, hook_env(hooks), TABLE)
         unchanged = snapshot(workdir / "results") == before
