@@ -14,7 +14,7 @@ from bench.method import Option, get_method, resolve_options
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 
-SWITCH = ("auto", "on", "off")  # speed options: auto = on when the run's device is CUDA
+SWITCH = ("auto", "on", "off")  # speed options: auto = on when the run's device is CUDA (channels_last: always)
 
 # The training recipe: owned by the trainer, shared by every method. [suite] defaults.
 RECIPE: dict[str, Option] = {
@@ -41,7 +41,7 @@ RECIPE: dict[str, Option] = {
     "beton_jpeg_proportion": Option(0.5, "imagenet .beton: share of images stored as JPEG", minimum=0.0, maximum=1.0),
     "beton_quality": Option(90, "imagenet .beton: JPEG quality", minimum=1, maximum=100),
     # Speed: each switchable; none changes what is computed beyond float rounding (bf16 autocast: more).
-    "channels_last": Option("auto", "NHWC memory format for the model and its batches", choices=SWITCH),
+    "channels_last": Option("auto", "NHWC memory format for the model and its batches (auto: on, CPU too)", choices=SWITCH),
     "autocast": Option("auto", "bf16 autocast of the training step", choices=SWITCH),
     "cudnn_benchmark": Option("auto", "let cuDNN time and pick its conv algorithms", choices=SWITCH),
     "compile": Option("auto", "torch.compile the network's forward (eager, with a warning, where it fails)",

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from bench.layers.svd import is_channels_last
+
 
 def output_error(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """e = softmax(logits) - onehot(y), detached (N x K): the batch-summed CE gradient at the logits."""
@@ -18,7 +20,18 @@ def deliver(loss: torch.Tensor, outputs: list[torch.Tensor], signals: list[torch
     With the graph cut at every block input this is the gradient of
     loss + sum_i <stopgrad(signal_i), h_i>, each block's parameters seeing only their own term.
     """
+    signals = [in_layout_of(h, signal) for h, signal in zip(outputs, signals)]
     torch.autograd.backward([loss, *outputs], [torch.ones_like(loss), *signals])
+
+
+def in_layout_of(h: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+    """`signal` in `h`'s memory layout (NHWC when the model runs channels_last).
+
+    Signals are built NCHW (a view of one projection); handed to a channels_last graph as they are,
+    every backward kernel below converts them on its own, which made DFA's step on CPU slower than
+    BP's. One copy here is the cheapest conversion.
+    """
+    return signal.contiguous(memory_format=torch.channels_last) if is_channels_last(h) else signal
 
 
 def step_stats(loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -12,6 +12,8 @@ from torch import nn
 
 from bench import perf_step
 from bench.cli import main as cli
+from bench.layers.svd import is_channels_last
+from bench.local import in_layout_of
 from bench.layers import SVDConv2d, SVDLinear, convert_to_svd, factor_penalties, hoyer, orthogonality_loss
 from bench.method import get_method
 from bench.models import build
@@ -155,9 +157,10 @@ def test_broadcast_cosine_equals_cosine_with_the_broadcast_signal():
     assert torch.allclose(broadcast_cosine(h[:, :, 0, 0], g), F.cosine_similarity(h[:, :, 0, 0], g, dim=1))
 
 
-def test_speed_options_auto_means_cuda_only():
+def test_speed_options_auto_means_cuda_only_but_channels_last_everywhere():
     auto = {"channels_last": "auto", "autocast": "auto", "cudnn_benchmark": "auto", "compile": "auto"}
-    assert Speed.from_recipe(auto, torch.device("cpu")) == Speed()
+    assert Speed.from_recipe(auto, torch.device("cpu")) == Speed(channels_last=True)
+    assert Speed.from_recipe({**auto, "channels_last": "off"}, torch.device("cpu")) == Speed()
     assert Speed.from_recipe(auto, torch.device("cuda")) == Speed(True, True, True, True)
     forced = Speed.from_recipe({**auto, "channels_last": "on", "compile": "off"}, torch.device("cuda"))
     assert forced == Speed(channels_last=True, autocast=True, cudnn_benchmark=True, compile=False)
@@ -214,6 +217,23 @@ def test_channels_last_and_bf16_autocast_step_fills_every_gradient():
     assert torch.isfinite(stats["loss"])
     assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
                for p in model.parameters())
+
+
+def test_signals_reach_a_channels_last_graph_in_its_layout(monkeypatch):
+    """An NCHW signal fed to NHWC block outputs made every backward kernel convert it (DFA's CPU step
+    was slower than BP's); deliver hands each signal over in its block output's layout."""
+    model, rule = _dfa_model()
+    speed = Speed(channels_last=True)
+    model = speed.prepare(model)
+    handed = []
+    real_backward = torch.autograd.backward
+    monkeypatch.setattr(torch.autograd, "backward",
+                        lambda tensors, grads: handed.extend(grads) or real_backward(tensors, grads))
+    rule.step(model, speed.batch(torch.randn(6, 1, 8, 8)), torch.tensor([0, 1, 2, 3, 0, 1]))
+    images = [g for g in handed if g.dim() == 4]
+    assert images and all(is_channels_last(g) for g in images)
+    nchw = torch.randn(2, 3, 4, 5)
+    assert in_layout_of(nchw, nchw) is nchw  # NCHW outputs: the signal as it is, no copy
 
 
 @pytest.mark.parametrize("variant", [{"impl": "dfa"}, {"impl": "ssa", "rank_ratio": 0.5}])

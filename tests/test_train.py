@@ -42,6 +42,9 @@ def test_record_holds_every_field_of_the_design(ssa_record):
     assert set(record["memory"]) >= {"params", "grads", "optimizer_state", "saved_activations", "peak", "device"}
     assert record["memory"]["saved_activations"] > 0 and record["memory"]["optimizer_state"] > 0
     assert set(record["provenance"]) >= {"git_commit", "git_dirty", "python", "torch", "device_name", "platform"}
+    # the speed options as resolved on this CPU: NHWC (channels_last auto), no bf16, eager
+    assert record["provenance"]["speed"] == {"channels_last": True, "autocast": False, "cudnn_benchmark": False,
+                                             "compile": False}
     for epoch in record["history"]:
         assert len(epoch["alignment"]) == 3 and all(-1 <= c <= 1 for c in epoch["alignment"])
         assert set(epoch["ranks"]) == {"blocks.0.1", "blocks.1.0", "blocks.2.0"}

@@ -1,0 +1,219 @@
+"""`python -m bench perf epoch`: one training epoch of the suite's trainer against a plain PyTorch loop.
+
+Both sides train the same architecture from the same initial weights on the same uint8 CIFAR-shaped
+images (3 x 32 x 32), with the same batch size, the same augmentation (random crop with 4-pixel
+padding, horizontal flip) and the recipe's optimizer (AdamW by default):
+  suite:    the trainer's own `train_epoch` with the method's step, batches cut, augmented and
+            normalised on the device from a uint8 copy there (AugmentedData), and the speed options
+            as `auto` resolves them on the device (channels_last, bf16 autocast, cudnn.benchmark,
+            torch.compile; `--set` forces one);
+  baseline: what a typical CIFAR script does: torchvision transforms per PIL image (RandomCrop(32,
+            padding=4), RandomHorizontalFlip, ToTensor, Normalize) in a DataLoader with `workers`
+            processes (pinned memory on CUDA), the model in float32 NCHW, forward, cross-entropy,
+            backward, optimizer step (this is backpropagation, so compare it with method bp).
+Each side first runs `warmup` untimed batches (kernel choice, compilation, worker start-up are
+one-off costs), then one timed epoch over all images; the timed span ends with a device sync.
+Evaluation is excluded from both. Images are seeded synthetic ones by default (time does not
+depend on pixel values), or a prepared image folder such as cifar10-jpeg (`--data-dir --dataset`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import asdict
+from itertools import islice
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from bench.config import DEFAULT_CONFIG, RECIPE, load_variants, make_spec, parse_sets
+from bench.data.augment import Augment, AugmentedData, channel_stats
+from bench.method import get_method
+from bench.models import ARCHS, build
+from bench.perf_data import _PilImages
+from bench.train import SPEED_KEYS, Speed, derive_seed, make_optimizer, resolve_device, train_epoch
+
+log = logging.getLogger("bench.perf")
+SHAPE = (3, 32, 32)
+
+
+def synthetic_images(count: int, classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded uint8 count x 3 x 32 x 32 images and int64 labels."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (count, *SHAPE), dtype=torch.uint8, generator=generator)
+    return images, torch.randint(0, classes, (count,), generator=generator)
+
+
+def folder_images(data_dir: Path, dataset: str, count: int, workers: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The first `count` training images of an image folder (evenly spaced over it), at 32 x 32."""
+    from bench.data.folder import read_tree
+    from bench.data.imagefolder import decode_all
+    from bench.perf_data import subset
+
+    train, _ = read_tree(Path(data_dir) / dataset)
+    train = subset(train, count)
+    return decode_all(train.paths, 32, SHAPE[1:], workers), torch.tensor(train.labels), len(train.classes)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def suite_epoch(spec, images, labels, classes: int, device, warmup: int) -> dict:
+    """The trainer's epoch: AugmentedData on the device, the method's step, the resolved speed options."""
+    recipe, batch_size = spec.recipe, spec.recipe["batch_size"]
+    data = AugmentedData("perf", images, labels, images[:1], labels[:1], [str(c) for c in range(classes)],
+                         Augment()).to(device)
+    torch.manual_seed(derive_seed(spec.seed, "init"))
+    model = build(spec.arch, SHAPE, classes, batchnorm=recipe["batchnorm"])
+    method = get_method(spec.impl)(**spec.options)
+    model = method.prepare(model, classes, torch.Generator().manual_seed(derive_seed(spec.seed, "feedback")))
+    speed = Speed.from_recipe(recipe, device)
+    model = speed.prepare(model.to(device))
+    optimizer = make_optimizer(model.parameters(), recipe)
+    compiled = speed.compile_model(model, speed.batch(data.normalise(data.train_x[:batch_size])))
+    shuffle = torch.Generator().manual_seed(derive_seed(spec.seed, "shuffle"))
+    if warmup:
+        count = min(len(labels), warmup * batch_size)
+        head = AugmentedData("warm-up", images[:count], labels[:count], images[:1], labels[:1], data.classes,
+                             Augment()).to(device)
+        train_epoch(model, method, optimizer, head, batch_size, shuffle, device, speed)
+    sync(device)
+    start = time.perf_counter()
+    stats = train_epoch(model, method, optimizer, data, batch_size, shuffle, device, speed)
+    sync(device)
+    seconds = time.perf_counter() - start
+    trained = len(labels) // batch_size * batch_size
+    return {"path": f"suite trainer ({spec.method})", "epoch_s": seconds, "images": trained,
+            "images_per_s": trained / seconds, "train_loss": stats["train_loss"],
+            "speed": {**asdict(speed), "compile": compiled}}
+
+
+def baseline_epoch(spec, images, labels, classes: int, device, warmup: int, workers: int) -> dict:
+    """A plain loop: torchvision transforms per PIL image, DataLoader, float32 NCHW model, backprop."""
+    from torchvision import transforms as T
+
+    recipe, batch_size = spec.recipe, spec.recipe["batch_size"]
+    mean, std = (stats.tolist() for stats in channel_stats(images))  # the suite's normalisation
+    transform = T.Compose([T.RandomCrop(SHAPE[-1], padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(mean, std)])
+    dataset = _PilImages(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), transform)
+    cuda = device.type == "cuda"
+    loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, drop_last=True, num_workers=workers,
+                                         pin_memory=cuda, persistent_workers=workers > 0)
+    torch.manual_seed(derive_seed(spec.seed, "init"))
+    model = build(spec.arch, SHAPE, classes, batchnorm=recipe["batchnorm"]).to(device)
+    optimizer = make_optimizer(model.parameters(), recipe)
+    model.train()
+
+    def train(batches) -> torch.Tensor:
+        total = torch.zeros((), device=device)
+        for x, y in batches:
+            x, y = x.to(device, non_blocking=cuda), y.to(device, non_blocking=cuda)
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+        return total
+
+    if warmup:
+        train(islice(loader, warmup))
+    sync(device)
+    start = time.perf_counter()
+    total = train(loader)
+    sync(device)
+    seconds = time.perf_counter() - start
+    trained = len(loader) * batch_size
+    return {"path": f"plain loop (torchvision DataLoader, {workers} workers, fp32)", "epoch_s": seconds,
+            "images": trained, "images_per_s": trained / seconds, "train_loss": float(total) / len(loader),
+            "speed": {}}
+
+
+def run(args) -> list[dict]:
+    """Both rows; the suite's carries `speedup`, the baseline's epoch time over the suite's."""
+    if args.arch not in ARCHS:
+        raise ValueError(f"unknown arch {args.arch!r}; known: {', '.join(sorted(ARCHS))}")
+    if min(args.images, args.batch_size) < 1 or args.warmup < 0 or args.workers < 0:
+        raise ValueError("--images and --batch-size must be >= 1, --warmup and --workers >= 0")
+    sets = parse_sets(args.set)
+    bad = sorted(set(sets) - set(SPEED_KEYS))
+    if bad:
+        raise ValueError(f"unknown --set key {bad[0]!r}; accepted: {', '.join(SPEED_KEYS)}")
+    for key, value in sets.items():
+        RECIPE[key].parse(key, value)
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.dataset:
+        if args.data_dir is None:
+            raise ValueError(f"--dataset {args.dataset} needs --data-dir, the folder that holds {args.dataset}/")
+        images, labels, classes = folder_images(args.data_dir, args.dataset, args.images, max(1, args.workers))
+        source = f"{Path(args.data_dir) / args.dataset}"
+    else:
+        images, labels = synthetic_images(args.images, args.classes)
+        classes, source = args.classes, "synthetic"
+    spec = make_spec("synthetic", args.arch, args.method, 0, {"batch_size": args.batch_size, **sets},
+                     load_variants(args.config))
+    if len(labels) < spec.recipe["batch_size"]:
+        raise ValueError(f"--images {len(labels)} is smaller than one batch ({spec.recipe['batch_size']})")
+    log.info("perf epoch: %s, %s, %d %s images, batch %d, %d warm-up batches, device %s, %d threads",
+             args.arch, args.method, len(labels), source, spec.recipe["batch_size"], args.warmup, device,
+             torch.get_num_threads())
+    suite = suite_epoch(spec, images, labels, classes, device, args.warmup)
+    log.info("suite epoch: %.1f s", suite["epoch_s"])
+    baseline = baseline_epoch(spec, images, labels, classes, device, args.warmup, args.workers)
+    log.info("plain loop epoch: %.1f s", baseline["epoch_s"])
+    common = {"arch": args.arch, "device": str(device), "device_name": device_name(device), "source": source,
+              "batch_size": spec.recipe["batch_size"], "threads": torch.get_num_threads()}
+    suite["speedup"] = baseline["epoch_s"] / suite["epoch_s"]
+    baseline["speedup"] = None
+    return [{**common, **suite}, {**common, **baseline}]
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
+
+
+def report(rows: list[dict]) -> list[str]:
+    """Fixed-column lines: path, epoch seconds, images/s, speedup over the plain loop."""
+    lines = [f"{'path':<58} {'epoch s':>8} {'images/s':>9} {'speedup':>8}"]
+    for r in rows:
+        speedup = f"{r['speedup']:7.2f}x" if r["speedup"] else f"{'':>8}"
+        lines.append(f"{r['path']:<58} {r['epoch_s']:8.1f} {r['images_per_s']:9.0f} {speedup}")
+    return lines
+
+
+def main(args) -> int:
+    """CLI entry: run, log the table, write --out as JSON when given."""
+    rows = run(args)
+    lines = report(rows)
+    log.info("%s on %s:\n%s", rows[0]["arch"], rows[0]["device_name"], "\n".join(lines))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+def add_arguments(parser) -> None:
+    """The `perf epoch` options, for the CLI's subparser."""
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--arch", default="resnet32")
+    parser.add_argument("--method", default="bp", help="the suite side's variant (the plain loop is BP)")
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config file with the variants")
+    parser.add_argument("--images", type=int, default=50000, help="training images in the epoch (CIFAR: 50000)")
+    parser.add_argument("--classes", type=int, default=10, help="classes of the synthetic images")
+    parser.add_argument("--data-dir", type=Path, default=None, help="folder holding --dataset")
+    parser.add_argument("--dataset", default=None, help="an image folder under --data-dir, e.g. cifar10-jpeg")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--warmup", type=int, default=5, help="untimed batches on each side first")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="DataLoader worker processes of the plain loop")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"speed option of the suite side: {', '.join(SPEED_KEYS)} = auto|on|off")
+    parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
