@@ -157,3 +157,15 @@ def test_real_cifar10_jpeg_tree_loads_with_canonical_labels_and_statistics():
     means = data.test_x.float().mean(dim=(0, 2, 3)) / 255
     assert torch.allclose(means, torch.tensor([0.4941, 0.4851, 0.4504]), atol=0.005)
     assert torch.allclose(data.mean, torch.tensor([0.49, 0.48, 0.45]), atol=0.01)
+
+
+def test_fingerprint_is_the_same_from_a_relative_or_absolute_path_and_changes_with_a_file(tmp_path, monkeypatch):
+    """The cache key hashes paths relative to the split folder, however the folder was named."""
+    from bench.data.folder import read_tree
+
+    make_tree(tmp_path / "toy")
+    monkeypatch.chdir(tmp_path)
+    absolute, relative = read_tree(tmp_path / "toy")[0], read_tree(Path("toy"))[0]
+    assert absolute.fingerprint() == relative.fingerprint()
+    (tmp_path / "toy" / "train" / "ant" / "00.png").rename(tmp_path / "toy" / "train" / "ant" / "09.png")
+    assert read_tree(Path("toy"))[0].fingerprint() != relative.fingerprint()

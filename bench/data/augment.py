@@ -149,14 +149,15 @@ class AugmentedData(TensorData):
         return cutout(x, a.cutout, generator) if a.cutout else x
 
 
-def channel_stats(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """(mean, std) per channel of uint8 N x C x H x W in [0, 1], as TensorData computes them (std unbiased)."""
-    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
-    squares = torch.zeros_like(total)
-    for start in range(0, len(x), chunk):
-        part = x[start:start + chunk].to(torch.float64).div_(255)
-        total += part.sum(dim=(0, 2, 3))
-        squares += part.square().sum(dim=(0, 2, 3))
+def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, std) per channel of uint8 N x C x H x W in [0, 1], as TensorData computes them (std unbiased).
+
+    From each channel's histogram of the 256 values: exact sums, with no float copy of the images
+    (float64 passes over CIFAR-10 took 1.5 s of a 2.7 s cached load).
+    """
+    counts = torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=256) for c in range(x.shape[1])])
+    values = torch.arange(256, dtype=torch.float64, device=x.device) / 255
+    total, squares = counts.double() @ values, counts.double() @ values.square()
     count = x.numel() // x.shape[1]
     mean = total / count
     var = (squares - count * mean.square()) / max(count - 1, 1)
