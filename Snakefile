@@ -5,7 +5,7 @@
 #   snakemake --cores 8 results/cifar10_table.csv   one dataset: its runs, then its table
 #   snakemake --cores 8 paper                    results/paper/: every table, figure and claims.md of
 #                                                paper_datasets
-#   snakemake --cores 2 --configfile config/sweep_ssa.yaml sweep   a sweep's table, figures, findings.md
+#   snakemake --cores 2 --configfile config/sweep_ssa.yaml -- sweep   a sweep's table, figures, findings.md
 #   snakemake -n paper                           plan without running
 #   snakemake --report results/report.html       bundle the figures with captions
 #
