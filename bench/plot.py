@@ -258,14 +258,19 @@ FIGURES: dict[str, Callable] = {"accuracy": fig_accuracy, "params": fig_params, 
 FORMATS = ("png", "pdf")
 
 
+def figure_bytes(fig, fmt: str, **options) -> bytes:
+    """The figure as `fmt` bytes, the same for the same figure: PDFs carry no creation date."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None, **options)
+    return buffer.getvalue()
+
+
 def _save(fig, stem: Path) -> list[Path]:
     """Write the figure as PNG and PDF (tight bounding box, nothing clipped), each atomically."""
     paths = []
     for fmt in FORMATS:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, dpi=150, bbox_inches="tight")
         path = stem.with_name(f"{stem.name}.{fmt}")
-        write_atomic(path, buffer.getvalue())
+        write_atomic(path, figure_bytes(fig, fmt, dpi=150, bbox_inches="tight"))
         paths.append(path)
     plt.close(fig)
     return paths

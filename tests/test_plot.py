@@ -98,3 +98,20 @@ def test_memory_stack_adds_the_four_parts(runs):
 def test_cli_plot(runs, tmp_path):
     assert main(["plot", "--runs-dir", str(runs), "--dataset", "toy", "--out-dir", str(tmp_path / "f")]) == 0
     assert (tmp_path / "f" / "toy_accuracy.png").is_file() and (tmp_path / "f" / "toy_rank.pdf").is_file()
+
+
+def test_figure_bytes_are_the_same_for_the_same_figure():
+    """Regenerated figures do not differ by a creation date (committed PDFs stay unchanged)."""
+    import time
+
+    import matplotlib.pyplot as plt
+
+    from bench.plot import figure_bytes
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    first = figure_bytes(fig, "pdf")
+    time.sleep(1.1)  # a creation date would now differ by a second
+    assert first.startswith(b"%PDF") and figure_bytes(fig, "pdf") == first
+    assert figure_bytes(fig, "png") == figure_bytes(fig, "png")
+    plt.close(fig)

@@ -123,8 +123,10 @@ def test_report_writes_table_figures_and_findings(tmp_path):
     text = (tmp_path / "out" / "findings.md").read_text()
     assert "`s-lambda_align_1p0` (lambda_align = 1.0): 84.05 ± 0.07 %" in text
     assert "Margin over DFA (`d-base`" in text and "Margin over the best DFA found (`d-scale_0p1`" in text
-    assert "`lambda_align` matters" in text and "`rank_ratio` does not matter here" not in text  # floor 0.14
-    assert "noise floor 0.14 points = twice the base's seed std" in text
+    # every point: seeds 0, 1 at acc, acc + 0.1 (std 0.07); 2 SE of a difference of 2-seed means: 0.14
+    assert "seed std 0.07 pooled over 6 multi-seed points" in text
+    assert "`lambda_align` matters (vs base 0.0: -10.00 (> 0.14), 1.0: +4.00 (> 0.14))" in text
+    assert "`rank_ratio` matters (vs base 0.5: -0.10 (<= 0.14), 0.25: -0.50 (> 0.14))" in text
     for name in ("s_rank_ratio", "s_lambda_align", "s_lr", "d_scale", "d_optimizer"):
         assert (tmp_path / "out" / "figures" / f"digits_{name}.png").stat().st_size > 1000
     base = table[table["method"] == "s-base"]
@@ -137,8 +139,28 @@ def test_one_seed_uses_the_stated_noise_floor(tmp_path):
                                            "s-rank_ratio_0p25": 79.6})
     report(records, SWEEPS, "digits", tmp_path / "out")
     text = (tmp_path / "out" / "findings.md").read_text()
-    assert "noise floor 1.00 points = 1 point (1 seed: no std)" in text
-    assert "`rank_ratio` does not matter here (spread 0.50" in text
+    assert "no point has 2 seeds; a value matters when its difference exceeds 1 point" in text
+    assert "`rank_ratio` does not matter here (vs base 0.5: -0.50 (<= 1.00), 0.25: -0.40 (<= 1.00))" in text
+
+
+def test_a_one_seed_point_is_judged_by_the_pooled_noise_not_the_base_std_alone(tmp_path):
+    """Issue 9's stage 2: a base with a small 3-seed std (0.1) made a 1-seed +0.44 look real."""
+    points = sweep.points("s", SWEEPS["s"])
+    seeds = {"s-base": [80.0, 80.1, 80.2], "s-lr_0p003": [70.0, 72.0, 74.0], "s-lambda_align_0p0": [80.54]}
+    records = []
+    for method, accs in seeds.items():
+        for seed, acc in enumerate(accs):
+            record = write_record(tmp_path / "runs", "mlp3", method, seed, acc, dataset="digits")
+            record["impl"], record["options"] = "ssa", dict(points[method])
+            record["options"].pop("lr", None)
+            record["recipe"] = {"lr": points[method].get("lr", 0.001), "optimizer": "adamw"}
+            records.append(record)
+    report(records, SWEEPS, "digits", tmp_path / "out")
+    text = (tmp_path / "out" / "findings.md").read_text()
+    # pooled std sqrt((2 * 0.01 + 2 * 4) / 4) = 1.42; 2 SE for 3 vs 1 seeds: 2 * 1.42 * sqrt(4/3) = 3.27, for 3 vs 3: 2.31
+    assert "seed std 1.42 pooled over 2 multi-seed points" in text
+    assert "`lambda_align` does not matter here (vs base 0.0: +0.44 (<= 3.27))" in text
+    assert "`lr` matters (vs base 0.003: -8.10 (> 2.31))" in text
 
 
 def test_pipeline_plans_a_sweep(tmp_path):
