@@ -43,7 +43,7 @@ def files_under(folder: Path) -> dict[str, int]:
 @pytest.mark.parametrize("flags, sets, message", [
     ({"dataset": "cifar7"}, [], "unknown dataset 'cifar7'; known: cifar10, cifar100, digits, imagenet, mnist5k"),
     ({"arch": "resnet9"}, [], "unknown arch 'resnet9'; known: mlp3, mobilenetv1, resnet18, resnet32, smallconv"),
-    ({"method": "dfaa"}, [], "unknown method 'dfaa'; known: bp, dfa, ssa, ssa-broadcast, ssa-ce_only"),
+    ({"method": "dfaa"}, [], "unknown method 'dfaa'; known: bp, dfa, ssa, ssa-ce_only, ssa-fixed_rank"),
     ({}, ["lambda_algn=1"], "unknown option 'lambda_algn'; recipe keys: epochs, batch_size"),
     ({}, ["epochs=0"], "bad value 0 for 'epochs'; accepted: int >= 1"),
     ({}, ["epochs=two"], "bad value 'two' for 'epochs'; accepted: int >= 1"),

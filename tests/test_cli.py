@@ -21,7 +21,7 @@ def test_train_writes_record_and_log(tmp_path, capsys):
 @pytest.mark.parametrize("args,message", [
     (["--dataset", "cifar7"], "unknown dataset 'cifar7'; known: "),
     (["--arch", "resnet9"], "unknown arch 'resnet9'; known: mlp3, mobilenetv1, resnet18, resnet32, smallconv, vgg13"),
-    (["--method", "dfaa"], "unknown method 'dfaa'; known: bp, dfa, ssa, ssa-broadcast, ssa-ce_only"),
+    (["--method", "dfaa"], "unknown method 'dfaa'; known: bp, dfa, ssa, ssa-ce_only, ssa-fixed_rank"),
     (["--set", "lambda_algn=1"], "unknown option 'lambda_algn'"),
     (["--set", "epochs=-1"], "bad value -1 for 'epochs'; accepted: int >= 1"),
     (["--set", "epochs=two"], "bad value 'two' for 'epochs'"),

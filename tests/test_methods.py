@@ -264,7 +264,7 @@ def test_alignment_at_preactivation_compares_with_the_true_gradient_there(batch)
     assert [a for a in alignment_with_bp(model, MinusTrueGradient(), x, y)] == pytest.approx([-1.0] * 4, abs=1e-6)
 
 
-@pytest.mark.parametrize("feedback", ["spatial_map", "full"])  # spatial_map: the default
+@pytest.mark.parametrize("feedback", ["spatial_map", "full"])  # broadcast (the default) is the baseline
 def test_ssa_spatial_feedback_options(feedback, batch):
     x, y = batch
     model, rule = make("smallconv", "ssa", feedback=feedback, lambda_align=0.0, lambda_orth=0.0)

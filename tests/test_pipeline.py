@@ -38,7 +38,7 @@ def test_config_default_grid_is_mnist5k_every_variant_three_seeds():
     assert set(grids) == {"mnist5k", "digits", "cifar10", "cifar100", "imagenet"}
     default = grids["mnist5k"]
     assert default.methods[:9] == ("bp", "dfa", "svd_bp", "ssa", "ssa-no_align", "ssa-no_orth", "ssa-ce_only",
-                                   "ssa-fixed_rank", "ssa-broadcast")
+                                   "ssa-fixed_rank", "ssa-spatial_map")
     assert default.seeds == (0, 1, 2) and len(default.runs()) == len(default.archs) * len(default.methods) * 3
     assert default.record_paths("r")[0] == "r/runs/mnist5k/smallconv/bp/seed0/record.json"
 
