@@ -129,9 +129,12 @@ def findings(table: pd.DataFrame, sweeps: dict, conditions: list[str]) -> str:
     lines += ["", "## Which options matter", ""]
     for name, sweep in sweeps.items():
         rows = table[table["sweep"] == name]
-        base = rows[rows["option"] == "base"]
+        base = rows[(rows["option"] == "base")]
         if base.empty:
             lines.append(f"- sweep `{name}`: its base point has no record.")
+            continue
+        if not base.iloc[0]["n_ok"] >= 1:  # every seed diverged: nothing to compare the options with
+            lines.append(f"- sweep `{name}`: its base point has no finished run.")
             continue
         base = base.iloc[0]
         std, points_used = pooled_std(rows)

@@ -9,8 +9,10 @@ padding, horizontal flip) and the recipe's optimizer (AdamW by default):
             torch.compile; `--set` forces one);
   baseline: what a typical CIFAR script does: torchvision transforms per PIL image (RandomCrop(32,
             padding=4), RandomHorizontalFlip, ToTensor, Normalize) in a DataLoader with `workers`
-            processes (pinned memory on CUDA), the model in float32 NCHW, forward, cross-entropy,
-            backward, optimizer step (this is backpropagation, so compare it with method bp).
+            processes (pinned memory on CUDA, started afresh for the epoch), the model in float32
+            NCHW under PyTorch's default backend settings (cudnn.benchmark restored to its value
+            before the suite ran; cuDNN's own default may run float32 convs in TF32), forward,
+            cross-entropy, backward, optimizer step (backpropagation: compare it with method bp).
 Each side first runs `warmup` untimed batches (kernel choice, compilation, worker start-up are
 one-off costs), then one timed epoch over all images; the timed span ends with a device sync.
 Evaluation is excluded from both. Images are seeded synthetic ones by default (time does not
@@ -23,7 +25,6 @@ import logging
 import os
 import time
 from dataclasses import asdict
-from itertools import islice
 from pathlib import Path
 
 import torch
@@ -103,8 +104,10 @@ def baseline_epoch(spec, images, labels, classes: int, device, warmup: int, work
                            T.Normalize(mean, std)])
     dataset = _PilImages(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), transform)
     cuda = device.type == "cuda"
-    loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, drop_last=True, num_workers=workers,
-                                         pin_memory=cuda, persistent_workers=workers > 0)
+
+    def loader_of(data):  # a fresh loader per pass, as a plain script's epoch starts its workers
+        return torch.utils.data.DataLoader(data, batch_size, shuffle=True, drop_last=True, num_workers=workers,
+                                           pin_memory=cuda)
     torch.manual_seed(derive_seed(spec.seed, "init"))
     model = build(spec.arch, SHAPE, classes, batchnorm=recipe["batchnorm"]).to(device)
     optimizer = make_optimizer(model.parameters(), recipe)
@@ -121,17 +124,21 @@ def baseline_epoch(spec, images, labels, classes: int, device, warmup: int, work
             total += loss.detach()
         return total
 
-    if warmup:
-        train(islice(loader, warmup))
+    if warmup:  # its own loader over the first batches: the timed one starts clean
+        head = torch.utils.data.Subset(dataset, range(min(len(dataset), warmup * batch_size)))
+        train(loader_of(head))
+    loader = loader_of(dataset)
     sync(device)
     start = time.perf_counter()
     total = train(loader)
     sync(device)
     seconds = time.perf_counter() - start
     trained = len(loader) * batch_size
+    # PyTorch's defaults, as a plain script has them (on CUDA, cuDNN may run float32 convs in TF32)
+    defaults = {"cudnn_benchmark": torch.backends.cudnn.benchmark, "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
     return {"path": f"plain loop (torchvision DataLoader, {workers} workers, fp32)", "epoch_s": seconds,
             "images": trained, "images_per_s": trained / seconds, "train_loss": float(total) / len(loader),
-            "speed": {}}
+            "speed": defaults if cuda else {}}
 
 
 def run(args) -> list[dict]:
@@ -149,6 +156,9 @@ def run(args) -> list[dict]:
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
+    # the variant and recipe are checked before any image is decoded
+    spec = make_spec("synthetic", args.arch, args.method, 0, {"batch_size": args.batch_size, **sets},
+                     load_variants(args.config))
     if args.dataset:
         if args.data_dir is None:
             raise ValueError(f"--dataset {args.dataset} needs --data-dir, the folder that holds {args.dataset}/")
@@ -157,14 +167,14 @@ def run(args) -> list[dict]:
     else:
         images, labels = synthetic_images(args.images, args.classes)
         classes, source = args.classes, "synthetic"
-    spec = make_spec("synthetic", args.arch, args.method, 0, {"batch_size": args.batch_size, **sets},
-                     load_variants(args.config))
     if len(labels) < spec.recipe["batch_size"]:
         raise ValueError(f"--images {len(labels)} is smaller than one batch ({spec.recipe['batch_size']})")
     log.info("perf epoch: %s, %s, %d %s images, batch %d, %d warm-up batches, device %s, %d threads",
              args.arch, args.method, len(labels), source, spec.recipe["batch_size"], args.warmup, device,
              torch.get_num_threads())
+    benchmark = torch.backends.cudnn.benchmark
     suite = suite_epoch(spec, images, labels, classes, device, args.warmup)
+    torch.backends.cudnn.benchmark = benchmark  # the suite's cudnn_benchmark is process-wide: not the baseline's
     log.info("suite epoch: %.1f s", suite["epoch_s"])
     baseline = baseline_epoch(spec, images, labels, classes, device, args.warmup, args.workers)
     log.info("plain loop epoch: %.1f s", baseline["epoch_s"])

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from bench.layers import svd_layers
 from bench.local import output_error
-from bench.method import discover
+from bench.method import discover, get_method
 from tests.conftest import make
 
 ARCHS = ["mlp3", "smallconv"]
@@ -314,3 +314,10 @@ def test_ssa_cos_term_is_computed_and_logged_only_when_on(batch):
     stats = on.step(on_model, x, y)
     assert 0 <= stats["cos"].item() <= 2
     assert not torch.allclose(_grads(off_model)["blocks.0.0.U"], _grads(on_model)["blocks.0.0.U"])
+
+
+def test_ssa_conv_feedback_defaults_to_method_md_broadcast():
+    """The default has been spatial_map once (issue 9, withdrawn: 49.8 % vs 93.0 % on mnist5k); the docs
+    and the variants (ssa-spatial_map) assume broadcast."""
+    assert get_method("ssa").options["feedback"].default == "broadcast"
+    assert get_method("ssa")().feedback == "broadcast"

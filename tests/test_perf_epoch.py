@@ -34,14 +34,19 @@ def test_perf_epoch_set_forces_a_speed_option_of_the_suite_side(tmp_path):
 
 
 def test_perf_epoch_bad_input_exits_2_naming_what_is_accepted(capsys, tmp_path):
-    assert cli(["perf", "epoch", "--device", "cpu", "--arch", "resnet33"]) == 2
+    out = ["--out", str(tmp_path / "epoch.json")]
+    assert cli(["perf", "epoch", "--device", "cpu", "--arch", "resnet33", *out]) == 2
     assert "unknown arch 'resnet33'" in capsys.readouterr().err
-    assert cli(["perf", "epoch", "--device", "cpu", "--images", "10", "--batch-size", "32"]) == 2
+    assert cli(["perf", "epoch", "--device", "cpu", "--images", "10", "--batch-size", "32", *out]) == 2
     assert "smaller than one batch" in capsys.readouterr().err
-    assert cli(["perf", "epoch", "--device", "cpu", "--set", "lr=1"]) == 2
+    assert cli(["perf", "epoch", "--device", "cpu", "--set", "lr=1", *out]) == 2
     assert "unknown --set key 'lr'" in capsys.readouterr().err
-    assert cli(["perf", "epoch", "--device", "cpu", "--dataset", "cifar10-jpeg"]) == 2
+    assert cli(["perf", "epoch", "--device", "cpu", "--dataset", "cifar10-jpeg", *out]) == 2
     assert "needs --data-dir" in capsys.readouterr().err
+    # a bad variant is refused before any image is decoded (the folder does not even exist)
+    assert cli(["perf", "epoch", "--device", "cpu", "--method", "ssaa", "--data-dir", str(tmp_path / "none"),
+                "--dataset", "cifar10-jpeg", *out]) == 2
+    assert "unknown method 'ssaa'" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 

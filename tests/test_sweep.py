@@ -187,3 +187,13 @@ def test_gap_to_bp_is_measured_on_the_same_network():
     assert bp_reference(table, table.iloc[2])["method"] == "b-batchnorm_true"
     assert bp_reference(table, table.iloc[3])["method"] == "bp"
     assert bp_reference(table.drop(columns="batchnorm"), table.iloc[2])["method"] == "bp"
+
+
+def test_a_base_point_without_a_finished_run_is_reported_not_compared(tmp_path):
+    records = _records(tmp_path / "runs", {"bp": 90.0, "s-base": 80.0, "s-rank_ratio_0p5": 79.5}, seeds=(0, 1))
+    for record in records:
+        if record["method"] == "s-base":
+            record["status"], record["test_acc"] = "diverged", None
+    report(records, SWEEPS, "digits", tmp_path / "out")
+    text = (tmp_path / "out" / "findings.md").read_text()
+    assert "sweep `s`: its base point has no finished run." in text and "nan" not in text.split("## Cost")[0]
