@@ -37,9 +37,9 @@ class Speed:
     """The recipe's speed options resolved for a device, and how to apply them.
 
     `auto` means on with CUDA; channels_last's `auto` is on for CPU too: NHWC convolutions, pooling and
-    ReLU ran faster on CPU for every arch measured (`perf step`, 2-core CPU, batch 128: BP's step
-    0.73-0.87x of NCHW on smallconv, resnet32, vgg13, mobilenetv1; no slower on 8x8 digits).
-    Models without 4-D activations (mlp3) are unaffected.
+    ReLU made every rule's step faster on CPU (results/perf/cpu_step_layouts.log, 2-core CPU, batch 128:
+    BP's step 0.74-0.94x of NCHW on smallconv, resnet32, vgg13; no slower on 28x28 and 8x8 inputs).
+    mlp3 only pays one small copy of its input batch.
     """
 
     channels_last: bool = False
