@@ -162,6 +162,16 @@ class ShareSampler(torch.utils.data.Sampler):
             yield [(self.seed, index) for index in mine[start:start + self.share]]
 
 
+def worker_start_method(workers: int) -> str | None:
+    """How DataLoader workers start: `forkserver` under torchrun, else torch's default (fork on Linux).
+
+    A rank runs gloo's communication threads; a worker forked from it can inherit a lock one of them
+    held and hang before its first batch (seen in CI: a rank waiting in evaluation for a worker stuck
+    in a futex right after fork). The fork server is a clean process to fork workers from.
+    """
+    return "forkserver" if workers > 0 and distributed.world_size() > 1 else None
+
+
 def folder_transforms(size: int):
     """(train, eval) transforms to uint8 `size` x `size`: random-resized-crop + flip; resize + centre crop."""
     from torchvision import transforms as T
@@ -183,10 +193,12 @@ def folder_stream(name: str, train: Split, test: Split, size: int, workers: int)
         # augmentation is seeded by (seed, index). The generator keeps worker seeding off torch's global one.
         sampler = ShareSampler(len(train_set), batch_size, seed, distributed.rank(), distributed.world_size())
         return torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
-                                           generator=torch.Generator().manual_seed(seed))
+                                           generator=torch.Generator().manual_seed(seed),
+                                           multiprocessing_context=worker_start_method(workers))
 
     def test_loader(batch_size: int):
-        return torch.utils.data.DataLoader(test_set, batch_size, num_workers=workers)
+        return torch.utils.data.DataLoader(test_set, batch_size, num_workers=workers,
+                                           multiprocessing_context=worker_start_method(workers))
 
     def probe(n: int) -> torch.Tensor:
         return torch.stack([test_tf(open_rgb(path)) for path in train.paths[:n]])
