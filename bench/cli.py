@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
                             "default $BENCH_GPU_SLOTS or 1)")
     listing = commands.add_parser("list", help="print the datasets, archs, methods and variants this suite knows")
     listing.add_argument("--data-dir", type=Path, default=None, help="also list the image folders found here")
-    from bench import perf_data, perf_epoch, perf_step
+    from bench import perf_data, perf_epoch, perf_load, perf_step
     from bench.data import beton
 
     perf = commands.add_parser("perf", help="throughput benchmarks")
@@ -47,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
         "step", help="training-step time of every method variant and its ratio to BP, side by side"))
     perf_epoch.add_arguments(perf_kinds.add_parser(
         "epoch", help="one training epoch of the suite's trainer vs a plain torchvision-DataLoader fp32 loop"))
+    perf_load.add_arguments(perf_kinds.add_parser(
+        "load", help="a job's start-up: import the suite and load one dataset, in fresh processes"))
     beton.add_arguments(commands.add_parser("beton", help="write one split of an image folder to an FFCV .beton"))
     aggregate = commands.add_parser("aggregate", help="records of one dataset -> OUT_DIR/<dataset>_table.csv and .md")
     _reporting_args(aggregate, out_default=Path("results"))
@@ -224,10 +226,11 @@ def cmd_sweep_report(args) -> int:
 
 
 def cmd_perf(args) -> int:
-    from bench import perf_data, perf_epoch, perf_step
+    from bench import perf_data, perf_epoch, perf_load, perf_step
 
     try:
-        return {"data": perf_data, "epoch": perf_epoch, "step": perf_step}[args.perf_command].main(args)
+        return {"data": perf_data, "epoch": perf_epoch, "load": perf_load,
+                "step": perf_step}[args.perf_command].main(args)
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
 

@@ -30,11 +30,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.config import DEFAULT_CONFIG, RECIPE, load_variants, make_spec, parse_sets
+from bench.config import DEFAULT_CONFIG, load_variants, make_spec
 from bench.data.augment import Augment, AugmentedData, channel_stats
-from bench.method import get_method
 from bench.models import ARCHS, build
 from bench.perf_data import _PilImages
+from bench.perf_step import Contender, speed_sets
 from bench.train import SPEED_KEYS, Speed, derive_seed, make_optimizer, resolve_device, train_epoch
 
 log = logging.getLogger("bench.perf")
@@ -69,13 +69,9 @@ def suite_epoch(spec, images, labels, classes: int, device, warmup: int) -> dict
     recipe, batch_size = spec.recipe, spec.recipe["batch_size"]
     data = AugmentedData("perf", images, labels, images[:1], labels[:1], [str(c) for c in range(classes)],
                          Augment()).to(device)
-    torch.manual_seed(derive_seed(spec.seed, "init"))
-    model = build(spec.arch, SHAPE, classes, batchnorm=recipe["batchnorm"])
-    method = get_method(spec.impl)(**spec.options)
-    model = method.prepare(model, classes, torch.Generator().manual_seed(derive_seed(spec.seed, "feedback")))
     speed = Speed.from_recipe(recipe, device)
-    model = speed.prepare(model.to(device))
-    optimizer = make_optimizer(model.parameters(), recipe)
+    built = Contender(spec.method, spec, SHAPE, classes, 1, device, speed)  # perf step's model, rule and optimizer
+    model, method, optimizer = built.model, built.method, built.optimizer
     compiled = speed.compile_model(model, speed.batch(data.normalise(data.train_x[:batch_size])))
     shuffle = torch.Generator().manual_seed(derive_seed(spec.seed, "shuffle"))
     if warmup:
@@ -147,12 +143,7 @@ def run(args) -> list[dict]:
         raise ValueError(f"unknown arch {args.arch!r}; known: {', '.join(sorted(ARCHS))}")
     if min(args.images, args.batch_size) < 1 or args.warmup < 0 or args.workers < 0:
         raise ValueError("--images and --batch-size must be >= 1, --warmup and --workers >= 0")
-    sets = parse_sets(args.set)
-    bad = sorted(set(sets) - set(SPEED_KEYS))
-    if bad:
-        raise ValueError(f"unknown --set key {bad[0]!r}; accepted: {', '.join(SPEED_KEYS)}")
-    for key, value in sets.items():
-        RECIPE[key].parse(key, value)
+    sets = speed_sets(args.set)
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -146,6 +146,17 @@ def measure_arch(arch: str, methods: list[tuple[str, str, dict]], variants: dict
     return rows
 
 
+def speed_sets(pairs: list[str], hint: str = "") -> dict:
+    """`--set KEY=VALUE` pairs of speed options, checked: an unknown key or value names what is accepted."""
+    sets = parse_sets(pairs)
+    bad = sorted(set(sets) - set(SPEED_KEYS))
+    if bad:
+        raise ValueError(f"unknown --set key {bad[0]!r}; accepted: {', '.join(SPEED_KEYS)} {hint}".rstrip())
+    for key, value in sets.items():
+        RECIPE[key].parse(key, value)
+    return sets
+
+
 def report(rows: list[dict]) -> list[str]:
     """Fixed-column lines of the table."""
     lines = [f"{'arch':<10} {'method':<16} {'median ms':>10} {'vs bp':>6} {'GFLOP':>8} {'of peak':>8} {'saved MB':>9}"]
@@ -165,13 +176,7 @@ def main(args) -> int:
     device = resolve_device(args.device)
     variants = {**load_variants(args.config), **EXTRA_VARIANTS}
     methods = [parse_method(token) for token in (args.methods or list(variants))]
-    args.speed_sets = parse_sets(args.set)
-    bad = sorted(set(args.speed_sets) - set(SPEED_KEYS))
-    if bad:
-        raise ValueError(f"unknown --set key {bad[0]!r}; accepted: {', '.join(SPEED_KEYS)} "
-                         "(method options go after the method name: ssa:rank_ratio=0.5)")
-    for key, value in args.speed_sets.items():
-        RECIPE[key].parse(key, value)
+    args.speed_sets = speed_sets(args.set, "(method options go after the method name: ssa:rank_ratio=0.5)")
     if args.threads:
         torch.set_num_threads(args.threads)
     args.in_shape = (3, args.image_size, args.image_size)

@@ -38,7 +38,8 @@ class Speed:
 
     `auto` means on with CUDA; channels_last's `auto` is on for CPU too: NHWC convolutions, pooling and
     ReLU made every rule's step faster on CPU (results/perf/cpu_step_layouts.log, 2-core CPU, batch 128:
-    BP's step 0.74-0.94x of NCHW on smallconv, resnet32, vgg13; no slower on 28x28 and 8x8 inputs).
+    BP's step 0.74-0.94x of NCHW on smallconv, resnet32, vgg13; faster too at 28x28 and 8x8, see
+    results/perf/cpu_step_small_*.log).
     mlp3 only pays one small copy of its input batch.
     """
 
