@@ -24,10 +24,10 @@ log = logging.getLogger("bench.aggregate")
 PUBLISHED = REPO / "config" / "published.csv"  # dataset,arch,method,metric,value,source (one cited figure a row)
 MB = 1e6
 MEMORY = {"params_mb": "params", "grads_mb": "grads", "optimizer_state_mb": "optimizer_state",
-          "saved_activations_mb": "saved_activations", "peak_mb": "peak"}
+          "feedback_mb": "feedback", "saved_activations_mb": "saved_activations", "peak_mb": "peak"}
 COUNTS = ["trainable_params", "trainable_params_initial", "feedback_params", "inference_params"]
 COLUMNS = ["arch", "method", "n_seeds", "n_ok", "n_diverged", "n_missing", "epochs", "test_acc_mean",
-           "test_acc_std", "delta_to_bp", "best_test_acc_mean", *COUNTS, *MEMORY, "train_time_s_mean",
+           "test_acc_std", "delta_to_bp", "best_test_acc_mean", "update_alignment", *COUNTS, *MEMORY, "train_time_s_mean",
            "images_per_s_mean", "status", "published"]
 Run = tuple[str, str, int]  # (arch, method, seed)
 
@@ -103,13 +103,25 @@ def _row(arch: str, method: str, records: list[dict], n_missing: int) -> dict:
     row = {"arch": arch, "method": method, "n_seeds": n_seeds, "n_ok": len(ok), "n_diverged": n_diverged,
            "n_missing": n_missing, "epochs": "/".join(map(str, epochs)),
            "test_acc_mean": mean_defined(accs), "test_acc_std": sample_std(accs),
-           "best_test_acc_mean": mean_defined([r.get("best_test_acc") for r in ok])}
+           "best_test_acc_mean": mean_defined([r.get("best_test_acc") for r in ok]),
+           "update_alignment": mean_defined([final_update_alignment(r) for r in ok])}
     row |= {key: mean_defined([r.get(key) for r in records]) for key in COUNTS}
     row |= {col: mean_defined([r["memory"].get(key) for r in records]) / MB for col, key in MEMORY.items()}
     row |= {"train_time_s_mean": mean_defined([r.get("train_time_s") for r in ok]),
             "images_per_s_mean": mean_defined([r.get("images_per_s") for r in ok]),
             "status": ", ".join(status) or "ok"}
     return row
+
+
+def final_update_alignment(record: dict) -> float | None:
+    """The last epoch's update alignment, mean over the layers where it is defined (None: not measured).
+
+    Per layer it is the cosine between the rule's parameter update and the true BP gradient on the probe
+    batch (bench/measure.py update_alignment): 1 for BP, below 1 for any rule that departs from it.
+    """
+    layers = (record["history"][-1].get("update_alignment") or {}) if record.get("history") else {}
+    defined = [v for v in layers.values() if v is not None and math.isfinite(v)]
+    return sum(defined) / len(defined) if defined else None
 
 
 def _order(runs: list[Run]) -> list[tuple[str, str]]:
@@ -215,10 +227,12 @@ MARKDOWN = [  # (header, cell from a table row)
     ("test acc (%)", _accuracy),
     ("Δ to BP (points)", lambda r: _num(r.delta_to_bp, "{:+.2f}")),
     ("best acc (%)", lambda r: _num(r.best_test_acc_mean)),
+    ("update align.", lambda r: _num(r.update_alignment, "{:.3f}")),
     ("trainable params", lambda r: _count(r.trainable_params)),
     ("feedback params", lambda r: _count(r.feedback_params)),
     ("inference params", lambda r: _count(r.inference_params)),
     ("params+grads+optim (MB)", lambda r: _num(r.params_mb + r.grads_mb + r.optimizer_state_mb, "{:.1f}")),
+    ("feedback (MB)", lambda r: _num(r.feedback_mb, "{:.2f}")),
     ("saved activations (MB)", lambda r: _num(r.saved_activations_mb, "{:.1f}")),
     ("peak (MB)", lambda r: _num(r.peak_mb, "{:.0f}")),
     ("train time (s)", lambda r: _num(r.train_time_s_mean, "{:.1f}")),
@@ -234,7 +248,10 @@ def markdown(table: pd.DataFrame, dataset: str) -> str:
              "| " + " | ".join(h for h, _ in MARKDOWN) + " |", "|" + "---|" * len(MARKDOWN)]
     lines += ["| " + " | ".join(str(cell(row)) for _, cell in MARKDOWN) + " |" for row in table.itertuples()]
     lines += ["", "Memory in MB (10^6 bytes) per training step; peak is the device's measured peak "
-              "(process RSS on CPU). Δ to BP: mean accuracy minus bp's on the same arch."]
+              "(process RSS on CPU); feedback is the rule's feedback tensors (fixed or learned), apart from the "
+              "network's parameters. Δ to BP: mean accuracy minus bp's on the same arch. Update align.: the "
+              "cosine between the rule's parameter update and the true BP gradient on a fixed probe batch, "
+              "last epoch, mean over layers and seeds (1 for BP)."]
     for note in table.attrs.get("notes", []):
         lines += ["", f"**Warning:** {note}."]
     lines += [""]

@@ -1,6 +1,8 @@
 """Measurements a record carries: parameter counts, memory, alignment with BP, per-layer ranks."""
 from __future__ import annotations
 
+import copy
+import math
 import resource
 import sys
 
@@ -8,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.layers.feedback import exact_backward, feedback_tensors
 from bench.layers.svd import SVDLayer, svd_layers
 from bench.models import BlockNet
 
@@ -16,14 +19,22 @@ def tensor_bytes(tensors) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def network_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of the network itself: every parameter except learned feedback (kp's B)."""
+    feedback = feedback_tensors(model)
+    return [(n, p) for n, p in model.named_parameters() if n not in feedback]
+
+
 def param_counts(model: BlockNet) -> dict[str, int]:
-    """trainable (parameters with requires_grad), feedback (fixed buffers in model.feedback) and
-    inference (what a deployed network stores: SVD layers in their cheapest form, s folded in)."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    feedback = sum(b.numel() for b in model.feedback.buffers())
+    """trainable (network parameters with requires_grad), feedback (every feedback tensor, wherever a
+    rule registered it: bench.layers.feedback_tensors) and inference (what a deployed network stores:
+    SVD layers in their cheapest form, s folded in)."""
+    network = [p for _, p in network_parameters(model)]
+    trainable = sum(p.numel() for p in network if p.requires_grad)
+    feedback = sum(t.numel() for t in feedback_tensors(model).values())
     svd = [layer for _, layer in svd_layers(model)]
     inside_svd = sum(p.numel() for layer in svd for p in layer.parameters())
-    inference = sum(p.numel() for p in model.parameters()) - inside_svd + sum(l.inference_params() for l in svd)
+    inference = sum(p.numel() for p in network) - inside_svd + sum(l.inference_params() for l in svd)
     return {"trainable_params": trainable, "feedback_params": feedback, "inference_params": inference}
 
 
@@ -62,11 +73,15 @@ def memory_breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, saved_b
                      device: torch.device, training_peak: int = 0) -> dict:
     """Bytes of parameters, gradients, optimizer state, feedback and saved activations, and the peak.
 
+    `params` is the network's parameters; `feedback` every feedback tensor (fixed or learned); `grads`
+    the gradients of everything the optimizer updates (learned feedback included).
+
     On CUDA the peak is the largest max_memory_allocated over the training epochs (`training_peak`:
     evaluation and probes excluded, the resident dataset included); on CPU it is the process's peak
     resident set, which cannot be reset and so covers everything the process did.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
+    network = [p for _, p in network_parameters(model)]
     state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
     if device.type == "cuda":
         peak, peak_kind = training_peak, "cuda_max_memory_allocated_in_training"
@@ -75,10 +90,10 @@ def memory_breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, saved_b
         scale = 1 if sys.platform == "darwin" else 1024
         peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "process_peak_rss"
     return {
-        "params": tensor_bytes(model.parameters()),
+        "params": tensor_bytes(network),
         "grads": tensor_bytes(trainable),
         "optimizer_state": tensor_bytes(state),
-        "feedback": tensor_bytes(model.feedback.buffers()) if hasattr(model, "feedback") else 0,
+        "feedback": tensor_bytes(feedback_tensors(model).values()),
         "saved_activations": saved_bytes,
         "peak": int(peak),
         "peak_kind": peak_kind,
@@ -88,20 +103,78 @@ def memory_breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, saved_b
 
 def alignment_with_bp(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor) -> list[float]:
     """Per block: mean over the probe batch of cos(method's signal at h_i, true dCE/dh_i)
-    (at the pre-activation instead of h_i for a rule whose `signal_at` says so).
+    (at the pre-activation instead of h_i for a rule whose `signal_at` says so); NaN for every block
+    of a rule that defines no block signals (`block_signals` returns None).
 
-    Runs in eval mode (BatchNorm statistics untouched) and leaves every .grad as it was.
+    Runs in eval mode (BatchNorm statistics untouched), with every swapped layer's exact backward,
+    and leaves every .grad as it was.
     """
     was_training = model.training
     model.eval()
     try:
-        with torch.enable_grad():
+        with torch.enable_grad(), exact_backward():
             outputs, logits = model.forward_blocks(x, at=getattr(method, "signal_at", "output"))
+            signals = method.block_signals(model, outputs, logits.detach(), y)
+            if signals is None:
+                return [math.nan] * len(outputs)
             true = torch.autograd.grad(F.cross_entropy(logits, y), outputs)
-            signals = method.block_signals(model, outputs, logits.detach(), y) or true
             return [_mean_cosine(s.flatten(1).float(), t.flatten(1).float()) for s, t in zip(signals, true)]
     finally:
         model.train(was_training)
+
+
+def update_alignment(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Per layer (a module owning trainable network parameters): the cosine between the update the rule's
+    `step` produces on the probe batch (x, y) and the true BP gradient of the same parameters.
+
+    Both are taken in train mode from the same weights; the BP gradient of the batch-mean cross-entropy
+    runs with every swapped layer's exact backward (bench.layers.exact_backward), never through the
+    rule's own. Everything the step changes is restored: parameters, buffers (BatchNorm statistics, a
+    rule's redrawn feedback), gradients, the rule's generator and its private state, so measuring never changes training.
+    NaN where a layer's BP gradient or update is exactly 0 (undefined); exactly 1.0 where they are equal.
+    """
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = {p: p.grad for p in model.parameters()}
+    generator, private = method.generator.get_state(), copy.deepcopy(method.state_dict())
+    was_training = model.training
+    layers = {name: [p for p in module.parameters(recurse=False) if p.requires_grad]
+              for name, module in model.named_modules()}
+    feedback = {id(t) for t in feedback_tensors(model).values()}
+    layers = {name: ps for name, ps in layers.items() if ps and not any(id(p) in feedback for p in ps)}
+    try:
+        model.train()
+        with torch.enable_grad():
+            model.zero_grad(set_to_none=True)
+            method.step(model, x, y)
+            update = {name: _flat(ps) for name, ps in layers.items()}
+            model.zero_grad(set_to_none=True)
+            with exact_backward():
+                F.cross_entropy(model(x), y).backward()
+            true = {name: _flat(ps) for name, ps in layers.items()}
+        return {name: _cosine(update[name], true[name]) for name in layers}
+    finally:
+        model.load_state_dict(state)
+        for p, grad in grads.items():
+            p.grad = grad
+        method.generator.set_state(generator)
+        method.load_state_dict(private)
+        model.train(was_training)
+
+
+def _flat(params: list[torch.Tensor]) -> torch.Tensor:
+    """The layer's gradients as one float64 vector (a missing gradient counts as zeros)."""
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().double().flatten()
+                      for p in params])
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """cos(a, b) in [-1, 1]; exactly 1.0 for equal vectors, NaN where either is 0."""
+    if torch.equal(a, b):
+        return 1.0 if a.any() else math.nan
+    norms = a.norm() * b.norm()
+    if norms == 0:
+        return math.nan
+    return max(-1.0, min(1.0, (a @ b / norms).item()))
 
 
 def _mean_cosine(signal: torch.Tensor, true: torch.Tensor) -> float:

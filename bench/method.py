@@ -94,11 +94,47 @@ def resolve_options(declared: dict[str, Option], given: dict[str, Any], owner: s
 
 
 class Method:
-    """A learning rule. Subclass it in methods/<name>.py; the file name is the method's name.
+    """A learning rule: subclass it in methods/<name>.py. This docstring is the whole contract.
 
-    Declare options as `options = {"name": Option(default, "help", ...)}`; resolved values are
-    attributes of the instance. The trainer owns data, optimizer, schedule, evaluation,
-    checkpoints and measurement; a method fills gradients and nothing else.
+    Discovery. Every methods/*.py is imported, sorted by name, except files starting with `_` or
+    `template_` (methods/template_rule.py is a documented, working example to copy). A file defines
+    exactly one Method subclass (classes it imports do not count); the file name is the method's
+    name. Method files do not import each other: shared code lives in bench/ (bench.local,
+    bench.layers). Nothing else is edited to add a rule: `methods: all` grids, `bench list`, the
+    contract test (tests/test_contract.py) and the tables pick it up.
+
+    Options. `options = {"name": Option(default, "help", choices=..., minimum=...)}`; the resolved
+    values are attributes of the instance (a config variant is the file plus option values).
+
+    Hooks, in the order the trainer calls them:
+    - `prepare(model, num_classes, generator) -> model`, once, on the CPU, before the model moves to
+      its device and before the optimizer exists. Convert layers (bench.layers.swap_layers for a rule
+      with its own backward, convert_to_svd for factored layers) and register feedback drawn from
+      `generator` (seeded from the run seed). Feedback is counted as feedback wherever it is
+      registered: every buffer (a normalisation layer's statistics aside) is feedback, in
+      `model.feedback` or in any layer; a feedback tensor the optimizer updates (kp's B) is registered
+      with bench.layers.register_feedback(..., learned=True). Feedback is never a trainable parameter.
+    - `step(model, x, y) -> dict`, per batch, in train mode, on the device (x: N x C x H x W or N x D,
+      channels_last when the recipe says so; y: N class indices; under bf16 autocast when on). Fill
+      `.grad` of every trainable parameter (the trainer zeroed them) and of learned feedback; the trainer
+      then runs the optimizer. Return 0-d tensors: `loss` (the batch's mean cross-entropy), `correct`
+      (a count), and any local loss term (averaged over the epoch into the history). Randomness comes
+      only from `self.generator` (a torch.Generator on the device, seeded per run by the trainer, its
+      state saved in checkpoints), never from the global RNG.
+    - `on_epoch_end(model, epoch) -> {parameter: (dim, kept_index)}`, after each epoch (1-based), for a
+      rule that changes the parameter set (rank reduction); the trainer slices optimizer state alike.
+    - `block_signals(model, outputs, logits, y)`, optional: the signal the rule delivers at each block
+      output (`outputs` from model.forward_blocks at the rule's `signal_at`; `logits` detached), as a
+      gradient of the batch-mean loss. The trainer compares it with the true gradient on a fixed probe
+      batch; a rule that returns None (the default) has no block signals, recorded as NaN, not as 1.
+    - `state_dict() / load_state_dict(state)`: method-private state that must survive a resume (a
+      Python-side counter, a running estimate); tensors and numbers only. Model tensors (parameters,
+      buffers) and the generator are checkpointed by the trainer already.
+
+    Measured by the trainer for every rule, with no code in the rule: parameter counts (trainable,
+    feedback, inference), memory, and update alignment: per layer, the cosine between the gradient
+    `step` produces on the probe batch and the true BP gradient of the same parameters, computed with
+    every swapped layer's exact backward (bench.layers.exact_backward), never through the rule's own.
     """
 
     name: str = ""
@@ -108,9 +144,11 @@ class Method:
         self.config = resolve_options(type(self).options, options, owner=f"method {self.name!r}")
         for key, value in self.config.items():
             setattr(self, key, value)
+        # Replaced by the trainer with a generator on the run's device, seeded from the run seed.
+        self.generator = torch.Generator().manual_seed(0)
 
     def prepare(self, model: BlockNet, num_classes: int, generator: torch.Generator) -> BlockNet:
-        """Convert layers and register feedback buffers (in `model.feedback`); return the model."""
+        """Convert layers and register feedback (drawn from `generator`); return the model."""
         return model
 
     def step(self, model: BlockNet, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -132,9 +170,18 @@ class Method:
                       y: torch.Tensor) -> list[torch.Tensor] | None:
         """The signal this rule delivers at each block output (as a gradient of the batch-mean loss).
 
-        None means the true BP gradient; the trainer compares these with it on a probe batch.
+        None (the default): the rule defines no block signals; their alignment is recorded as NaN.
         """
         return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Method-private state for checkpoints (tensors and numbers); {} for a rule without any."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned (called on resume, after `prepare`)."""
+        if state:
+            raise ValueError(f"method {self.name!r} keeps no state, but its checkpoint holds {sorted(state)}")
 
 
 def methods_dir() -> Path:

@@ -25,7 +25,7 @@ log = logging.getLogger("bench.plot")
 
 ABLATION = ("bp", "dfa", "ssa", "ssa-no_align", "ssa-no_orth", "ssa-ce_only", "ssa-fixed_rank")
 MEMORY_PARTS = (("params", "parameters"), ("grads", "gradients"), ("optimizer_state", "optimizer state"),
-                ("saved_activations", "saved activations"))
+                ("feedback", "feedback"), ("saved_activations", "saved activations"))
 Groups = dict[str, dict[str, list[dict]]]  # arch -> method -> records (grid order)
 
 
@@ -243,7 +243,13 @@ def _mean_defined(values) -> float | None:
 def fig_alignment(records, dataset):
     return _curves(records, dataset, "alignment of each method's block signal with the BP gradient",
                    "cosine with BP gradient (mean over blocks)",
-                   lambda h: _mean_defined(h.get("alignment")), "with alignment")
+                   lambda h: _mean_defined(h.get("alignment")), "with block signals (dfa, ssa, ...)")
+
+
+def fig_update_alignment(records, dataset):
+    return _curves(records, dataset, "alignment of each method's parameter update with the BP gradient",
+                   "cosine with BP gradient (mean over layers)",
+                   lambda h: _mean_defined(list((h.get("update_alignment") or {}).values())), "with update alignment")
 
 
 def fig_rank(records, dataset):
@@ -254,6 +260,7 @@ def fig_rank(records, dataset):
 
 FIGURES: dict[str, Callable] = {"accuracy": fig_accuracy, "params": fig_params, "memory": fig_memory,
                                 "curves": fig_curves, "ablation": fig_ablation, "alignment": fig_alignment,
+                                "update_alignment": fig_update_alignment,
                                 "rank": fig_rank}
 FORMATS = ("png", "pdf")
 

@@ -242,13 +242,19 @@ def setup(spec: RunSpec, data_dir: Path | None):
                          f"{len(data.train_y)} training images of {spec.dataset}")
     feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
     model = method.prepare(model, data.num_classes, feedback)
+    # A stochastic rule's draws (fwdgrad's directions, brsf's magnitudes) on the device, per run seed.
+    method.generator = torch.Generator(device).manual_seed(derive_seed(spec.seed, "method"))
     return device, data, Speed.from_recipe(spec.recipe, device).prepare(model.to(device)), method
 
 
-def save_checkpoint(out: Path, spec: RunSpec, model, optimizer, shuffle: torch.Generator, state: dict) -> None:
+def save_checkpoint(out: Path, spec: RunSpec, model, optimizer, shuffle: torch.Generator, state: dict,
+                    method) -> None:
+    """Everything a resume needs: model (feedback included), optimizer, both generators, the rule's own state."""
     buffer = io.BytesIO()
-    torch.save({"config_hash": spec.config_hash(), "code_version": code_version(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "shuffle": shuffle.get_state(), "state": state}, buffer)
+    torch.save({"config_hash": spec.config_hash(), "code_version": code_version(), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "shuffle": shuffle.get_state(),
+                "method_generator": method.generator.get_state(), "method_state": method.state_dict(),
+                "state": state}, buffer)
     write_atomic(out / CHECKPOINT, buffer.getvalue())
 
 
@@ -298,6 +304,8 @@ def _run(spec: RunSpec, out: Path, device, data, model, method, main: bool) -> d
     if checkpoint:
         optimizer.load_state_dict(checkpoint["optimizer"])
         shuffle.set_state(checkpoint["shuffle"])
+        method.generator.set_state(checkpoint["method_generator"])
+        method.load_state_dict(checkpoint["method_state"])
         state = checkpoint["state"]
     elif main:
         (out / "record.json").unlink(missing_ok=True)  # a record of an earlier, different run is stale
@@ -318,7 +326,7 @@ def _run(spec: RunSpec, out: Path, device, data, model, method, main: bool) -> d
             state["status"] = "diverged"
             log.warning("%s diverged in epoch %d (loss %s)", spec.method, epoch, entry["train_loss"])
         if main:
-            save_checkpoint(out, spec, model, optimizer, shuffle, state)
+            save_checkpoint(out, spec, model, optimizer, shuffle, state, method)
             write_log_csv(out / "log.csv", state["history"])
     record = make_record(spec, state, model, optimizer, data, device, state["provenance"])
     if main:
@@ -339,6 +347,7 @@ def run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, devic
              "train_time_s": stats["train_time_s"], "images_per_s": stats["images"] / stats["train_time_s"],
              "saved_activations": stats["saved_activations"], "peak_memory": stats["peak"], "terms": stats["terms"],
              "alignment": measure.alignment_with_bp(model, method, *probe),
+             "update_alignment": measure.update_alignment(model, method, *probe),
              "ranks": measure.layer_ranks(model), "trainable_params": measure.param_counts(model)["trainable_params"]}
     log.info("%-14s epoch %3d/%d  loss %7.4f  train %6.2f%%  test %6.2f%%  %7.1fs  %8.0f img/s",
              spec.method, epoch, spec.recipe["epochs"], entry["train_loss"], entry["train_acc"], test_acc,

@@ -6,6 +6,9 @@ import sys
 import pytest
 
 from bench.cli import main
+from bench.config import load_variants
+from bench.method import discover
+from bench.models import ARCHS
 
 BASE = ["train", "--dataset", "digits", "--arch", "mlp3", "--method", "dfa", "--seed", "0"]
 
@@ -20,8 +23,8 @@ def test_train_writes_record_and_log(tmp_path, capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["--dataset", "cifar7"], "unknown dataset 'cifar7'; known: "),
-    (["--arch", "resnet9"], "unknown arch 'resnet9'; known: mlp3, mobilenetv1, resnet18, resnet32, smallconv, vgg13"),
-    (["--method", "dfaa"], "unknown method 'dfaa'; known: bp, dfa, ssa, ssa-ce_only, ssa-fixed_rank"),
+    (["--arch", "resnet9"], "unknown arch 'resnet9'; known: " + ", ".join(sorted(ARCHS))),
+    (["--method", "dfaa"], "unknown method 'dfaa'; known: " + ", ".join(sorted(set(discover()) | set(load_variants())))),
     (["--set", "lambda_algn=1"], "unknown option 'lambda_algn'"),
     (["--set", "epochs=-1"], "bad value -1 for 'epochs'; accepted: int >= 1"),
     (["--set", "epochs=two"], "bad value 'two' for 'epochs'"),

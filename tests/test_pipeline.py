@@ -11,7 +11,8 @@ import yaml
 
 from bench import grid
 from bench.aggregate import COLUMNS
-from bench.config import RECIPE, REPO, make_spec, parse_sets
+from bench.config import RECIPE, REPO, load_variants, make_spec, parse_sets
+from bench.method import discover
 from bench.plot import FIGURES
 
 SNAKEFILE = REPO / "Snakefile"
@@ -39,6 +40,7 @@ def test_config_default_grid_is_mnist5k_every_variant_three_seeds():
     default = grids["mnist5k"]
     assert default.methods[:9] == ("bp", "dfa", "svd_bp", "ssa", "ssa-no_align", "ssa-no_orth", "ssa-ce_only",
                                    "ssa-fixed_rank", "ssa-spatial_map")
+    assert set(discover()) <= set(default.methods)
     assert default.seeds == (0, 1, 2) and len(default.runs()) == len(default.archs) * len(default.methods) * 3
     assert default.record_paths("r")[0] == "r/runs/mnist5k/smallconv/bp/seed0/record.json"
 
@@ -75,11 +77,20 @@ def test_grid_refuses_bad_config_naming_the_key(change, key):
         grid.grids(grid.validate(config))
 
 
+GRIDS = grid.load(CONFIG)  # job counts follow the config and the discovered method files, never typed in
+
+
+def _runs(dataset: str) -> int:
+    return len(GRIDS[dataset].runs())
+
+
 @pytest.mark.parametrize("targets, jobs", [
-    (["all"], {"train": 27, "table": 1, "figures": 1}),
-    (["paper"], {"paper_table": 3, "paper_figures": 3, "claims": 1, "table": None, "figures": None}),
+    (["all"], {"train": _runs("mnist5k"), "table": 1, "figures": 1}),
+    (["paper"], {"train": sum(_runs(d) for d in ("cifar10", "cifar100", "imagenet")), "paper_table": 3,
+                 "paper_figures": 3, "claims": 1, "table": None, "figures": None}),
+    # every digits run, and the one cifar10 run the record target names
     (["results/digits_table.csv", "results/figures/digits_rank.png",
-      "results/runs/cifar10/vgg13/ssa/seed4/record.json"], {"train": 55, "table": 1, "figures": 1}),
+      "results/runs/cifar10/vgg13/ssa/seed4/record.json"], {"train": _runs("digits") + 1, "table": 1, "figures": 1}),
 ])
 def test_dry_run_plans_every_target(tmp_path, targets, jobs):
     done = snakemake(tmp_path, "-n", *targets, "--quiet", "rules")
@@ -90,9 +101,13 @@ def test_dry_run_plans_every_target(tmp_path, targets, jobs):
         if len(parts) == 2 and parts[1].isdigit():
             counts[parts[0]] = int(parts[1])
     assert {k: counts.get(k) for k in jobs} == jobs
-    if targets == ["paper"]:  # cifar10/100: 4 archs x 9 variants x 5 seeds; imagenet: 3 runs
-        assert counts["train"] >= 2 * 4 * 9 * 5 + 3
     assert not (tmp_path / "results").exists()
+
+
+def test_methods_all_is_every_variant_and_every_method_file():
+    methods = GRIDS["mnist5k"].methods
+    assert set(discover()) <= set(methods) and set(load_variants(CONFIG)) <= set(methods)
+    assert len(methods) == len(set(methods))  # a method file that is also a variant is planned once
 
 
 @pytest.mark.parametrize("override, key", [
@@ -108,14 +123,19 @@ def test_bad_config_fails_before_any_job(tmp_path, override, key):
     assert not (tmp_path / "results").exists()  # nothing ran
 
 
-def test_a_new_method_file_joins_the_default_grid(tmp_path):
+def test_a_new_method_file_joins_the_default_grid_and_the_suite_still_plans(tmp_path):
     methods = tmp_path / "methods"
     shutil.copytree(REPO / "methods", methods, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(methods / "dfa.py", methods / "my_rule.py")
+    shutil.copy(methods / "template_rule.py", methods / "my_rule.py")  # what the README tells a user to do
     env = os.environ | {"BENCH_METHODS_DIR": str(methods)}
-    done = snakemake(tmp_path, "-n", "--config", "default_datasets=[digits]", "seeds=[0]", env=env)
+    done = snakemake(tmp_path, "-n", "--config", "default_datasets=[digits]", "seeds=[0]", "--quiet", "rules",
+                     env=env)
     assert done.returncode == 0, done.stderr
-    assert "results/runs/digits/mlp3/my_rule/seed0/record.json" in done.stdout
+    planned = {line.split()[0]: int(line.split()[1]) for line in done.stdout.splitlines()
+               if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert planned["train"] == _runs("digits") // len(GRIDS["digits"].seeds) + len(GRIDS["digits"].archs)
+    listed = snakemake(tmp_path, "-n", "--config", "default_datasets=[digits]", "seeds=[0]", env=env)
+    assert "results/runs/digits/mlp3/my_rule/seed0/record.json" in listed.stdout
 
 
 def test_pipeline_end_to_end_on_digits(tmp_path):

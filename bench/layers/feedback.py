@@ -1,0 +1,164 @@
+"""Layers whose backward a rule replaces: the generic Linear/Conv2d swap, the exact-backward switch, feedback marks.
+
+A rule with its own backward (fa, the sign-symmetry rules, kp) keeps the network's forward exactly as
+built and changes only what carries the error to a layer's input: `swap_layers` turns every Linear and
+Conv2d into a FeedbackLinear / FeedbackConv2d (the same object, its parameters and their init kept),
+whose backward sends the input gradient through `feedback_weight(layer)` instead of W, while W still
+gets its ordinary gradient delta_l h_{l-1}^T. Inside `exact_backward()` these layers run their true
+backward: that is how the trainer computes the BP reference of the same forward weights.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
+
+FeedbackWeight = Callable[[nn.Module], torch.Tensor]  # layer -> the tensor used in place of its weight (W's shape)
+
+# A plain module global (not a ContextVar): torch.compile guards on globals, so both modes compile.
+_exact = False
+
+
+@contextlib.contextmanager
+def exact_backward() -> Iterator[None]:
+    """Inside, every feedback layer backpropagates through its own weight W: true BP of the same forward."""
+    global _exact
+    before, _exact = _exact, True
+    try:
+        yield
+    finally:
+        _exact = before
+
+
+class _LinearFeedback(torch.autograd.Function):
+    """y = x W^T + b; backward: dx = dy B (B in place of W), dW = dy^T x, db = sum dy."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, feedback):
+        ctx.save_for_backward(x, feedback)
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, feedback = ctx.saved_tensors
+        grad_x = grad @ feedback.to(grad.dtype)
+        flat_grad, flat_x = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
+        grad_w = flat_grad.T @ flat_x.to(grad.dtype)
+        grad_b = flat_grad.sum(0) if ctx.has_bias else None
+        return grad_x, grad_w, grad_b, None
+
+
+class _ConvFeedback(torch.autograd.Function):
+    """A Conv2d whose input gradient is the transposed convolution with B's kernel instead of W's."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, feedback, stride, padding, dilation, groups):
+        ctx.save_for_backward(x, feedback)
+        ctx.conv = (stride, padding, dilation, groups)
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, feedback = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conv
+        # One kernel call: the input gradient through B's kernel; the weight gradient does not depend on
+        # the kernel's values, so it is W's true gradient.
+        grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad, x.to(grad.dtype), feedback.to(grad.dtype), [feedback.shape[0]] if ctx.has_bias else None,
+            stride, padding, dilation, False, [0, 0], groups, [True, True, ctx.has_bias])
+        return grad_x, grad_w, grad_b, None, None, None, None, None
+
+
+class FeedbackLayer:
+    """Mixin of a Linear/Conv2d whose backward uses `feedback_weight(self)` in place of its weight."""
+
+    feedback_weight: FeedbackWeight
+
+    def backward_weight(self) -> torch.Tensor:
+        """The tensor that carries the gradient to this layer's input (W's shape), detached."""
+        return self.feedback_weight(self).detach()
+
+
+class FeedbackLinear(FeedbackLayer, nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _exact or not torch.is_grad_enabled():
+            return F.linear(x, self.weight, self.bias)
+        return _LinearFeedback.apply(x, self.weight, self.bias, self.backward_weight())
+
+
+class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _exact or not torch.is_grad_enabled() or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super().forward(x)  # true backward (exact mode, inference, or a padding form the Function lacks)
+        return _ConvFeedback.apply(x, self.weight, self.bias, self.backward_weight(), self.stride, self.padding,
+                                   self.dilation, self.groups)
+
+
+SWAPS = {nn.Linear: FeedbackLinear, nn.Conv2d: FeedbackConv2d}
+
+
+def swap_layers(root: nn.Module, feedback_weight: FeedbackWeight,
+                attach: Callable[[nn.Module], None] | None = None) -> list[str]:
+    """Give every Linear and Conv2d under `root` a backward through `feedback_weight(layer)`; their names.
+
+    The layer object stays the same (its class becomes FeedbackLinear / FeedbackConv2d), so its
+    parameters, their init and every reference to it are kept; `attach(layer)` runs on each one first
+    (register its feedback tensors there, with `register_feedback`). `feedback_weight` must be a plain
+    function of the layer (it is stored on the layer; a bound method would drag its object along on a
+    deepcopy). Layers already swapped are left alone.
+    """
+    swapped = []
+    for name, layer in root.named_modules():
+        target = SWAPS.get(type(layer))
+        if target is None:
+            continue
+        if attach is not None:
+            attach(layer)
+        layer.__class__ = target
+        layer.feedback_weight = feedback_weight
+        swapped.append(name)
+    if not swapped:
+        raise ValueError(f"{type(root).__name__} has no Linear or Conv2d layer to give a feedback backward")
+    return swapped
+
+
+def feedback_layers(root: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(qualified name, layer) of every swapped layer under `root`."""
+    return [(name, m) for name, m in root.named_modules() if isinstance(m, FeedbackLayer)]
+
+
+def register_feedback(module: nn.Module, name: str, tensor: torch.Tensor, learned: bool = False) -> torch.Tensor:
+    """Register `tensor` on `module` as feedback; returns what was registered.
+
+    A fixed tensor is a buffer (saved in the state_dict, moved by `.to()`, never in `parameters()`).
+    A `learned` one (kp's B) is a Parameter, so the trainer's optimizer updates it with the rule's
+    `.grad`, but it is counted as feedback, never as a trainable parameter of the network.
+    """
+    if learned:
+        module.register_parameter(name, nn.Parameter(tensor))
+    else:
+        module.register_buffer(name, tensor)
+    marks = getattr(module, "_feedback_names", set())
+    module._feedback_names = marks | {name}
+    return getattr(module, name)
+
+
+def feedback_tensors(root: nn.Module) -> dict[str, torch.Tensor]:
+    """Every feedback tensor under `root`, by qualified name: wherever a rule registers it.
+
+    That is every buffer except the statistics of normalisation layers (BatchNorm's running mean and
+    variance, the only buffers the suite's architectures have: a test checks that an unprepared network
+    has no feedback), plus the learned tensors marked by `register_feedback`.
+    """
+    found = {}
+    for prefix, module in root.named_modules():
+        names = [] if isinstance(module, _NormBase) else [n for n, _ in module.named_buffers(recurse=False)]
+        for name in [*names, *sorted(getattr(module, "_feedback_names", ()))]:
+            found[f"{prefix}.{name}" if prefix else name] = getattr(module, name)
+    return found

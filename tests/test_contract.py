@@ -1,0 +1,142 @@
+"""The rule contract (bench.Method's docstring), checked on every discovered method file with no test
+written for it, and on a copy of methods/template_rule.py trained as a user's new rule would be."""
+import math
+import shutil
+
+import pytest
+import torch
+
+import bench.train as trainer
+from bench.config import REPO, load_variants, make_spec
+from bench.layers import feedback_tensors
+from bench.measure import network_parameters, param_counts
+from bench.method import discover
+from bench.models import ARCHS, build
+from tests.conftest import make
+
+RULES = sorted(discover())
+RECORD_KEYS = {"schema_version", "dataset", "arch", "method", "impl", "seed", "recipe", "options", "status",
+               "epochs", "test_acc", "best_test_acc", "train_time_s", "images_per_s", "trainable_params",
+               "feedback_params", "inference_params", "memory", "history", "provenance"}
+EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "test_acc", "lr", "terms", "alignment", "update_alignment", "ranks"}
+TIMINGS = {"train_time_s", "images_per_s", "started", "peak", "peak_memory"}
+
+
+def _spec(method, seed=0):
+    recipe = {"epochs": 2, "batch_size": 64, "probe_size": 64, "device": "cpu"}
+    return make_spec("digits", "mlp3", method, seed, recipe, load_variants())
+
+
+def _strip(obj):
+    if isinstance(obj, dict):
+        return {k: _strip(v) for k, v in obj.items() if k not in TIMINGS}
+    if isinstance(obj, list):
+        return [_strip(v) for v in obj]
+    if isinstance(obj, float) and math.isnan(obj):
+        return "nan"  # NaN != NaN: compare undefined alignments as equal
+    return obj
+
+
+def _in_range_or_nan(value) -> bool:
+    return value is None or math.isnan(value) or -1.0 <= value <= 1.0
+
+
+@pytest.fixture(scope="module", params=RULES)
+def trained(request, tmp_path_factory):
+    """(rule, its 2-epoch digits record, a second record of the same seed, the run folder)."""
+    out = tmp_path_factory.mktemp(request.param)
+    first = trainer.run(_spec(request.param), out / "first")
+    again = trainer.run(_spec(request.param), out / "again")
+    return request.param, first, again, out
+
+
+def test_rule_trains_two_epochs_into_a_complete_record(trained):
+    rule, record, _, _ = trained
+    assert RECORD_KEYS <= set(record), f"{rule}: record lacks {RECORD_KEYS - set(record)}"
+    assert record["status"] == "ok" and record["epochs"] == 2, rule
+    assert [h["epoch"] for h in record["history"]] == [1, 2]
+    for entry in record["history"]:
+        assert EPOCH_KEYS <= set(entry), f"{rule}: history lacks {EPOCH_KEYS - set(entry)}"
+        assert math.isfinite(entry["train_loss"]), rule
+        assert len(entry["alignment"]) == 3 and all(map(_in_range_or_nan, entry["alignment"])), rule
+        assert entry["update_alignment"] and all(map(_in_range_or_nan, entry["update_alignment"].values())), rule
+    # the trainable count is the network's; feedback is counted apart, and its bytes are in memory
+    assert record["memory"]["feedback"] == 4 * record["feedback_params"], rule
+
+
+def test_same_seed_gives_the_same_record(trained):
+    rule, record, again, _ = trained
+    assert _strip(again) == _strip(record), f"{rule}: two runs of one seed differ"
+
+
+def test_resume_after_an_interruption_equals_the_uninterrupted_run(trained, monkeypatch):
+    rule, record, _, out = trained
+    real_epoch = trainer.run_epoch
+
+    def die_in_epoch_2(spec, epoch, *args):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return real_epoch(spec, epoch, *args)
+
+    monkeypatch.setattr(trainer, "run_epoch", die_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(_spec(rule), out / "resumed")
+    monkeypatch.setattr(trainer, "run_epoch", real_epoch)
+    resumed = trainer.run(_spec(rule), out / "resumed")
+    assert _strip(resumed) == _strip(record), f"{rule}: the resumed run differs from the uninterrupted one"
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("arch", ["mlp3", "smallconv"])
+def test_step_fills_a_finite_gradient_for_every_trainable_parameter(rule, arch, batch):
+    model, method = make(arch, rule)
+    stats = method.step(model, *batch)
+    assert {"loss", "correct"} <= set(stats) and all(torch.is_tensor(v) and v.dim() == 0 for v in stats.values())
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None, f"{rule}/{arch}: no gradient for {name}"
+            assert torch.isfinite(p.grad).all(), f"{rule}/{arch}: non-finite gradient for {name}"
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_feedback_is_never_counted_as_trainable(rule):
+    model, _ = make("smallconv", rule)
+    feedback = feedback_tensors(model)
+    network = dict(network_parameters(model))
+    assert not set(feedback) & set(network), f"{rule}: {set(feedback) & set(network)} counted as network parameters"
+    counts = param_counts(model)
+    assert counts["trainable_params"] == sum(p.numel() for p in network.values() if p.requires_grad)
+    assert counts["feedback_params"] == sum(t.numel() for t in feedback.values())
+    assert all(not isinstance(t, torch.nn.Parameter) or t.requires_grad for t in feedback.values())
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_step_draws_only_from_the_rules_generator(rule, batch):
+    grads = []
+    for global_seed in (1, 2):
+        model, method = make("mlp3", rule)
+        method.generator.manual_seed(7)
+        torch.manual_seed(global_seed)  # a rule that used the global RNG would differ between the two
+        method.step(model, *batch)
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert all(torch.equal(a, b) for a, b in zip(*grads)), f"{rule}: step depends on the global RNG"
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_an_unprepared_network_has_no_feedback(arch):
+    # feedback_tensors counts every buffer that is no normalisation statistic: an arch must have none.
+    model = build(arch, (3, 32, 32), 10)
+    assert feedback_tensors(model) == {}, f"{arch} has buffers that would be counted as feedback"
+
+
+def test_a_copy_of_the_template_trains_as_a_new_rule(tmp_path, monkeypatch):
+    methods = tmp_path / "methods"
+    shutil.copytree(REPO / "methods", methods, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(methods / "template_rule.py", methods / "noisy_bp.py")
+    monkeypatch.setenv("BENCH_METHODS_DIR", str(methods))
+    assert "noisy_bp" in discover() and "template_rule" not in discover()
+    record = trainer.run(_spec("noisy_bp"), tmp_path / "run")
+    assert record["status"] == "ok" and record["test_acc"] > 50
+    assert record["feedback_params"] == 10  # its per-class buffer, registered in model.feedback
+    layers = record["history"][-1]["update_alignment"]
+    assert all(0 < v < 1 for v in layers.values())  # noisy BP: aligned with BP, not equal to it
