@@ -1,6 +1,7 @@
 """Tables: one dataset's run records -> one row per (arch, method variant) in {dataset}_table.csv and .md.
 
-Accuracy is the mean +- sample std over the seeds that finished (`status: ok`); a diverged run is left
+Accuracy is the mean +- sample std over the seeds that finished (`status: ok`), each at the epoch its
+record selects (`selection`: the last, or the best on a validation split: BioTorch's protocol); a diverged run is left
 out of the mean and counted in `status`; a planned run without a record is counted as missing. Params
 and memory are means over every record found (they do not depend on divergence); memory is in MB
 (10^6 bytes), as measured by the trainer (bench/measure.py).
@@ -26,7 +27,7 @@ MB = 1e6
 MEMORY = {"params_mb": "params", "grads_mb": "grads", "optimizer_state_mb": "optimizer_state",
           "feedback_mb": "feedback", "saved_activations_mb": "saved_activations", "peak_mb": "peak"}
 COUNTS = ["trainable_params", "trainable_params_initial", "feedback_params", "inference_params"]
-COLUMNS = ["arch", "method", "n_seeds", "n_ok", "n_diverged", "n_missing", "epochs", "test_acc_mean",
+COLUMNS = ["arch", "method", "n_seeds", "n_ok", "n_diverged", "n_missing", "epochs", "selection", "test_acc_mean",
            "test_acc_std", "delta_to_bp", "best_test_acc_mean", "update_alignment", *COUNTS, *MEMORY, "train_time_s_mean",
            "images_per_s_mean", "status", "published"]
 Run = tuple[str, str, int]  # (arch, method, seed)
@@ -95,13 +96,14 @@ def sample_std(values: list) -> float:
 
 def _row(arch: str, method: str, records: list[dict], n_missing: int) -> dict:
     ok = [r for r in records if r["status"] == "ok"]
-    accs = [r["test_acc"] for r in ok if r["test_acc"] is not None]
+    accs = [acc for acc in map(reported_acc, ok) if acc is not None]
     n_seeds, n_diverged = len(records) + n_missing, len(records) - len(ok)
     status = [f"diverged {n_diverged}/{n_seeds}"] if n_diverged else []
     status += [f"missing {n_missing}/{n_seeds}"] if n_missing else []
     epochs = sorted({r.get("epochs_planned") for r in records} - {None})
     row = {"arch": arch, "method": method, "n_seeds": n_seeds, "n_ok": len(ok), "n_diverged": n_diverged,
            "n_missing": n_missing, "epochs": "/".join(map(str, epochs)),
+           "selection": "/".join(sorted({r.get("selection", "last") for r in ok})),
            "test_acc_mean": mean_defined(accs), "test_acc_std": sample_std(accs),
            "best_test_acc_mean": mean_defined([r.get("best_test_acc") for r in ok]),
            "update_alignment": mean_defined([final_update_alignment(r) for r in ok])}
@@ -111,6 +113,12 @@ def _row(arch: str, method: str, records: list[dict], n_missing: int) -> dict:
             "images_per_s_mean": mean_defined([r.get("images_per_s") for r in ok]),
             "status": ", ".join(status) or "ok"}
     return row
+
+
+def reported_acc(record: dict) -> float | None:
+    """The test accuracy a table reports: at the record's selected epoch (the best on validation where the run
+    held a validation split, `selection: best_val`), else at the last epoch."""
+    return record.get("selected_test_acc", record["test_acc"])
 
 
 def final_update_alignment(record: dict) -> float | None:
@@ -224,6 +232,7 @@ MARKDOWN = [  # (header, cell from a table row)
     ("method", lambda r: r.method),
     ("seeds ok/planned", lambda r: f"{r.n_ok}/{r.n_seeds}"),
     ("epochs", lambda r: r.epochs),
+    ("epoch chosen", lambda r: {"last": "last", "best_val": "best val"}.get(r.selection, r.selection or "—")),
     ("test acc (%)", _accuracy),
     ("Δ to BP (points)", lambda r: _num(r.delta_to_bp, "{:+.2f}")),
     ("best acc (%)", lambda r: _num(r.best_test_acc_mean)),

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench.config import DEFAULT_CONFIG, load_variants, make_spec, parse_sets
+from bench.config import DEFAULT_CONFIG, RECIPE, load_variants, make_spec, parse_sets
 
 log = logging.getLogger("bench")
 
@@ -143,11 +143,21 @@ def cmd_list(args) -> int:
     print("image folders:", ", ".join(image_folders(args.data_dir)) or "none")
     print("archs:   ", ", ".join(sorted(ARCHS)))
     for name, cls in discover().items():
-        options = ", ".join(f"{k}={opt.default!r}" for k, opt in cls.options.items()) or "no options"
-        print(f"method {name}: {options}")
+        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"method {name}: {summary}" if summary else f"method {name}:")
+        for line in _option_lines(cls.options) or ["  (no options)"]:
+            print(line)
     for name, entry in load_variants().items():
         print(f"variant {name}: {entry}")
+    print("recipe (--set key=value, or a grid's recipe:):")
+    for line in _option_lines(RECIPE):
+        print(line)
     return 0
+
+
+def _option_lines(options: dict) -> list[str]:
+    """One line per declared option: name = default, what is accepted (type, bounds or choices), help."""
+    return [f"  {key} = {opt.default!r}  [{opt.accepted()}]  {opt.help}" for key, opt in options.items()]
 
 
 def _expected(args) -> list[tuple[str, str, int]] | None:

@@ -24,9 +24,13 @@ RECIPE: dict[str, Option] = {
     "lr": Option(1e-3, "peak learning rate", above=0.0),
     "weight_decay": Option(1e-4, "weight decay (decoupled for adamw, L2 for sgd and adam)", minimum=0.0),
     "momentum": Option(0.9, "sgd momentum", minimum=0.0, maximum=1.0),
-    "schedule": Option("cosine", "per-epoch lr schedule", choices=("cosine", "step", "constant")),
+    "schedule": Option("cosine", "per-epoch lr schedule", choices=("cosine", "step", "multistep", "constant")),
     "step_size": Option(30, "step schedule: epochs between decays", minimum=1),
-    "gamma": Option(0.1, "step schedule: decay factor", above=0.0, maximum=1.0),
+    "gamma": Option(0.1, "step and multistep schedules: decay factor", above=0.0, maximum=1.0),
+    "milestones": Option([], "multistep schedule: epochs after which the lr is multiplied by gamma "
+                         "(BioTorch: 100, 150, 200)", minimum=1),
+    "val_split": Option(0, "training images held out for validation; the record then also selects the epoch "
+                        "of best validation accuracy (BioTorch: 5000 of CIFAR's 50,000; 0: none)", minimum=0),
     "eval_batch_size": Option(1000, "evaluation batch size", minimum=1),
     "probe_size": Option(256, "images in the fixed batch that measures alignment with BP", minimum=1),
     "batchnorm": Option(False, "mlp3, smallconv: BatchNorm before each hidden ReLU (the other archs have it)"),

@@ -14,6 +14,7 @@ import torch
 
 from bench import data as datasets
 from bench import distributed, measure
+from bench.data.tensors import hold_out
 from bench.config import RunSpec
 from bench.method import get_method
 from bench.models import BlockNet, build
@@ -117,6 +118,8 @@ def lr_at(recipe: dict, epoch: int) -> float:
         return lr * 0.5 * (1 + math.cos(math.pi * epoch / recipe["epochs"]))
     if schedule == "step":
         return lr * recipe["gamma"] ** (epoch // recipe["step_size"])
+    if schedule == "multistep":  # as torch's MultiStepLR stepped once an epoch: x gamma from each milestone on
+        return lr * recipe["gamma"] ** sum(1 for m in recipe["milestones"] if m <= epoch)
     return lr
 
 
@@ -231,9 +234,16 @@ def derive_seed(seed: int, purpose: str) -> int:
 
 
 def setup(spec: RunSpec, data_dir: Path | None):
-    """Device, data on the device, the prepared model (init and feedback seeded from the run seed), the method."""
+    """Device, data on the device, its validation split (None without `val_split`), the prepared model
+    (init and feedback seeded from the run seed), the method."""
     device = resolve_device(spec.recipe["device"])
     data = datasets.load(spec.dataset, device, data_dir, datasets.DataOptions.from_recipe(spec.recipe))
+    validation = None
+    if spec.recipe["val_split"]:
+        if not isinstance(data, datasets.TensorData):
+            raise ValueError(f"'val_split' needs a dataset held on the device; {spec.dataset} streams "
+                             "(use its own validation folder as the test split instead)")
+        data, validation = hold_out(data, spec.recipe["val_split"])
     torch.manual_seed(derive_seed(spec.seed, "init"))
     model = build(spec.arch, data.in_shape, data.num_classes, batchnorm=spec.recipe["batchnorm"])
     method = get_method(spec.impl)(**spec.options)
@@ -244,7 +254,7 @@ def setup(spec: RunSpec, data_dir: Path | None):
     model = method.prepare(model, data.num_classes, feedback)
     # A stochastic rule's draws (fwdgrad's directions, brsf's magnitudes) on the device, per run seed.
     method.generator = torch.Generator(device).manual_seed(derive_seed(spec.seed, "method"))
-    return device, data, Speed.from_recipe(spec.recipe, device).prepare(model.to(device)), method
+    return device, data, validation, Speed.from_recipe(spec.recipe, device).prepare(model.to(device)), method
 
 
 def save_checkpoint(out: Path, spec: RunSpec, model, optimizer, shuffle: torch.Generator, state: dict,
@@ -285,16 +295,16 @@ def load_checkpoint(out: Path, spec: RunSpec, model: BlockNet) -> dict | None:
 def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
     """Train one run, checkpointing each epoch (resuming from `out`), and write out/record.json."""
     out = Path(out)
-    device, data, model, method = setup(spec, data_dir)  # bad data fails here, before anything is written
+    device, data, validation, model, method = setup(spec, data_dir)  # bad data fails here, before anything is written
     main = distributed.is_main()  # under torchrun only rank 0 writes; the others train alongside
     if main:
         out.mkdir(parents=True, exist_ok=True)
     # A second process training into the same folder (another pipeline from another working folder) is refused.
     with folder_lock(out) if main else contextlib.nullcontext():
-        return _run(spec, out, device, data, model, method, main)
+        return _run(spec, out, device, data, validation, model, method, main)
 
 
-def _run(spec: RunSpec, out: Path, device, data, model, method, main: bool) -> dict:
+def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main: bool) -> dict:
     started = provenance(device) | {"world_size": distributed.world_size()}
     shuffle = torch.Generator().manual_seed(derive_seed(spec.seed, "shuffle"))
     state = {"epoch": 0, "history": [], "status": "ok", "provenance": started,
@@ -320,6 +330,8 @@ def _run(spec: RunSpec, out: Path, device, data, model, method, main: bool) -> d
         if state["status"] != "ok":
             break
         entry = run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, device, speed)
+        if validation is not None:
+            entry["val_acc"] = evaluate(model, validation, spec.recipe["eval_batch_size"], speed)[0]
         state["history"].append(entry)
         state["epoch"] = epoch
         if not math.isfinite(entry["train_loss"]):
@@ -355,6 +367,19 @@ def run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, devic
     return entry
 
 
+def selected_epoch(history: list[dict]) -> dict:
+    """Which epoch's test accuracy the tables report: the best on validation where the run has a validation
+    split (BioTorch's protocol: the best-validation checkpoint scored on test; the first epoch of the best),
+    else the last epoch."""
+    if not history:
+        return {"selection": "last", "selected_epoch": None, "selected_test_acc": None}
+    if "val_acc" not in history[-1]:
+        return {"selection": "last", "selected_epoch": history[-1]["epoch"], "selected_test_acc": history[-1]["test_acc"]}
+    best = max(history, key=lambda h: (h["val_acc"] if math.isfinite(h["val_acc"]) else -math.inf, -h["epoch"]))
+    return {"selection": "best_val", "selected_epoch": best["epoch"], "selected_test_acc": best["test_acc"],
+            "best_val_acc": best["val_acc"]}
+
+
 def make_record(spec: RunSpec, state: dict, model, optimizer, data, device, started: dict) -> dict:
     """The run's record.json (schema_version 1), from the training state and final measurements."""
     history = state["history"]
@@ -369,6 +394,7 @@ def make_record(spec: RunSpec, state: dict, model, optimizer, data, device, star
         "test_acc": last.get("test_acc"),
         "test_top5": last.get("test_top5") if data.num_classes > 5 else None,
         "best_test_acc": max((h["test_acc"] for h in history), default=None),
+        **selected_epoch(history),
         "train_time_s": train_time, "images_per_s": images / train_time if train_time else None,
         **measure.param_counts(model), "trainable_params_initial": state["trainable_params_initial"],
         "memory": measure.memory_breakdown(model, optimizer, last.get("saved_activations", 0), device,

@@ -90,7 +90,7 @@ def test_aggregate_writes_csv_and_markdown(runs, tmp_path):
     assert list(csv.columns) == COLUMNS and len(csv) == 3
     assert csv.loc[0, "trainable_params"] == 1000 and csv.loc[0, "params_mb"] == pytest.approx(4.0)
     md = (tmp_path / "out" / "toy_table.md").read_text()
-    assert "| mlp | bp | 2/2 | 3 | 91.00 ± 1.41 | +0.00 |" in md
+    assert "| mlp | bp | 2/2 | 3 | last | 91.00 ± 1.41 | +0.00 |" in md
     assert "missing 1/3" in md and "diverged 1/2" in md
     assert not list((tmp_path / "out").glob(".*tmp"))  # atomic writes leave no temp files
 
@@ -173,8 +173,30 @@ def test_the_shipped_published_figures_parse_and_join_by_dataset_arch_method():
     from bench.aggregate import PUBLISHED, published
 
     figures = published("imagenet", PUBLISHED)
-    assert figures[("resnet18", "bp")] == ("69.61 [BioTorch (Sanfiz & Akrout 2021), 75 epochs]; "
+    assert figures[("resnet18", "bp")] == ("69.61 [BioTorch (Sanfiz & Akrout 2021, arXiv 2108.13446, Benchmarks.md), "
+                                           "SGD, 75 epochs]; "
                                            "66.90 [FFCV (Leclerc et al. 2023), 16 epochs, 1 x A100, 35 min]; "
                                            "72.40 [FFCV (Leclerc et al. 2023), 88 epochs, 1 x A100, 187 min]")
     assert figures[("resnet18", "dfa")].startswith("17.55 [BioTorch")
     assert ("resnet20", "dfa") in published("cifar10", PUBLISHED)
+
+
+def test_table_reports_the_selected_epoch_update_alignment_and_feedback_memory(tmp_path):
+    runs = tmp_path / "runs"
+    plain = write_record(runs, "mlp", "bp", 0, 90.0)
+    chosen = write_record(runs, "mlp", "fa", 0, 80.0)
+    chosen |= {"selection": "best_val", "selected_epoch": 2, "selected_test_acc": 75.0}
+    chosen["memory"]["feedback"] = 2_000_000
+    for entry, value in zip(chosen["history"], (0.2, 0.3, 0.4)):
+        entry["update_alignment"] = {"blocks.0": value, "head": 1.0, "blocks.1": None}
+    plain["history"][-1]["update_alignment"] = {"blocks.0": 1.0, "head": 1.0}
+    for record in (plain, chosen):
+        (runs / "toy" / "mlp" / record["method"] / "seed0" / "record.json").write_text(json.dumps(record))
+    table = aggregate(runs, "toy")
+    fa, bp = row(table, "fa"), row(table, "bp")
+    assert fa.test_acc_mean == 75.0 and fa.selection == "best_val"  # the best-validation epoch, not the last
+    assert bp.test_acc_mean == 90.0 and bp.selection == "last"
+    assert fa.update_alignment == pytest.approx(0.7) and bp.update_alignment == 1.0  # last epoch, defined layers
+    assert fa.feedback_mb == 2.0 and math.isnan(bp.feedback_mb)  # an old record without the field: unknown
+    md = (aggregate(runs, "toy", out_dir=tmp_path) is not None) and (tmp_path / "toy_table.md").read_text()
+    assert "| best val |" in md and "| 0.700 |" in md

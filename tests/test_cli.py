@@ -65,8 +65,16 @@ def test_exit_code_from_a_real_process(tmp_path):
 def test_list_names_datasets_archs_methods_and_variants(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ["mnist5k", "smallconv", "method ssa", "variant ssa-no_align", "lambda_align=0.1"]:
+    for name in ["mnist5k", "smallconv", "method ssa", "variant ssa-no_align"]:
         assert name in out
+    # every option of every rule, and every recipe key, with its default, what is accepted, and its help
+    assert "  lambda_align = 0.1  [float >= 0.0]  weight of L_align" in out
+    assert "  feedback = 'broadcast'  [one of broadcast, spatial_map, full]" in out
+    assert "  rank_ratio = 1.0  [float > 0.0 and <= 1.0]" in out
+    assert "  val_split = 0  [int >= 0]  training images held out" in out
+    for name, cls in discover().items():
+        assert f"method {name}:" in out
+        assert all(f"  {key} = {opt.default!r}  [{opt.accepted()}]  {opt.help}" in out for key, opt in cls.options.items())
 
 
 def test_out_below_a_file_and_broken_config_are_refused(tmp_path, capsys):

@@ -187,3 +187,42 @@ def test_counting_saved_bytes_leaves_no_graph_alive_across_a_rank_reduction(tmp_
                            load_variants()), tmp_path)
     assert record["status"] == "ok" and record["epochs"] == 2
     assert record["trainable_params"] < record["trainable_params_initial"]  # the reduction happened
+
+
+def test_multistep_schedule_decays_after_each_milestone():
+    recipe = {"lr": 1.0, "schedule": "multistep", "milestones": [2, 3], "gamma": 0.1, "epochs": 5}
+    assert [lr_at(recipe, e) for e in range(5)] == pytest.approx([1.0, 1.0, 0.1, 0.01, 0.01])
+    # the same rates as torch's MultiStepLR stepped once an epoch
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[2, 3], gamma=0.1)
+    torch_rates = []
+    for _ in range(5):
+        torch_rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert [lr_at(recipe, e) for e in range(5)] == pytest.approx(torch_rates)
+
+
+def test_validation_split_holds_images_out_and_selects_the_best_validation_epoch(tmp_path):
+    from bench.data import load
+    from bench.data.tensors import hold_out
+
+    data = load("digits")
+    train, validation = hold_out(data, 300)
+    assert len(train.train_y) == len(data.train_y) - 300 and len(validation.test_y) == 300
+    seen = {tuple(x.flatten().tolist()) for x in train.train_x}
+    assert not any(tuple(x.flatten().tolist()) in seen for x in validation.test_x[:50])  # held out, not copied
+    assert torch.equal(validation.test_x, hold_out(data, 300)[1].test_x)  # the same images for every run
+    record = run(spec("bp", epochs=3, val_split=300), tmp_path)
+    assert all("val_acc" in h for h in record["history"]) and record["selection"] == "best_val"
+    best = max(record["history"], key=lambda h: (h["val_acc"], -h["epoch"]))
+    assert record["selected_epoch"] == best["epoch"] and record["selected_test_acc"] == best["test_acc"]
+    plain = run(spec("bp", epochs=1), tmp_path / "plain")
+    assert plain["selection"] == "last" and plain["selected_test_acc"] == plain["test_acc"]
+
+
+@pytest.mark.parametrize("n", [-1, 10**6])
+def test_validation_split_larger_than_the_training_set_is_refused(n, tmp_path):
+    with pytest.raises(ValueError, match="val_split"):
+        run(spec("bp", epochs=1, val_split=n), tmp_path)
+    assert not (tmp_path / "record.json").exists()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -82,3 +82,21 @@ def stratified_split(labels: torch.Tensor, test_per_class: int, seed: int = 0) -
         test.append(members[:test_per_class])
         train.append(members[test_per_class:])
     return torch.cat(train).sort().values, torch.cat(test).sort().values
+
+
+def hold_out(data: TensorData, n: int, seed: int = 0) -> tuple[TensorData, TensorData]:
+    """(train, validation): `n` training images held out of `data` (BioTorch holds 5,000 of CIFAR-10's 50,000).
+
+    [suite] The held-out images are a random draw with a fixed seed (0), independent of the run seed,
+    so every run of every method is selected on the same images. Both parts normalise with the
+    statistics of the remaining training images; validation serves the held-out images as its test
+    split (`test_batches`), so the trainer evaluates it as it evaluates the test set.
+    """
+    if not 0 < n < len(data.train_y):
+        raise ValueError(f"bad value {n!r} for 'val_split'; accepted: 0 (no validation split) or fewer than the "
+                         f"{len(data.train_y)} training images of {data.name}")
+    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed)).to(data.train_y.device)
+    held, kept = order[:n].sort().values, order[n:].sort().values
+    train = replace(data, train_x=data.train_x[kept], train_y=data.train_y[kept])
+    validation = replace(train, test_x=data.train_x[held], test_y=data.train_y[held])
+    return train, validation
