@@ -6,16 +6,19 @@ from collections.abc import Callable
 
 from bench.models.blocknet import BlockNet
 from bench.models.mobilenet import mobilenetv1
-from bench.models.resnet import resnet18, resnet32
-from bench.models.small import mlp3, smallconv
+from bench.models.resnet import resnet18, resnet20, resnet32, resnet56
+from bench.models.small import lenet, mlp3, smallconv
 from bench.models.vgg import vgg13
 
 # One line per architecture: name -> builder(in_shape, num_classes).
 ARCHS: dict[str, Callable[..., BlockNet]] = {
+    "lenet": lenet,
     "mlp3": mlp3,
     "mobilenetv1": mobilenetv1,
     "resnet18": resnet18,
+    "resnet20": resnet20,
     "resnet32": resnet32,
+    "resnet56": resnet56,
     "smallconv": smallconv,
     "vgg13": vgg13,
 }

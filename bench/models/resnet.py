@@ -1,4 +1,5 @@
-"""ResNets as BlockNets: `resnet32` (CIFAR style [paper]) and `resnet18` (ImageNet style [suite])."""
+"""ResNets as BlockNets: CIFAR style `resnet32` [paper] and `resnet20`, `resnet56` [BioTorch]; ImageNet style
+`resnet18` [suite]."""
 from __future__ import annotations
 
 import torch
@@ -7,19 +8,49 @@ from torch import nn
 from bench.models.blocknet import BlockNet
 
 
+class PadShortcut(nn.Module):
+    """He et al. 2016 option A: (N, C_in, H, W) -> (N, C_out, ceil(H/s), ceil(W/s)), no parameters.
+
+    Keeps every s-th row and column and zero-pads the channels, (C_out - C_in) // 2 before and the rest
+    after: BioTorch's `IdentityPadding` (planes // 4 on each side, as its stages double the width).
+    """
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        if c_out < c_in:
+            raise ValueError(f"option-A shortcut cannot drop channels: {c_in} -> {c_out}")
+        self.before = (c_out - c_in) // 2
+        self.after = c_out - c_in - self.before
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, ::self.stride, ::self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, self.before, self.after))
+
+
+# A residual block's shortcut where the shape changes: "projection" (1x1 conv + BN, option B) or "pad"
+# (option A, parameter-free: He et al.'s CIFAR ResNets and BioTorch's).
+SHORTCUTS = ("projection", "pad")
+
+
 class BasicBlock(nn.Module):
     """h = ReLU(BN(conv3x3(ReLU(BN(conv3x3(x))))) + shortcut(x)): (N, C_in, H, W) -> (N, C_out, H/s, W/s).
 
-    The shortcut is the identity, or a 1x1 conv + BN projection when the shape changes (He et al.
-    2016 option B), so SVD conversion covers it. It is registered before conv1/conv2 on purpose:
+    The shortcut is the identity, or where the shape changes a 1x1 conv + BN projection (He et al.
+    2016 option B, the default, so SVD conversion covers it) or with `shortcut="pad"` the
+    parameter-free option A. It is registered before conv1/conv2 on purpose:
     ssa takes the *last* SVD layer of a block with the output channel count as the block's output
     layer (the one L_align acts on), and that should be conv2 of the residual branch.
     """
 
-    def __init__(self, c_in: int, c_out: int, stride: int = 1):
+    def __init__(self, c_in: int, c_out: int, stride: int = 1, shortcut: str = "projection"):
         super().__init__()
-        self.shortcut = nn.Identity()
-        if stride != 1 or c_in != c_out:
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"unknown shortcut {shortcut!r}; known: {', '.join(SHORTCUTS)}")
+        self.shortcut: nn.Module = nn.Identity()
+        if (stride != 1 or c_in != c_out) and shortcut == "pad":
+            self.shortcut = PadShortcut(c_in, c_out, stride)
+        elif stride != 1 or c_in != c_out:
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
                                           nn.BatchNorm2d(c_out))
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
@@ -34,13 +65,14 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-def _stages(c_in: int, widths: tuple[int, ...], depth: int, first_stride: int) -> list[nn.Module]:
+def _stages(c_in: int, widths: tuple[int, ...], depth: int, first_stride: int,
+            shortcut: str = "projection") -> list[nn.Module]:
     """`depth` basic blocks per width; each stage after the first starts with stride 2."""
     blocks: list[nn.Module] = []
     for i, c_out in enumerate(widths):
         for j in range(depth):
             stride = (first_stride if i == 0 else 2) if j == 0 else 1
-            blocks.append(BasicBlock(c_in, c_out, stride))
+            blocks.append(BasicBlock(c_in, c_out, stride, shortcut))
             c_in = c_out
     return blocks
 
@@ -56,8 +88,31 @@ def resnet32(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
     16 blocks: the stem, then 15 residual blocks; input (C, H, W) -> (64, H/4, W/4) before the head.
     About 0.47M parameters for K = 10 (0.46M with the parameter-free option-A shortcut).
     """
+    return _cifar_resnet(in_shape, num_classes, 5, "projection")
+
+
+def _cifar_resnet(in_shape: tuple[int, ...], num_classes: int, depth: int, shortcut: str) -> BlockNet:
+    """Stem conv3x3 16-BN-ReLU, 3 stages x `depth` blocks (16, 32, 64), global average pool, Linear."""
     stem = nn.Sequential(nn.Conv2d(in_shape[0], 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-    return BlockNet([stem, *_stages(16, (16, 32, 64), 5, 1)], _head(64, num_classes), in_shape)
+    return BlockNet([stem, *_stages(16, (16, 32, 64), depth, 1, shortcut)], _head(64, num_classes), in_shape)
+
+
+def resnet20(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
+    """BioTorch's CIFAR ResNet-20 (`biotorch/models/small_resnet.py`, after He et al. 2016): 3 x 3 blocks.
+
+    As resnet32 but 3 blocks a stage and the parameter-free option-A shortcut (`PadShortcut`) where the
+    width doubles: 10 blocks (stem + 9 residual); (C, H, W) -> (64, H/4, W/4) before the head (sides
+    round up, so 8x8 inputs work). 269,722 parameters for K = 10 (0.27M in small_resnet.py's table).
+    """
+    return _cifar_resnet(in_shape, num_classes, 3, "pad")
+
+
+def resnet56(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
+    """BioTorch's CIFAR ResNet-56: as `resnet20` with 9 blocks a stage, 28 blocks (stem + 27 residual).
+
+    853,018 parameters for K = 10 (0.85M in small_resnet.py's table).
+    """
+    return _cifar_resnet(in_shape, num_classes, 9, "pad")
 
 
 def resnet18(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:

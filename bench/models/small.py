@@ -1,4 +1,5 @@
-"""The small reference architectures: `mlp3` and `smallconv` [paper: the authors' small CNN and MLP]."""
+"""The small reference architectures: `mlp3`, `smallconv` [paper: the authors' small CNN and MLP], `lenet`
+[BioTorch]."""
 from __future__ import annotations
 
 import math
@@ -6,6 +7,10 @@ import math
 from torch import nn
 
 from bench.models.blocknet import BlockNet
+
+# The smallest side on which lenet's unpadded convs fit: three 3x3 convs (-2 each) and two 2x2
+# max-pools (halving, rounded down) leave 1 pixel from 18. Smaller inputs (digits 8x8) pad instead.
+LENET_MIN_UNPADDED_SIDE = 18
 
 
 def mlp3(in_shape: tuple[int, ...], num_classes: int, width: int = 512, batchnorm: bool = False) -> BlockNet:
@@ -35,6 +40,29 @@ def smallconv(in_shape: tuple[int, ...], num_classes: int, batchnorm: bool = Fal
         nn.Sequential(nn.Flatten(), *_unit(nn.Linear(128 * 2 * 2, 512), nn.BatchNorm1d, bn)),
     ]
     return BlockNet(blocks, nn.Linear(512, num_classes), in_shape)
+
+
+def lenet(in_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False) -> BlockNet:
+    """BioTorch's CIFAR-10 LeNet (`biotorch/models/le_net.py`, LeNetCIFAR): four blocks, then a Linear head.
+
+    conv3x3 32 -> pool -> conv3x3 64 -> pool -> conv3x3 128 -> global avg pool -> FC 256 -> FC K; one block
+    per hidden layer: conv-ReLU-maxpool2, conv-ReLU-maxpool2, conv-ReLU-global average pool,
+    flatten-FC-ReLU; the head is the last FC. On 32x32 the convs are unpadded (32 -> 30 -> 15 -> 13 -> 6
+    -> 4 -> 1), exactly BioTorch's; its `avg_pool2d` over the map's width is this global average pool on
+    square maps. 128,842 parameters on (3, 32, 32) with K = 10. [suite] Where an input side is under
+    `LENET_MIN_UNPADDED_SIDE` (18) pixels, too small for unpadded convs, every conv pads by 1 and keeps
+    its input's size (8x8: 8 -> 4 -> 2 -> 1); channels and K follow the data (BioTorch fixes 3 and 10).
+    No BatchNorm, as BioTorch's; `batchnorm` [suite] puts one after every hidden conv and FC, as smallconv.
+    """
+    pad = 0 if min(in_shape[1:]) >= LENET_MIN_UNPADDED_SIDE else 1
+    bn = batchnorm
+    blocks = [
+        nn.Sequential(*_unit(nn.Conv2d(in_shape[0], 32, 3, padding=pad), nn.BatchNorm2d, bn), nn.MaxPool2d(2)),
+        nn.Sequential(*_unit(nn.Conv2d(32, 64, 3, padding=pad), nn.BatchNorm2d, bn), nn.MaxPool2d(2)),
+        nn.Sequential(*_unit(nn.Conv2d(64, 128, 3, padding=pad), nn.BatchNorm2d, bn), nn.AdaptiveAvgPool2d(1)),
+        nn.Sequential(nn.Flatten(), *_unit(nn.Linear(128, 256), nn.BatchNorm1d, bn)),
+    ]
+    return BlockNet(blocks, nn.Linear(256, num_classes), in_shape)
 
 
 def _unit(layer: nn.Module, norm: type[nn.Module], batchnorm: bool) -> list[nn.Module]:
