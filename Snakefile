@@ -127,10 +127,11 @@ rule table:
         archs=lambda wildcards: GRIDS[wildcards.dataset].archs,
         methods=lambda wildcards: GRIDS[wildcards.dataset].methods,
         seeds=lambda wildcards: GRIDS[wildcards.dataset].seeds,
+        published=lambda wildcards: GRIDS[wildcards.dataset].published_args(),
     shell:
         "$PYTHON -m bench aggregate --runs-dir {params.runs} --dataset {wildcards.dataset}"
         " --out-dir {params.out} --archs {params.archs} --methods {params.methods} --seeds {params.seeds}"
-        " > {log} 2>&1"
+        " {params.published} > {log} 2>&1"
 
 
 rule figures:

@@ -137,21 +137,37 @@ def _order(runs: list[Run]) -> list[tuple[str, str]]:
     return list(dict.fromkeys((a, m) for a, m, _ in runs))
 
 
-def published(dataset: str, path: Path | str | None = PUBLISHED) -> dict[tuple[str, str], str]:
-    """Published accuracy (%) by (arch, method) with its source, from the cited data file if present."""
+Published = dict[tuple[str, str], list[tuple[str, str]]]  # (arch, method) -> [(optimizer or "", "acc [source]")]
+
+
+def published(dataset: str, path: Path | str | None = PUBLISHED) -> Published:
+    """Published accuracies (%) of `dataset` by (arch, method), each with its optimizer ("" when the source
+    names none) and its source, from the cited data file (config/published.csv) if present."""
     if path is None or not Path(path).is_file():
         return {}
-    table = pd.read_csv(path, dtype={"value": float})
+    table = pd.read_csv(path, dtype={"value": float, "optimizer": str}, keep_default_na=False)
     missing = {"dataset", "arch", "method", "metric", "value", "source"} - set(table.columns)
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    figures: dict[tuple[str, str], list[str]] = {}
+    if "optimizer" not in table.columns:  # optional: a file without it compares every figure with every run
+        table["optimizer"] = ""
+    figures: Published = {}
     for row in table[table["dataset"] == dataset].itertuples():
         if row.metric not in ("test_acc", "top1_error"):
             continue  # other metrics (time, memory) have no column of their own yet
         acc = row.value if row.metric == "test_acc" else 100.0 - row.value
-        figures.setdefault((row.arch, row.method), []).append(f"{acc:.2f} [{row.source}]")
-    return {key: "; ".join(values) for key, values in figures.items()}
+        figures.setdefault((row.arch, row.method), []).append((row.optimizer, f"{acc:.2f} [{row.source}]"))
+    return figures
+
+
+def like_with_like(figures: list[tuple[str, str]], records: list[dict]) -> str:
+    """The published figures a row compares with: those with the row's optimizer, or with none stated.
+
+    Like with like: a BioTorch Adam figure sits beside runs trained with Adam, never beside AdamW or SGD
+    runs. A row without records (every run missing) shows every figure.
+    """
+    used = {(r.get("recipe") or {}).get("optimizer") for r in records} - {None}
+    return "; ".join(text for optimizer, text in figures if not optimizer or not used or optimizer in used)
 
 
 def provenance_notes(records: list[dict], dataset: str) -> list[str]:
@@ -171,24 +187,27 @@ def provenance_notes(records: list[dict], dataset: str) -> list[str]:
 
 
 def aggregate(runs_dir: Path | str, dataset: str, expected: list[Run] | None = None, allow_missing: bool = False,
-              out_dir: Path | str | None = None, published_path: Path | str | None = PUBLISHED) -> pd.DataFrame:
+              out_dir: Path | str | None = None, published_path: Path | str | None = PUBLISHED,
+              published_as: str | None = None) -> pd.DataFrame:
     """The dataset's table, one row per (arch, method); written to out_dir/{dataset}_table.csv|md if given.
 
     `expected` lists the planned (arch, method, seed) runs (None: every record found). A planned run
     without a record raises FileNotFoundError naming the paths, unless `allow_missing`, when its row
     shows the missing count. delta_to_bp is the row's mean accuracy minus bp's on the same arch.
+    `published_as` names the dataset whose published figures stand beside this one's (the CIFAR-10 JPEG
+    image folder beside CIFAR-10's), default `dataset` itself.
     """
     records, missing = collect(runs_dir, dataset, expected, allow_missing)
     runs = list(expected) if expected is not None else sorted(records, key=lambda r: (r[0], r[1] != "bp", r[1], r[2]))
     if not runs:
         raise FileNotFoundError(f"no records of {dataset} under {Path(runs_dir, dataset)}")
     notes = provenance_notes(list(records.values()), dataset)
-    cited = published(dataset, published_path)
+    cited = published(published_as or dataset, published_path)
     rows = []
     for arch, method in _order(runs):
         mine = [r for (a, m, _), r in records.items() if (a, m) == (arch, method)]
         n_missing = sum(1 for a, m, _ in missing if (a, m) == (arch, method))
-        rows.append(_row(arch, method, mine, n_missing) | {"published": cited.get((arch, method), "")})
+        rows.append(_row(arch, method, mine, n_missing) | {"published": like_with_like(cited.get((arch, method), []), mine)})
     table = pd.DataFrame(rows, columns=COLUMNS)
     table[COUNTS] = table[COUNTS].round().astype("Int64")  # counts print as integers, <NA> when unknown
     bp = table[table["method"] == "bp"].set_index("arch")["test_acc_mean"]

@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     _reporting_args(aggregate, out_default=Path("results"))
     aggregate.add_argument("--allow-missing", action="store_true",
                            help="write the table even if planned runs have no record (their rows say so)")
+    aggregate.add_argument("--published-as", metavar="DATASET",
+                           help="show the published figures of DATASET beside these runs (e.g. cifar10 for the "
+                           "cifar10-jpeg image folder); default: the dataset itself")
     claims = commands.add_parser("claims", help="records of the paper datasets -> claims.md: evidence and a "
                                  "verdict for each claim of the paper")
     claims.add_argument("--datasets", nargs="+", required=True, help="datasets whose records are the evidence")
@@ -186,7 +189,8 @@ def cmd_aggregate(args) -> int:
     from bench.aggregate import aggregate
 
     try:
-        table = aggregate(args.runs_dir, args.dataset, _expected(args), args.allow_missing, out_dir=args.out_dir)
+        table = aggregate(args.runs_dir, args.dataset, _expected(args), args.allow_missing, out_dir=args.out_dir,
+                          published_as=args.published_as)
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
     print(table[["arch", "method", "n_ok", "n_seeds", "test_acc_mean", "test_acc_std", "delta_to_bp",

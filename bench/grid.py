@@ -31,6 +31,7 @@ class Grid:
     # Per-method recipe overrides, keyed by variant name or by method file (impl): `ssa` covers
     # every ssa-* ablation unless the variant has its own entry. Resolved by grids().
     method_recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
+    published_as: str | None = None  # the dataset whose published figures its table shows (default: itself)
 
     def recipe_for(self, method: str) -> dict[str, Any]:
         """The recipe overrides of `method`'s runs: the dataset's recipe, then the method's own."""
@@ -43,6 +44,10 @@ class Grid:
     def record_paths(self, results: str | Path) -> list[str]:
         """The planned record.json paths under the results folder `results`."""
         return [run_dir(results, self.dataset, *run) + "/record.json" for run in self.runs()]
+
+    def published_args(self) -> str:
+        """`--published-as DATASET` for `python -m bench aggregate`, or nothing."""
+        return f"--published-as {shlex.quote(self.published_as)}" if self.published_as else ""
 
     def set_args(self, method: str | None = None) -> str:
         """`method`'s recipe overrides as `--set key=value` arguments for `python -m bench train`."""
@@ -127,7 +132,8 @@ def grids(config: dict) -> dict[str, Grid]:
         _check_spec(f"datasets.{dataset}.recipe", methods[0], recipe, variants)
         per_method = _method_recipes(dataset, entry.get("method_recipe") or {}, methods, recipe, variants, known)
         seeds = entry.get("seeds", config.get("seeds", [0]))
-        result[dataset] = Grid(dataset, tuple(entry["archs"]), tuple(methods), tuple(seeds), recipe, per_method)
+        result[dataset] = Grid(dataset, tuple(entry["archs"]), tuple(methods), tuple(seeds), recipe, per_method,
+                               entry.get("published_as"))
     return result
 
 

@@ -173,11 +173,11 @@ def test_the_shipped_published_figures_parse_and_join_by_dataset_arch_method():
     from bench.aggregate import PUBLISHED, published
 
     figures = published("imagenet", PUBLISHED)
-    assert figures[("resnet18", "bp")] == ("69.61 [BioTorch (Sanfiz & Akrout 2021, arXiv 2108.13446, Benchmarks.md), "
-                                           "SGD, 75 epochs]; "
-                                           "66.90 [FFCV (Leclerc et al. 2023), 16 epochs, 1 x A100, 35 min]; "
-                                           "72.40 [FFCV (Leclerc et al. 2023), 88 epochs, 1 x A100, 187 min]")
-    assert figures[("resnet18", "dfa")].startswith("17.55 [BioTorch")
+    assert figures[("resnet18", "bp")] == [
+        ("sgd", "69.61 [BioTorch (Sanfiz & Akrout 2021, arXiv 2108.13446, Benchmarks.md), SGD, 75 epochs]"),
+        ("", "66.90 [FFCV (Leclerc et al. 2023), 16 epochs, 1 x A100, 35 min]"),
+        ("", "72.40 [FFCV (Leclerc et al. 2023), 88 epochs, 1 x A100, 187 min]")]
+    assert figures[("resnet18", "dfa")][0][1].startswith("17.55 [BioTorch")
     assert ("resnet20", "dfa") in published("cifar10", PUBLISHED)
 
 
@@ -200,3 +200,17 @@ def test_table_reports_the_selected_epoch_update_alignment_and_feedback_memory(t
     assert fa.feedback_mb == 2.0 and math.isnan(bp.feedback_mb)  # an old record without the field: unknown
     md = (aggregate(runs, "toy", out_dir=tmp_path) is not None) and (tmp_path / "toy_table.md").read_text()
     assert "| best val |" in md and "| 0.700 |" in md
+
+
+def test_published_figures_stand_beside_runs_of_the_same_optimizer_and_dataset_alias(tmp_path):
+    runs = tmp_path / "runs"
+    for method, optimizer in (("bp", "adam"), ("dfa", "sgd"), ("fa", "adamw")):
+        record = write_record(runs, "lenet", method, 0, 60.0, dataset="cifar10-jpeg")
+        record["recipe"]["optimizer"] = optimizer
+        (runs / "cifar10-jpeg" / "lenet" / method / "seed0" / "record.json").write_text(json.dumps(record))
+    table = aggregate(runs, "cifar10-jpeg", published_as="cifar10")
+    bp, dfa, fa = (row(table, m, "lenet") for m in ("bp", "dfa", "fa"))
+    assert bp.published.startswith("84.08 [") and "Adam" in bp.published and "SGD" not in bp.published
+    assert dfa.published.startswith("45.79 [") and "SGD" in dfa.published and "Adam" not in dfa.published
+    assert fa.published == ""  # BioTorch ran no AdamW: nothing like it to compare with
+    assert set(aggregate(runs, "cifar10-jpeg")["published"]) == {""}  # without the alias: its own name
