@@ -137,10 +137,10 @@ def update_alignment(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor) 
     grads = {p: p.grad for p in model.parameters()}
     generator, private = method.generator.get_state(), copy.deepcopy(method.state_dict())
     was_training = model.training
-    layers = {name: [p for p in module.parameters(recurse=False) if p.requires_grad]
+    feedback = {id(t) for t in feedback_tensors(model).values()}  # kp's learned B is no network parameter
+    layers = {name: [p for p in module.parameters(recurse=False) if p.requires_grad and id(p) not in feedback]
               for name, module in model.named_modules()}
-    feedback = {id(t) for t in feedback_tensors(model).values()}
-    layers = {name: ps for name, ps in layers.items() if ps and not any(id(p) in feedback for p in ps)}
+    layers = {name: ps for name, ps in layers.items() if ps}
     try:
         model.train()
         with torch.enable_grad():

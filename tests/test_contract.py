@@ -140,3 +140,16 @@ def test_a_copy_of_the_template_trains_as_a_new_rule(tmp_path, monkeypatch):
     assert record["feedback_params"] == 10  # its per-class buffer, registered in model.feedback
     layers = record["history"][-1]["update_alignment"]
     assert all(0 < v < 1 for v in layers.values())  # noisy BP: aligned with BP, not equal to it
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_update_alignment_covers_every_layer_with_trainable_network_parameters(rule, batch):
+    from bench.measure import update_alignment
+
+    model, method = make("smallconv", rule)
+    network = {id(p) for _, p in network_parameters(model) if p.requires_grad}
+    owners = {name for name, module in model.named_modules()
+              if any(id(p) in network for p in module.parameters(recurse=False))}
+    alignment = update_alignment(model, method, *batch)
+    assert set(alignment) == owners, f"{rule}: update alignment misses {owners - set(alignment)}"
+    assert all(map(_in_range_or_nan, alignment.values()))
