@@ -1,0 +1,29 @@
+"""brsf: batchwise random-magnitude sign-concordant feedback (Moskovitz et al. 2018), |R_l| redrawn per batch."""
+import torch.nn.functional as F
+
+from bench import Method, Option
+from bench.layers.sign import redraw_magnitudes, swap_sign_layers
+from bench.local import step_stats
+
+
+class BRSF(Method):
+    """delta_{l-1} = (B_l^T delta_l) * f'(z_{l-1}) with B_l = sign(W_l) * M_l, the sign of the current W_l.
+
+    M_l ~ U(0, sqrt(3) sigma_l) (|R_l| with R_l drawn like the layer's init, sigma_l its std: BioTorch's
+    brsf, `biotorch/layers/fa_constructor/linear.py`) is redrawn before every batch's forward, from
+    `self.generator`. [suite] The draw lives in a feedback buffer `sign_magnitude` per swapped layer
+    (first filled at prepare from the feedback generator), so it is on the device and in checkpoints.
+    """
+
+    options = {"scale": Option(1.0, "multiplier on every sigma_l", above=0.0)}
+
+    def prepare(self, model, num_classes, generator):
+        swap_sign_layers(model, random=True, generator=generator, scale=self.scale)
+        return model
+
+    def step(self, model, x, y):
+        redraw_magnitudes(model, self.generator)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()  # through each swapped layer's sign(W) * M, M fresh for this batch
+        return step_stats(loss, logits, y)

@@ -1,0 +1,28 @@
+"""usf: uniform sign-concordant feedback (Liao, Leibo & Poggio 2016, AAAI), B_l = sign(W_l) * sigma_l."""
+import torch.nn.functional as F
+
+from bench import Method, Option
+from bench.layers.sign import swap_sign_layers
+from bench.local import step_stats
+
+
+class USF(Method):
+    """delta_{l-1} = (B_l^T delta_l) * f'(z_{l-1}) with B_l = sign(W_l) * sigma_l, the sign of the current W_l.
+
+    Every Linear and Conv2d (the head included) is swapped; each weight still gets delta_l h_{l-1}^T.
+    sigma_l is the standard deviation of W_l at init: BioTorch's `scaling_factor` for usf
+    (`biotorch/layers/fa_constructor/linear.py`), which keeps a deep backward finite; [suite] measured
+    from the arch's W_l rather than from BioTorch's init formula (bench/layers/sign.py).
+    """
+
+    options = {"scale": Option(1.0, "multiplier on every sigma_l", above=0.0)}
+
+    def prepare(self, model, num_classes, generator):
+        swap_sign_layers(model, random=False, scale=self.scale)
+        return model
+
+    def step(self, model, x, y):
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()  # through each swapped layer's sign(W) * sigma
+        return step_stats(loss, logits, y)
