@@ -144,8 +144,9 @@ class Method:
         self.config = resolve_options(type(self).options, options, owner=f"method {self.name!r}")
         for key, value in self.config.items():
             setattr(self, key, value)
-        # Replaced by the trainer with a generator on the run's device, seeded from the run seed.
-        self.generator = torch.Generator().manual_seed(0)
+        # Replaced by the trainer with a generator on the run's device, seeded from the run seed. This
+        # default's seed is no small integer, so it never replays a stream that torch.manual_seed(0) drew.
+        self.generator = torch.Generator().manual_seed(0x5EED_0F_57E9)
 
     def prepare(self, model: BlockNet, num_classes: int, generator: torch.Generator) -> BlockNet:
         """Convert layers and register feedback (drawn from `generator`); return the model."""

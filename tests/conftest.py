@@ -4,6 +4,7 @@ import torch
 
 from bench.method import discover
 from bench.models import build
+from bench.train import derive_seed
 
 torch.set_num_threads(2)
 
@@ -22,7 +23,9 @@ def make(arch: str, method: str, seed: int = 0, **options):
     torch.manual_seed(seed)
     model = build(arch, (1, 8, 8), 10)
     rule = discover()[method](**options)
-    model = rule.prepare(model, 10, torch.Generator().manual_seed(seed))
+    # Feedback from its own stream, as the trainer does: seeded like the init, fa's B would be W's copy.
+    model = rule.prepare(model, 10, torch.Generator().manual_seed(derive_seed(seed, "feedback")))
+    rule.generator.manual_seed(derive_seed(seed, "method"))
     return model, rule
 
 
