@@ -14,6 +14,25 @@ def output_error(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return e.to(logits.dtype)
 
 
+FEEDBACK_INITS = ("uniform", "gaussian", "prior")
+
+
+def shared_feedback(num_classes: int, sizes: list[int], init: str, generator: torch.Generator) -> torch.Tensor:
+    """TinyDFA's one feedback buffer for every block: K x max(sizes), block i using its first sizes[i] columns.
+
+    Entries uniform in [-1, 1) or standard gaussian (callers scale block i by 1/sqrt(size_i)), or `prior`:
+    uniform in [0, 1e-4) as the authors' earlier DFA drew it; all from `generator`.
+    """
+    shape = (num_classes, max(sizes))
+    if init == "uniform":
+        return torch.rand(shape, generator=generator) * 2 - 1
+    if init == "gaussian":
+        return torch.randn(shape, generator=generator)
+    if init == "prior":
+        return torch.rand(shape, generator=generator) * 1e-4
+    raise ValueError(f"bad value {init!r} for 'init'; accepted: one of {', '.join(FEEDBACK_INITS)}")
+
+
 def deliver(loss: torch.Tensor, outputs: list[torch.Tensor], signals: list[torch.Tensor]) -> None:
     """One backward call: `loss` through its graph, and each signal as the gradient of its block output.
 

@@ -1,11 +1,10 @@
 """dfa: Direct Feedback Alignment (Nokland 2016), in TinyDFA's one-projection form."""
 import math
 
-import torch
 import torch.nn.functional as F
 
 from bench import Method, Option
-from bench.local import deliver, output_error, step_stats
+from bench.local import FEEDBACK_INITS, deliver, output_error, shared_feedback, step_stats
 from bench.models.blocknet import SIGNAL_POINTS
 
 
@@ -19,7 +18,7 @@ class DFA(Method):
 
     options = {
         "init": Option("uniform", "feedback entries: uniform in [-1, 1), standard gaussian (both times "
-                       "1/sqrt(size_i)), or prior: uniform in [0, 1e-4) as is", choices=("uniform", "gaussian", "prior")),
+                       "1/sqrt(size_i)), or prior: uniform in [0, 1e-4) as is", choices=FEEDBACK_INITS),
         "scale": Option(1.0, "multiplier on every feedback matrix", minimum=0.0),
         "signal_at": Option("output", "where the signal enters a block: its output, or the input of its "
                             "last activation", choices=SIGNAL_POINTS),
@@ -27,14 +26,7 @@ class DFA(Method):
 
     def prepare(self, model, num_classes, generator):
         self.sizes = [math.prod(shape) for shape in model.block_output_shapes(self.signal_at)]
-        shape = (num_classes, max(self.sizes))
-        if self.init == "uniform":
-            feedback = torch.rand(shape, generator=generator) * 2 - 1
-        elif self.init == "gaussian":
-            feedback = torch.randn(shape, generator=generator)
-        else:
-            feedback = torch.rand(shape, generator=generator) * 1e-4
-        model.feedback.register_buffer("dfa", feedback)
+        model.feedback.register_buffer("dfa", shared_feedback(num_classes, self.sizes, self.init, generator))
         norms = [1.0 if self.init == "prior" else 1 / math.sqrt(size) for size in self.sizes]
         self.multipliers = [self.scale * norm for norm in norms]
         return model

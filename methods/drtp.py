@@ -1,11 +1,10 @@
 """drtp: Direct Random Target Projection (Frenkel, Lefebvre & Bol 2021), in TinyDFA's one-projection form."""
 import math
 
-import torch
 import torch.nn.functional as F
 
 from bench import Method, Option
-from bench.local import deliver, step_stats
+from bench.local import deliver, shared_feedback, step_stats
 from bench.models.blocknet import SIGNAL_POINTS
 
 
@@ -37,12 +36,7 @@ class DRTP(Method):
 
     def prepare(self, model, num_classes, generator):
         self.sizes = [math.prod(shape) for shape in model.block_output_shapes(self.signal_at)]
-        shape = (num_classes, max(self.sizes))
-        if self.init == "uniform":
-            feedback = torch.rand(shape, generator=generator) * 2 - 1
-        else:
-            feedback = torch.randn(shape, generator=generator)
-        model.feedback.register_buffer("drtp", feedback)
+        model.feedback.register_buffer("drtp", shared_feedback(num_classes, self.sizes, self.init, generator))
         self.multipliers = [self.scale / math.sqrt(size) for size in self.sizes]
         return model
 
