@@ -7,8 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from bench import yamlfile
 from bench.method import Option, get_method, resolve_options
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,13 +73,7 @@ class RunSpec:
 def load_variants(path: Path | str | None = None) -> dict[str, dict[str, Any]]:
     """Method variants from the config file's `variants:` section: name -> {impl, option: value}."""
     path = Path(path or DEFAULT_CONFIG)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found")
-    try:
-        with open(path) as f:
-            config = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ValueError(f"config file {path} is not readable YAML: {error}") from None
+    config = yamlfile.load(path) or {}
     variants = config.get("variants") if isinstance(config, dict) else None
     if not isinstance(variants or {}, dict):
         raise ValueError(f"config key variants in {path}: expected a mapping of name -> {{impl, options}}")

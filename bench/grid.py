@@ -5,6 +5,7 @@ the layout of `results/` and the meaning of every config key live in one place.
 """
 from __future__ import annotations
 
+import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from bench import yamlfile
 from bench.config import DEFAULT_CONFIG, REPO
 
 SCHEMA = REPO / "config" / "schema.yaml"
@@ -185,8 +187,13 @@ def _check_spec(key: str, method: str, recipe: dict, variants: dict) -> None:
 
 
 def validate(config: dict, schema: Path | str = SCHEMA) -> dict:
-    """Check `config` against the JSON schema (defaults filled in); ValueError names the key and the rule."""
+    """Check `config` against the JSON schema (defaults filled in); ValueError names the key and the rule.
+
+    NaN and infinities are refused everywhere first: JSON schema's `number` admits them (YAML's .inf).
+    """
     import jsonschema
+
+    _refuse_non_finite(config, "")
 
     with open(schema) as f:
         schema_dict = yaml.safe_load(f)
@@ -199,6 +206,17 @@ def validate(config: dict, schema: Path | str = SCHEMA) -> dict:
             accepted = f"; accepted keys: {', '.join(error.schema['properties'])}"
         raise ValueError(f"config key {where}: {error.message}{accepted}")
     return config
+
+
+def _refuse_non_finite(value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"config key {where or '(top level)'}: bad value {value!r}; accepted: a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_non_finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _refuse_non_finite(item, f"{where}[{i}]")
 
 
 def _with_defaults(validator_class):
@@ -219,9 +237,7 @@ def _with_defaults(validator_class):
 
 def load(path: Path | str | None = None) -> dict[str, Grid]:
     """The grids of a config file, validated as the Snakefile validates them (for the CLI)."""
-    path = Path(path or DEFAULT_CONFIG)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found")
-    with open(path) as f:
-        config = yaml.safe_load(f) or {}
+    config = yamlfile.load(Path(path or DEFAULT_CONFIG)) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"config file {path or DEFAULT_CONFIG}: expected a mapping of config keys")
     return grids(validate(coerce_numbers(config)))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -50,8 +51,8 @@ class Option:
             ok = isinstance(value, bool)
         elif isinstance(default, int):
             ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(default, float):  # NaN and infinities are no setting: they would train "diverged" runs
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             value = float(value) if ok else value
         elif isinstance(default, str):
             ok = isinstance(value, str)
@@ -65,7 +66,8 @@ class Option:
         if ok and isinstance(value, list):
             ok = all((self.minimum is None or v >= self.minimum) for v in value)
         if not ok:
-            raise ValueError(f"bad value {value!r} for {key!r}; accepted: {self.accepted()}")
+            finite = "a finite " if isinstance(value, float) and not math.isfinite(value) else ""
+            raise ValueError(f"bad value {value!r} for {key!r}; accepted: {finite}{self.accepted()}")
         return value
 
 

@@ -25,7 +25,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-import yaml
+from bench import yamlfile
 
 DESIGNS = ("one_at_a_time", "grid")
 
@@ -139,12 +139,7 @@ def load_files(paths: list[Path | str]) -> dict:
     merged: dict = {}
     for path in paths:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise ValueError(f"config file {path} is not readable YAML: {error}") from None
+        loaded = yamlfile.load(path) or {}
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {path}: expected a mapping of config keys")
         merged = merge(merged, loaded)

@@ -1,0 +1,83 @@
+"""Strict YAML reading for every config file: no duplicate keys, no alias bombs, nothing constructed but data.
+
+PyYAML's safe loader merges a key written twice (the second `bp:` under `variants:` silently replaces
+the first, so a run labelled bp could train another rule) and expands aliases without limit (a few
+lines of nested aliases stand for millions of nodes, which a message or a dump then writes out). This
+loader refuses both, naming the file and the line.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MAX_NODES = 100_000  # nodes of the document with every alias expanded; real configs have a few hundred
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a mapping with a repeated key."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                continue  # an unhashable key: the base constructor reports it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Nodes under `node` with aliases expanded (an alias is the same node object, so memoised)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 1  # a recursive alias counts once instead of looping
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    else:
+        size = 1
+    memo[id(node)] = size
+    return size
+
+
+def loads(text: str, source: str = "<text>") -> Any:
+    """The YAML document `text` as plain data; ValueError naming `source` for bad YAML, a repeated key
+    or a document that expands to more than MAX_NODES nodes."""
+    try:
+        loader = _StrictLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            if _expanded_size(node, {}) > MAX_NODES:
+                raise ValueError(f"{source}: the YAML expands to more than {MAX_NODES} nodes through its "
+                                 "aliases (an alias bomb?); write the values out")
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as error:
+        raise ValueError(f"{source} is not readable YAML: {_short(error)}") from None
+
+
+def load(path: Path | str) -> Any:
+    """The YAML file `path` as plain data (see `loads`); FileNotFoundError when it does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"config file {path} is not readable: {error}") from None
+    return loads(text, f"config file {path}")
+
+
+def _short(error: yaml.YAMLError) -> str:
+    """The parser's message in one line of at most 300 characters (a hostile file cannot flood the terminal)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= 300 else text[:297] + "..."

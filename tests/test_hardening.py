@@ -1,0 +1,80 @@
+"""Hostile and careless input (issue 16): non-finite numbers and lenient YAML are refused by every reader."""
+import subprocess
+import sys
+
+import pytest
+
+from bench import grid, sweep, yamlfile
+from bench.cli import main
+from bench.config import REPO, load_variants
+
+TRAIN = ["train", "--dataset", "digits", "--arch", "mlp3", "--method", "ssa", "--seed", "0"]
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+    for i in range(8))  # 10^9 strings once expanded, 9 lines written
+
+
+@pytest.mark.parametrize("pair, key", [
+    ("lr=inf", "lr"), ("lr=.inf", "lr"), ("weight_decay=.inf", "weight_decay"), ("lr=nan", "lr"),
+    ("lambda_align=.inf", "lambda_align"), ("lambda_orth=-inf", "lambda_orth"), ("rank_eps=NaN", "rank_eps"),
+    ("momentum=.nan", "momentum"), ("gamma=1e400", "gamma"),
+])
+def test_non_finite_numbers_on_the_command_line_exit_2_naming_the_key(pair, key, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out), "--set", pair]) == 2
+    err = capsys.readouterr().err
+    assert f"for {key!r}; accepted: a finite float" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"datasets": {"digits": {"archs": ["mlp3"], "recipe": {"lr": float("inf")}}}}, "datasets.digits.recipe.lr"),
+    ({"datasets": {"digits": {"archs": ["mlp3"], "recipe": {"weight_decay": float("nan")}}}},
+     "datasets.digits.recipe.weight_decay"),
+    ({"variants": {"x": {"impl": "ssa", "lambda_align": float("inf")}}}, "variants.x.lambda_align"),
+    ({"datasets": {"digits": {"archs": ["mlp3"], "method_recipe": {"bp": {"lr": -float("inf")}}}}},
+     "datasets.digits.method_recipe.bp.lr"),
+])
+def test_non_finite_numbers_in_a_config_are_refused_naming_the_key(change, key):
+    config = yamlfile.load(REPO / "config" / "config.yaml") | change
+    with pytest.raises(ValueError, match=f"config key {key}: bad value .*accepted: a finite number"):
+        grid.validate(config)
+
+
+def test_a_key_written_twice_is_refused_by_every_config_reader(tmp_path):
+    text = (REPO / "config" / "config.yaml").read_text().replace(
+        "  bp: {impl: bp}\n", "  bp: {impl: bp}\n  dfa2: {impl: dfa}\n  bp: {impl: dfa}\n", 1)
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    for read in (load_variants, grid.load, lambda p: sweep.load_files([p])):
+        with pytest.raises(ValueError, match=r"twice\.yaml.*duplicate key 'bp' \(first at line \d+\)"):
+            read(path)
+
+
+def test_an_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    for read in (load_variants, grid.load, lambda p: sweep.load_files([p])):
+        with pytest.raises(ValueError, match="expands to more than") as error:
+            read(path)
+        assert len(str(error.value)) < 400 and str(path) in str(error.value)
+    assert yamlfile.loads("a: &x {k: 1}\nb: *x\n") == {"a": {"k": 1}, "b": {"k": 1}}  # plain aliases still work
+
+
+def test_unreadable_yaml_gives_one_short_line_naming_the_file(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("variants: [" + "x, " * 5000)
+    with pytest.raises(ValueError, match="broken.yaml is not readable YAML") as error:
+        load_variants(path)
+    assert len(str(error.value)) < 500
+
+
+def test_the_pipeline_refuses_a_configfile_with_a_duplicate_key_before_any_job(tmp_path):
+    path = tmp_path / "extra.yaml"
+    path.write_text("variants:\n  ssa: {impl: ssa}\n  ssa: {impl: dfa}\n")
+    done = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+                           "-n", "--configfile", str(path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "duplicate key 'ssa'" in done.stdout + done.stderr
+    assert not (tmp_path / "results").exists()
