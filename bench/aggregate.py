@@ -122,13 +122,20 @@ def reported_acc(record: dict) -> float | None:
 
 
 def final_update_alignment(record: dict) -> float | None:
-    """The last epoch's update alignment, mean over the layers where it is defined (None: not measured).
+    """The last epoch's update alignment, mean over the hidden layers where it is defined (None: not measured).
 
     Per layer it is the cosine between the rule's parameter update and the true BP gradient on the probe
-    batch (bench/measure.py update_alignment): 1 for BP, below 1 for any rule that departs from it.
+    batch (bench/measure.py update_alignment): 1 for BP, below 1 for any rule that departs from it. The
+    head is left out: every local rule trains it with its true gradient, so its 1 would lift them all.
     """
-    layers = (record["history"][-1].get("update_alignment") or {}) if record.get("history") else {}
-    defined = [v for v in layers.values() if v is not None and math.isfinite(v)]
+    return mean_update_alignment(record["history"][-1]) if record.get("history") else None
+
+
+def mean_update_alignment(entry: dict) -> float | None:
+    """One history entry's update alignment, mean over its hidden layers (not the head) where defined."""
+    layers = entry.get("update_alignment") or {}
+    defined = [v for name, v in layers.items()
+               if name != "head" and not name.startswith("head.") and v is not None and math.isfinite(v)]
     return sum(defined) / len(defined) if defined else None
 
 
@@ -279,7 +286,8 @@ def markdown(table: pd.DataFrame, dataset: str) -> str:
               "(process RSS on CPU); feedback is the rule's feedback tensors (fixed or learned), apart from the "
               "network's parameters. Δ to BP: mean accuracy minus bp's on the same arch. Update align.: the "
               "cosine between the rule's parameter update and the true BP gradient on a fixed probe batch, "
-              "last epoch, mean over layers and seeds (1 for BP)."]
+              "last epoch, mean over hidden layers (the head, trained by its true gradient in every local rule, "
+              "left out) and seeds (1 for BP)."]
     for note in table.attrs.get("notes", []):
         lines += ["", f"**Warning:** {note}."]
     lines += [""]

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.aggregate import find_records, mean_defined, read_record, sample_std
+from bench.aggregate import find_records, mean_defined, read_record, reported_acc, sample_std
 from bench.record import write_atomic
 
 COMPARABLE_POINTS = 1.0
@@ -39,7 +39,7 @@ class Runs:
 
     @property
     def accs(self) -> list[float]:
-        return [r["test_acc"] for r in self.ok]
+        return [reported_acc(r) for r in self.ok]
 
     @property
     def mean(self) -> float:

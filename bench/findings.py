@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.aggregate import mean_defined, sample_std
+from bench.aggregate import mean_defined, reported_acc, sample_std
 from bench.plot import figure_bytes
 from bench.record import write_atomic
 from bench.sweep import points, value_name
@@ -29,7 +29,7 @@ MEMORY = ("params", "grads", "optimizer_state", "saved_activations")
 
 def _stats(records: list[dict]) -> dict[str, Any]:
     ok = [r for r in records if r["status"] == "ok" and r.get("test_acc") is not None]
-    accs = [r["test_acc"] for r in ok]
+    accs = [reported_acc(r) for r in ok]
     return {"n_seeds": len(records), "n_ok": len(ok), "test_acc_mean": mean_defined(accs),
             "test_acc_std": sample_std(accs),
             "trainable_params": mean_defined([r.get("trainable_params") for r in records]),

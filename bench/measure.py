@@ -1,6 +1,7 @@
 """Measurements a record carries: parameter counts, memory, alignment with BP, per-layer ranks."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import resource
@@ -123,9 +124,13 @@ def alignment_with_bp(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor)
         model.train(was_training)
 
 
-def update_alignment(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+def update_alignment(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor,
+                     context=contextlib.nullcontext) -> dict[str, float]:
     """Per layer (a module owning trainable network parameters): the cosine between the update the rule's
     `step` produces on the probe batch (x, y) and the true BP gradient of the same parameters.
+
+    `context()` wraps both passes (the training step's bf16 autocast, when on), so the measured update is
+    the one that trains; x comes in the training batches' memory layout.
 
     Both are taken in train mode from the same weights; the BP gradient of the batch-mean cross-entropy
     runs with every swapped layer's exact backward (bench.layers.exact_backward), never through the
@@ -133,7 +138,8 @@ def update_alignment(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor) 
     rule's redrawn feedback), gradients, the rule's generator and its private state, so measuring never changes training.
     NaN where a layer's BP gradient or update is exactly 0 (undefined); exactly 1.0 where they are equal.
     """
-    state = {k: v.clone() for k, v in model.state_dict().items()}
+    # Every tensor the step may change, non-persistent buffers included (state_dict would miss those).
+    state = {name: t.detach().clone() for name, t in [*model.named_parameters(), *model.named_buffers()]}
     grads = {p: p.grad for p in model.parameters()}
     generator, private = method.generator.get_state(), copy.deepcopy(method.state_dict())
     was_training = model.training
@@ -145,15 +151,19 @@ def update_alignment(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor) 
         model.train()
         with torch.enable_grad():
             model.zero_grad(set_to_none=True)
-            method.step(model, x, y)
+            with context():
+                method.step(model, x, y)
             update = {name: _flat(ps) for name, ps in layers.items()}
             model.zero_grad(set_to_none=True)
-            with exact_backward():
+            with exact_backward(), context():
                 F.cross_entropy(model(x), y).backward()
             true = {name: _flat(ps) for name, ps in layers.items()}
         return {name: _cosine(update[name], true[name]) for name in layers}
     finally:
-        model.load_state_dict(state)
+        with torch.no_grad():
+            current = dict([*model.named_parameters(), *model.named_buffers()])
+            for name, value in state.items():
+                current[name].copy_(value)
         for p, grad in grads.items():
             p.grad = grad
         method.generator.set_state(generator)

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
-from bench.aggregate import MB, Run, collect  # noqa: E402
+from bench.aggregate import MB, Run, collect, mean_update_alignment, reported_acc  # noqa: E402
 from bench.record import write_atomic  # noqa: E402
 
 log = logging.getLogger("bench.plot")
@@ -57,8 +57,13 @@ def _no_runs(ax, what: str) -> None:
     ax.set_yticks([])
 
 
+def records_ok(records: list[dict]) -> list[dict]:
+    return [r for r in records if r["status"] == "ok"]
+
+
 def _accs(records: list[dict]) -> list[float]:
-    return [r["test_acc"] for r in records if r["status"] == "ok" and r["test_acc"] is not None]
+    """The finished runs' accuracies, each at its record's selected epoch (as the table reports them)."""
+    return [acc for acc in map(reported_acc, records_ok(records)) if acc is not None]
 
 
 def _bars(ax, groups: Groups, methods: list[str], colors: dict) -> None:
@@ -248,8 +253,8 @@ def fig_alignment(records, dataset):
 
 def fig_update_alignment(records, dataset):
     return _curves(records, dataset, "alignment of each method's parameter update with the BP gradient",
-                   "cosine with BP gradient (mean over layers)",
-                   lambda h: _mean_defined(list((h.get("update_alignment") or {}).values())), "with update alignment")
+                   "cosine with BP gradient (mean over hidden layers)", mean_update_alignment,
+                   "with update alignment")
 
 
 def fig_rank(records, dataset):

@@ -359,7 +359,8 @@ def run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, devic
              "train_time_s": stats["train_time_s"], "images_per_s": stats["images"] / stats["train_time_s"],
              "saved_activations": stats["saved_activations"], "peak_memory": stats["peak"], "terms": stats["terms"],
              "alignment": measure.alignment_with_bp(model, method, *probe),
-             "update_alignment": measure.update_alignment(model, method, *probe),
+             "update_alignment": measure.update_alignment(model, method, speed.batch(probe[0]), probe[1],
+                                                          lambda: speed.context(device)),
              "ranks": measure.layer_ranks(model), "trainable_params": measure.param_counts(model)["trainable_params"]}
     log.info("%-14s epoch %3d/%d  loss %7.4f  train %6.2f%%  test %6.2f%%  %7.1fs  %8.0f img/s",
              spec.method, epoch, spec.recipe["epochs"], entry["train_loss"], entry["train_acc"], test_acc,

@@ -1,11 +1,8 @@
 """fa: feedback alignment (Lillicrap et al. 2016, Nat. Commun. 7:13276), a fixed random B per layer."""
-import math
-
-import torch
 import torch.nn.functional as F
 
 from bench import Method, Option
-from bench.layers import register_feedback, swap_layers
+from bench.layers import like_weight, register_feedback, swap_layers
 from bench.local import step_stats
 
 
@@ -32,12 +29,7 @@ class FA(Method):
 
     def prepare(self, model, num_classes, generator):
         def draw(layer):
-            std = layer.weight.detach().float().std().item() * self.scale
-            if self.init == "uniform":
-                noise = (torch.rand(layer.weight.shape, generator=generator) * 2 - 1) * math.sqrt(3)
-            else:
-                noise = torch.randn(layer.weight.shape, generator=generator)
-            register_feedback(layer, "fa_B", noise * std)
+            register_feedback(layer, "fa_B", like_weight(layer, generator, self.init) * self.scale)
 
         swap_layers(model, _fixed_feedback, attach=draw)
         return model

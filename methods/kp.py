@@ -1,11 +1,8 @@
 """kp: Kolen-Pollack (Akrout et al. 2019, NeurIPS), a learned B_l per layer that gets W_l's update."""
-import math
-
-import torch
 import torch.nn.functional as F
 
 from bench import Method
-from bench.layers import feedback_layers, register_feedback, swap_layers
+from bench.layers import feedback_layers, like_weight, register_feedback, swap_layers
 from bench.local import step_stats
 
 
@@ -32,18 +29,18 @@ class KP(Method):
 
     def prepare(self, model, num_classes, generator):
         def draw(layer):
-            std = layer.weight.detach().float().std().item()
-            noise = (torch.rand(layer.weight.shape, generator=generator) * 2 - 1) * math.sqrt(3)
-            register_feedback(layer, "kp_B", noise * std, learned=True)
+            register_feedback(layer, "kp_B", like_weight(layer, generator), learned=True)
 
         swap_layers(model, _learned_feedback, attach=draw)
+        self.layers = [layer for _, layer in feedback_layers(model)]  # found once, not on every step
         return model
 
     def step(self, model, x, y):
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         loss.backward()  # W gets its true gradient; the error travels down through each B
-        for _, layer in feedback_layers(model):
+        for layer in self.layers:
             # A copy, not the same tensor: an in-place change to one gradient (clipping) must not hit the other.
-            layer.kp_B.grad = layer.weight.grad.clone()
+            # A frozen weight (no gradient) leaves its B as it is.
+            layer.kp_B.grad = None if layer.weight.grad is None else layer.weight.grad.clone()
         return step_stats(loss, logits, y)

@@ -196,10 +196,11 @@ def test_table_reports_the_selected_epoch_update_alignment_and_feedback_memory(t
     fa, bp = row(table, "fa"), row(table, "bp")
     assert fa.test_acc_mean == 75.0 and fa.selection == "best_val"  # the best-validation epoch, not the last
     assert bp.test_acc_mean == 90.0 and bp.selection == "last"
-    assert fa.update_alignment == pytest.approx(0.7) and bp.update_alignment == 1.0  # last epoch, defined layers
+    # last epoch, mean over the defined hidden layers: the head's 1 is left out
+    assert fa.update_alignment == pytest.approx(0.4) and bp.update_alignment == 1.0
     assert fa.feedback_mb == 2.0 and math.isnan(bp.feedback_mb)  # an old record without the field: unknown
     md = (aggregate(runs, "toy", out_dir=tmp_path) is not None) and (tmp_path / "toy_table.md").read_text()
-    assert "| best val |" in md and "| 0.700 |" in md
+    assert "| best val |" in md and "| 0.400 |" in md
 
 
 def test_published_figures_stand_beside_runs_of_the_same_optimizer_and_dataset_alias(tmp_path):

@@ -140,6 +140,20 @@ def test_a_copy_of_the_template_trains_as_a_new_rule(tmp_path, monkeypatch):
     assert record["feedback_params"] == 10  # its per-class buffer, registered in model.feedback
     layers = record["history"][-1]["update_alignment"]
     assert all(0 < v < 1 for v in layers.values())  # noisy BP: aligned with BP, not equal to it
+    # Its private state (the annealing step count) goes through the checkpoint: a resumed run is the same.
+    real_epoch = trainer.run_epoch
+
+    def die_in_epoch_2(spec, epoch, *args):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return real_epoch(spec, epoch, *args)
+
+    monkeypatch.setattr(trainer, "run_epoch", die_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(_spec("noisy_bp"), tmp_path / "resumed")
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["method_state"]["steps"] > 0
+    monkeypatch.setattr(trainer, "run_epoch", real_epoch)
+    assert _strip(trainer.run(_spec("noisy_bp"), tmp_path / "resumed")) == _strip(record)
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -153,3 +167,29 @@ def test_update_alignment_covers_every_layer_with_trainable_network_parameters(r
     alignment = update_alignment(model, method, *batch)
     assert set(alignment) == owners, f"{rule}: update alignment misses {owners - set(alignment)}"
     assert all(map(_in_range_or_nan, alignment.values()))
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_no_tensor_hides_outside_parameters_and_buffers(rule):
+    # A tensor kept as a plain attribute is neither counted as feedback, nor moved by .to(), nor checkpointed.
+    model, method = make("smallconv", rule)
+    for name, module in model.named_modules():
+        loose = [k for k, v in vars(module).items() if torch.is_tensor(v)]
+        assert not loose, f"{rule}: module {name or 'model'} keeps tensor attribute(s) {loose}"
+    loose = [k for k, v in vars(method).items() if torch.is_tensor(v)]
+    assert not loose, f"{rule}: the method keeps tensor attribute(s) {loose}; register them on the model"
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_the_bp_reference_of_a_prepared_network_is_true_backpropagation(rule, batch):
+    from bench.layers import exact_backward
+
+    torch.manual_seed(0)
+    twin = build("smallconv", (1, 8, 8), 10)  # the same init as make() draws
+    model, _ = make("smallconv", rule)
+    torch.nn.functional.cross_entropy(twin(batch[0]), batch[1]).backward()
+    with exact_backward():
+        torch.nn.functional.cross_entropy(model(batch[0]), batch[1]).backward()
+    shared = {n: p for n, p in model.named_parameters() if n in dict(twin.named_parameters())}
+    for name, p in shared.items():  # layers a rule factorised (ssa, svd_bp) have other names: not compared
+        assert torch.allclose(p.grad, dict(twin.named_parameters())[name].grad, atol=1e-6), f"{rule}: {name}"

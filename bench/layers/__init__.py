@@ -2,7 +2,7 @@
 backward a rule replaces (feedback layers)."""
 from bench.layers.feedback import (
     FeedbackConv2d, FeedbackLayer, FeedbackLinear, exact_backward, feedback_layers, feedback_tensors,
-    register_feedback, swap_layers,
+    like_weight, register_feedback, swap_layers, weight_std,
 )
 from bench.layers.svd import (
     SVDConv2d, SVDLayer, SVDLinear, alignment_loss, convert_to_svd, energy_rank, factor_penalties,
@@ -11,5 +11,5 @@ from bench.layers.svd import (
 
 __all__ = ["FeedbackConv2d", "FeedbackLayer", "FeedbackLinear", "SVDConv2d", "SVDLayer", "SVDLinear",
            "alignment_loss", "convert_to_svd", "energy_rank", "exact_backward", "factor_penalties",
-           "feedback_layers", "feedback_tensors", "hoyer", "orthogonality_loss", "reduce_rank", "reduce_ranks",
-           "register_feedback", "svd_layers", "swap_layers"]
+           "feedback_layers", "feedback_tensors", "hoyer", "like_weight", "orthogonality_loss", "reduce_rank", "reduce_ranks",
+           "register_feedback", "svd_layers", "swap_layers", "weight_std"]

@@ -29,7 +29,7 @@ import math
 import torch
 from torch import nn
 
-from bench.layers.feedback import feedback_layers, register_feedback, swap_layers
+from bench.layers.feedback import feedback_layers, register_feedback, swap_layers, weight_std
 
 SCALE = "sign_scale"  # 0-d buffer: sigma_l, the std of W_l at prepare
 MAGNITUDE = "sign_magnitude"  # W_l-shaped buffer: M_l >= 0 (random forms only)
@@ -47,8 +47,11 @@ def random_sign_feedback(layer: nn.Module) -> torch.Tensor:
 
 def fill_magnitude(layer: nn.Module, out: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """`out` (W_l's shape, on the generator's device) filled in place with M_l ~ U(0, sqrt(3) sigma_l)."""
-    # uniform_ then a tensor multiply: no .item() of sigma, so no device sync per layer and step.
-    return out.uniform_(0.0, 1.0, generator=generator).mul_(getattr(layer, SCALE) * math.sqrt(3.0))
+    # Drawn in W's logical (NCHW) order, then copied into `out`'s layout: a channels_last buffer filled in
+    # place would take the draws in memory order, and NHWC runs would differ from NCHW ones. A tensor
+    # multiply, no .item() of sigma: no device sync per layer and step.
+    draw = torch.rand(out.shape, generator=generator, device=out.device, dtype=out.dtype)
+    return out.copy_(draw.mul_(getattr(layer, SCALE) * math.sqrt(3.0)))
 
 
 def swap_sign_layers(model: nn.Module, random: bool, generator: torch.Generator | None = None,
@@ -62,8 +65,8 @@ def swap_sign_layers(model: nn.Module, random: bool, generator: torch.Generator 
         raise ValueError("random sign magnitudes need the prepare generator")
 
     def attach(layer: nn.Module) -> None:
-        sigma = layer.weight.detach().float().std() * scale
-        register_feedback(layer, SCALE, sigma)
+        sigma = weight_std(layer) * scale
+        register_feedback(layer, SCALE, torch.tensor(sigma))
         if random:
             register_feedback(layer, MAGNITUDE, fill_magnitude(layer, torch.empty(layer.weight.shape), generator))
 
