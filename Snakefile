@@ -20,8 +20,6 @@ import re
 import shlex
 import sys
 
-from snakemake.utils import validate
-
 from bench import grid, sweep
 from bench.data.beton import run_inputs
 from bench.plot import FIGURES, FORMATS
@@ -33,20 +31,30 @@ DEFAULT_CONFIG_FILE = os.path.join(workflow.basedir, "config", "config.yaml")
 configfile: DEFAULT_CONFIG_FILE
 
 
-validate(grid.coerce_numbers(config), "config/schema.yaml")
-# The trainer reads variants (and sweeps) from the config files, so they must be the files' own.
+def check_config():
+    """The grids of the merged config, checked by key; every config error names its key."""
+    grid.validate(grid.coerce_numbers(config))  # the schema (config/schema.yaml), defaults filled in
+    # The trainer reads variants (and sweeps) from the config files, so they must be the files' own.
+    sweep.check_files(config, CONFIG_FILES)
+    # Sweeps become variants; then every method name, variant option and recipe value is checked by key.
+    grids = grid.grids(sweep.expand(config))
+    for key in ("default_datasets", "paper_datasets", "sweep_datasets"):
+        for name in config.get(key) or []:
+            if name not in grids:
+                raise ValueError(f"config key {key}: dataset {name!r} has no grid under datasets:; "
+                                 f"datasets with a grid: {', '.join(grids) or 'none'}")
+    return grids
+
+
 # In merge order: this file first, then each --configfile (Snakemake lists the command line's first).
 CONFIG_FILES = [os.path.relpath(path) for path in dict.fromkeys(
     [os.path.abspath(DEFAULT_CONFIG_FILE), *map(os.path.abspath, workflow.configfiles)])]
-sweep.check_files(config, CONFIG_FILES)
+try:
+    GRIDS = check_config()
+except (ValueError, FileNotFoundError) as error:  # bad input: one line naming the key, exit 2, nothing run
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
 CONFIG_ARGS = " ".join(f"--config {shlex.quote(path)}" for path in CONFIG_FILES)  # for train, sweep-report
-# Sweeps become variants; then every method name, variant option and recipe value is checked by key.
-GRIDS = grid.grids(sweep.expand(config))
-for key in ("default_datasets", "paper_datasets", "sweep_datasets"):
-    for name in config.get(key) or []:
-        if name not in GRIDS:
-            raise ValueError(f"config key {key}: dataset {name!r} has no grid under datasets:; "
-                             f"datasets with a grid: {', '.join(GRIDS) or 'none'}")
 RESULTS = config["results_dir"]
 # Jobs run `$PYTHON -m bench`: the interpreter running Snakemake has bench installed, a bare `python`
 # may not. A shell prefix, not a param, so that another path to the same venv reruns nothing.
@@ -105,9 +113,9 @@ rule train:
     # One thread per run (Snakemake sets OMP_NUM_THREADS from it): `--cores N` runs N runs side by side.
     threads: 1
     shell:
-        "$PYTHON -m bench train --dataset {wildcards.dataset} --arch {wildcards.arch}"
-        " --method {wildcards.method} --seed {wildcards.seed} --out {params.out}"
-        " {params.config_files} --data-dir {params.data_dir} {params.recipe} > {log} 2>&1"
+        "$PYTHON -m bench train --dataset {wildcards.dataset:q} --arch {wildcards.arch:q}"
+        " --method {wildcards.method:q} --seed {wildcards.seed:q} --out {params.out:q}"
+        " {params.config_files} --data-dir {params.data_dir:q} {params.recipe} > {log:q} 2>&1"
 
 
 rule table:
@@ -129,9 +137,9 @@ rule table:
         seeds=lambda wildcards: GRIDS[wildcards.dataset].seeds,
         published=lambda wildcards: GRIDS[wildcards.dataset].published_args(),
     shell:
-        "$PYTHON -m bench aggregate --runs-dir {params.runs} --dataset {wildcards.dataset}"
-        " --out-dir {params.out} --archs {params.archs} --methods {params.methods} --seeds {params.seeds}"
-        " {params.published} > {log} 2>&1"
+        "$PYTHON -m bench aggregate --runs-dir {params.runs:q} --dataset {wildcards.dataset:q}"
+        " --out-dir {params.out:q} --archs {params.archs:q} --methods {params.methods:q} --seeds {params.seeds:q}"
+        " {params.published} > {log:q} 2>&1"
 
 
 rule figures:
@@ -152,9 +160,9 @@ rule figures:
         methods=lambda wildcards: GRIDS[wildcards.dataset].methods,
         seeds=lambda wildcards: GRIDS[wildcards.dataset].seeds,
     shell:
-        "$PYTHON -m bench plot --runs-dir {params.runs} --dataset {wildcards.dataset}"
-        " --out-dir {params.out} --archs {params.archs} --methods {params.methods} --seeds {params.seeds}"
-        " > {log} 2>&1"
+        "$PYTHON -m bench plot --runs-dir {params.runs:q} --dataset {wildcards.dataset:q}"
+        " --out-dir {params.out:q} --archs {params.archs:q} --methods {params.methods:q} --seeds {params.seeds:q}"
+        " > {log:q} 2>&1"
 
 
 rule sweep:
@@ -182,8 +190,8 @@ rule sweep_report:
         config_files=CONFIG_ARGS,
         out=lambda wildcards, output: os.path.dirname(output.findings),
     shell:
-        "$PYTHON -m bench sweep-report --dataset {wildcards.dataset} {params.config_files}"
-        " --records {input.records} --out-dir {params.out} > {log} 2>&1"
+        "$PYTHON -m bench sweep-report --dataset {wildcards.dataset:q} {params.config_files}"
+        " --records {input.records:q} --out-dir {params.out:q} > {log:q} 2>&1"
 
 
 # The paper target's own copies, written into {RESULTS}/paper/ by the same commands from the same records.
@@ -215,8 +223,8 @@ rule claims:
     params:
         datasets=config["paper_datasets"],
     shell:
-        "$PYTHON -m bench claims --datasets {params.datasets} --records {input.records} --out {output.claims}"
-        " > {log} 2>&1"
+        "$PYTHON -m bench claims --datasets {params.datasets:q} --records {input.records:q} --out {output.claims:q}"
+        " > {log:q} 2>&1"
 
 
 rule beton:
@@ -236,6 +244,6 @@ rule beton:
         data_dir=lambda wildcards, output: os.path.dirname(os.path.dirname(os.path.dirname(output.beton))),
     threads: 2
     shell:
-        "NUMBA_THREADING_LAYER=omp $PYTHON -m bench beton --dataset {wildcards.name} --split {wildcards.split}"
-        " --data-dir {params.data_dir} --max-res {wildcards.max_res} --jpeg-proportion {wildcards.proportion}"
-        " --quality {wildcards.quality} --workers {threads} --out {output.beton} > {log} 2>&1"
+        "NUMBA_THREADING_LAYER=omp $PYTHON -m bench beton --dataset {wildcards.name:q} --split {wildcards.split:q}"
+        " --data-dir {params.data_dir:q} --max-res {wildcards.max_res:q} --jpeg-proportion {wildcards.proportion:q}"
+        " --quality {wildcards.quality:q} --workers {threads} --out {output.beton:q} > {log:q} 2>&1"

@@ -201,10 +201,12 @@ def validate(config: dict, schema: Path | str = SCHEMA) -> dict:
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         where = ".".join(map(str, error.absolute_path)) or "(top level)"
-        accepted = ""
+        message, accepted = error.message, ""
         if error.validator == "additionalProperties" and isinstance(error.schema.get("properties"), dict):
             accepted = f"; accepted keys: {', '.join(error.schema['properties'])}"
-        raise ValueError(f"config key {where}: {error.message}{accepted}")
+        if error.validator == "pattern" and error.schema.get("description"):  # the rule in words, not a regex
+            message, accepted = f"bad value {error.instance!r}", f"; accepted: {error.schema['description']}"
+        raise ValueError(f"config key {where}: {message}{accepted}")
     return config
 
 

@@ -78,3 +78,40 @@ def test_the_pipeline_refuses_a_configfile_with_a_duplicate_key_before_any_job(t
     assert done.returncode != 0
     assert "duplicate key 'ssa'" in done.stdout + done.stderr
     assert not (tmp_path / "results").exists()
+
+
+def _snakemake(workdir, *args):
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("key, value", [
+    ("data_dir", "data;touch {marker};echo"), ("results_dir", "results;touch {marker}"),
+    ("data_dir", "$(touch {marker})"), ("results_dir", "`touch {marker}`"), ("data_dir", "a\\ntouch {marker}"),
+    ("data_dir", "x|touch {marker}"), ("results_dir", "r && touch {marker}"), ("data_dir", "d > {marker}"),
+])
+def test_a_config_value_that_would_reach_a_shell_is_refused_and_runs_nothing(key, value, tmp_path):
+    marker = tmp_path / "injected"
+    done = _snakemake(tmp_path, "--cores", "1", "--config", f"{key}={value.format(marker=marker)}",
+                      "default_datasets=[digits]", "epochs=1", "seeds=[0]")
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"config key {key}: bad value" in done.stderr and "no shell metacharacters" in done.stderr
+    assert not marker.exists() and not (tmp_path / "results").exists()
+
+
+def test_a_data_folder_with_a_space_in_its_path_trains_through_the_pipeline(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "my data"  # a space, as real folders have
+    for split, count in (("train", 12), ("test", 4)):
+        for label, shade in (("dark", 30), ("light", 220)):
+            folder = data / "tiny" / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (8, 8), (shade, shade - i, shade)).save(folder / f"{i}.png")
+    done = _snakemake(tmp_path, "--cores", "1", "--config", f"data_dir={data}", "results_dir=out put",
+                      "default_datasets=[tiny]", "seeds=[0]",
+                      "datasets={tiny: {archs: [mlp3], methods: [bp], recipe: {epochs: 1, batch_size: 8}}}")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    record = tmp_path / "out put" / "runs" / "tiny" / "mlp3" / "bp" / "seed0" / "record.json"
+    assert record.is_file() and (tmp_path / "out put" / "tiny_table.csv").is_file()
