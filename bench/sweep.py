@@ -36,9 +36,8 @@ def value_name(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, (list, tuple)):
         return "_".join(value_name(v) for v in value) or "none"
-    if isinstance(value, float):
-        text = repr(value) if abs(value) >= 1e-4 or value == 0 else f"{value:.0e}"
-        return text.replace("-", "m").replace(".", "p").replace("+", "")
+    if isinstance(value, float):  # repr: the shortest text that reads back as the same float, so faithful
+        return repr(value).replace("-", "m").replace(".", "p").replace("+", "")
     return str(value).replace("-", "m").replace(".", "p")
 
 
@@ -63,9 +62,13 @@ def points(name: str, sweep: dict) -> dict[str, dict[str, Any]]:
     defaults = _defaults(sweep.get("impl"))
     for variant, settings in candidates:
         key = repr(sorted((defaults | settings).items()))  # a value equal to the default is the same run
-        if key not in seen:
-            seen[key] = variant
-            result[variant] = settings
+        if key in seen:
+            continue
+        if variant in result:  # two different points under one name: one record would say it ran the other
+            raise ValueError(f"config key sweeps.{name}: points {result[variant]} and {settings} both get the "
+                             f"variant name {variant!r}; write their values so that they differ as text")
+        seen[key] = variant
+        result[variant] = settings
     return result
 
 

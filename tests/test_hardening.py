@@ -115,3 +115,12 @@ def test_a_data_folder_with_a_space_in_its_path_trains_through_the_pipeline(tmp_
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     record = tmp_path / "out put" / "runs" / "tiny" / "mlp3" / "bp" / "seed0" / "record.json"
     assert record.is_file() and (tmp_path / "out put" / "tiny_table.csv").is_file()
+
+
+def test_sweep_points_get_faithful_names_and_a_name_collision_is_refused():
+    named = sweep.points("s", {"impl": "ssa", "options": {"lr": [1e-5, 1.4e-5, 2e-3]}})
+    assert {"s-lr_1em05", "s-lr_1p4em05"} <= set(named)  # once both 1em05: one point replaced the other
+    assert named["s-lr_1p4em05"] == {"lr": 1.4e-5}
+    assert len(named) == 4  # the base and three distinct points
+    with pytest.raises(ValueError, match=r"config key sweeps.s: points .* both get the variant name 's-scale_0p5'"):
+        sweep.points("s", {"impl": "dfa", "options": {"scale": [0.5, "0.5"]}})
