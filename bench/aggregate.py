@@ -44,7 +44,51 @@ def read_record(path: Path) -> dict:
     for key in ("dataset", "arch", "method", "seed", "status", "test_acc", "memory", "history"):
         if key not in record:
             raise ValueError(f"{path}: record has no {key!r}")
+    check_record(record, path)
     return record
+
+
+STATUSES = ("ok", "diverged")
+PERCENTAGES = ("test_acc", "test_top5", "best_test_acc", "selected_test_acc", "best_val_acc")
+
+
+def check_record(record: dict, path: Path | str) -> None:
+    """Refuse a record whose values cannot come from the trainer (a hand-edited or foreign file), naming
+    the file and the key: a table must never average NaN, 150 % or `true` into a result."""
+    def bad(key: str, accepted: str) -> ValueError:
+        return ValueError(f"{path}: bad value {record.get(key)!r} for {key!r}; accepted: {accepted}")
+
+    def is_number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    for key in ("dataset", "arch", "method"):
+        if not isinstance(record[key], str) or not record[key]:
+            raise bad(key, "a non-empty string")
+    if not isinstance(record["seed"], int) or isinstance(record["seed"], bool) or record["seed"] < 0:
+        raise bad("seed", "an integer >= 0")
+    if record["status"] not in STATUSES:
+        raise bad("status", f"one of {', '.join(STATUSES)}")
+    for key in PERCENTAGES:
+        value = record.get(key)
+        if value is not None and not (is_number(value) and 0 <= value <= 100):
+            raise bad(key, "null or a number from 0 to 100")
+    if record["status"] == "ok" and record["test_acc"] is None and record.get("history"):
+        raise bad("test_acc", "a number from 0 to 100 for a finished run (status ok)")
+    for key in ("epochs", "epochs_planned", *COUNTS):
+        value = record.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            raise bad(key, "null or an integer >= 0")
+    for key in ("train_time_s", "images_per_s"):
+        value = record.get(key)
+        if value is not None and not (is_number(value) and value >= 0):
+            raise bad(key, "null or a finite number >= 0")
+    if not isinstance(record["history"], list) or not all(isinstance(h, dict) for h in record["history"]):
+        raise bad("history", "a list of per-epoch objects")
+    if not isinstance(record["memory"], dict):
+        raise bad("memory", "an object of byte counts")
+    for key, value in record["memory"].items():
+        if key not in ("peak_kind", "device") and value is not None and not (is_number(value) and value >= 0):
+            raise ValueError(f"{path}: bad value {value!r} for 'memory.{key}'; accepted: null or a byte count >= 0")
 
 
 def find_records(runs_dir: Path | str, dataset: str) -> dict[Run, dict]:

@@ -124,3 +124,26 @@ def test_sweep_points_get_faithful_names_and_a_name_collision_is_refused():
     assert len(named) == 4  # the base and three distinct points
     with pytest.raises(ValueError, match=r"config key sweeps.s: points .* both get the variant name 's-scale_0p5'"):
         sweep.points("s", {"impl": "dfa", "options": {"scale": [0.5, "0.5"]}})
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"test_acc": float("nan")}, "test_acc"), ({"test_acc": float("inf")}, "test_acc"), ({"test_acc": 150.0}, "test_acc"),
+    ({"test_acc": True}, "test_acc"), ({"test_acc": "91"}, "test_acc"), ({"best_test_acc": -1.0}, "best_test_acc"),
+    ({"status": "OK"}, "status"), ({"status": "running"}, "status"), ({"seed": -1}, "seed"), ({"seed": "0"}, "seed"),
+    ({"epochs": 2.5}, "epochs"), ({"trainable_params": -5}, "trainable_params"), ({"train_time_s": "fast"}, "train_time_s"),
+    ({"history": {"epoch": 1}}, "history"), ({"memory": [1, 2]}, "memory"), ({"arch": 3}, "arch"),
+    ({"test_acc": None}, "test_acc"),
+])
+def test_a_record_with_impossible_values_is_refused_naming_file_and_key(change, key, tmp_path, capsys):
+    import json
+
+    from synthetic_records import write_record
+
+    record = write_record(tmp_path / "runs", "mlp", "bp", 0, 90.0) | change
+    path = tmp_path / "runs" / "toy" / "mlp" / "bp" / "seed0" / "record.json"
+    path.write_text(json.dumps(record))
+    assert main(["aggregate", "--runs-dir", str(tmp_path / "runs"), "--dataset", "toy",
+                 "--out-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and f"for {key!r}; accepted:" in err
+    assert not (tmp_path / "out").exists()  # nothing half-written
