@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from bench.config import DEFAULT_CONFIG, RECIPE, load_variants, make_spec, parse_sets
@@ -121,8 +123,9 @@ def cmd_train(args) -> int:
             distributed.shutdown()
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
-    log.info("%s: status %s, test accuracy %.2f%% -> %s", spec.method, record["status"],
-             record["test_acc"] or float("nan"), args.out / "record.json")
+    accuracy = "none" if record["test_acc"] is None else f"{record['test_acc']:.2f}%"
+    log.info("%s: status %s, test accuracy %s -> %s", spec.method, record["status"], accuracy,
+             args.out / "record.json")
     return 0
 
 
@@ -258,12 +261,37 @@ def cmd_beton(args) -> int:
         raise UsageError(str(error)) from None
 
 
+class Terminated(Exception):
+    """SIGTERM (a scheduler's or `kill`'s stop), raised where the process is so that cleanup runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     args = _parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    else:
+        previous = None
     try:
         return {"train": cmd_train, "list": cmd_list, "perf": cmd_perf, "beton": cmd_beton, "aggregate": cmd_aggregate, "plot": cmd_plot,
                 "claims": cmd_claims, "sweep-report": cmd_sweep_report}[args.command](args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # a full disk, a path that is a folder, no permission: say which file, no traceback
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"error: {error.strerror or error}{where}", file=sys.stderr)
+        return 2
+    except (KeyboardInterrupt, Terminated) as stop:
+        # Files are written through temp file + rename and the run-folder lock is released on the way out,
+        # so what is on disk is the last complete checkpoint and record: the same command resumes.
+        code, name = (130, "interrupted (Ctrl-C)") if isinstance(stop, KeyboardInterrupt) else (143, "terminated (SIGTERM)")
+        print(f"{name}: stopped; files on disk are complete; rerun the same command to resume", file=sys.stderr)
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

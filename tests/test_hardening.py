@@ -147,3 +147,42 @@ def test_a_record_with_impossible_values_is_refused_naming_file_and_key(change, 
     err = capsys.readouterr().err
     assert str(path) in err and f"for {key!r}; accepted:" in err
     assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_and_sigterm_exit_with_one_line_and_leave_a_resumable_run(sig, code, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "bench", *TRAIN, "--out", str(out), "--set", "epochs=200", "--set", "device=cpu",
+               "--set", "batch_size=256"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(getattr(signal, sig))
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == code, err[-2000:]
+    assert "Traceback" not in err and "stopped; files on disk are complete" in err.splitlines()[-1]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]  # no temps, no lock
+    assert not (out / "record.json").exists()
+
+
+def test_a_record_path_that_is_a_folder_gives_one_line_naming_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "record.json").mkdir(parents=True)
+    assert main([*TRAIN, "--out", str(out), "--set", "epochs=1", "--set", "device=cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "record.json" in err and "Traceback" not in err
+
+
+def test_an_accuracy_of_zero_prints_as_zero_not_nan(tmp_path, caplog, monkeypatch):
+    import logging
+
+    import bench.train
+
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(bench.train, "run", lambda spec, out, data_dir: {"status": "ok", "test_acc": 0.0})
+    assert main([*TRAIN, "--out", str(tmp_path / "run")]) == 0
+    assert "test accuracy 0.00%" in caplog.text and "nan" not in caplog.text
