@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import logging
 import math
 import time
@@ -14,15 +13,14 @@ import torch
 
 from bench import data as datasets
 from bench import distributed, measure
+from bench.checkpoint import load_checkpoint, save_checkpoint
 from bench.data.tensors import hold_out
 from bench.config import RunSpec
 from bench.method import get_method
 from bench.models import BlockNet, build
-from bench.record import (SCHEMA_VERSION, check_torch_file, code_version, folder_lock, provenance, write_atomic,
-                          write_json, write_log_csv)
+from bench.record import SCHEMA_VERSION, folder_lock, provenance, write_json, write_log_csv
 
 log = logging.getLogger("bench.train")
-CHECKPOINT = "checkpoint.pt"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -129,19 +127,6 @@ def slice_optimizer_state(optimizer: torch.optim.Optimizer, resized: dict) -> No
         for key, value in optimizer.state.get(param, {}).items():
             if torch.is_tensor(value) and value.dim() == param.dim():
                 optimizer.state[param][key] = value.index_select(dim, index.to(value.device)).contiguous()
-
-
-def resize_like(model: BlockNet, state: dict) -> None:
-    """Give every parameter and buffer the shape it has in `state` (ranks shrink during training)."""
-    tensors = dict(model.named_parameters())
-    for name, value in state.items():
-        if name in tensors and tensors[name].shape != value.shape:
-            tensors[name].data = torch.empty_like(value, device=tensors[name].device)
-        elif name.startswith("feedback."):
-            key = name.split(".", 1)[1]
-            current = getattr(model.feedback, key, None)
-            device = current.device if current is not None else value.device
-            setattr(model.feedback, key, torch.empty_like(value, device=device))
 
 
 @torch.no_grad()
@@ -255,41 +240,6 @@ def setup(spec: RunSpec, data_dir: Path | None):
     # A stochastic rule's draws (fwdgrad's directions, brsf's magnitudes) on the device, per run seed.
     method.generator = torch.Generator(device).manual_seed(derive_seed(spec.seed, "method"))
     return device, data, validation, Speed.from_recipe(spec.recipe, device).prepare(model.to(device)), method
-
-
-def save_checkpoint(out: Path, spec: RunSpec, model, optimizer, shuffle: torch.Generator, state: dict,
-                    method) -> None:
-    """Everything a resume needs: model (feedback included), optimizer, both generators, the rule's own state."""
-    buffer = io.BytesIO()
-    torch.save({"config_hash": spec.config_hash(), "code_version": code_version(), "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "shuffle": shuffle.get_state(),
-                "method_generator": method.generator.get_state(), "method_state": method.state_dict(),
-                "state": state}, buffer)
-    write_atomic(out / CHECKPOINT, buffer.getvalue())
-
-
-def load_checkpoint(out: Path, spec: RunSpec, model: BlockNet) -> dict | None:
-    """The checkpoint in `out` if it belongs to this exact spec (model loaded into `model`), else None."""
-    path = out / CHECKPOINT
-    if not path.is_file():
-        return None
-    try:
-        check_torch_file(path)  # torch.load does not check the archive's CRCs: a flipped bit would load
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # a truncated or foreign file: unpickling errors have many types
-        log.warning("%s is unreadable (%s); starting %s from scratch", path, error, spec.method)
-        return None
-    if checkpoint.get("config_hash") != spec.config_hash():
-        log.warning("%s belongs to another configuration; starting %s from scratch", path, spec.method)
-        return None
-    if checkpoint.get("code_version") != code_version():
-        log.warning("%s was written by code version %s, this is %s; starting %s from scratch",
-                    path, checkpoint.get("code_version"), code_version(), spec.method)
-        return None
-    resize_like(model, checkpoint["model"])
-    model.load_state_dict(checkpoint["model"])
-    log.info("resuming %s from %s (epoch %d)", spec.method, path, checkpoint["state"]["epoch"])
-    return checkpoint
 
 
 def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:

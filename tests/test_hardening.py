@@ -186,3 +186,58 @@ def test_an_accuracy_of_zero_prints_as_zero_not_nan(tmp_path, caplog, monkeypatc
     monkeypatch.setattr(bench.train, "run", lambda spec, out, data_dir: {"status": "ok", "test_acc": 0.0})
     assert main([*TRAIN, "--out", str(tmp_path / "run")]) == 0
     assert "test accuracy 0.00%" in caplog.text and "nan" not in caplog.text
+
+
+def _checkpointed_run(tmp_path):
+    """A 1-epoch dfa run on digits planned for 2 epochs, interrupted after epoch 1: its checkpoint and spec."""
+    import torch
+
+    import bench.train as trainer
+    from bench.config import make_spec
+
+    spec = make_spec("digits", "mlp3", "dfa", 0, {"epochs": 2, "batch_size": 128, "probe_size": 32,
+                                                  "device": "cpu"}, load_variants())
+    real = trainer.run_epoch
+
+    def die(spec_, epoch, *args):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(spec_, epoch, *args)
+
+    trainer.run_epoch = die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.run(spec, tmp_path)
+    finally:
+        trainer.run_epoch = real
+    return spec, torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda c: c.pop("state"), "no state"),
+    (lambda c: c.pop("method_generator"), "no method_generator"),
+    (lambda c: c["state"].pop("history"), "training state lacks history"),
+    (lambda c: c["state"].update(epoch=7), "epoch 7 outside the plan of 2"),
+    (lambda c: c["state"].update(epoch=-1), "epoch -1 outside the plan"),
+    (lambda c: c["state"].update(epoch="1"), "epoch '1' outside the plan"),
+    (lambda c: c["state"]["history"].append({}), "a history of 2 epochs at epoch 1"),
+    (lambda c: c["model"].update({"head.weight": c["model"]["head.weight"].repeat(2, 1)}), "tensor head.weight"),
+    (lambda c: c["model"].pop("feedback.dfa"), "model tensors differ: feedback.dfa"),
+    (lambda c: c["model"].update(extra=c["model"]["head.bias"]), "model tensors differ: extra"),
+])
+def test_a_checkpoint_that_does_not_fit_the_run_is_discarded_with_a_warning(damage, why, tmp_path, caplog):
+    import io
+
+    import torch
+
+    import bench.train as trainer
+    from bench.record import write_atomic
+
+    spec, checkpoint = _checkpointed_run(tmp_path)
+    damage(checkpoint)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    write_atomic(tmp_path / "checkpoint.pt", buffer.getvalue())
+    record = trainer.run(spec, tmp_path)  # starts over instead of getting stuck or writing an inconsistent record
+    assert "does not fit this run" in caplog.text and why in caplog.text
+    assert record["status"] == "ok" and [h["epoch"] for h in record["history"]] == [1, 2]

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+import bench.checkpoint
 import bench.train as trainer
 from bench.config import load_variants, make_spec
 from bench.train import lr_at, run
@@ -172,7 +173,7 @@ def test_ssa_scale_scales_its_signals(batch, feedback):
 
 def test_checkpoint_of_another_code_version_is_not_resumed(tmp_path, caplog, monkeypatch):
     interrupt_after_epoch_1(monkeypatch, spec("dfa"), tmp_path)
-    monkeypatch.setattr(trainer, "code_version", lambda: "another-commit")
+    monkeypatch.setattr(bench.checkpoint, "code_version", lambda: "another-commit")
     record = run(spec("dfa"), tmp_path)
     assert "was written by code version" in caplog.text and "starting dfa from scratch" in caplog.text
     assert [h["epoch"] for h in record["history"]] == [1, 2]
