@@ -55,11 +55,14 @@ except (ValueError, FileNotFoundError) as error:  # bad input: one line naming t
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
 CONFIG_ARGS = " ".join(f"--config {shlex.quote(path)}" for path in CONFIG_FILES)  # for train, sweep-report
+VARIANTS = sweep.variants(CONFIG_FILES)  # the trainer's variants: the files' own plus every sweep point
 RESULTS = config["results_dir"]
 # Jobs run `$PYTHON -m bench`: the interpreter running Snakemake has bench installed, a bare `python`
 # may not. A shell prefix, not a param, so that another path to the same venv reruns nothing.
 # BENCH_GPU_SLOTS: runs sharing one GPU (bench/devices.py); a scheduling choice, so not a param either.
-shell.prefix(f"set -euo pipefail; PYTHON={shlex.quote(sys.executable)}; export BENCH_GPU_SLOTS={config['gpu_slots']}; ")
+# CONFIG_ARGS: a bash array of the config files for the trainer; not a param (see rule train's `variant`).
+shell.prefix(f"set -euo pipefail; PYTHON={shlex.quote(sys.executable)}; export BENCH_GPU_SLOTS={config['gpu_slots']}; "
+             f"CONFIG_ARGS=({CONFIG_ARGS}); ")
 
 
 wildcard_constraints:
@@ -99,6 +102,8 @@ rule train:
         # imagenet runs read FFCV .beton files written by rule beton; other datasets need none.
         betons=lambda wildcards: run_inputs(wildcards.dataset, config["data_dir"],
                                             GRIDS[wildcards.dataset].recipe_for(wildcards.method)),
+        # The rule's own file, tracked by git or not: an edited rule reruns its runs.
+        method=lambda wildcards: grid.method_source(wildcards.method, VARIANTS),
     output:
         record=f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{method}}/seed{{seed}}/record.json",
     log:
@@ -108,14 +113,16 @@ rule train:
     params:
         out=lambda wildcards, output: os.path.dirname(output.record),
         recipe=lambda wildcards: GRIDS[wildcards.dataset].set_args(wildcards.method),
-        config_files=CONFIG_ARGS,
+        # What the run takes from the config files is its variant (the trainer reads it from them: $CONFIG_ARGS
+        # in the shell prefix); a param of its own, so another --configfile reruns only what it changes.
+        variant=lambda wildcards: grid.variant_definition(wildcards.method, VARIANTS),
         data_dir=config["data_dir"],
     # One thread per run (Snakemake sets OMP_NUM_THREADS from it): `--cores N` runs N runs side by side.
     threads: 1
     shell:
         "$PYTHON -m bench train --dataset {wildcards.dataset:q} --arch {wildcards.arch:q}"
         " --method {wildcards.method:q} --seed {wildcards.seed:q} --out {params.out:q}"
-        " {params.config_files} --data-dir {params.data_dir:q} {params.recipe} > {log:q} 2>&1"
+        " \"${{CONFIG_ARGS[@]}}\" --data-dir {params.data_dir:q} {params.recipe} > {log:q} 2>&1"
 
 
 rule table:

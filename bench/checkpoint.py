@@ -43,11 +43,12 @@ def save_checkpoint(out: Path, spec: RunSpec, model, optimizer, shuffle: torch.G
     torch.save({"config_hash": spec.config_hash(), "code_version": code_version(), "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "shuffle": shuffle.get_state(),
                 "method_generator": method.generator.get_state(), "method_state": method.state_dict(),
+                "method_source": method.source_hash(),
                 "state": state}, buffer)
     write_atomic(out / CHECKPOINT, buffer.getvalue())
 
 
-def load_checkpoint(out: Path, spec: RunSpec, model: BlockNet) -> dict | None:
+def load_checkpoint(out: Path, spec: RunSpec, model: BlockNet, method) -> dict | None:
     """The checkpoint in `out` if it belongs to this exact spec (model loaded into `model`), else None."""
     path = out / CHECKPOINT
     if not path.is_file():
@@ -64,6 +65,10 @@ def load_checkpoint(out: Path, spec: RunSpec, model: BlockNet) -> dict | None:
     if checkpoint.get("code_version") != code_version():
         log.warning("%s was written by code version %s, this is %s; starting %s from scratch",
                     path, checkpoint.get("code_version"), code_version(), spec.method)
+        return None
+    if checkpoint.get("method_source") != method.source_hash():
+        log.warning("%s was written by another version of %s (%s); starting %s from scratch", path,
+                    method.source.name if method.source else method.name, "its file changed", spec.method)
         return None
     problem = structure_problem(checkpoint, spec, model)
     if problem:  # a readable checkpoint of this run that cannot be resumed from: discarded, as a corrupt one is

@@ -5,6 +5,7 @@ the layout of `results/` and the meaning of every config key live in one place.
 """
 from __future__ import annotations
 
+import json
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -55,6 +56,24 @@ class Grid:
         """`method`'s recipe overrides as `--set key=value` arguments for `python -m bench train`."""
         recipe = self.recipe_for(method) if method else self.recipe
         return " ".join(f"--set {shlex.quote(f'{key}={_yaml_scalar(value)}')}" for key, value in recipe.items())
+
+
+def method_source(method: str, variants: dict[str, dict[str, Any]]) -> str:
+    """The file of the learning rule that variant `method` runs (an input of its runs: edit it, they rerun)."""
+    from bench.config import resolve_variant
+    from bench.method import get_method
+
+    impl, _ = resolve_variant(method, variants)
+    return str(get_method(impl).source)
+
+
+def variant_definition(method: str, variants: dict[str, dict[str, Any]]) -> str:
+    """Variant `method` as its method file and options, one stable line: what its runs depend on in the
+    config files, so that adding or editing another variant's file reruns nothing of this one."""
+    from bench.config import resolve_variant
+
+    impl, options = resolve_variant(method, variants)
+    return json.dumps({"impl": impl, **options}, sort_keys=True)
 
 
 def run_dir(results: str | Path, dataset: str, arch: str, method: str, seed: int) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import math
 import os
@@ -141,6 +142,13 @@ class Method:
 
     name: str = ""
     options: dict[str, Option] = {}
+    source: Path | None = None  # the file discovery found it in
+
+    @classmethod
+    def source_hash(cls) -> str | None:
+        """sha256 of the rule's file as it is now: the code a run actually ran, tracked by git or not (a new
+        rule in methods/ usually is not), so a checkpoint never resumes into an edited rule."""
+        return hashlib.sha256(cls.source.read_bytes()).hexdigest() if cls.source else None
 
     def __init__(self, **options: Any):
         self.config = resolve_options(type(self).options, options, owner=f"method {self.name!r}")
@@ -211,6 +219,7 @@ def _discover(directory: Path) -> dict[str, type[Method]]:
             raise ValueError(f"{path} must define exactly one bench.Method subclass, found {len(classes)}")
         cls = classes[0]
         cls.name = path.stem
+        cls.source = path
         found[path.stem] = cls
     return found
 

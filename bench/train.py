@@ -255,11 +255,12 @@ def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
 
 
 def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main: bool) -> dict:
-    started = provenance(device) | {"world_size": distributed.world_size()}
+    # The rule's file by content: git_commit and git_dirty miss an untracked (new) method file.
+    started = provenance(device) | {"world_size": distributed.world_size(), "method_sha256": method.source_hash()}
     shuffle = torch.Generator().manual_seed(derive_seed(spec.seed, "shuffle"))
     state = {"epoch": 0, "history": [], "status": "ok", "provenance": started,
              "trainable_params_initial": measure.param_counts(model)["trainable_params"]}
-    checkpoint = load_checkpoint(out, spec, model)
+    checkpoint = load_checkpoint(out, spec, model, method)
     optimizer = make_optimizer(model.parameters(), spec.recipe)
     if checkpoint:
         optimizer.load_state_dict(checkpoint["optimizer"])

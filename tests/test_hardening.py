@@ -241,3 +241,67 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_discarded_with_a_warning(dama
     record = trainer.run(spec, tmp_path)  # starts over instead of getting stuck or writing an inconsistent record
     assert "does not fit this run" in caplog.text and why in caplog.text
     assert record["status"] == "ok" and [h["epoch"] for h in record["history"]] == [1, 2]
+
+
+def _planned_trains(done) -> int:
+    counts = {l.split()[0]: int(l.split()[1]) for l in done.stdout.splitlines()
+              if len(l.split()) == 2 and l.split()[1].isdigit()}
+    return counts.get("train", 0)
+
+
+def test_an_edited_rule_reruns_its_runs_and_another_configfile_reruns_nothing(tmp_path):
+    import os
+    import shutil
+
+    methods = tmp_path / "methods"
+    shutil.copytree(REPO / "methods", methods, ignore=shutil.ignore_patterns("__pycache__"))
+    env = os.environ | {"BENCH_METHODS_DIR": str(methods)}
+    grid_args = ["--config", "default_datasets=[digits]", "seeds=[0]",
+                 "datasets={digits: {archs: [mlp3], methods: [bp, dfa], recipe: {epochs: 1}}}"]
+
+    def snake(*args):
+        return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+                               *args], capture_output=True, text=True, timeout=600, env=env)
+
+    done = snake("--cores", "2", *grid_args)
+    assert done.returncode == 0, done.stderr[-2000:]
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("variants:\n  dfa_x2: {impl: dfa, scale: 2.0}\n")
+    plan = snake("-n", "--quiet", "rules", "--configfile", str(extra), *grid_args)
+    assert plan.returncode == 0 and _planned_trains(plan) == 0, plan.stdout + plan.stderr  # nothing out of date
+    with open(methods / "dfa.py", "a") as f:
+        f.write("# an edit\n")
+    plan = snake("-n", *grid_args)
+    assert plan.returncode == 0 and "runs/digits/mlp3/dfa/seed0/record.json" in plan.stdout
+    assert "runs/digits/mlp3/bp/seed0/record.json" not in plan.stdout  # bp's file did not change
+
+
+def test_a_checkpoint_of_an_edited_rule_file_is_not_resumed_and_the_record_names_the_file(tmp_path, monkeypatch,
+                                                                                           caplog):
+    import shutil
+
+    import bench.train as trainer
+    from bench.config import make_spec
+
+    methods = tmp_path / "methods"
+    shutil.copytree(REPO / "methods", methods, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(methods / "template_rule.py", methods / "my_rule.py")  # new, untracked: git cannot see it
+    monkeypatch.setenv("BENCH_METHODS_DIR", str(methods))
+    spec = make_spec("digits", "mlp3", "my_rule", 0, {"epochs": 2, "batch_size": 128, "probe_size": 32,
+                                                      "device": "cpu"}, {})
+    real = trainer.run_epoch
+    monkeypatch.setattr(trainer, "run_epoch", lambda s, e, *a: (_ for _ in ()).throw(KeyboardInterrupt)
+                        if e == 2 else real(s, e, *a))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(spec, tmp_path / "run")
+    monkeypatch.setattr(trainer, "run_epoch", real)
+    with open(methods / "my_rule.py", "a") as f:
+        f.write("# edited between the kill and the rerun\n")
+    import bench.method
+
+    bench.method._discover.cache_clear()  # a new process would import the edited file
+    record = trainer.run(spec, tmp_path / "run")
+    assert "written by another version of my_rule.py" in caplog.text
+    assert [h["epoch"] for h in record["history"]] == [1, 2]
+    assert record["provenance"]["method_sha256"] == __import__("hashlib").sha256(
+        (methods / "my_rule.py").read_bytes()).hexdigest()
