@@ -305,3 +305,63 @@ def test_a_checkpoint_of_an_edited_rule_file_is_not_resumed_and_the_record_names
     assert [h["epoch"] for h in record["history"]] == [1, 2]
     assert record["provenance"]["method_sha256"] == __import__("hashlib").sha256(
         (methods / "my_rule.py").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("mode, array", [
+    ("I;16", lambda np: (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000)),  # a 16-bit PNG
+    ("I", lambda np: np.arange(64, dtype=np.int32).reshape(8, 8) * 70000),        # 32-bit integer
+    ("F", lambda np: np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)),      # float (TIFF)
+])
+def test_an_image_of_more_than_8_bits_is_refused_naming_the_file_never_clipped(mode, array, tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for split in ("train", "test"):
+        for label in ("a", "b"):
+            folder = data / "tiny" / split / label
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (8, 8), (10 * i, 0, 0)).save(folder / f"{i}.png")
+    bad = data / "tiny" / "train" / "a" / ("deep.png" if mode == "I;16" else "deep.tif")
+    Image.fromarray(array(np)).save(bad)
+    with Image.open(bad) as check:
+        assert check.mode == mode
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "tiny", "--data-dir", str(data), "--arch", "mlp3", "--method", "bp", "--seed",
+                 "0", "--out", str(out), "--set", "epochs=1", "--set", "batch_size=2"]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "8-bit" in err and not out.exists()
+
+
+def test_a_decompression_bomb_is_refused_naming_the_file(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from bench.data.folder import image_size_of, open_rgb
+
+    path = tmp_path / "bomb.png"
+    Image.new("L", (64, 64)).save(path)
+    for limit in (1000, 3000):  # past twice the limit PIL raises; past the limit it warns: both refused
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+        for read in (open_rgb, image_size_of):
+            with pytest.raises(ValueError, match=f"cannot decode image {path}"):
+                read(str(path))
+
+
+@pytest.mark.parametrize("data, labels, what", [
+    (lambda np: np.full((2, 3072), 0.7, dtype=np.float32), [0, 1], "holds float32"),
+    (lambda np: np.full((2, 3072), 300, dtype=np.int64), [0, 1], "holds int64"),
+    (lambda np: np.zeros((2, 3072), dtype=np.uint8), [0.0, 1.5], "holds float64"),
+])
+def test_a_cifar_batch_of_the_wrong_dtype_is_refused_never_cast(data, labels, what, tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from bench.data.cifar import read_batches
+
+    path = tmp_path / "data_batch_1"
+    with open(path, "wb") as f:
+        pickle.dump({"data": data(np), "labels": labels}, f, protocol=2)
+    with pytest.raises(ValueError, match=f"{path}.*{what}"):
+        read_batches([path], "labels", 10)

@@ -76,8 +76,13 @@ def read_batches(paths: list[Path], labels_key: str, num_classes: int) -> tuple[
         entry = read_pickle(path)
         if "data" not in entry or labels_key not in entry:
             raise ValueError(f"{path} lacks key 'data' or {labels_key!r}; it has {sorted(entry)}")
-        data = np.asarray(entry["data"], dtype=np.uint8)
-        y = np.asarray(entry[labels_key], dtype=np.int64)
+        data, y = np.asarray(entry["data"]), np.asarray(entry[labels_key])
+        if data.dtype != np.uint8:  # a cast would wrap or truncate: 300 -> 44, 0.7 -> 0
+            raise ValueError(f"{path}: 'data' holds {data.dtype}; accepted: uint8 pixels (0..255), as the "
+                             "official batches")
+        if y.dtype.kind not in "iu":
+            raise ValueError(f"{path}: {labels_key!r} holds {y.dtype}; accepted: integer class indices")
+        y = y.astype(np.int64)
         if data.ndim != 2 or data.shape[1] != 3072 or len(y) != len(data):
             raise ValueError(f"{path}: 'data' has shape {data.shape} and {len(y)} labels; "
                              "expected N x 3072 uint8 and N labels")

@@ -7,8 +7,10 @@ an image PIL can read.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,14 +85,35 @@ def read_tree(tree: Path) -> tuple[Split, Split]:
     return train, list_split(eval_dir, train.classes)
 
 
+# PIL modes whose convert("RGB") is exact: 1-, 8-bit and palette images. 16-bit ("I;16"), 32-bit integer
+# ("I") and float ("F") images would be clipped to 255 by it, so they are refused rather than cast.
+EIGHT_BIT_MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+
+
 def open_rgb(path: str):
-    """The image at `path` as a loaded RGB PIL image; an unreadable file is a ValueError naming it."""
+    """The image at `path` as a loaded RGB PIL image; an unreadable, oversized (decompression bomb) or
+    not-8-bit file is a ValueError naming it."""
+    from PIL import Image
+
+    with _decoding(path):
+        with Image.open(path) as image:
+            if image.mode not in EIGHT_BIT_MODES:
+                raise ValueError(f"mode {image.mode!r} (more than 8 bits per channel) would be clipped to 8 bits; "
+                                 f"accepted: 8-bit images ({', '.join(EIGHT_BIT_MODES)}); convert the file first")
+            return image.convert("RGB")
+
+
+@contextlib.contextmanager
+def _decoding(path: str):
+    """Turn every decoding failure of `path`, PIL's decompression-bomb warning included, into one ValueError."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # a bomb is refused, not decoded
+            yield
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
+            SyntaxError, ValueError) as error:
         raise ValueError(f"cannot decode image {path}: {error}") from None
 
 
@@ -117,10 +140,8 @@ def resize_centre(image, size: int):
 
 def image_size_of(path: str) -> tuple[int, int]:
     """(width, height) from the header of the image at `path`, without decoding it."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
+    with _decoding(path):
         with Image.open(path) as image:
             return image.size
-    except (UnidentifiedImageError, OSError) as error:
-        raise ValueError(f"cannot decode image {path}: {error}") from None
