@@ -365,3 +365,31 @@ def test_a_cifar_batch_of_the_wrong_dtype_is_refused_never_cast(data, labels, wh
         pickle.dump({"data": data(np), "labels": labels}, f, protocol=2)
     with pytest.raises(ValueError, match=f"{path}.*{what}"):
         read_batches([path], "labels", 10)
+
+
+def test_gpu_lock_files_never_follow_a_planted_link_and_the_folder_must_be_private(tmp_path):
+    import os
+
+    from bench.devices import claim_slot, lock_dir
+
+    assert str(os.getuid()) in str(lock_dir())  # a per-user folder, not one predictable shared name
+    folder = tmp_path / "locks"
+    folder.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    os.symlink(victim, folder / "gpu0-slot0.lock")  # planted by someone else
+    with pytest.raises(ValueError, match="gpu0-slot0.lock .*must be a plain file"):
+        claim_slot(1, 1, folder=folder)
+    assert victim.read_text() == "keep"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(ValueError, match="not a private folder"):
+        claim_slot(1, 1, folder=shared)
+    linked = tmp_path / "linked"
+    os.symlink(folder, linked)
+    with pytest.raises(ValueError, match="not a folder"):
+        claim_slot(1, 1, folder=linked)
+    gpu, handle = claim_slot(1, 1, folder=tmp_path / "fresh")
+    assert gpu == 0 and oct((tmp_path / "fresh").stat().st_mode & 0o777) == "0o700"
+    handle.close()
