@@ -313,7 +313,7 @@ MARKDOWN = [  # (header, cell from a table row)
     ("params+grads+optim (MB)", lambda r: _num(r.params_mb + r.grads_mb + r.optimizer_state_mb, "{:.1f}")),
     ("feedback (MB)", lambda r: _num(r.feedback_mb, "{:.2f}")),
     ("saved activations (MB)", lambda r: _num(r.saved_activations_mb, "{:.1f}")),
-    ("peak (MB)", lambda r: _num(r.peak_mb, "{:.0f}")),
+    ("peak in training (MB)", lambda r: _num(r.peak_mb, "{:.0f}")),
     ("train time (s)", lambda r: _num(r.train_time_s_mean, "{:.1f}")),
     ("images/s", lambda r: _num(r.images_per_s_mean, "{:.0f}")),
     ("status", lambda r: r.status),
@@ -326,8 +326,9 @@ def markdown(table: pd.DataFrame, dataset: str) -> str:
     lines = [f"# {dataset}: test accuracy, mean ± std over seeds that finished", "",
              "| " + " | ".join(h for h, _ in MARKDOWN) + " |", "|" + "---|" * len(MARKDOWN)]
     lines += ["| " + " | ".join(str(cell(row)) for _, cell in MARKDOWN) + " |" for row in table.itertuples()]
-    lines += ["", "Memory in MB (10^6 bytes) per training step; peak is the device's measured peak "
-              "(process RSS on CPU); feedback is the rule's feedback tensors (fixed or learned), apart from the "
+    lines += ["", "Memory in MB (10^6 bytes) per training step; peak in training is what the training steps "
+              "allocated at most: CUDA's max_memory_allocated, or on CPU the growth of the resident set over "
+              "a training epoch (records before this measure: the process's peak RSS); feedback is the rule's feedback tensors (fixed or learned), apart from the "
               "network's parameters. Δ to BP: mean accuracy minus bp's on the same arch. Update align.: the "
               "cosine between the rule's parameter update and the true BP gradient on a fixed probe batch, "
               "last epoch, mean over hidden layers (the head, trained by its true gradient in every local rule, "

@@ -70,6 +70,40 @@ class SavedTensorBytes:
         self._hooks.__exit__(*exc)
 
 
+class HostPeak:
+    """Growth of the process's resident set over a stretch of CPU training: the run's own allocations.
+
+    Linux resets the peak resident set (VmHWM) when "5" is written to /proc/self/clear_refs; the peak
+    after the stretch minus the resident set at its start is what the training steps allocated (the
+    model, data and libraries loaded before it excluded). `growth()` is None where /proc does not offer
+    this (then the record falls back to the whole process's peak, and says so).
+    """
+
+    def __init__(self):
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.start = _status_kib("VmRSS")
+        except OSError:
+            self.start = None
+
+    def growth(self) -> int | None:
+        if self.start is None:
+            return None
+        try:
+            return max(0, _status_kib("VmHWM") - self.start) * 1024
+        except OSError:
+            return None
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}")
+
+
 def memory_breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, saved_bytes: int,
                      device: torch.device, training_peak: int = 0) -> dict:
     """Bytes of parameters, gradients, optimizer state, feedback and saved activations, and the peak.
@@ -77,6 +111,8 @@ def memory_breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, saved_b
     `params` is the network's parameters; `feedback` every feedback tensor (fixed or learned); `grads`
     the gradients of everything the optimizer updates (learned feedback included).
 
+    On CPU, where /proc allows it, the peak is the largest growth of the resident set over a training
+    epoch (`training_peak`, HostPeak: what the steps allocated, not the process's libraries and data).
     On CUDA the peak is the largest max_memory_allocated over the training epochs (`training_peak`:
     evaluation and probes excluded, the resident dataset included); on CPU it is the process's peak
     resident set, which cannot be reset and so covers everything the process did.
@@ -86,6 +122,8 @@ def memory_breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, saved_b
     state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
     if device.type == "cuda":
         peak, peak_kind = training_peak, "cuda_max_memory_allocated_in_training"
+    elif training_peak:
+        peak, peak_kind = training_peak, "cpu_rss_growth_in_training"
     else:
         # Linux reports ru_maxrss in KiB, macOS in bytes: the whole process's peak resident set.
         scale = 1 if sys.platform == "darwin" else 1024
@@ -114,7 +152,9 @@ def alignment_with_bp(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor)
     model.eval()
     try:
         with torch.enable_grad(), exact_backward():
-            outputs, logits = model.forward_blocks(x, at=getattr(method, "signal_at", "output"))
+            # The class's eager forward_blocks, not a compiled one: a compiled graph hands back the block
+            # outputs beside the logits, not on their autograd path, so dCE/dh_i would not exist.
+            outputs, logits = type(model).forward_blocks(model, x, at=getattr(method, "signal_at", "output"))
             signals = method.block_signals(model, outputs, logits.detach(), y)
             if signals is None:
                 return [math.nan] * len(outputs)

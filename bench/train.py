@@ -156,6 +156,7 @@ class _Clock:
             self.begin, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             self.begin.record()
         else:
+            self.host = measure.HostPeak()  # the peak of training alone, as on CUDA
             self.begin = time.perf_counter()
 
     def seconds(self) -> float:
@@ -205,7 +206,7 @@ def train_epoch(model, method, optimizer, data, batch_size, generator, device, s
         steps += 1
     seconds = clock.seconds()
     sums = distributed.sum_over_ranks(sums)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else clock.host.growth()
     images = steps * batch_size
     means = {k: v.item() / steps for k, v in sums.items() if k != "correct"}
     return {"train_loss": means.pop("loss"), "train_acc": 100.0 * sums["correct"].item() / images,
@@ -256,7 +257,9 @@ def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
 
 def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main: bool) -> dict:
     # The rule's file by content: git_commit and git_dirty miss an untracked (new) method file.
-    started = provenance(device) | {"world_size": distributed.world_size(), "method_sha256": method.source_hash()}
+    # Threads change float summation order, so CPU results: recorded like the device.
+    started = provenance(device) | {"world_size": distributed.world_size(), "method_sha256": method.source_hash(),
+                                    "threads": torch.get_num_threads()}
     shuffle = torch.Generator().manual_seed(derive_seed(spec.seed, "shuffle"))
     state = {"epoch": 0, "history": [], "status": "ok", "provenance": started,
              "trainable_params_initial": measure.param_counts(model)["trainable_params"]}

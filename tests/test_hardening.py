@@ -393,3 +393,36 @@ def test_gpu_lock_files_never_follow_a_planted_link_and_the_folder_must_be_priva
     gpu, handle = claim_slot(1, 1, folder=tmp_path / "fresh")
     assert gpu == 0 and oct((tmp_path / "fresh").stat().st_mode & 0o777) == "0o700"
     handle.close()
+
+
+@pytest.mark.parametrize("method", ["bp", "dfa", "ssa"])
+def test_compile_on_trains_two_epochs_on_cpu_with_the_alignment_probes(method, tmp_path):
+    import math
+
+    from bench.config import make_spec
+    from bench.train import run
+
+    spec = make_spec("digits", "mlp3", method, 0, {"epochs": 2, "batch_size": 128, "probe_size": 64, "device": "cpu",
+                                                   "compile": "on"}, load_variants())
+    record = run(spec, tmp_path)
+    assert record["status"] == "ok" and record["epochs"] == 2 and record["test_acc"] > 30
+    assert "compile" in record["provenance"]["speed"]  # compiled, or eager after a warning: either way recorded
+    for entry in record["history"]:
+        assert entry["update_alignment"] and all(-1 <= v <= 1 for v in entry["update_alignment"].values())
+        assert all(math.isnan(a) or -1 <= a <= 1 for a in entry["alignment"])
+
+
+def test_a_cpu_record_names_its_threads_and_a_peak_of_the_training_alone(tmp_path):
+    from bench.config import make_spec
+    from bench.train import run
+
+    import torch
+
+    record = run(make_spec("digits", "mlp3", "bp", 0, {"epochs": 1, "batch_size": 128, "probe_size": 32,
+                                                       "device": "cpu"}, load_variants()), tmp_path)
+    assert record["provenance"]["threads"] == torch.get_num_threads()
+    memory = record["memory"]
+    assert memory["peak_kind"] == "cpu_rss_growth_in_training"
+    # what the steps allocated: far below the process's resident set (hundreds of MB of libraries)
+    import resource
+    assert 0 <= memory["peak"] < resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2
