@@ -426,3 +426,46 @@ def test_a_cpu_record_names_its_threads_and_a_peak_of_the_training_alone(tmp_pat
     # what the steps allocated: far below the process's resident set (hundreds of MB of libraries)
     import resource
     assert 0 <= memory["peak"] < resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2
+
+
+def _tiny_folder(data, classes):
+    from PIL import Image
+
+    for split, count in (("train", 4), ("test", 2)):
+        for k, label in enumerate(classes):
+            folder = data / "tiny" / split / label
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (8, 8), (40 * k, 10 * i, 0)).save(folder / f"{i}.png")
+
+
+def test_non_ascii_class_folders_train_and_keep_their_names(tmp_path):
+    from bench.data import load
+
+    _tiny_folder(tmp_path / "data", ["café", "猫", "ёж"])
+    data = load("tiny", "cpu", tmp_path / "data")
+    assert data.classes == sorted(["café", "猫", "ёж"]) and len(data.train_y) == 12
+    assert main(["train", "--dataset", "tiny", "--data-dir", str(tmp_path / "data"), "--arch", "mlp3", "--method",
+                 "dfa", "--seed", "0", "--out", str(tmp_path / "run"), "--set", "epochs=1", "--set", "batch_size=4",
+                 "--set", "probe_size=4"]) == 0
+
+
+def test_a_full_disk_gives_one_line_naming_the_file_and_leaves_no_temp(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    import bench.record
+
+    real = os.replace
+
+    def full(src, dst):  # the disk fills up as the record lands
+        if str(dst).endswith("record.json"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst)
+
+    monkeypatch.setattr(bench.record.os, "replace", full)
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out), "--set", "epochs=1", "--set", "device=cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "record.json" in err and "Traceback" not in err
+    assert not (out / "record.json").exists() and not list(out.glob(".*.tmp"))
