@@ -105,7 +105,7 @@ def _status_kib(field: str) -> int:
 
 
 def memory_breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, saved_bytes: int,
-                     device: torch.device, training_peak: int = 0) -> dict:
+                     device: torch.device, training_peak: int | None = None) -> dict:
     """Bytes of parameters, gradients, optimizer state, feedback and saved activations, and the peak.
 
     `params` is the network's parameters; `feedback` every feedback tensor (fixed or learned); `grads`
@@ -121,8 +121,8 @@ def memory_breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, saved_b
     network = [p for _, p in network_parameters(model)]
     state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
     if device.type == "cuda":
-        peak, peak_kind = training_peak, "cuda_max_memory_allocated_in_training"
-    elif training_peak:
+        peak, peak_kind = training_peak or 0, "cuda_max_memory_allocated_in_training"
+    elif training_peak is not None:
         peak, peak_kind = training_peak, "cpu_rss_growth_in_training"
     else:
         # Linux reports ru_maxrss in KiB, macOS in bytes: the whole process's peak resident set.

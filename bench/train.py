@@ -353,7 +353,8 @@ def make_record(spec: RunSpec, state: dict, model, optimizer, data, device, star
         "train_time_s": train_time, "images_per_s": images / train_time if train_time else None,
         **measure.param_counts(model), "trainable_params_initial": state["trainable_params_initial"],
         "memory": measure.memory_breakdown(model, optimizer, last.get("saved_activations", 0), device,
-                                           max((h.get("peak_memory") or 0 for h in history), default=0)),
+                                           max((h["peak_memory"] for h in history if h.get("peak_memory") is not None),
+                                               default=None)),
         "history": history, "provenance": started,
     }
     return record

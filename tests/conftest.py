@@ -32,3 +32,20 @@ def make(arch: str, method: str, seed: int = 0, **options):
 @pytest.fixture
 def methods():
     return discover()
+
+
+def run_killed_in_epoch_2(monkeypatch, run_spec, out):
+    """Train `run_spec` into `out` and kill it (KeyboardInterrupt) as epoch 2 starts: epoch 1's checkpoint stays."""
+    import bench.train as trainer
+
+    real_epoch = trainer.run_epoch
+
+    def die(spec, epoch, *args):
+        if epoch == 2:
+            raise KeyboardInterrupt("killed")
+        return real_epoch(spec, epoch, *args)
+
+    monkeypatch.setattr(trainer, "run_epoch", die)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(run_spec, out)
+    monkeypatch.setattr(trainer, "run_epoch", real_epoch)

@@ -12,7 +12,7 @@ from bench.layers import feedback_tensors
 from bench.measure import network_parameters, param_counts
 from bench.method import discover
 from bench.models import ARCHS, build
-from tests.conftest import make
+from tests.conftest import make, run_killed_in_epoch_2
 
 RULES = sorted(discover())
 RECORD_KEYS = {"schema_version", "dataset", "arch", "method", "impl", "seed", "recipe", "options", "status",
@@ -71,17 +71,7 @@ def test_same_seed_gives_the_same_record(trained):
 
 def test_resume_after_an_interruption_equals_the_uninterrupted_run(trained, monkeypatch):
     rule, record, _, out = trained
-    real_epoch = trainer.run_epoch
-
-    def die_in_epoch_2(spec, epoch, *args):
-        if epoch == 2:
-            raise KeyboardInterrupt("killed")
-        return real_epoch(spec, epoch, *args)
-
-    monkeypatch.setattr(trainer, "run_epoch", die_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.run(_spec(rule), out / "resumed")
-    monkeypatch.setattr(trainer, "run_epoch", real_epoch)
+    run_killed_in_epoch_2(monkeypatch, _spec(rule), out / "resumed")
     resumed = trainer.run(_spec(rule), out / "resumed")
     assert _strip(resumed) == _strip(record), f"{rule}: the resumed run differs from the uninterrupted one"
 
@@ -141,18 +131,8 @@ def test_a_copy_of_the_template_trains_as_a_new_rule(tmp_path, monkeypatch):
     layers = record["history"][-1]["update_alignment"]
     assert all(0 < v < 1 for v in layers.values())  # noisy BP: aligned with BP, not equal to it
     # Its private state (the annealing step count) goes through the checkpoint: a resumed run is the same.
-    real_epoch = trainer.run_epoch
-
-    def die_in_epoch_2(spec, epoch, *args):
-        if epoch == 2:
-            raise KeyboardInterrupt("killed")
-        return real_epoch(spec, epoch, *args)
-
-    monkeypatch.setattr(trainer, "run_epoch", die_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.run(_spec("noisy_bp"), tmp_path / "resumed")
+    run_killed_in_epoch_2(monkeypatch, _spec("noisy_bp"), tmp_path / "resumed")
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["method_state"]["steps"] > 0
-    monkeypatch.setattr(trainer, "run_epoch", real_epoch)
     assert _strip(trainer.run(_spec("noisy_bp"), tmp_path / "resumed")) == _strip(record)
 
 

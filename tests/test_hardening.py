@@ -7,6 +7,7 @@ import pytest
 from bench import grid, sweep, yamlfile
 from bench.cli import main
 from bench.config import REPO, load_variants
+from tests.conftest import run_killed_in_epoch_2
 
 TRAIN = ["train", "--dataset", "digits", "--arch", "mlp3", "--method", "ssa", "--seed", "0"]
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -197,19 +198,8 @@ def _checkpointed_run(tmp_path):
 
     spec = make_spec("digits", "mlp3", "dfa", 0, {"epochs": 2, "batch_size": 128, "probe_size": 32,
                                                   "device": "cpu"}, load_variants())
-    real = trainer.run_epoch
-
-    def die(spec_, epoch, *args):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return real(spec_, epoch, *args)
-
-    trainer.run_epoch = die
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            trainer.run(spec, tmp_path)
-    finally:
-        trainer.run_epoch = real
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        run_killed_in_epoch_2(monkeypatch, spec, tmp_path)
     return spec, torch.load(tmp_path / "checkpoint.pt", weights_only=True)
 
 
@@ -289,12 +279,7 @@ def test_a_checkpoint_of_an_edited_rule_file_is_not_resumed_and_the_record_names
     monkeypatch.setenv("BENCH_METHODS_DIR", str(methods))
     spec = make_spec("digits", "mlp3", "my_rule", 0, {"epochs": 2, "batch_size": 128, "probe_size": 32,
                                                       "device": "cpu"}, {})
-    real = trainer.run_epoch
-    monkeypatch.setattr(trainer, "run_epoch", lambda s, e, *a: (_ for _ in ()).throw(KeyboardInterrupt)
-                        if e == 2 else real(s, e, *a))
-    with pytest.raises(KeyboardInterrupt):
-        trainer.run(spec, tmp_path / "run")
-    monkeypatch.setattr(trainer, "run_epoch", real)
+    run_killed_in_epoch_2(monkeypatch, spec, tmp_path / "run")
     with open(methods / "my_rule.py", "a") as f:
         f.write("# edited between the kill and the rerun\n")
     import bench.method

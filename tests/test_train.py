@@ -6,11 +6,12 @@ import pytest
 import torch
 
 import bench.checkpoint
+from tests.conftest import run_killed_in_epoch_2
 import bench.train as trainer
 from bench.config import load_variants, make_spec
 from bench.train import lr_at, run
 
-TIMING_KEYS = {"train_time_s", "images_per_s", "started", "peak"}
+TIMING_KEYS = {"train_time_s", "images_per_s", "started", "peak", "peak_memory"}  # measurements, not results
 
 
 def spec(method="ssa", seed=0, **overrides):
@@ -64,24 +65,9 @@ def test_same_seed_gives_the_same_record_apart_from_timings(ssa_record, tmp_path
     assert other["history"][0]["train_loss"] != record["history"][0]["train_loss"]
 
 
-def interrupt_after_epoch_1(monkeypatch, run_spec, out):
-    """Run `run_spec` into `out` and kill it (KeyboardInterrupt) as epoch 2 starts."""
-    real_epoch = trainer.run_epoch
-
-    def die_after_first(spec_, epoch, *args):
-        if epoch == 2:
-            raise KeyboardInterrupt("killed")
-        return real_epoch(spec_, epoch, *args)
-
-    monkeypatch.setattr(trainer, "run_epoch", die_after_first)
-    with pytest.raises(KeyboardInterrupt):
-        run(run_spec, out)
-    monkeypatch.setattr(trainer, "run_epoch", real_epoch)
-
-
 def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_record(ssa_record, tmp_path, monkeypatch):
     record, _ = ssa_record
-    interrupt_after_epoch_1(monkeypatch, spec(rank_epochs=[1]), tmp_path)
+    run_killed_in_epoch_2(monkeypatch, spec(rank_epochs=[1]), tmp_path)
     assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "record.json").exists()
     resumed = run(spec(rank_epochs=[1]), tmp_path)
     assert strip_timings(resumed) == strip_timings(record)
@@ -172,7 +158,7 @@ def test_ssa_scale_scales_its_signals(batch, feedback):
 
 
 def test_checkpoint_of_another_code_version_is_not_resumed(tmp_path, caplog, monkeypatch):
-    interrupt_after_epoch_1(monkeypatch, spec("dfa"), tmp_path)
+    run_killed_in_epoch_2(monkeypatch, spec("dfa"), tmp_path)
     monkeypatch.setattr(bench.checkpoint, "code_version", lambda: "another-commit")
     record = run(spec("dfa"), tmp_path)
     assert "was written by code version" in caplog.text and "starting dfa from scratch" in caplog.text
