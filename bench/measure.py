@@ -175,16 +175,16 @@ def update_alignment(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor,
     Both are taken in train mode from the same weights; the BP gradient of the batch-mean cross-entropy
     runs with every swapped layer's exact backward (bench.layers.exact_backward), never through the
     rule's own. Everything the step changes is restored: parameters, buffers (BatchNorm statistics, a
-    rule's redrawn feedback), gradients, the rule's generator and its private state, so measuring never changes training.
-    NaN where a layer's BP gradient or update is exactly 0 (undefined); exactly 1.0 where they are equal.
+    rule's redrawn feedback), gradients, the rule's generator and its private state, so measuring never
+    changes training. NaN where a layer's BP gradient or update is exactly 0 (undefined); exactly 1.0 where they are equal.
     """
     # Every tensor the step may change, non-persistent buffers included (state_dict would miss those).
     state = {name: t.detach().clone() for name, t in [*model.named_parameters(), *model.named_buffers()]}
     grads = {p: p.grad for p in model.parameters()}
     generator, private = method.generator.get_state(), copy.deepcopy(method.state_dict())
     was_training = model.training
-    feedback = {id(t) for t in feedback_tensors(model).values()}  # kp's learned B is no network parameter
-    layers = {name: [p for p in module.parameters(recurse=False) if p.requires_grad and id(p) not in feedback]
+    network = {id(p) for _, p in network_parameters(model)}  # kp's learned B is no network parameter
+    layers = {name: [p for p in module.parameters(recurse=False) if p.requires_grad and id(p) in network]
               for name, module in model.named_modules()}
     layers = {name: ps for name, ps in layers.items() if ps}
     try:
