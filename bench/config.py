@@ -9,6 +9,7 @@ from typing import Any
 
 from bench import yamlfile
 from bench.method import Option, get_method, resolve_options
+from bench.models import SCHEMES
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
@@ -23,19 +24,33 @@ RECIPE: dict[str, Option] = {
     "lr": Option(1e-3, "peak learning rate", above=0.0),
     "weight_decay": Option(1e-4, "weight decay (decoupled for adamw, L2 for sgd and adam)", minimum=0.0),
     "momentum": Option(0.9, "sgd momentum", minimum=0.0, maximum=1.0),
-    "schedule": Option("cosine", "per-epoch lr schedule", choices=("cosine", "step", "multistep", "constant")),
+    "schedule": Option("cosine", "lr schedule", choices=("cosine", "step", "multistep", "constant")),
+    "schedule_unit": Option("epoch", "when the schedule advances: once per epoch, or every step (cosine then "
+                            "decays per batch to 0; step and multistep still change at epochs)", choices=("epoch", "step")),
     "step_size": Option(30, "step schedule: epochs between decays", minimum=1),
     "gamma": Option(0.1, "step and multistep schedules: decay factor", above=0.0, maximum=1.0),
     "milestones": Option([], "multistep schedule: epochs after which the lr is multiplied by gamma "
                          "(BioTorch: 100, 150, 200)", minimum=1),
     "val_split": Option(0, "training images held out for validation; the record then also selects the epoch "
                         "of best validation accuracy (BioTorch: 5000 of CIFAR's 50,000; 0: none)", minimum=0),
+    "keep_last_batch": Option(False, "also train on each epoch's last partial batch (kept when it holds at least "
+                              "2 images per process; default: dropped)"),
     "eval_batch_size": Option(1000, "evaluation batch size", minimum=1),
     "probe_size": Option(256, "images in the fixed batch that measures alignment with BP", minimum=1),
-    "batchnorm": Option(False, "mlp3, smallconv: BatchNorm before each hidden ReLU (the other archs have it)"),
+    "batchnorm": Option(False, "mlp3, smallconv, lenet: BatchNorm before each hidden ReLU (the other archs have it)"),
+    "batchnorm_fc": Option(True, "with batchnorm: in the fully connected hidden blocks too (false: conv blocks "
+                           "only; mlp3 then has none; the other archs have no such block)"),
+    "conv_bias": Option(True, "smallconv, lenet: a bias in each hidden conv (false: none, as the other archs' "
+                        "convs, which BatchNorm follows)"),
+    "weight_init": Option("default", "hidden blocks' conv and linear weights: the arch's own init, or re-drawn "
+                          "(kaiming: fan_in, ReLU gain; biases zero; the head keeps its own)", choices=tuple(SCHEMES)),
     "device": Option("auto", "training device; auto picks cuda when present", choices=("auto", "cpu", "cuda")),
     # Data: augmentation of on-device datasets (CIFAR, small image folders) and image-folder/FFCV settings.
     "image_size": Option(0, "image folders / imagenet: square side served (0: as stored; imagenet 224)", minimum=0),
+    "norm_mean": Option([], "per-channel normalisation mean in [0, 1] units, e.g. [0.4914, 0.4822, 0.4465] "
+                        "(set with norm_std; empty: the training split's)", minimum=0.0, maximum=1.0, item=float),
+    "norm_std": Option([], "per-channel normalisation std in [0, 1] units (set with norm_mean; empty: the "
+                       "training split's)", above=0.0, item=float),
     "crop_pad": Option(4, "on-device datasets: random-crop padding in pixels (0: no crop)", minimum=0),
     "flip": Option(True, "on-device datasets: random horizontal flip"),
     "cutout": Option(0, "on-device datasets: cutout square side (0: off)", minimum=0),
@@ -116,9 +131,18 @@ def make_spec(dataset: str, arch: str, method: str, seed: int, overrides: dict[s
                          f"options of {impl}: {', '.join(method_cls.options) or 'none'}")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"bad value {seed!r} for 'seed'; accepted: an integer >= 0")
-    return RunSpec(dataset, arch, method, impl, seed,
-                   resolve_options(RECIPE, recipe_given, owner="the recipe"),
+    recipe = check_recipe(resolve_options(RECIPE, recipe_given, owner="the recipe"))
+    return RunSpec(dataset, arch, method, impl, seed, recipe,
                    resolve_options(method_cls.options, method_given, owner=f"method {impl!r}"))
+
+
+def check_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The checks across recipe keys (each key's own are its Option's); returns `recipe`."""
+    mean, std = recipe["norm_mean"], recipe["norm_std"]
+    if bool(mean) != bool(std) or len(mean) != len(std):
+        raise ValueError(f"bad values {mean!r} for 'norm_mean' and {std!r} for 'norm_std'; accepted: both empty "
+                         "(the training split's statistics) or one number per channel each")
+    return recipe
 
 
 def parse_sets(pairs: list[str]) -> dict[str, str]:

@@ -30,13 +30,14 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     above: float | None = None  # exclusive lower bound, e.g. a learning rate must be > 0
+    item: type = int  # a list option's element type: int (epochs) or float (finite numbers); bounds apply to each
 
     def accepted(self) -> str:
         if self.choices:
             return "one of " + ", ".join(map(str, self.choices))
         kind = type(self.default).__name__
         if isinstance(self.default, list):
-            kind = "a list of integers"
+            kind = "a list of integers" if self.item is int else "a list of finite numbers"
         bounds = [f">= {self.minimum}"] if self.minimum is not None else []
         bounds += [f"> {self.above}"] if self.above is not None else []
         bounds += [f"<= {self.maximum}"] if self.maximum is not None else []
@@ -58,14 +59,18 @@ class Option:
         elif isinstance(default, str):
             ok = isinstance(value, str)
         elif isinstance(default, list):
-            ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            numbers = (int, float) if self.item is float else (int,)
+            ok = isinstance(value, list) and all(isinstance(v, numbers) and not isinstance(v, bool)
+                                                 and math.isfinite(v) for v in value)
+            value = [self.item(v) for v in value] if ok else value
         if ok and self.choices is not None:
             ok = value in self.choices
         if ok and isinstance(value, (int, float)) and not isinstance(value, bool):
             ok = ((self.minimum is None or value >= self.minimum) and (self.maximum is None or value <= self.maximum)
                   and (self.above is None or value > self.above))
         if ok and isinstance(value, list):
-            ok = all((self.minimum is None or v >= self.minimum) for v in value)
+            ok = all((self.minimum is None or v >= self.minimum) and (self.maximum is None or v <= self.maximum)
+                     and (self.above is None or v > self.above) for v in value)
         if not ok:
             finite = "a finite " if isinstance(value, float) and not math.isfinite(value) else ""
             raise ValueError(f"bad value {value!r} for {key!r}; accepted: {finite}{self.accepted()}")

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from bench.config import DEFAULT_CONFIG, load_variants, make_spec
 from bench.data.augment import Augment, AugmentedData, channel_stats
-from bench.models import ARCHS, build
+from bench.models import ARCHS, build_for
 from bench.perf_data import _PilImages
 from bench.perf_step import Contender, speed_sets
 from bench.train import SPEED_KEYS, Speed, derive_seed, make_optimizer, resolve_device, train_epoch
@@ -105,7 +105,7 @@ def baseline_epoch(spec, images, labels, classes: int, device, warmup: int, work
         return torch.utils.data.DataLoader(data, batch_size, shuffle=True, drop_last=True, num_workers=workers,
                                            pin_memory=cuda)
     torch.manual_seed(derive_seed(spec.seed, "init"))
-    model = build(spec.arch, SHAPE, classes, batchnorm=recipe["batchnorm"]).to(device)
+    model = build_for(recipe, spec.arch, SHAPE, classes).to(device)
     optimizer = make_optimizer(model.parameters(), recipe)
     model.train()
 

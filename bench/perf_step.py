@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench import measure
 from bench.config import DEFAULT_CONFIG, RECIPE, load_variants, make_spec, parse_sets
 from bench.method import get_method
-from bench.models import ARCHS, build
+from bench.models import ARCHS, build_for
 from bench.train import SPEED_KEYS, Speed, derive_seed, make_optimizer, resolve_device
 
 log = logging.getLogger("bench.perf")
@@ -51,7 +51,7 @@ class Contender:
     def __init__(self, row: str, spec, in_shape, num_classes: int, batch_size: int, device, speed: Speed):
         self.row, self.spec, self.device, self.speed = row, spec, device, speed
         torch.manual_seed(derive_seed(spec.seed, "init"))  # every method starts from the same weights
-        model = build(spec.arch, in_shape, num_classes, batchnorm=spec.recipe["batchnorm"])
+        model = build_for(spec.recipe, spec.arch, in_shape, num_classes)
         self.method = get_method(spec.impl)(**spec.options)
         feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
         model = self.method.prepare(model, num_classes, feedback)

@@ -14,10 +14,10 @@ import torch
 from bench import data as datasets
 from bench import distributed, measure
 from bench.checkpoint import load_checkpoint, save_checkpoint
-from bench.data.tensors import hold_out
+from bench.data.tensors import batch_bounds, hold_out
 from bench.config import RunSpec
 from bench.method import get_method
-from bench.models import BlockNet, build
+from bench.models import BlockNet, build_for
 from bench.record import SCHEMA_VERSION, folder_lock, provenance, write_json, write_log_csv
 
 log = logging.getLogger("bench.train")
@@ -109,16 +109,28 @@ def make_optimizer(params, recipe: dict) -> torch.optim.Optimizer:
     return (torch.optim.AdamW if name == "adamw" else torch.optim.Adam)(params, lr=lr, weight_decay=wd)
 
 
-def lr_at(recipe: dict, epoch: int) -> float:
-    """Learning rate for (0-based) `epoch`: cosine to 0 over the run, step decay, or constant."""
+def lr_at(recipe: dict, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
+    """Learning rate for step `step` of (0-based) `epoch`: cosine to 0 over the run, step decay, or constant.
+
+    With `schedule_unit: epoch` the rate is set once at each epoch's start (step ignored); with `step`,
+    cosine is evaluated at every step t of T = epochs x steps_per_epoch (lr 0.5 (1 + cos(pi t / T)), as
+    torch's CosineAnnealingLR(T_max=T) stepped per batch); step and multistep decay still change at
+    epoch boundaries (their milestones are epochs).
+    """
     lr, schedule = recipe["lr"], recipe["schedule"]
     if schedule == "cosine":
-        return lr * 0.5 * (1 + math.cos(math.pi * epoch / recipe["epochs"]))
+        progress = epoch + (step / steps_per_epoch if recipe.get("schedule_unit") == "step" else 0)
+        return lr * 0.5 * (1 + math.cos(math.pi * progress / recipe["epochs"]))
     if schedule == "step":
         return lr * recipe["gamma"] ** (epoch // recipe["step_size"])
     if schedule == "multistep":  # as torch's MultiStepLR stepped once an epoch: x gamma from each milestone on
         return lr * recipe["gamma"] ** sum(1 for m in recipe["milestones"] if m <= epoch)
     return lr
+
+
+def steps_per_epoch(data, batch_size: int, keep_last: bool) -> int:
+    """Training steps in one epoch of `data` (what a per-step schedule counts)."""
+    return len(batch_bounds(len(data.train_y), batch_size, keep_last))
 
 
 def slice_optimizer_state(optimizer: torch.optim.Optimizer, resized: dict) -> None:
@@ -167,8 +179,13 @@ class _Clock:
         return self.begin.elapsed_time(self.end) / 1000
 
 
-def train_epoch(model, method, optimizer, data, batch_size, generator, device, speed: Speed = Speed()) -> dict:
-    """One epoch; returns the mean of every logged step scalar, accuracy, time and saved bytes."""
+def train_epoch(model, method, optimizer, data, batch_size, generator, device, speed: Speed = Speed(),
+                keep_last: bool = False, lr_of_step=None) -> dict:
+    """One epoch; returns the mean of every logged step scalar, accuracy, time and saved bytes.
+
+    `keep_last`: the last partial batch is trained on too; `lr_of_step(i)`: the learning rate of the
+    epoch's step i (a per-step schedule), else the optimizer's rate stays as set.
+    """
     model.train()
     sums: dict[str, torch.Tensor] = {}
     steps = 0
@@ -181,7 +198,8 @@ def train_epoch(model, method, optimizer, data, batch_size, generator, device, s
     rank_share = getattr(data, "rank_share", False)
     share = len(range(*distributed.bounds(batch_size)))
     clock = _Clock(device)
-    for x, y in data.train_batches(batch_size, generator):
+    images = 0
+    for x, y in data.train_batches(batch_size, generator, keep_last):
         if rank_share:
             total = batch_size  # the global batch: such streams serve full global batches only
             if len(y) != share:
@@ -190,7 +208,11 @@ def train_epoch(model, method, optimizer, data, batch_size, generator, device, s
         else:
             total = len(y)
             x, y = distributed.shard(x, y)  # torchrun: this rank's share of the global batch (else all of it)
+        images += total
         x = speed.batch(x)
+        if lr_of_step is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_of_step(steps)
         optimizer.zero_grad(set_to_none=True)
         with speed.context(device):
             if steps == 0:  # count saved-for-backward bytes on one step per epoch
@@ -207,7 +229,6 @@ def train_epoch(model, method, optimizer, data, batch_size, generator, device, s
     seconds = clock.seconds()
     sums = distributed.sum_over_ranks(sums)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else clock.host.growth()
-    images = steps * batch_size
     means = {k: v.item() / steps for k, v in sums.items() if k != "correct"}
     return {"train_loss": means.pop("loss"), "train_acc": 100.0 * sums["correct"].item() / images,
             "terms": means, "train_time_s": seconds, "images": images, "saved_activations": counter.bytes,
@@ -230,8 +251,14 @@ def setup(spec: RunSpec, data_dir: Path | None):
             raise ValueError(f"'val_split' needs a dataset held on the device; {spec.dataset} streams "
                              "(use its own validation folder as the test split instead)")
         data, validation = hold_out(data, spec.recipe["val_split"])
+    if spec.recipe["keep_last_batch"] and not isinstance(data, datasets.TensorData):
+        raise ValueError(f"'keep_last_batch' needs a dataset held on the device; {spec.dataset} streams "
+                         "its full batches only")
+    if spec.recipe["norm_mean"]:  # constants instead of the training split's statistics (validation too)
+        for part in (data, validation) if validation is not None else (data,):
+            datasets.set_normalisation(part, spec.recipe["norm_mean"], spec.recipe["norm_std"])
     torch.manual_seed(derive_seed(spec.seed, "init"))
-    model = build(spec.arch, data.in_shape, data.num_classes, batchnorm=spec.recipe["batchnorm"])
+    model = build_for(spec.recipe, spec.arch, data.in_shape, data.num_classes)
     method = get_method(spec.impl)(**spec.options)
     if spec.recipe["batch_size"] > len(data.train_y):
         raise ValueError(f"bad value {spec.recipe['batch_size']} for 'batch_size'; accepted: at most the "
@@ -302,10 +329,16 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
 
 def run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, device, speed: Speed = Speed()) -> dict:
     """Train one epoch, apply the method's end-of-epoch change, evaluate; the epoch's history entry."""
-    lr = lr_at(spec.recipe, epoch - 1)
+    recipe = spec.recipe
+    lr = lr_at(recipe, epoch - 1)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    stats = train_epoch(model, method, optimizer, data, spec.recipe["batch_size"], shuffle, device, speed)
+    lr_of_step = None
+    if recipe["schedule_unit"] == "step":
+        steps = steps_per_epoch(data, recipe["batch_size"], recipe["keep_last_batch"])
+        lr_of_step = lambda i: lr_at(recipe, epoch - 1, i, steps)  # noqa: E731
+    stats = train_epoch(model, method, optimizer, data, recipe["batch_size"], shuffle, device, speed,
+                        recipe["keep_last_batch"], lr_of_step)
     slice_optimizer_state(optimizer, method.on_epoch_end(model, epoch))
     test_acc, test_top5 = evaluate(model, data, spec.recipe["eval_batch_size"], speed)
     entry = {"epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],

@@ -64,5 +64,19 @@ def load(name: str, device: torch.device | str = "cpu", data_dir: Path | str | N
     return load_imagefolder(name, data_dir, options).to(device)
 
 
+def set_normalisation(data: TensorData | StreamData, mean: list[float], std: list[float]) -> None:
+    """Normalise `data`'s batches with constant per-channel `mean` and `std` (in [0, 1] units) instead of
+    the statistics of its training split (the recipe keys norm_mean and norm_std); in place."""
+    channels = data.in_shape[0]
+    for key, values in (("norm_mean", mean), ("norm_std", std)):
+        if len(values) != channels:
+            raise ValueError(f"bad value {values!r} for {key!r}; accepted: {channels} numbers, one per channel "
+                             f"of {data.name}")
+    device = data.mean.device
+    data.mean = torch.tensor(mean, dtype=torch.float32, device=device)
+    data.std = torch.tensor(std, dtype=torch.float32, device=device)
+
+
 __all__ = ["DATASETS", "Augment", "AugmentedData", "BetonSpec", "DataOptions", "StreamData", "TensorData",
-           "check_name", "image_folders", "is_image_folder", "load"]
+           "check_name", "image_folders", "is_image_folder", "load",
+           "set_normalisation"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from bench.data.tensors import TensorData
+from bench.data.tensors import TensorData, batch_bounds
 
 
 @dataclass(frozen=True)
@@ -112,16 +112,18 @@ class AugmentedData(TensorData):
         scale = (1 / (255 * self.std)).view(1, -1, 1, 1)
         return x.to(torch.float32).sub_((255 * self.mean).view(1, -1, 1, 1)).mul_(scale)
 
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled, augmented, normalised training batches, seeded from `generator`; remainder dropped.
+    def train_batches(self, batch_size: int, generator: torch.Generator,
+                      keep_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled, augmented, normalised training batches, seeded from `generator`; remainder dropped
+        unless `keep_last` (tensors.batch_bounds).
 
         Augmentation draws from its own generator, seeded by one draw of `generator` per epoch, so
         switching flip or cutout on or off leaves the order of every epoch's batches unchanged.
         """
         augment = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
         order = torch.randperm(len(self.train_y), generator=generator).to(self.train_y.device)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            index = order[start:start + batch_size]
+        for start, stop in batch_bounds(len(order), batch_size, keep_last):
+            index = order[start:stop]
             yield self.normalise(self._augmented(index, augment)), self.train_y.index_select(0, index)
 
     def _augmented(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

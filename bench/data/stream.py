@@ -88,10 +88,15 @@ class StreamData:
         """uint8 N x C x H x W -> float, scaled to [0, 1] and standardised per channel."""
         return (x.float().div_(255) - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
 
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled, augmented, normalised training batches; order seeded from `generator`, remainder dropped.
+    def train_batches(self, batch_size: int, generator: torch.Generator,
+                      keep_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled, augmented, normalised training batches; order seeded from `generator`, remainder dropped
+        (`keep_last` is refused: a stream's loaders serve full global batches only).
 
         With `rank_share`, under torchrun: this rank's share of each global batch of `batch_size`."""
+        if keep_last:
+            raise ValueError(f"'keep_last_batch' needs a dataset held on the device; {self.name} streams "
+                             "its full batches only")
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         yield from self._serve(self._train_loader(batch_size, seed))
 

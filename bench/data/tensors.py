@@ -6,6 +6,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from bench import distributed
+
 
 @dataclass
 class TensorData:
@@ -45,11 +47,13 @@ class TensorData:
         """uint8 N x C x H x W -> float, scaled to [0, 1] and standardised per channel."""
         return (x.float().div_(255) - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
 
-    def train_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled training batches from `generator`; the last partial batch is dropped [suite]."""
+    def train_batches(self, batch_size: int, generator: torch.Generator,
+                      keep_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled training batches from `generator`; the last partial batch is dropped [suite] unless
+        `keep_last` (see `batch_bounds`)."""
         order = torch.randperm(len(self.train_y), generator=generator).to(self.train_y.device)
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            index = order[start:start + batch_size]
+        for start, stop in batch_bounds(len(order), batch_size, keep_last):
+            index = order[start:stop]
             yield self.normalise(self.train_x[index]), self.train_y[index]
 
     def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -66,6 +70,18 @@ class TensorData:
         index = torch.randperm(len(self.train_y), generator=torch.Generator().manual_seed(0))[:n]
         index = index.sort().values.to(self.train_y.device)
         return self.normalise(self.train_x[index]), self.train_y[index]
+
+
+def batch_bounds(n: int, batch_size: int, keep_last: bool = False) -> list[tuple[int, int]]:
+    """(start, stop) of each training batch of an epoch over `n` shuffled images: the full batches, then
+    with `keep_last` the remainder, when it holds at least 2 images per process (BatchNorm has no batch
+    statistics from one image; under torchrun every process needs its share).
+    """
+    bounds = [(start, start + batch_size) for start in range(0, n - batch_size + 1, batch_size)]
+    rest = n % batch_size
+    if keep_last and rest >= 2 * distributed.world_size():
+        bounds.append((n - rest, n))
+    return bounds
 
 
 def stratified_split(labels: torch.Tensor, test_per_class: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

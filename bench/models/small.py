@@ -13,36 +13,43 @@ from bench.models.blocknet import BlockNet
 LENET_MIN_UNPADDED_SIDE = 18
 
 
-def mlp3(in_shape: tuple[int, ...], num_classes: int, width: int = 512, batchnorm: bool = False) -> BlockNet:
-    """Three hidden Linear-ReLU blocks of `width` units, then a Linear head (Linear-BN-ReLU with `batchnorm`)."""
+def mlp3(in_shape: tuple[int, ...], num_classes: int, width: int = 512, batchnorm: bool = False,
+         batchnorm_fc: bool = True) -> BlockNet:
+    """Three hidden Linear-ReLU blocks of `width` units, then a Linear head (Linear-BN-ReLU with `batchnorm`;
+    every block is a fully connected one, so `batchnorm_fc: false` leaves it without any)."""
     in_features = math.prod(in_shape)
+    bn = batchnorm and batchnorm_fc
     blocks = [
-        nn.Sequential(nn.Flatten(), *_unit(nn.Linear(in_features, width), nn.BatchNorm1d, batchnorm)),
-        nn.Sequential(*_unit(nn.Linear(width, width), nn.BatchNorm1d, batchnorm)),
-        nn.Sequential(*_unit(nn.Linear(width, width), nn.BatchNorm1d, batchnorm)),
+        nn.Sequential(nn.Flatten(), *_unit(nn.Linear(in_features, width), nn.BatchNorm1d, bn)),
+        nn.Sequential(*_unit(nn.Linear(width, width), nn.BatchNorm1d, bn)),
+        nn.Sequential(*_unit(nn.Linear(width, width), nn.BatchNorm1d, bn)),
     ]
     return BlockNet(blocks, nn.Linear(width, num_classes), in_shape)
 
 
-def smallconv(in_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False) -> BlockNet:
+def smallconv(in_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False, batchnorm_fc: bool = True,
+              conv_bias: bool = True) -> BlockNet:
     """conv3x3 32 -> pool -> conv 64 -> pool -> conv 128 -> adaptive avg pool 2x2 -> FC 512 -> FC K.
 
     One block per layer: conv-ReLU-maxpool, conv-ReLU-maxpool, conv-ReLU-avgpool(2x2),
     flatten-FC-ReLU; the head is the last FC. No BatchNorm, as in the reference network; `batchnorm`
-    [suite] puts one after every hidden conv and FC (before the ReLU), for the DFA-baseline sweep.
+    [suite] puts one after every hidden conv and FC (before the ReLU), for the DFA-baseline sweep;
+    `batchnorm_fc: false` keeps it out of the FC block (conv blocks only), `conv_bias: false` drops the
+    convs' biases (BatchNorm, when it follows, would cancel them).
     """
-    channels = in_shape[0]
-    bn = batchnorm
+    channels, bn, bias = in_shape[0], batchnorm, conv_bias
     blocks = [
-        nn.Sequential(*_unit(nn.Conv2d(channels, 32, 3, padding=1), nn.BatchNorm2d, bn), nn.MaxPool2d(2)),
-        nn.Sequential(*_unit(nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d, bn), nn.MaxPool2d(2)),
-        nn.Sequential(*_unit(nn.Conv2d(64, 128, 3, padding=1), nn.BatchNorm2d, bn), nn.AdaptiveAvgPool2d(2)),
-        nn.Sequential(nn.Flatten(), *_unit(nn.Linear(128 * 2 * 2, 512), nn.BatchNorm1d, bn)),
+        nn.Sequential(*_unit(nn.Conv2d(channels, 32, 3, padding=1, bias=bias), nn.BatchNorm2d, bn), nn.MaxPool2d(2)),
+        nn.Sequential(*_unit(nn.Conv2d(32, 64, 3, padding=1, bias=bias), nn.BatchNorm2d, bn), nn.MaxPool2d(2)),
+        nn.Sequential(*_unit(nn.Conv2d(64, 128, 3, padding=1, bias=bias), nn.BatchNorm2d, bn),
+                      nn.AdaptiveAvgPool2d(2)),
+        nn.Sequential(nn.Flatten(), *_unit(nn.Linear(128 * 2 * 2, 512), nn.BatchNorm1d, bn and batchnorm_fc)),
     ]
     return BlockNet(blocks, nn.Linear(512, num_classes), in_shape)
 
 
-def lenet(in_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False) -> BlockNet:
+def lenet(in_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False, batchnorm_fc: bool = True,
+          conv_bias: bool = True) -> BlockNet:
     """BioTorch's CIFAR-10 LeNet (`biotorch/models/le_net.py`, LeNetCIFAR): four blocks, then a Linear head.
 
     conv3x3 32 -> pool -> conv3x3 64 -> pool -> conv3x3 128 -> global avg pool -> FC 256 -> FC K; one block
@@ -52,15 +59,18 @@ def lenet(in_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False) 
     square maps. 128,842 parameters on (3, 32, 32) with K = 10. [suite] Where an input side is under
     `LENET_MIN_UNPADDED_SIDE` (18) pixels, too small for unpadded convs, every conv pads by 1 and keeps
     its input's size (8x8: 8 -> 4 -> 2 -> 1); channels and K follow the data (BioTorch fixes 3 and 10).
-    No BatchNorm, as BioTorch's; `batchnorm` [suite] puts one after every hidden conv and FC, as smallconv.
+    No BatchNorm, as BioTorch's; `batchnorm` [suite] puts one after every hidden conv and FC, as smallconv
+    (`batchnorm_fc` and `conv_bias` as smallconv's).
     """
     pad = 0 if min(in_shape[1:]) >= LENET_MIN_UNPADDED_SIDE else 1
-    bn = batchnorm
+    bn, bias = batchnorm, conv_bias
     blocks = [
-        nn.Sequential(*_unit(nn.Conv2d(in_shape[0], 32, 3, padding=pad), nn.BatchNorm2d, bn), nn.MaxPool2d(2)),
-        nn.Sequential(*_unit(nn.Conv2d(32, 64, 3, padding=pad), nn.BatchNorm2d, bn), nn.MaxPool2d(2)),
-        nn.Sequential(*_unit(nn.Conv2d(64, 128, 3, padding=pad), nn.BatchNorm2d, bn), nn.AdaptiveAvgPool2d(1)),
-        nn.Sequential(nn.Flatten(), *_unit(nn.Linear(128, 256), nn.BatchNorm1d, bn)),
+        nn.Sequential(*_unit(nn.Conv2d(in_shape[0], 32, 3, padding=pad, bias=bias), nn.BatchNorm2d, bn),
+                      nn.MaxPool2d(2)),
+        nn.Sequential(*_unit(nn.Conv2d(32, 64, 3, padding=pad, bias=bias), nn.BatchNorm2d, bn), nn.MaxPool2d(2)),
+        nn.Sequential(*_unit(nn.Conv2d(64, 128, 3, padding=pad, bias=bias), nn.BatchNorm2d, bn),
+                      nn.AdaptiveAvgPool2d(1)),
+        nn.Sequential(nn.Flatten(), *_unit(nn.Linear(128, 256), nn.BatchNorm1d, bn and batchnorm_fc)),
     ]
     return BlockNet(blocks, nn.Linear(256, num_classes), in_shape)
 
