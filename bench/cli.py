@@ -52,6 +52,10 @@ def _parser() -> argparse.ArgumentParser:
     perf_load.add_arguments(perf_kinds.add_parser(
         "load", help="a job's start-up: import the suite and load one dataset, in fresh processes"))
     beton.add_arguments(commands.add_parser("beton", help="write one split of an image folder to an FFCV .beton"))
+    from bench import gridrun
+
+    gridrun.add_arguments(commands.add_parser("grid", help="one dataset's runs without Snakemake, --jobs at a time, "
+                                              "cut at a deadline (the prepared GPU run's grid)"))
     aggregate = commands.add_parser("aggregate", help="records of one dataset -> OUT_DIR/<dataset>_table.csv and .md")
     _reporting_args(aggregate, out_default=Path("results"))
     aggregate.add_argument("--allow-missing", action="store_true",
@@ -252,6 +256,15 @@ def cmd_perf(args) -> int:
         raise UsageError(str(error)) from None
 
 
+def cmd_grid(args) -> int:
+    from bench import gridrun
+
+    try:
+        return gridrun.main(args)
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
+
+
 def cmd_beton(args) -> int:
     from bench.data import beton
 
@@ -278,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         previous = None
     try:
         return {"train": cmd_train, "list": cmd_list, "perf": cmd_perf, "beton": cmd_beton, "aggregate": cmd_aggregate, "plot": cmd_plot,
-                "claims": cmd_claims, "sweep-report": cmd_sweep_report}[args.command](args)
+                "claims": cmd_claims, "sweep-report": cmd_sweep_report, "grid": cmd_grid}[args.command](args)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

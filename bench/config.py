@@ -62,6 +62,9 @@ RECIPE: dict[str, Option] = {
     "channels_last": Option("auto", "NHWC memory format for the model and its batches (auto: on, CPU too)", choices=SWITCH),
     "autocast": Option("auto", "bf16 autocast of the training step", choices=SWITCH),
     "cudnn_benchmark": Option("auto", "let cuDNN time and pick its conv algorithms", choices=SWITCH),
+    "deterministic": Option(False, "determinism where it is cheap: cudnn.deterministic on and cudnn.benchmark off, "
+                            "torch.use_deterministic_algorithms (warn only), CUBLAS_WORKSPACE_CONFIG=:4096:8 when "
+                            "unset; the record's provenance.determinism says what was set"),
     "compile": Option("auto", "torch.compile the network's forward (eager, with a warning, where it fails)",
                       choices=SWITCH),
 }
@@ -142,6 +145,9 @@ def check_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     if bool(mean) != bool(std) or len(mean) != len(std):
         raise ValueError(f"bad values {mean!r} for 'norm_mean' and {std!r} for 'norm_std'; accepted: both empty "
                          "(the training split's statistics) or one number per channel each")
+    if recipe["deterministic"] and recipe["cudnn_benchmark"] == "on":
+        raise ValueError("bad values true for 'deterministic' and 'on' for 'cudnn_benchmark'; accepted: "
+                         "cudnn_benchmark auto or off with deterministic (cuDNN's timed pick is not reproducible)")
     return recipe
 
 

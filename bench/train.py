@@ -14,6 +14,8 @@ import torch
 from bench import data as datasets
 from bench import distributed, measure
 from bench.checkpoint import load_checkpoint, save_checkpoint
+from bench.determinism import determinism
+from bench.determinism import state as determinism_state
 from bench.data.tensors import batch_bounds, hold_out
 from bench.config import RunSpec
 from bench.method import get_method
@@ -51,6 +53,8 @@ class Speed:
     def from_recipe(cls, recipe: dict, device: torch.device) -> "Speed":
         def on(key: str) -> bool:
             value = recipe.get(key, "auto")
+            if key == "cudnn_benchmark" and recipe.get("deterministic"):  # a timed pick is not reproducible
+                return False
             return value == "on" or (value == "auto" and (device.type == "cuda" or key in AUTO_ON_CPU))
         return cls(**{key: on(key) for key in SPEED_KEYS})
 
@@ -273,13 +277,14 @@ def setup(spec: RunSpec, data_dir: Path | None):
 def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
     """Train one run, checkpointing each epoch (resuming from `out`), and write out/record.json."""
     out = Path(out)
-    device, data, validation, model, method = setup(spec, data_dir)  # bad data fails here, before anything is written
-    main = distributed.is_main()  # under torchrun only rank 0 writes; the others train alongside
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    # A second process training into the same folder (another pipeline from another working folder) is refused.
-    with folder_lock(out) if main else contextlib.nullcontext():
-        return _run(spec, out, device, data, validation, model, method, main)
+    with determinism(spec.recipe["deterministic"]):  # first: cuBLAS reads its setting when CUDA starts
+        device, data, validation, model, method = setup(spec, data_dir)  # bad data fails here, before anything is written
+        main = distributed.is_main()  # under torchrun only rank 0 writes; the others train alongside
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+        # A second process training into the same folder (another pipeline from another working folder) is refused.
+        with folder_lock(out) if main else contextlib.nullcontext():
+            return _run(spec, out, device, data, validation, model, method, main)
 
 
 def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main: bool) -> dict:
@@ -306,6 +311,7 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
                                                                    device=device)))
     # What `auto` resolved to on this device: the layout and precision the numbers were computed in.
     state["provenance"]["speed"] = {**asdict(speed), "compile": compiled}
+    state["provenance"]["determinism"] = {"requested": spec.recipe["deterministic"], **determinism_state()}
     probe = data.probe_batch(spec.recipe["probe_size"])
     for epoch in range(state["epoch"] + 1, spec.recipe["epochs"] + 1):
         if state["status"] != "ok":

@@ -1,0 +1,250 @@
+"""`python -m bench grid`: one dataset's grid without Snakemake, a few runs at a time, until a deadline.
+
+For a machine that has the suite but not Snakemake (the lent GPU machine has neither it nor jsonschema).
+Each run is `python -m bench train` in its own process: the command and run-folder layout of the
+Snakefile's train rule (bench.grid.run_dir), so records land where `aggregate`, `plot` and `claims` read
+them, and runs share GPUs through the trainer's own slots (`--gpu-slots`). Runs start in priority order,
+archs outermost (the order given), then methods, then seeds, `--jobs` at a time. At the deadline every
+run still training gets SIGTERM (the trainer stops, keeps its last checkpoint and writes no record) and
+is reported as cut, never as a result; runs never started are reported as not started. Every run's
+outcome goes to RESULTS/status.csv; a rerun of the same command resumes cut runs from their checkpoints.
+
+`--epochs auto` sizes the run length from a `perf step` table measured on the same device: see
+`estimate_epochs`.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import grid
+
+log = logging.getLogger("bench.grid")
+STATUS_FIELDS = ("arch", "method", "seed", "status", "exit_code", "seconds", "epochs_done", "test_acc")
+STOP_GRACE_S = 20  # after SIGTERM, time to finish the step and release the folder, before SIGKILL
+
+
+@dataclass
+class Job:
+    arch: str
+    method: str
+    seed: int
+    folder: Path
+    process: subprocess.Popen | None = None
+    started: float | None = None
+    seconds: float | None = None
+    status: str = "not_started"  # finished | diverged | failed | cut | not_started
+    exit_code: int | None = None
+
+
+def estimate_epochs(perf_rows: list[dict], runs: list[tuple[str, str, int]], train_images: int, batch_size: int,
+                    seconds: float, jobs: int, packing_gain: float, overhead: float = 1.3, startup_s: float = 15.0,
+                    most: int = 30) -> tuple[int, str]:
+    """(epochs, how): the most epochs every run of `runs` can train within `seconds`, from a perf table.
+
+    One run-epoch costs steps x its median step time (the `perf step` row of its arch and method on
+    this device); `overhead` covers evaluation and the per-epoch probes, `startup_s` each process's
+    start (imports, data onto the device). The grid's runs share the device `jobs` at a time;
+    `packing_gain` is how much more work per second `jobs` packed runs get done than one alone (1:
+    none; small networks leave a large GPU mostly idle, so packing gains), an assumption the log
+    states. The result is capped at `most` and at least 1. A run with no perf row (a method the table
+    lacks) is costed as the slowest row of its arch.
+    """
+    times = {(r["arch"], r["method"]): float(r["median_ms"]) / 1000 for r in perf_rows}
+    steps = max(1, train_images // batch_size)
+    per_epoch = 0.0
+    for arch, method, _ in runs:
+        per_step = times.get((arch, method))
+        if per_step is None:
+            same_arch = [t for (a, _), t in times.items() if a == arch]
+            if not same_arch:
+                raise ValueError(f"the perf table has no row for arch {arch!r}; measure it first (perf step --arch {arch})")
+            per_step = max(same_arch)
+        per_epoch += steps * per_step * overhead
+    gain = max(1.0, min(packing_gain, jobs))
+    starting = startup_s * math.ceil(len(runs) / jobs)  # the runs start in waves of `jobs`
+    room = max(0.0, seconds - starting) * gain
+    epochs = max(1, min(most, math.floor(room / per_epoch))) if per_epoch else most
+    how = (f"{len(runs)} runs cost {per_epoch:.0f} s per epoch one at a time ({steps} steps of the perf table's "
+           f"median x {overhead} for evaluation and probes) and {startup_s:g} s each to start; {jobs} at a time "
+           f"with an assumed packing gain of {gain:g}, {seconds:.0f} s hold {room / per_epoch if per_epoch else math.inf:.1f} "
+           f"epochs; epochs = {epochs} (at most {most})")
+    return epochs, how
+
+
+def train_command(job: Job, dataset: str, sets: list[str], configs: list[Path], data_dir: Path | None,
+                  gpu_slots: int) -> list[str]:
+    command = [sys.executable, "-m", "bench", "train", "--dataset", dataset, "--arch", job.arch,
+               "--method", job.method, "--seed", str(job.seed), "--out", str(job.folder),
+               "--gpu-slots", str(gpu_slots)]
+    for path in configs:
+        command += ["--config", str(path)]
+    if data_dir is not None:
+        command += ["--data-dir", str(data_dir)]
+    for pair in sets:
+        command += ["--set", pair]
+    return command
+
+
+def run_grid(jobs: list[Job], commands: dict[int, list[str]], parallel: int, deadline_s: float,
+             logs: Path, poll_s: float = 0.5) -> list[Job]:
+    """Start `jobs` in order, `parallel` at a time; at `deadline_s` after the start, stop what still runs."""
+    logs.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    waiting = list(range(len(jobs)))
+    running: list[int] = []
+    try:
+        while waiting or running:
+            for i in list(running):
+                job = jobs[i]
+                if job.process.poll() is not None:
+                    _finish(job)
+                    running.remove(i)
+            if time.monotonic() - start >= deadline_s:
+                break
+            while waiting and len(running) < parallel:
+                i = waiting.pop(0)
+                job = jobs[i]
+                job.folder.mkdir(parents=True, exist_ok=True)
+                with open(logs / f"{job.arch}_{job.method}_seed{job.seed}.log", "w") as out:
+                    job.process = subprocess.Popen(commands[i], stdout=out, stderr=subprocess.STDOUT)
+                job.started, job.status = time.monotonic(), "running"
+                running.append(i)
+                log.info("started %s %s seed %d (%d waiting)", job.arch, job.method, job.seed, len(waiting))
+            time.sleep(poll_s)
+    finally:  # the deadline, or an interrupt of the runner itself: stop every run still going
+        _stop([jobs[i] for i in running])
+    return jobs
+
+
+def _finish(job: Job) -> None:
+    job.exit_code = job.process.returncode
+    job.seconds = time.monotonic() - job.started
+    if job.exit_code == 0 and (job.folder / "record.json").is_file():
+        job.status = _record_status(job.folder / "record.json")
+    else:
+        job.status = "failed"
+    log.info("%s %s seed %d: %s (exit %s) after %.0f s", job.arch, job.method, job.seed, job.status,
+             job.exit_code, job.seconds)
+
+
+def _stop(running: list[Job]) -> None:
+    for job in running:
+        if job.process.poll() is None:
+            job.process.send_signal(signal.SIGTERM)
+    for job in running:
+        try:
+            job.process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            job.process.kill()
+            job.process.wait()
+        job.exit_code, job.seconds = job.process.returncode, time.monotonic() - job.started
+        # A run that ended of itself in the same instant is what it is; the rest were cut.
+        finished = job.exit_code == 0 and (job.folder / "record.json").is_file()
+        job.status = _record_status(job.folder / "record.json") if finished else "cut"
+        log.info("%s %s seed %d: %s at the deadline", job.arch, job.method, job.seed, job.status)
+
+
+def _record_status(path: Path) -> str:
+    import json
+
+    return "diverged" if json.loads(path.read_text()).get("status") == "diverged" else "finished"
+
+
+def write_status(jobs: list[Job], path: Path) -> None:
+    """RESULTS/status.csv: one row per planned run with its outcome (written whole, then renamed)."""
+    import json
+
+    rows = []
+    for job in jobs:
+        epochs = _epochs_done(job.folder / "log.csv")
+        acc = None
+        if job.status in ("finished", "diverged"):
+            acc = json.loads((job.folder / "record.json").read_text()).get("test_acc")
+        rows.append({"arch": job.arch, "method": job.method, "seed": job.seed, "status": job.status,
+                     "exit_code": job.exit_code, "seconds": None if job.seconds is None else round(job.seconds, 1),
+                     "epochs_done": epochs, "test_acc": acc})
+    temporary = path.with_suffix(".csv.tmp")
+    with open(temporary, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=STATUS_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
+
+
+def _epochs_done(log_csv: Path) -> int:
+    if not log_csv.is_file():
+        return 0
+    with open(log_csv) as f:
+        return max(0, sum(1 for _ in f) - 1)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--archs", nargs="+", required=True, help="in priority order: the first starts first")
+    parser.add_argument("--methods", nargs="+", required=True, help="method files or config variants")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--results", type=Path, required=True, help="results folder: runs/, logs/, status.csv")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe keys of every run")
+    parser.add_argument("--config", type=Path, action="append", help="config files with the variants (as train's)")
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    parser.add_argument("--gpu-slots", type=int, default=1, help="runs sharing one GPU (the trainer's slots)")
+    parser.add_argument("--deadline-s", type=float, required=True, help="seconds after which running runs are cut")
+    parser.add_argument("--epochs", default=None, help="epochs of every run, or auto (needs --perf-table); "
+                        "default: the recipe's")
+    parser.add_argument("--perf-table", type=Path, help="perf step CSV measured on this device, for --epochs auto")
+    parser.add_argument("--train-images", type=int, default=50000, help="training images, for --epochs auto")
+    parser.add_argument("--max-epochs", type=int, default=30, help="--epochs auto: at most this many")
+    parser.add_argument("--packing-gain", type=float, default=4.0,
+                        help="--epochs auto: assumed throughput of --jobs packed runs over one alone")
+
+
+def main(args) -> int:
+    from bench import sweep
+    from bench.config import DEFAULT_CONFIG, make_spec, parse_sets
+
+    for name in ("jobs", "gpu_slots", "train_images", "max_epochs"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: accepted: an integer >= 1")
+    if not (math.isfinite(args.deadline_s) and args.deadline_s > 0):
+        raise ValueError(f"--deadline-s {args.deadline_s}: accepted: a finite number of seconds > 0")
+    configs = args.config or [DEFAULT_CONFIG]
+    variants = sweep.variants(configs)
+    sets = list(args.set)
+    runs = grid.Grid(args.dataset, tuple(args.archs), tuple(args.methods), tuple(args.seeds)).runs()
+    if args.epochs == "auto":
+        if args.perf_table is None:
+            raise ValueError("--epochs auto needs --perf-table (a perf step CSV measured on this device)")
+        with open(args.perf_table) as f:
+            rows = list(csv.DictReader(f))
+        batch = int(parse_sets(sets).get("batch_size", 128))
+        epochs, how = estimate_epochs(rows, runs, args.train_images, batch, args.deadline_s, args.jobs,
+                                      args.packing_gain, most=args.max_epochs)
+        log.info("epochs: %s", how)
+        sets.append(f"epochs={epochs}")
+    elif args.epochs is not None:
+        sets.append(f"epochs={args.epochs}")
+    for arch, method, seed in runs:  # every run's spec checked before any starts, as Snakemake's check_config
+        make_spec(args.dataset, arch, method, seed, parse_sets(sets), variants)
+    jobs = [Job(a, m, s, Path(grid.run_dir(args.results, args.dataset, a, m, s))) for a, m, s in runs]
+    commands = {i: train_command(job, args.dataset, sets, configs, args.data_dir, args.gpu_slots)
+                for i, job in enumerate(jobs)}
+    args.results.mkdir(parents=True, exist_ok=True)
+    try:
+        run_grid(jobs, commands, args.jobs, args.deadline_s, args.results / "logs" / "train")
+    finally:
+        write_status(jobs, args.results / "status.csv")
+    counts = {status: sum(job.status == status for job in jobs)
+              for status in ("finished", "diverged", "cut", "failed", "not_started")}
+    log.info("grid of %d runs: %s -> %s", len(jobs), ", ".join(f"{v} {k}" for k, v in counts.items() if v),
+             args.results / "status.csv")
+    return 1 if counts["failed"] else 0
