@@ -203,7 +203,10 @@ def train_epoch(model, method, optimizer, data, batch_size, generator, device, s
     share = len(range(*distributed.bounds(batch_size)))
     clock = _Clock(device)
     images = 0
-    for x, y in data.train_batches(batch_size, generator, keep_last):
+    # keep_last only when asked: a dataset class of one's own need not take it (streams refuse it)
+    batches = data.train_batches(batch_size, generator, keep_last=True) if keep_last else \
+        data.train_batches(batch_size, generator)
+    for x, y in batches:
         if rank_share:
             total = batch_size  # the global batch: such streams serve full global batches only
             if len(y) != share:
