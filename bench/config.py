@@ -35,6 +35,9 @@ RECIPE: dict[str, Option] = {
                         "of best validation accuracy (BioTorch: 5000 of CIFAR's 50,000; 0: none)", minimum=0),
     "keep_last_batch": Option(False, "also train on each epoch's last partial batch (kept when it holds at least "
                               "2 images per process; default: dropped)"),
+    "locality": Option("graph", "graph: the rule's own step (one backward call, the whole graph kept until it); "
+                       "blockwise: one block's graph at a time, for rules that declare it (bench/blockwise.py)",
+                       choices=("graph", "blockwise")),
     "eval_batch_size": Option(1000, "evaluation batch size", minimum=1),
     "probe_size": Option(256, "images in the fixed batch that measures alignment with BP", minimum=1),
     "batchnorm": Option(False, "mlp3, smallconv, lenet: BatchNorm before each hidden ReLU (the other archs have it)"),
@@ -116,9 +119,13 @@ def resolve_variant(name: str, variants: dict[str, dict[str, Any]]) -> tuple[str
 
 
 def _method_names() -> list[str]:
+    return list(_methods())
+
+
+def _methods() -> dict:
     from bench.method import discover
 
-    return list(discover())
+    return discover()
 
 
 def make_spec(dataset: str, arch: str, method: str, seed: int, overrides: dict[str, Any],
@@ -135,8 +142,13 @@ def make_spec(dataset: str, arch: str, method: str, seed: int, overrides: dict[s
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"bad value {seed!r} for 'seed'; accepted: an integer >= 0")
     recipe = check_recipe(resolve_options(RECIPE, recipe_given, owner="the recipe"))
-    return RunSpec(dataset, arch, method, impl, seed, recipe,
-                   resolve_options(method_cls.options, method_given, owner=f"method {impl!r}"))
+    options = resolve_options(method_cls.options, method_given, owner=f"method {impl!r}")
+    if recipe["locality"] == "blockwise":
+        problem = method_cls(**options).blockwise_problem()
+        if problem:
+            able = ", ".join(name for name, cls in _methods().items() if cls.blockwise)
+            raise ValueError(f"bad value 'blockwise' for 'locality': {problem}; rules that declare it: {able}")
+    return RunSpec(dataset, arch, method, impl, seed, recipe, options)
 
 
 def check_recipe(recipe: dict[str, Any]) -> dict[str, Any]:

@@ -40,34 +40,115 @@ def param_counts(model: BlockNet) -> dict[str, int]:
 
 
 class SavedTensorBytes:
-    """Counts the bytes autograd saves for backward inside the `with` block.
+    """Counts the bytes of activations a step holds for backward inside the `with` block: the peak.
 
-    Each storage is counted once; parameter and buffer storages are excluded, since the model
-    holds them anyway: what remains is the activation memory a training step costs.
+    Each storage counts once while autograd holds a saved reference to it (the saved references are
+    wrapped, so freeing a graph is seen); parameter and buffer storages are excluded, since the model
+    holds them anyway: what remains is the activation memory a training step costs. With one backward
+    call (BP, every rule's `step`) nothing saved is freed before it, so the peak is every saved
+    storage; a blockwise step frees each block's graph before the next (bench/blockwise.py) and adds
+    the tensors it holds outside autograd (`note_kept`: the block inputs and signals), counted from
+    then until the end of the block or `note_released`.
     """
+
+    _active: list[SavedTensorBytes] = []  # the counters now counting (note_kept reaches them)
 
     def __init__(self, model: nn.Module):
         self.exclude = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
-        self.seen: set[int] = set()
-        self.bytes = 0
+        self.live: dict[int, list[int]] = {}  # storage pointer -> [saved references alive, bytes]
+        self.kept: set[int] = set()
+        self.current = 0
+        self.bytes = 0  # the peak of `current`
 
-    def _pack(self, tensor: torch.Tensor) -> torch.Tensor:
+    def _count(self, nbytes: int) -> None:
+        self.current += nbytes
+        self.bytes = max(self.bytes, self.current)
+
+    def _pack(self, tensor: torch.Tensor):
         storage = tensor.untyped_storage()
         ptr = storage.data_ptr()
-        if ptr not in self.exclude and ptr not in self.seen:
-            self.seen.add(ptr)
-            self.bytes += storage.nbytes()
         # Detached: handing autograd back the tensor itself ties a saved output to its own grad_fn, a
         # reference cycle that keeps the step's graph (and its stale AccumulateGrad shapes) alive.
-        return tensor.detach()
+        if ptr in self.exclude or (ptr in self.kept and ptr not in self.live):
+            return tensor.detach()
+        entry = self.live.get(ptr)
+        if entry is None:
+            self.live[ptr] = [1, storage.nbytes()]
+            if ptr not in self.kept:
+                self._count(storage.nbytes())
+        else:
+            entry[0] += 1
+        return _Saved(tensor.detach(), self, ptr)
+
+    def _release(self, ptr: int) -> None:
+        entry = self.live.get(ptr)
+        if entry is None:
+            return
+        entry[0] -= 1
+        if entry[0] == 0:
+            del self.live[ptr]
+            if ptr not in self.kept:
+                self.current -= entry[1]
+
+    def keep(self, tensors) -> None:
+        """Count `tensors` (kept by the step outside autograd) until the end of the `with` block."""
+        for tensor in tensors:
+            storage = tensor.untyped_storage()
+            ptr = storage.data_ptr()
+            if ptr in self.exclude or ptr in self.kept:
+                continue
+            self.kept.add(ptr)
+            if ptr not in self.live:  # a live saved storage is counted already
+                self._count(storage.nbytes())
+
+    def release(self, tensors) -> None:
+        """`tensors`, counted by `keep`, are no longer held by the step."""
+        for tensor in tensors:
+            storage = tensor.untyped_storage()
+            ptr = storage.data_ptr()
+            if ptr in self.kept:
+                self.kept.discard(ptr)
+                if ptr not in self.live:
+                    self.current -= storage.nbytes()
 
     def __enter__(self):
-        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, _unpack)
         self._hooks.__enter__()
+        SavedTensorBytes._active.append(self)
         return self
 
     def __exit__(self, *exc):
+        SavedTensorBytes._active.remove(self)
         self._hooks.__exit__(*exc)
+
+
+class _Saved:
+    """A saved tensor as autograd holds it while a SavedTensorBytes counts: tells the counter when freed."""
+
+    __slots__ = ("tensor", "counter", "ptr")
+
+    def __init__(self, tensor: torch.Tensor, counter: SavedTensorBytes, ptr: int):
+        self.tensor, self.counter, self.ptr = tensor, counter, ptr
+
+    def __del__(self):
+        self.counter._release(self.ptr)
+
+
+def _unpack(saved):
+    return saved.tensor if isinstance(saved, _Saved) else saved
+
+
+def note_kept(tensors) -> None:
+    """A step holds `tensors` outside autograd (until it ends or note_released): every active
+    SavedTensorBytes counts them."""
+    for counter in SavedTensorBytes._active:
+        counter.keep(tensors)
+
+
+def note_released(tensors) -> None:
+    """The step no longer holds `tensors` (counted by note_kept)."""
+    for counter in SavedTensorBytes._active:
+        counter.release(tensors)
 
 
 class HostPeak:

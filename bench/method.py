@@ -135,6 +135,21 @@ class Method:
       output (`outputs` from model.forward_blocks at the rule's `signal_at`; `logits` detached), as a
       gradient of the batch-mean loss. The trainer compares it with the true gradient on a fixed probe
       batch; a rule that returns None (the default) has no block signals, recorded as NaN, not as 1.
+    - `block_signal(model, index, output, logits, y)`, optional: block `index`'s signal alone, equal to
+      `block_signals(...)[index]`; blockwise mode then makes each signal just before its block learns,
+      instead of holding every block's at once.
+    - `penalty(model) -> (tensor or None, {name: 0-d tensor})`, optional, for `blockwise` rules: the
+      rule's local loss terms that depend on parameters alone (ssa's L_align and L_orth), and what to log.
+
+    Locality. A rule whose hidden blocks learn from `block_signals` alone (each signal a function of the
+    logits, the labels and fixed or parameter state, never of another block's activations), whose head
+    learns from its true cross-entropy gradient and whose other terms are `penalty`'s sets
+    `blockwise = True`. The trainer may then run it with the recipe key `locality: blockwise`
+    (bench/blockwise.py) instead of calling `step`: a no-grad forward to the logits, then each block
+    re-run from its kept input with its own graph, its signal backwarded and the graph freed before the
+    next, so a step holds one block's saved activations at a time. The gradients equal `step`'s
+    (tests/test_blockwise.py checks it for every such rule); `blockwise_problem()` returns why the
+    rule's current options do not allow it (None: they do).
     - `state_dict() / load_state_dict(state)`: method-private state that must survive a resume (a
       Python-side counter, a running estimate); tensors and numbers only. Model tensors (parameters,
       buffers) and the generator are checkpointed by the trainer already.
@@ -148,6 +163,7 @@ class Method:
     name: str = ""
     options: dict[str, Option] = {}
     source: Path | None = None  # the file discovery found it in
+    blockwise = False  # True: block_signals + penalty are the whole rule (see Locality above)
 
     @classmethod
     def source_hash(cls) -> str | None:
@@ -188,6 +204,19 @@ class Method:
 
         None (the default): the rule defines no block signals; their alignment is recorded as NaN.
         """
+        return None
+
+    block_signal = None  # optional: (model, index, output, logits, y) -> block index's signal alone
+
+    def penalty(self, model: BlockNet) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """A blockwise rule's parameter-only loss terms (None: none) and the 0-d tensors to log."""
+        return None, {}
+
+    def blockwise_problem(self) -> str | None:
+        """Why `locality: blockwise` cannot run this rule with these options; None where it can."""
+        if not self.blockwise:
+            return (f"{self.name}'s hidden blocks do not learn from an output-error signal alone "
+                    "(it does not set blockwise = True)")
         return None
 
     def state_dict(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import measure
+from bench.blockwise import step_function
 from bench.config import DEFAULT_CONFIG, RECIPE, load_variants, make_spec, parse_sets
 from bench.method import get_method
 from bench.models import ARCHS, build_for
@@ -53,6 +54,7 @@ class Contender:
         torch.manual_seed(derive_seed(spec.seed, "init"))  # every method starts from the same weights
         model = build_for(spec.recipe, spec.arch, in_shape, num_classes)
         self.method = get_method(spec.impl)(**spec.options)
+        self.step_fn = step_function(self.method, spec.recipe["locality"])  # the trainer's: graph or blockwise
         feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
         model = self.method.prepare(model, num_classes, feedback)
         self.model = speed.prepare(model.to(device))
@@ -63,10 +65,10 @@ class Contender:
         self.times: list[float] = []
 
     def step(self) -> None:
-        """The trainer's step: zero_grad, method.step, optimizer.step."""
+        """The trainer's step: zero_grad, the rule's step (or the blockwise one), optimizer.step."""
         self.optimizer.zero_grad(set_to_none=True)
         with self.speed.context(self.device):
-            self.method.step(self.model, self.x, self.y)
+            self.step_fn(self.model, self.x, self.y)
         self.optimizer.step()
 
     def timed_step(self) -> None:
@@ -166,8 +168,32 @@ def report(rows: list[dict]) -> list[str]:
     return lines
 
 
+def plot_saved(rows: list[dict], archs: list[str], path: Path) -> None:
+    """Saved activations per step (the kept block inputs of a blockwise step included) of every method
+    row on each arch, archs in the order given (deepest last, when given so), one line per row; PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = {r["arch"]: r["saved_mb"] for r in rows if r["method"] == method}
+        ax.plot(archs, [mine.get(a, float("nan")) for a in archs], marker="o",
+                linestyle="--" if "blockwise" in method else "-", label=method)
+    ax.set_ylabel("saved activations per step (MB)")
+    batch = rows[0]["batch_size"] if rows else "?"
+    ax.set_title(f"training memory per step, batch {batch} ({rows[0]['device'] if rows else ''})")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(args) -> int:
-    """CLI entry: measure every arch, log the table, write --out as CSV when given."""
+    """CLI entry: measure every arch, log the table, write --out as CSV and --plot as PNG when given."""
     unknown = [a for a in args.arch if a not in ARCHS]
     if unknown:
         raise ValueError(f"unknown arch {unknown[0]!r}; known: {', '.join(sorted(ARCHS))}")
@@ -190,6 +216,8 @@ def main(args) -> int:
         log.info("%s done; matmul peak %.1f GFLOP/s:\n%s", arch, done[0]["peak_gflops"], "\n".join(report(done)))
     for line in report(rows):
         log.info("%s", line)
+    if args.plot:
+        plot_saved(rows, args.arch, args.plot)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "w", newline="") as f:
@@ -216,3 +244,5 @@ def add_arguments(parser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help=f"speed option for every method: {', '.join(SPEED_KEYS)} = auto|on|off")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as CSV here")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="also draw saved activations per step against arch (in --arch order) as PNG here")

@@ -13,6 +13,7 @@ import torch
 
 from bench import data as datasets
 from bench import distributed, measure
+from bench.blockwise import step_function
 from bench.checkpoint import load_checkpoint, save_checkpoint
 from bench.determinism import determinism
 from bench.determinism import state as determinism_state
@@ -184,12 +185,14 @@ class _Clock:
 
 
 def train_epoch(model, method, optimizer, data, batch_size, generator, device, speed: Speed = Speed(),
-                keep_last: bool = False, lr_of_step=None) -> dict:
+                keep_last: bool = False, lr_of_step=None, step=None) -> dict:
     """One epoch; returns the mean of every logged step scalar, accuracy, time and saved bytes.
 
     `keep_last`: the last partial batch is trained on too; `lr_of_step(i)`: the learning rate of the
-    epoch's step i (a per-step schedule), else the optimizer's rate stays as set.
+    epoch's step i (a per-step schedule), else the optimizer's rate stays as set; `step(model, x, y)`:
+    the step to call (bench.blockwise.step_function), else `method.step`.
     """
+    step = step or method.step
     model.train()
     sums: dict[str, torch.Tensor] = {}
     steps = 0
@@ -224,9 +227,9 @@ def train_epoch(model, method, optimizer, data, batch_size, generator, device, s
         with speed.context(device):
             if steps == 0:  # count saved-for-backward bytes on one step per epoch
                 with counter:
-                    stats = method.step(model, x, y)
+                    stats = step(model, x, y)
             else:
-                stats = method.step(model, x, y)
+                stats = step(model, x, y)
         distributed.average_gradients(model, len(y), total)  # the global batch's gradient on every rank
         optimizer.step()
         for key, value in distributed.weight_stats(stats, len(y), total).items():  # float32 sums: bf16 ones (autocast) would lose the small terms
@@ -347,7 +350,7 @@ def run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, devic
         steps = steps_per_epoch(data, recipe["batch_size"], recipe["keep_last_batch"])
         lr_of_step = lambda i: lr_at(recipe, epoch - 1, i, steps)  # noqa: E731
     stats = train_epoch(model, method, optimizer, data, recipe["batch_size"], shuffle, device, speed,
-                        recipe["keep_last_batch"], lr_of_step)
+                        recipe["keep_last_batch"], lr_of_step, step_function(method, recipe["locality"]))
     slice_optimizer_state(optimizer, method.on_epoch_end(model, epoch))
     test_acc, test_top5 = evaluate(model, data, spec.recipe["eval_batch_size"], speed)
     entry = {"epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],

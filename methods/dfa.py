@@ -16,6 +16,8 @@ class DFA(Method):
     `init: prior` is the authors' earlier feedback, uniform in [0, 1e-4) and not rescaled [prior].
     """
 
+    blockwise = True  # the head's CE and block_signals are the whole rule: `locality: blockwise` can run it
+
     options = {
         "init": Option("uniform", "feedback entries: uniform in [-1, 1), standard gaussian (both times "
                        "1/sqrt(size_i)), or prior: uniform in [0, 1e-4) as is", choices=FEEDBACK_INITS),
@@ -36,6 +38,12 @@ class DFA(Method):
         projected = error @ model.feedback.dfa  # one matmul for every block
         return [(projected[:, :size] * multiplier).view_as(h)
                 for size, multiplier, h in zip(self.sizes, self.multipliers, outputs)]
+
+    def block_signal(self, model, index, output, logits, y):
+        """Block `index`'s signal alone (blockwise locality): its columns of B, one small matmul."""
+        error = output_error(logits, y) / len(y)
+        size = self.sizes[index]
+        return ((error @ model.feedback.dfa[:, :size]) * self.multipliers[index]).view_as(output)
 
     def step(self, model, x, y):
         outputs, logits = model.forward_blocks(x, cut=True, at=self.signal_at)

@@ -26,6 +26,8 @@ class DRTP(Method):
     it before the pool); `signal_at: preactivation` skips the activation's derivative.
     """
 
+    blockwise = True  # the head's CE and block_signals are the whole rule: `locality: blockwise` can run it
+
     options = {
         "init": Option("uniform", "feedback entries: uniform in [-1, 1) or standard gaussian, both times "
                        "1/sqrt(size_i)", choices=("uniform", "gaussian")),
@@ -45,6 +47,12 @@ class DRTP(Method):
         projected = model.feedback.drtp[y] * (-1.0 / len(y))  # -onehot(y) B / N, every block at once
         return [(projected[:, :size] * multiplier).view_as(h).to(h.dtype)
                 for size, multiplier, h in zip(self.sizes, self.multipliers, outputs)]
+
+    def block_signal(self, model, index, output, logits, y):
+        """Block `index`'s signal alone (blockwise locality): its columns of row y of B."""
+        size = self.sizes[index]
+        projected = model.feedback.drtp[y, :size] * (-1.0 / len(y))
+        return (projected * self.multipliers[index]).view_as(output).to(output.dtype)
 
     def step(self, model, x, y):
         outputs, logits = model.forward_blocks(x, cut=True, at=self.signal_at)

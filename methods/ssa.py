@@ -14,6 +14,8 @@ FEEDBACK = ("broadcast", "spatial_map", "full")
 
 
 class SSA(Method):
+    blockwise = True  # block_signals + penalty are the rule (lambda_cos aside: blockwise_problem)
+
     """Local loss of block i: <stopgrad(g_i), h_i> + lambda_align L_align + lambda_orth L_orth (+ cos, Hoyer).
 
     [paper] every hidden layer trained as U diag(s) V^T from the SVD of its initial weight; feedback
@@ -84,49 +86,62 @@ class SSA(Method):
     def channel_signals(self, model, logits, y):
         """Per block, e B_i: the N x m channel signal before its broadcast over H x W."""
         error = output_error(logits, y) / len(y)
-        signals = []
-        for i in range(len(self.out_layers)):
-            bv, beta, bu = self._factors(model, i)
-            signals.append(((error @ bv) * (beta * self.scale)) @ bu.T)  # the low-rank structured projection
-        return signals
+        return [self._channel(model, i, error) for i in range(len(self.out_layers))]
+
+    def _channel(self, model, i, error):
+        bv, beta, bu = self._factors(model, i)
+        return ((error @ bv) * (beta * self.scale)) @ bu.T  # the low-rank structured projection
 
     def block_signals(self, model, outputs, logits, y):
         return self._signals(model, self.channel_signals(model, logits, y), outputs, logits, y)
 
+    def block_signal(self, model, index, output, logits, y):
+        """Block `index`'s signal alone (blockwise locality)."""
+        error = output_error(logits, y) / len(y)
+        return self._signal(model, index, self._channel(model, index, error), output, error)
+
     def _signals(self, model, channel, outputs, logits, y):
         """Per block, the signal shaped like its output: the channel signal broadcast (or spatial feedback)."""
         error = output_error(logits, y) / len(y) if self.feedback == "full" else None
-        signals = []
-        for i, (g, h) in enumerate(zip(channel, outputs)):
-            if not self.spatial[i]:
-                signals.append(broadcast(g, h))
-            elif self.feedback == "spatial_map":
-                signals.append(g[:, :, None, None] * getattr(model.feedback, f"ssa_{i}_map"))  # g carries the scale
-            else:
-                signals.append((error @ getattr(model.feedback, f"ssa_{i}_full") * self.scale).view_as(h))
-        return signals
+        return [self._signal(model, i, g, h, error) for i, (g, h) in enumerate(zip(channel, outputs))]
+
+    def _signal(self, model, i, g, h, error):
+        if not self.spatial[i]:
+            return broadcast(g, h)
+        if self.feedback == "spatial_map":
+            return g[:, :, None, None] * getattr(model.feedback, f"ssa_{i}_map")  # g carries the scale
+        return (error @ getattr(model.feedback, f"ssa_{i}_full") * self.scale).view_as(h)
+
+    def penalty(self, model):
+        """lambda_orth L_orth + lambda_sparse Hoyer + lambda_align L_align (parameters alone), and the logged terms."""
+        penalty, terms = factor_penalties(model.blocks, self.lambda_orth, self.lambda_sparse)
+        align = torch.zeros((), device=penalty.device)
+        with torch.set_grad_enabled(self.lambda_align != 0 and torch.is_grad_enabled()):  # logged even when off
+            for i, layer in enumerate(self.out_layers):
+                align = align + alignment_loss(layer, self._factors(model, i)[2], self.align_on)
+        # Logged per-block means; the loss uses the sums (one term per block).
+        return penalty + self.lambda_align * align, {**terms, "align": align.detach() / len(self.out_layers)}
+
+    def blockwise_problem(self):
+        if self.lambda_cos != 0:
+            return "ssa's lambda_cos term depends on every block's output; blockwise needs lambda_cos 0"
+        return None
 
     def step(self, model, x, y):
         outputs, logits = model.forward_blocks(x, cut=True, at=self.signal_at)
         loss = F.cross_entropy(logits, y)
         channel = self.channel_signals(model, logits, y)
         signals = self._signals(model, channel, outputs, logits, y)
-        penalty, terms = factor_penalties(model.blocks, self.lambda_orth, self.lambda_sparse)
-        align = torch.zeros((), device=loss.device)
-        with torch.set_grad_enabled(self.lambda_align != 0):  # logged even when off: the ablations report it
-            for i, layer in enumerate(self.out_layers):
-                align = align + alignment_loss(layer, self._factors(model, i)[2], self.align_on)
-        blocks = len(outputs)  # log per-block means; the loss uses the sums (one term per block)
-        logged = {"align": align.detach() / blocks}
-        penalty = penalty + self.lambda_align * align
+        penalty, logged = self.penalty(model)
         if self.lambda_cos != 0:  # a full pass over every block output: only when the term is on
+            blocks = len(outputs)
             cos = sum(1 - (F.cosine_similarity(h.flatten(1), signal.flatten(1)) if self.spatial[i]
                            else broadcast_cosine(h, g)).mean()
                       for i, (h, g, signal) in enumerate(zip(outputs, channel, signals)))
             penalty = penalty + self.lambda_cos * cos
             logged["cos"] = cos.detach() / blocks
         deliver(loss + penalty, outputs, signals)
-        return {**step_stats(loss, logits, y), **terms, **logged}
+        return {**step_stats(loss, logits, y), **logged}
 
     def on_epoch_end(self, model, epoch):
         if epoch not in self.rank_epochs:

@@ -42,21 +42,26 @@ class BlockNet(nn.Module):
         if at not in SIGNAL_POINTS:
             raise ValueError(f"bad value {at!r} for 'signal_at'; accepted: one of {', '.join(SIGNAL_POINTS)}")
         points = []
-        for i, block in enumerate(self.blocks):
-            if at == "output":
-                x = block(x.detach() if cut else x)
-                points.append(x)
-                continue
-            captured = []
-            # The last call wins: a residual block applies its one ReLU module twice, last after the sum.
-            hook = self._last_activation(i).register_forward_hook(lambda m, inputs, out: captured.append(inputs[0]))
-            try:
-                x = block(x.detach() if cut else x)
-            finally:
-                hook.remove()
-            points.append(captured[-1])
+        for i in range(len(self.blocks)):
+            point, x = self.run_block(i, x.detach() if cut else x, at)
+            points.append(point)
         logits = self.head(x.detach() if cut else x)
         return points, logits
+
+    def run_block(self, index: int, x: torch.Tensor, at: str = "output") -> tuple[torch.Tensor, torch.Tensor]:
+        """(the tensor at signal point `at`, the output) of block `index` on input `x`."""
+        block = self.blocks[index]
+        if at == "output":
+            x = block(x)
+            return x, x
+        captured = []
+        # The last call wins: a residual block applies its one ReLU module twice, last after the sum.
+        hook = self._last_activation(index).register_forward_hook(lambda m, inputs, out: captured.append(inputs[0]))
+        try:
+            x = block(x)
+        finally:
+            hook.remove()
+        return captured[-1], x
 
     def _last_activation(self, index: int) -> nn.Module:
         """The last activation module of block `index` (whose input is the block's pre-activation)."""
