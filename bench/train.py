@@ -319,6 +319,7 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
     state["provenance"]["speed"] = {**asdict(speed), "compile": compiled}
     state["provenance"]["determinism"] = {"requested": spec.recipe["deterministic"], **determinism_state()}
     probe = data.probe_batch(spec.recipe["probe_size"])
+    getattr(data, "ready", lambda: None)()  # one-off data copies before the first epoch's memory clock
     for epoch in range(state["epoch"] + 1, spec.recipe["epochs"] + 1):
         if state["status"] != "ok":
             break

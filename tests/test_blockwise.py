@@ -151,3 +151,23 @@ def test_claim_2_shows_ssas_blockwise_memory_beside_its_graph_memory_and_judges_
     claim = {c.number: c for c in evaluate(load_records(["cifar10"], tmp_path), ["cifar10"])}[2]
     # (4 + 4 + 8 + 4) / (4 + 4 + 8 + 40) MB: params, grads, optimizer state, saved activations
     assert claim.rows[0][3] == "1.00x" and claim.rows[0][4] == "0.36x" and claim.passes == [True]
+
+
+def test_augmented_data_builds_its_padded_copy_before_training_and_serves_the_same_batches():
+    """The trainer calls data.ready() before its memory clock: the one-off padded copy is not a step's."""
+    from bench.data.augment import Augment, AugmentedData
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (20, 3, 8, 8), generator=g, dtype=torch.uint8)
+    y = torch.arange(20) % 4
+
+    def data():
+        return AugmentedData("tiny", x, y, x[:4], y[:4], list("abcd"), augment=Augment(pad=2, flip=True))
+
+    early, late = data(), data()
+    early.ready()
+    assert early._padded is not None and early._padded.shape == (40, 3, 12, 12)
+    assert late._padded is None
+    for (xa, ya), (xb, yb) in zip(early.train_batches(8, torch.Generator().manual_seed(3)),
+                                  late.train_batches(8, torch.Generator().manual_seed(3))):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
