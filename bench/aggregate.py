@@ -28,7 +28,7 @@ MEMORY = {"params_mb": "params", "grads_mb": "grads", "optimizer_state_mb": "opt
           "feedback_mb": "feedback", "saved_activations_mb": "saved_activations", "peak_mb": "peak"}
 COUNTS = ["trainable_params", "trainable_params_initial", "feedback_params", "inference_params"]
 COLUMNS = ["arch", "method", "n_seeds", "n_ok", "n_diverged", "n_missing", "epochs", "selection", "test_acc_mean",
-           "test_acc_std", "delta_to_bp", "best_test_acc_mean", "update_alignment", *COUNTS, *MEMORY, "train_time_s_mean",
+           "test_acc_std", "delta_to_bp", "best_test_acc_mean", "update_alignment", "ece", *COUNTS, *MEMORY, "train_time_s_mean",
            "images_per_s_mean", "status", "published"]
 Run = tuple[str, str, int]  # (arch, method, seed)
 
@@ -84,6 +84,9 @@ def check_record(record: dict, path: Path | str) -> None:
             raise bad(key, "null or a finite number >= 0")
     if not isinstance(record["history"], list) or not all(isinstance(h, dict) for h in record["history"]):
         raise bad("history", "a list of per-epoch objects")
+    ece = record.get("ece")
+    if ece is not None and not (is_number(ece) and 0 <= ece <= 1):
+        raise bad("ece", "null or a number from 0 to 1")
     if not isinstance(record["memory"], dict):
         raise bad("memory", "an object of byte counts")
     for key, value in record["memory"].items():
@@ -150,7 +153,8 @@ def _row(arch: str, method: str, records: list[dict], n_missing: int) -> dict:
            "selection": "/".join(sorted({r.get("selection", "last") for r in ok})),
            "test_acc_mean": mean_defined(accs), "test_acc_std": sample_std(accs),
            "best_test_acc_mean": mean_defined([r.get("best_test_acc") for r in ok]),
-           "update_alignment": mean_defined([final_update_alignment(r) for r in ok])}
+           "update_alignment": mean_defined([final_update_alignment(r) for r in ok]),
+           "ece": mean_defined([r.get("ece") for r in ok])}  # records before issue 21 have none: empty
     row |= {key: mean_defined([r.get(key) for r in records]) for key in COUNTS}
     row |= {col: mean_defined([r["memory"].get(key) for r in records]) / MB for col, key in MEMORY.items()}
     row |= {"train_time_s_mean": mean_defined([r.get("train_time_s") for r in ok]),
@@ -307,6 +311,7 @@ MARKDOWN = [  # (header, cell from a table row)
     ("Δ to BP (points)", lambda r: _num(r.delta_to_bp, "{:+.2f}")),
     ("best acc (%)", lambda r: _num(r.best_test_acc_mean)),
     ("update align.", lambda r: _num(r.update_alignment, "{:.3f}")),
+    ("ECE", lambda r: _num(r.ece, "{:.3f}")),
     ("trainable params", lambda r: _count(r.trainable_params)),
     ("feedback params", lambda r: _count(r.feedback_params)),
     ("inference params", lambda r: _count(r.inference_params)),

@@ -14,6 +14,7 @@ import torch
 from bench import data as datasets
 from bench import distributed, measure
 from bench.blockwise import step_function
+from bench.calibration import final_evaluation
 from bench.checkpoint import load_checkpoint, save_checkpoint
 from bench.determinism import determinism
 from bench.determinism import state as determinism_state
@@ -335,6 +336,8 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
             save_checkpoint(out, spec, model, optimizer, shuffle, state, method)
             write_log_csv(out / "log.csv", state["history"])
     record = make_record(spec, state, model, optimizer, data, device, state["provenance"])
+    if state["history"]:  # once, on the trained network: calibration and per-class accuracy
+        record |= final_evaluation(model, data, spec.recipe["eval_batch_size"], speed)
     if main:
         write_json(out / "record.json", record)
     return record

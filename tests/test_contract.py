@@ -17,9 +17,10 @@ from tests.conftest import make, run_killed_in_epoch_2
 RULES = sorted(discover())
 RECORD_KEYS = {"schema_version", "dataset", "arch", "method", "impl", "seed", "recipe", "options", "status",
                "epochs", "test_acc", "best_test_acc", "train_time_s", "images_per_s", "trainable_params",
-               "feedback_params", "inference_params", "memory", "history", "provenance"}
+               "feedback_params", "inference_params", "memory", "history", "provenance", "ece", "per_class_acc",
+               "eval_time_s"}
 EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "test_acc", "lr", "terms", "alignment", "update_alignment", "ranks"}
-TIMINGS = {"train_time_s", "images_per_s", "started", "peak", "peak_memory"}
+TIMINGS = {"train_time_s", "images_per_s", "eval_time_s", "started", "peak", "peak_memory"}
 
 
 def _spec(method, seed=0):

@@ -11,7 +11,7 @@ import bench.train as trainer
 from bench.config import load_variants, make_spec
 from bench.train import lr_at, run
 
-TIMING_KEYS = {"train_time_s", "images_per_s", "started", "peak", "peak_memory"}  # measurements, not results
+TIMING_KEYS = {"train_time_s", "images_per_s", "eval_time_s", "started", "peak", "peak_memory"}  # measurements, not results
 
 
 def spec(method="ssa", seed=0, **overrides):
