@@ -66,13 +66,11 @@ def blockwise_step(model, x: torch.Tensor, y: torch.Tensor, method) -> dict[str,
     for i in reversed(range(len(model.blocks))):
         point, _ = model.run_block(i, inputs[i], at)
         # A rule with block_signal makes each signal just before its block learns: one held at a time.
-        signal = signals[i] if signals is not None else method.block_signal(model, i, point.detach(), logits, y)
-        if signals is None:
-            measure.note_kept([signal])
+        made = signals is None
+        signal = method.block_signal(model, i, point.detach(), logits, y) if made else signals[i]
+        measure.note_kept([signal] if made else [])
         point.backward(in_layout_of(point, signal))
-        measure.note_released([signal] if signals is None else [])
-        if i > 0:
-            measure.note_released([inputs[i]])
+        measure.note_released(([signal] if made else []) + ([inputs[i]] if i > 0 else []))
         inputs[i] = None
         del point, signal  # this block's graph is freed here, before the next block's is built
     penalty, logged = method.penalty(model)

@@ -9,6 +9,18 @@ import torch
 ECE_BINS = 15  # the usual choice (Guo et al. 2017); torchmetrics' default too
 
 
+def test_outputs(model, data, batch_size: int, speed):
+    """(logits, labels) of each test batch, in eval mode, restored after: the one pass over the test split
+    that the trainer's per-epoch `evaluate` and `final_evaluation` both use (call under no_grad)."""
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in data.test_batches(batch_size):
+            yield model(speed.batch(x)), y
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def final_evaluation(model, data, batch_size: int, speed) -> dict:
     """{"ece", "per_class_acc" {class name: % correct}, "eval_time_s"} over the test split.
@@ -20,13 +32,10 @@ def final_evaluation(model, data, batch_size: int, speed) -> dict:
     from torchmetrics.functional.classification import multiclass_calibration_error
 
     start = time.perf_counter()
-    was_training = model.training
-    model.eval()
     probs, labels = [], []
-    for x, y in data.test_batches(batch_size):
-        probs.append(torch.softmax(model(speed.batch(x)).float(), dim=1))
+    for logits, y in test_outputs(model, data, batch_size, speed):
+        probs.append(torch.softmax(logits.float(), dim=1))
         labels.append(y)
-    model.train(was_training)
     probs, labels = torch.cat(probs), torch.cat(labels)
     k = probs.shape[1]
     ece = multiclass_calibration_error(probs, labels, num_classes=k, n_bins=ECE_BINS, norm="l1").item()

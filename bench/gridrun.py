@@ -15,6 +15,7 @@ outcome goes to RESULTS/status.csv; a rerun of the same command resumes cut runs
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -154,15 +155,11 @@ def _stop(running: list[Job]) -> None:
 
 
 def _record_status(path: Path) -> str:
-    import json
-
     return "diverged" if json.loads(path.read_text()).get("status") == "diverged" else "finished"
 
 
 def write_status(jobs: list[Job], path: Path) -> None:
     """RESULTS/status.csv: one row per planned run with its outcome (written whole, then renamed)."""
-    import json
-
     rows = []
     for job in jobs:
         epochs = _epochs_done(job.folder / "log.csv")

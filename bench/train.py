@@ -14,7 +14,7 @@ import torch
 from bench import data as datasets
 from bench import distributed, measure
 from bench.blockwise import step_function
-from bench.calibration import final_evaluation
+from bench.calibration import final_evaluation, test_outputs
 from bench.checkpoint import load_checkpoint, save_checkpoint
 from bench.determinism import determinism
 from bench.determinism import state as determinism_state
@@ -150,15 +150,11 @@ def slice_optimizer_state(optimizer: torch.optim.Optimizer, resized: dict) -> No
 @torch.no_grad()
 def evaluate(model: BlockNet, data, batch_size: int, speed: Speed = Speed()) -> tuple[float, float]:
     """(top-1, top-5) test accuracy in %, in eval mode (float32: no autocast)."""
-    was_training = model.training
-    model.eval()
     top1 = top5 = 0
-    for x, y in data.test_batches(batch_size):
-        logits = model(speed.batch(x))
+    for logits, y in test_outputs(model, data, batch_size, speed):
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         top1 += (top[:, 0] == y).sum()
         top5 += (top == y[:, None]).any(dim=1).sum()
-    model.train(was_training)
     n = len(data.test_y)
     return 100.0 * top1.item() / n, 100.0 * top5.item() / n
 

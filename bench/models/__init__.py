@@ -42,8 +42,7 @@ def build(name: str, in_shape: tuple[int, ...], num_classes: int, batchnorm: boo
     builder = ARCHS[name]
     accepted = inspect.signature(builder).parameters
     given = {"batchnorm": batchnorm, "batchnorm_fc": batchnorm_fc, "conv_bias": conv_bias}
-    defaults = {"batchnorm": False, "batchnorm_fc": True, "conv_bias": True}
-    kwargs = {key: value for key, value in given.items() if key in accepted and value != defaults[key]}
+    kwargs = {key: value for key, value in given.items() if key in accepted}
     return initialise(builder(tuple(in_shape), int(num_classes), **kwargs), weight_init)
 
 
