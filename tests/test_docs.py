@@ -12,8 +12,8 @@ import pytest
 from snakemake.cli import get_argument_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = sorted([ROOT / "README.md", ROOT / "Snakefile", *(ROOT / "config").glob("*.yaml"),
-               *(ROOT / "results").rglob("README.md")])
+DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "Snakefile",
+               *(ROOT / "config").glob("*.yaml"), *(ROOT / "results").rglob("README.md")])
 
 
 def documented_commands(path: Path):
