@@ -19,6 +19,7 @@ import pandas as pd
 
 from bench.config import REPO
 from bench.record import SCHEMA_VERSION, writable_folder, write_atomic
+from bench.robustness import ATTACKS, TABLE_BUDGET
 
 log = logging.getLogger("bench.aggregate")
 
@@ -28,7 +29,7 @@ MEMORY = {"params_mb": "params", "grads_mb": "grads", "optimizer_state_mb": "opt
           "feedback_mb": "feedback", "saved_activations_mb": "saved_activations", "peak_mb": "peak"}
 COUNTS = ["trainable_params", "trainable_params_initial", "feedback_params", "inference_params"]
 COLUMNS = ["arch", "method", "n_seeds", "n_ok", "n_diverged", "n_missing", "epochs", "selection", "test_acc_mean",
-           "test_acc_std", "delta_to_bp", "best_test_acc_mean", "update_alignment", "ece", *COUNTS, *MEMORY, "train_time_s_mean",
+           "test_acc_std", "delta_to_bp", "best_test_acc_mean", "update_alignment", "ece", "pgd_acc", *COUNTS, *MEMORY, "train_time_s_mean",
            "images_per_s_mean", "status", "published"]
 Run = tuple[str, str, int]  # (arch, method, seed)
 
@@ -87,11 +88,36 @@ def check_record(record: dict, path: Path | str) -> None:
     ece = record.get("ece")
     if ece is not None and not (is_number(ece) and 0 <= ece <= 1):
         raise bad("ece", "null or a number from 0 to 1")
+    check_robustness(record.get("robustness"), path)
     if not isinstance(record["memory"], dict):
         raise bad("memory", "an object of byte counts")
     for key, value in record["memory"].items():
         if key not in ("peak_kind", "device") and value is not None and not (is_number(value) and value >= 0):
             raise ValueError(f"{path}: bad value {value!r} for 'memory.{key}'; accepted: null or a byte count >= 0")
+
+
+def check_robustness(entry, path: Path | str) -> None:
+    """A record's `robustness`: null (not measured, or a record before issue 21), or accuracies in %."""
+    if entry is None:
+        return
+    if not isinstance(entry, dict) or not all(isinstance(entry.get(k), dict) for k in ATTACKS):
+        raise ValueError(f"{path}: bad value for 'robustness'; accepted: null or an object with "
+                         f"{' and '.join(ATTACKS)} accuracies by budget")
+    rule = entry.get("rule_gradient")  # optional: the attacks through the rule's own backward
+    if rule is not None and not (isinstance(rule, dict) and all(isinstance(rule.get(k), dict) for k in ATTACKS)):
+        raise ValueError(f"{path}: bad value for 'robustness.rule_gradient'; accepted: null or an object with "
+                         f"{' and '.join(ATTACKS)} accuracies by budget")
+    values = {"clean_acc": entry.get("clean_acc")}
+    for prefix, part in (("", entry), ("rule_gradient.", rule or {})):
+        values |= {f"{prefix}{kind}.{budget}": acc for kind in ATTACKS for budget, acc in part.get(kind, {}).items()}
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+            raise ValueError(f"{path}: bad value {value!r} for 'robustness.{key}'; accepted: a number from 0 to 100")
+
+
+def robust_acc(record: dict, kind: str = "pgd", budget: str = TABLE_BUDGET) -> float | None:
+    """The record's accuracy (%) under attack `kind` at `budget` (1/255 units), None where not measured."""
+    return ((record.get("robustness") or {}).get(kind) or {}).get(budget)
 
 
 def find_records(runs_dir: Path | str, dataset: str) -> dict[Run, dict]:
@@ -154,7 +180,8 @@ def _row(arch: str, method: str, records: list[dict], n_missing: int) -> dict:
            "test_acc_mean": mean_defined(accs), "test_acc_std": sample_std(accs),
            "best_test_acc_mean": mean_defined([r.get("best_test_acc") for r in ok]),
            "update_alignment": mean_defined([final_update_alignment(r) for r in ok]),
-           "ece": mean_defined([r.get("ece") for r in ok])}  # records before issue 21 have none: empty
+           "ece": mean_defined([r.get("ece") for r in ok]),  # records before issue 21 have none: empty
+           "pgd_acc": mean_defined([robust_acc(r) for r in ok])}
     row |= {key: mean_defined([r.get(key) for r in records]) for key in COUNTS}
     row |= {col: mean_defined([r["memory"].get(key) for r in records]) / MB for col, key in MEMORY.items()}
     row |= {"train_time_s_mean": mean_defined([r.get("train_time_s") for r in ok]),
@@ -312,6 +339,7 @@ MARKDOWN = [  # (header, cell from a table row)
     ("best acc (%)", lambda r: _num(r.best_test_acc_mean)),
     ("update align.", lambda r: _num(r.update_alignment, "{:.3f}")),
     ("ECE", lambda r: _num(r.ece, "{:.3f}")),
+    (f"PGD acc @{TABLE_BUDGET}/255 (%)", lambda r: _num(r.pgd_acc)),
     ("trainable params", lambda r: _count(r.trainable_params)),
     ("feedback params", lambda r: _count(r.feedback_params)),
     ("inference params", lambda r: _count(r.inference_params)),
@@ -337,7 +365,8 @@ def markdown(table: pd.DataFrame, dataset: str) -> str:
               "network's parameters. Δ to BP: mean accuracy minus bp's on the same arch. Update align.: the "
               "cosine between the rule's parameter update and the true BP gradient on a fixed probe batch, "
               "last epoch, mean over hidden layers (the head, trained by its true gradient in every local rule, "
-              "left out) and seeds (1 for BP)."]
+              "left out) and seeds (1 for BP). ECE: expected calibration error (15 bins). PGD acc: test accuracy "
+              f"under PGD at L-inf budget {TABLE_BUDGET}/255 on the fixed attacked subset (the record's robustness)."]
     for note in table.attrs.get("notes", []):
         lines += ["", f"**Warning:** {note}."]
     lines += [""]

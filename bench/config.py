@@ -40,6 +40,16 @@ RECIPE: dict[str, Option] = {
                        choices=("graph", "blockwise")),
     "eval_batch_size": Option(1000, "evaluation batch size", minimum=1),
     "probe_size": Option(256, "images in the fixed batch that measures alignment with BP", minimum=1),
+    # Robustness after training (bench/robustness.py): FGSM and PGD through torchattacks, true gradients.
+    "attack_subset": Option(1000, "test images attacked after training, a fixed seeded draw (0: no attack)",
+                            minimum=0),
+    "attack_eps": Option([1.0, 2.0, 4.0, 8.0], "L-inf budgets of FGSM and PGD in 1/255 pixel units of the [0, 1] "
+                         "image", above=0.0, maximum=255.0, item=float),
+    "attack_steps": Option(10, "PGD steps (step size 2.5 eps / steps, a seeded random start)", minimum=1),
+    "attack_rule_gradient": Option(False, "also attack through the rule's own backward (BioTorch's setting; "
+                                   "rules with per-layer feedback weights), beside the true gradient"),
+    "tensorboard": Option(False, "also log each epoch's history to <run folder>/tensorboard/ (needs the "
+                          "tensorboard package; record.json and log.csv stay the source of truth)"),
     "batchnorm": Option(False, "mlp3, smallconv, lenet: BatchNorm before each hidden ReLU (the other archs have it)"),
     "batchnorm_fc": Option(True, "with batchnorm: in the fully connected hidden blocks too (false: conv blocks "
                            "only; mlp3 then has none; the other archs have no such block)"),

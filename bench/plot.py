@@ -20,6 +20,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from bench.aggregate import MB, Run, collect, mean_update_alignment, reported_acc  # noqa: E402
 from bench.record import write_atomic  # noqa: E402
+from bench.robustness import ATTACKS  # noqa: E402
+from bench.weight_alignment import layer_mean  # noqa: E402
 
 log = logging.getLogger("bench.plot")
 
@@ -263,10 +265,71 @@ def fig_rank(records, dataset):
                    "with SVD layers (svd_bp, ssa variants)")
 
 
+def _budgets(records: list[dict], kind: str) -> dict[float, list[float]]:
+    """Budget (1/255 units; 0: clean) -> the finished runs' accuracies under attack `kind`."""
+    found: dict[float, list[float]] = {}
+    for record in records_ok(records):
+        entry = record.get("robustness") or {}
+        if entry.get(kind):
+            found.setdefault(0.0, []).append(entry["clean_acc"])
+        for budget, acc in (entry.get(kind) or {}).items():
+            found.setdefault(float(budget), []).append(acc)
+    return dict(sorted(found.items()))
+
+
+def fig_robustness(records, dataset):
+    """A row per attack, a panel per arch: accuracy against the L-inf budget, a line per method (mean over
+    seeds, std error bars); budget 0 is the clean accuracy of the attacked subset."""
+    groups = _groups(records)
+    methods = list(dict.fromkeys(m for (_, m, _) in records))
+    styles = _line_styles(methods)
+    columns = max(len(groups), 1)
+    fig, axes = plt.subplots(len(ATTACKS), columns, figsize=(5.0 * columns + 1.8, 3.6 * len(ATTACKS)), squeeze=False)
+    lines = 0
+    for row, kind in zip(axes, ATTACKS):
+        for ax, (arch, by_method) in zip(row, groups.items()):
+            for method, rs in by_method.items():
+                by_budget = _budgets(rs, kind)
+                if not by_budget:
+                    continue
+                mean = [np.mean(v) for v in by_budget.values()]
+                std = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in by_budget.values()]
+                ax.errorbar(list(by_budget), mean, yerr=std, capsize=3, markersize=4, label=method, **styles[method])
+                lines += 1
+            ax.set_title(f"{arch}: {kind.upper()}")
+            ax.set_xlabel("L-inf budget (x/255; 0: clean)")
+            ax.set_ylabel("test accuracy on the attacked subset (%)")
+            ax.grid(alpha=0.3)
+    if not lines:
+        for ax in axes.flat:
+            ax.clear()
+            _no_runs(ax, "with robustness measured")
+    else:
+        handles = {l: h for ax in axes.flat for h, l in zip(*ax.get_legend_handles_labels())}
+        axes[0][-1].legend(handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                           title="method")
+    fig.subplots_adjust(hspace=0.45)  # room for each row's budget label under it
+    fig.suptitle(f"{dataset}: accuracy under attack after training (mean ± std over seeds)")
+    return fig
+
+
+def fig_weight_angle(records, dataset):
+    return _curves(records, dataset, "angle between each layer's forward weight W and its feedback weight B",
+                   "angle(W, B) in degrees (mean over layers)", lambda h: layer_mean(h, "angle_deg"),
+                   "with per-layer feedback weights (fa, usf, brsf, frsf, kp)")
+
+
+def fig_weight_norm_ratio(records, dataset):
+    return _curves(records, dataset, "norm of each layer's feedback weight B relative to its forward weight W",
+                   "||B|| / ||W|| (mean over layers)", lambda h: layer_mean(h, "norm_ratio"),
+                   "with per-layer feedback weights (fa, usf, brsf, frsf, kp)")
+
+
 FIGURES: dict[str, Callable] = {"accuracy": fig_accuracy, "params": fig_params, "memory": fig_memory,
                                 "curves": fig_curves, "ablation": fig_ablation, "alignment": fig_alignment,
                                 "update_alignment": fig_update_alignment,
-                                "rank": fig_rank}
+                                "rank": fig_rank, "robustness": fig_robustness, "weight_angle": fig_weight_angle,
+                                "weight_norm_ratio": fig_weight_norm_ratio}
 FORMATS = ("png", "pdf")
 
 

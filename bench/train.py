@@ -14,15 +14,18 @@ import torch
 from bench import data as datasets
 from bench import distributed, measure
 from bench.blockwise import step_function
-from bench.calibration import final_evaluation, test_outputs
+from bench.calibration import test_outputs
 from bench.checkpoint import load_checkpoint, save_checkpoint
 from bench.determinism import determinism
 from bench.determinism import state as determinism_state
+from bench.evaluation import end_of_run, require_packages
 from bench.data.tensors import batch_bounds, hold_out
 from bench.config import RunSpec
 from bench.method import get_method
 from bench.models import BlockNet, build_for
 from bench.record import SCHEMA_VERSION, folder_lock, provenance, write_json, write_log_csv
+from bench.tensorboard_log import EpochLog
+from bench.weight_alignment import weight_alignment
 
 log = logging.getLogger("bench.train")
 
@@ -251,6 +254,7 @@ def setup(spec: RunSpec, data_dir: Path | None):
     """Device, data on the device, its validation split (None without `val_split`), the prepared model
     (init and feedback seeded from the run seed), the method."""
     device = resolve_device(spec.recipe["device"])
+    require_packages(spec.recipe)  # a measure that cannot run fails now, not after training
     data = datasets.load(spec.dataset, device, data_dir, datasets.DataOptions.from_recipe(spec.recipe))
     validation = None
     if spec.recipe["val_split"]:
@@ -317,23 +321,28 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
     state["provenance"]["determinism"] = {"requested": spec.recipe["deterministic"], **determinism_state()}
     probe = data.probe_batch(spec.recipe["probe_size"])
     getattr(data, "ready", lambda: None)()  # one-off data copies before the first epoch's memory clock
-    for epoch in range(state["epoch"] + 1, spec.recipe["epochs"] + 1):
-        if state["status"] != "ok":
-            break
-        entry = run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, device, speed)
-        if validation is not None:
-            entry["val_acc"] = evaluate(model, validation, spec.recipe["eval_batch_size"], speed)[0]
-        state["history"].append(entry)
-        state["epoch"] = epoch
-        if not math.isfinite(entry["train_loss"]):
-            state["status"] = "diverged"
-            log.warning("%s diverged in epoch %d (loss %s)", spec.method, epoch, entry["train_loss"])
-        if main:
-            save_checkpoint(out, spec, model, optimizer, shuffle, state, method)
-            write_log_csv(out / "log.csv", state["history"])
+    board = EpochLog(out, spec.recipe["tensorboard"] and main)  # a view of the history, off by default
+    try:
+        for epoch in range(state["epoch"] + 1, spec.recipe["epochs"] + 1):
+            if state["status"] != "ok":
+                break
+            entry = run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, device, speed)
+            if validation is not None:
+                entry["val_acc"] = evaluate(model, validation, spec.recipe["eval_batch_size"], speed)[0]
+            state["history"].append(entry)
+            state["epoch"] = epoch
+            if not math.isfinite(entry["train_loss"]):
+                state["status"] = "diverged"
+                log.warning("%s diverged in epoch %d (loss %s)", spec.method, epoch, entry["train_loss"])
+            if main:
+                save_checkpoint(out, spec, model, optimizer, shuffle, state, method)
+                write_log_csv(out / "log.csv", state["history"])
+                board.write(entry)
+    finally:
+        board.close()
     record = make_record(spec, state, model, optimizer, data, device, state["provenance"])
-    if state["history"]:  # once, on the trained network: calibration and per-class accuracy
-        record |= final_evaluation(model, data, spec.recipe["eval_batch_size"], speed)
+    if state["history"]:  # once, on the trained network: calibration, per-class accuracy, robustness
+        record |= end_of_run(model, data, spec.recipe, speed)
     if main:
         write_json(out / "record.json", record)
     return record
@@ -360,6 +369,7 @@ def run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, devic
              "alignment": measure.alignment_with_bp(model, method, *probe),
              "update_alignment": measure.update_alignment(model, method, speed.batch(probe[0]), probe[1],
                                                           lambda: speed.context(device)),
+             "weight_alignment": weight_alignment(model),
              "ranks": measure.layer_ranks(model), "trainable_params": measure.param_counts(model)["trainable_params"]}
     log.info("%-14s epoch %3d/%d  loss %7.4f  train %6.2f%%  test %6.2f%%  %7.1fs  %8.0f img/s",
              spec.method, epoch, spec.recipe["epochs"], entry["train_loss"], entry["train_acc"], test_acc,

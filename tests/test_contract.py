@@ -9,6 +9,7 @@ import torch
 import bench.train as trainer
 from bench.config import REPO, load_variants, make_spec
 from bench.layers import feedback_tensors
+from bench.layers.feedback import FeedbackLayer
 from bench.measure import network_parameters, param_counts
 from bench.method import discover
 from bench.models import ARCHS, build
@@ -18,9 +19,10 @@ RULES = sorted(discover())
 RECORD_KEYS = {"schema_version", "dataset", "arch", "method", "impl", "seed", "recipe", "options", "status",
                "epochs", "test_acc", "best_test_acc", "train_time_s", "images_per_s", "trainable_params",
                "feedback_params", "inference_params", "memory", "history", "provenance", "ece", "per_class_acc",
-               "eval_time_s"}
-EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "test_acc", "lr", "terms", "alignment", "update_alignment", "ranks"}
-TIMINGS = {"train_time_s", "images_per_s", "eval_time_s", "started", "peak", "peak_memory"}
+               "eval_time_s", "robustness"}
+EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "test_acc", "lr", "terms", "alignment", "update_alignment", "ranks",
+              "weight_alignment"}
+TIMINGS = {"train_time_s", "images_per_s", "eval_time_s", "time_s", "started", "peak", "peak_memory"}
 
 
 def _spec(method, seed=0):
@@ -63,6 +65,20 @@ def test_rule_trains_two_epochs_into_a_complete_record(trained):
         assert entry["update_alignment"] and all(map(_in_range_or_nan, entry["update_alignment"].values())), rule
     # the trainable count is the network's; feedback is counted apart, and its bytes are in memory
     assert record["memory"]["feedback"] == 4 * record["feedback_params"], rule
+
+
+def test_every_rule_is_measured_for_robustness_and_weight_alignment(trained):
+    rule, record, _, _ = trained
+    robustness = record["robustness"]  # the attacks run on every rule's network, with its true gradient
+    assert set(robustness["pgd"]) == set(robustness["fgsm"]) == {"1", "2", "4", "8"}, rule
+    assert all(0 <= acc <= robustness["clean_acc"] + 1e-9 for acc in robustness["pgd"].values()), rule
+    assert robustness["clean_acc"] == pytest.approx(record["test_acc"]), rule  # digits: the whole test split
+    angles = record["history"][-1]["weight_alignment"]
+    swapped = any(isinstance(m, FeedbackLayer) for m in make("mlp3", rule)[0].modules())
+    assert (angles is not None) == swapped, f"{rule}: weight alignment defined iff the rule has per-layer feedback"
+    if angles:
+        assert all(0 <= a <= 180 for a in angles["angle_deg"].values()) and set(angles["norm_ratio"]) == set(
+            angles["angle_deg"]), rule
 
 
 def test_same_seed_gives_the_same_record(trained):
