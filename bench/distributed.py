@@ -70,6 +70,24 @@ def share_of_batches(order, batch_size: int, rank_: int | None = None, world: in
     return order[:full].reshape(-1, batch_size)[:, start:stop].reshape(-1)
 
 
+def rank_batches(data, batches, batch_size: int):
+    """(x, y, global batch size) of each training batch: this rank's share of every global batch.
+
+    A stream's loader reads only this rank's share of each full global batch (its `rank_share`); other
+    data serve every rank the global batch, of which this keeps the rank's share (all of it alone).
+    """
+    rank_share = getattr(data, "rank_share", False)
+    share = len(range(*bounds(batch_size)))
+    for x, y in batches:
+        if rank_share:  # such streams serve full global batches only
+            if len(y) != share:
+                raise RuntimeError(f"{type(data).__name__} {getattr(data, 'name', '')} served a batch of {len(y)} "
+                                   f"images to rank {rank()}; its share of {batch_size} is {share}")
+            yield x, y, batch_size
+        else:
+            yield *shard(x, y), len(y)
+
+
 def average_gradients(model: torch.nn.Module, local: int, total: int) -> None:
     """Replace each gradient by the global batch's: the sum over ranks of grad * local/total."""
     if world_size() == 1:

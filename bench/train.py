@@ -5,8 +5,7 @@ import contextlib
 import hashlib
 import logging
 import math
-import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -14,235 +13,22 @@ import torch
 from bench import data as datasets
 from bench import distributed, measure
 from bench.blockwise import step_function
-from bench.calibration import test_outputs
 from bench.checkpoint import load_checkpoint, save_checkpoint
 from bench.determinism import determinism
 from bench.determinism import state as determinism_state
 from bench.evaluation import end_of_run, require_packages
-from bench.data.tensors import batch_bounds, hold_out
+from bench.data.tensors import hold_out
+from bench.epoch import evaluate, train_epoch
 from bench.config import RunSpec
 from bench.method import get_method
 from bench.models import BlockNet, build_for
+from bench.optim import lr_at, make_optimizer, slice_optimizer_state, steps_per_epoch
 from bench.record import SCHEMA_VERSION, folder_lock, provenance, write_json, write_log_csv
+from bench.speed import Speed, resolve_device
 from bench.tensorboard_log import EpochLog
 from bench.weight_alignment import weight_alignment
 
 log = logging.getLogger("bench.train")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA device is available; use device=cpu or auto")
-    return torch.device(name)
-
-
-@dataclass(frozen=True)
-class Speed:
-    """The recipe's speed options resolved for a device, and how to apply them.
-
-    `auto` means on with CUDA; channels_last's `auto` is on for CPU too: NHWC convolutions, pooling and
-    ReLU made every rule's step faster on CPU (results/perf/cpu_step_layouts.log, 2-core CPU, batch 128:
-    BP's step 0.74-0.94x of NCHW on smallconv, resnet32, vgg13; faster too at 28x28 and 8x8, see
-    results/perf/cpu_step_small_*.log).
-    mlp3 only pays one small copy of its input batch.
-    """
-
-    channels_last: bool = False
-    autocast: bool = False
-    cudnn_benchmark: bool = False
-    compile: bool = False
-
-    @classmethod
-    def from_recipe(cls, recipe: dict, device: torch.device) -> "Speed":
-        def on(key: str) -> bool:
-            value = recipe.get(key, "auto")
-            if key == "cudnn_benchmark" and recipe.get("deterministic"):  # a timed pick is not reproducible
-                return False
-            return value == "on" or (value == "auto" and (device.type == "cuda" or key in AUTO_ON_CPU))
-        return cls(**{key: on(key) for key in SPEED_KEYS})
-
-    def prepare(self, model: BlockNet) -> BlockNet:
-        """The model in NHWC when channels_last; sets cudnn.benchmark (a process-wide switch)."""
-        if self.cudnn_benchmark:
-            torch.backends.cudnn.benchmark = True
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model
-
-    def batch(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
-
-    def context(self, device: torch.device):
-        """bf16 autocast around a training step (forward and the method's backward), or nothing."""
-        return torch.autocast(device.type, torch.bfloat16) if self.autocast else contextlib.nullcontext()
-
-    def compile_model(self, model: BlockNet, x: torch.Tensor) -> bool:
-        """torch.compile `model.forward` and `model.forward_blocks` (the local rules' entry) in place.
-
-        The local rules' graph cuts are detaches inside forward_blocks, which compile into the graph
-        as they are. A trial forward and backward of both entries (batch `x`, both cut settings) finds
-        what does not compile now: then the model stays eager and a warning says why. Parameters,
-        buffers (BatchNorm statistics) and gradients are restored after the trial.
-        """
-        if not self.compile:
-            return False
-        state = {k: v.clone() for k, v in model.state_dict().items()}
-        model.forward, model.forward_blocks = torch.compile(model.forward), torch.compile(model.forward_blocks)
-        try:
-            with self.context(x.device):
-                for cut in (True, False):
-                    outputs, logits = model.forward_blocks(x, cut=cut)
-                    sum(t.float().sum() for t in (*outputs, logits)).backward()
-                model(x).float().sum().backward()
-        except Exception as error:  # compiler failures have many types; any of them means: stay eager
-            log.warning("torch.compile failed on %s (%s: %s); training eager", type(model).__name__,
-                        type(error).__name__, str(error).splitlines()[0] if str(error) else "")
-            del model.forward, model.forward_blocks  # the class's eager methods again
-            return False
-        finally:
-            model.zero_grad(set_to_none=True)
-            model.load_state_dict(state)
-        # A later recompile (eval batch, a rank cut) that fails falls back to eager instead of crashing.
-        torch._dynamo.config.suppress_errors = True
-        return True
-
-
-SPEED_KEYS = tuple(f.name for f in fields(Speed))
-AUTO_ON_CPU = ("channels_last",)  # bf16 autocast, cudnn and torch.compile stay CUDA-only by default
-
-
-def make_optimizer(params, recipe: dict) -> torch.optim.Optimizer:
-    name, lr, wd = recipe["optimizer"], recipe["lr"], recipe["weight_decay"]
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=recipe["momentum"], weight_decay=wd)
-    return (torch.optim.AdamW if name == "adamw" else torch.optim.Adam)(params, lr=lr, weight_decay=wd)
-
-
-def lr_at(recipe: dict, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
-    """Learning rate for step `step` of (0-based) `epoch`: cosine to 0 over the run, step decay, or constant.
-
-    With `schedule_unit: epoch` the rate is set once at each epoch's start (step ignored); with `step`,
-    cosine is evaluated at every step t of T = epochs x steps_per_epoch (lr 0.5 (1 + cos(pi t / T)), as
-    torch's CosineAnnealingLR(T_max=T) stepped per batch); step and multistep decay still change at
-    epoch boundaries (their milestones are epochs).
-    """
-    lr, schedule = recipe["lr"], recipe["schedule"]
-    if schedule == "cosine":
-        progress = epoch + (step / steps_per_epoch if recipe.get("schedule_unit") == "step" else 0)
-        return lr * 0.5 * (1 + math.cos(math.pi * progress / recipe["epochs"]))
-    if schedule == "step":
-        return lr * recipe["gamma"] ** (epoch // recipe["step_size"])
-    if schedule == "multistep":  # as torch's MultiStepLR stepped once an epoch: x gamma from each milestone on
-        return lr * recipe["gamma"] ** sum(1 for m in recipe["milestones"] if m <= epoch)
-    return lr
-
-
-def steps_per_epoch(data, batch_size: int, keep_last: bool) -> int:
-    """Training steps in one epoch of `data` (what a per-step schedule counts)."""
-    return len(batch_bounds(len(data.train_y), batch_size, keep_last))
-
-
-def slice_optimizer_state(optimizer: torch.optim.Optimizer, resized: dict) -> None:
-    """Slice per-parameter optimizer state (moments, momentum) the way the parameters were sliced."""
-    for param, (dim, index) in resized.items():
-        for key, value in optimizer.state.get(param, {}).items():
-            if torch.is_tensor(value) and value.dim() == param.dim():
-                optimizer.state[param][key] = value.index_select(dim, index.to(value.device)).contiguous()
-
-
-@torch.no_grad()
-def evaluate(model: BlockNet, data, batch_size: int, speed: Speed = Speed()) -> tuple[float, float]:
-    """(top-1, top-5) test accuracy in %, in eval mode (float32: no autocast)."""
-    top1 = top5 = 0
-    for logits, y in test_outputs(model, data, batch_size, speed):
-        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        top1 += (top[:, 0] == y).sum()
-        top5 += (top == y[:, None]).any(dim=1).sum()
-    n = len(data.test_y)
-    return 100.0 * top1.item() / n, 100.0 * top5.item() / n
-
-
-class _Clock:
-    """Seconds of training: CUDA events on CUDA (no host stall per step), a wall clock on CPU."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        if self.cuda:  # the peak of training alone: evaluation and probes come after
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            self.begin, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            self.begin.record()
-        else:
-            self.host = measure.HostPeak()  # the peak of training alone, as on CUDA
-            self.begin = time.perf_counter()
-
-    def seconds(self) -> float:
-        if not self.cuda:
-            return time.perf_counter() - self.begin
-        self.end.record()
-        self.end.synchronize()
-        return self.begin.elapsed_time(self.end) / 1000
-
-
-def train_epoch(model, method, optimizer, data, batch_size, generator, device, speed: Speed = Speed(),
-                keep_last: bool = False, lr_of_step=None, step=None) -> dict:
-    """One epoch; returns the mean of every logged step scalar, accuracy, time and saved bytes.
-
-    `keep_last`: the last partial batch is trained on too; `lr_of_step(i)`: the learning rate of the
-    epoch's step i (a per-step schedule), else the optimizer's rate stays as set; `step(model, x, y)`:
-    the step to call (bench.blockwise.step_function), else `method.step`.
-    """
-    step = step or method.step
-    model.train()
-    sums: dict[str, torch.Tensor] = {}
-    steps = 0
-    counter = measure.SavedTensorBytes(model)
-    if batch_size < distributed.world_size():
-        raise ValueError(f"bad value {batch_size} for 'batch_size'; accepted: at least the "
-                         f"{distributed.world_size()} processes of this run (it is the global batch)")
-    # A stream's loader reads only this rank's share of each full global batch (its `rank_share`);
-    # other data serve every rank the global batch, of which it keeps its share here.
-    rank_share = getattr(data, "rank_share", False)
-    share = len(range(*distributed.bounds(batch_size)))
-    clock = _Clock(device)
-    images = 0
-    # keep_last only when asked: a dataset class of one's own need not take it (streams refuse it)
-    batches = data.train_batches(batch_size, generator, keep_last=True) if keep_last else \
-        data.train_batches(batch_size, generator)
-    for x, y in batches:
-        if rank_share:
-            total = batch_size  # the global batch: such streams serve full global batches only
-            if len(y) != share:
-                raise RuntimeError(f"{type(data).__name__} {getattr(data, 'name', '')} served a batch of {len(y)} "
-                                   f"images to rank {distributed.rank()}; its share of {batch_size} is {share}")
-        else:
-            total = len(y)
-            x, y = distributed.shard(x, y)  # torchrun: this rank's share of the global batch (else all of it)
-        images += total
-        x = speed.batch(x)
-        if lr_of_step is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_of_step(steps)
-        optimizer.zero_grad(set_to_none=True)
-        with speed.context(device):
-            if steps == 0:  # count saved-for-backward bytes on one step per epoch
-                with counter:
-                    stats = step(model, x, y)
-            else:
-                stats = step(model, x, y)
-        distributed.average_gradients(model, len(y), total)  # the global batch's gradient on every rank
-        optimizer.step()
-        for key, value in distributed.weight_stats(stats, len(y), total).items():  # float32 sums: bf16 ones (autocast) would lose the small terms
-            value = value.detach().float() if value.is_floating_point() else value.detach()
-            sums[key] = sums[key] + value if key in sums else value.clone()
-        steps += 1
-    seconds = clock.seconds()
-    sums = distributed.sum_over_ranks(sums)
-    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else clock.host.growth()
-    means = {k: v.item() / steps for k, v in sums.items() if k != "correct"}
-    return {"train_loss": means.pop("loss"), "train_acc": 100.0 * sums["correct"].item() / images,
-            "terms": means, "train_time_s": seconds, "images": images, "saved_activations": counter.bytes,
-            "peak": peak}
 
 
 def derive_seed(seed: int, purpose: str) -> int:
@@ -279,6 +65,22 @@ def setup(spec: RunSpec, data_dir: Path | None):
     # A stochastic rule's draws (fwdgrad's directions, brsf's magnitudes) on the device, per run seed.
     method.generator = torch.Generator(device).manual_seed(derive_seed(spec.seed, "method"))
     return device, data, validation, Speed.from_recipe(spec.recipe, device).prepare(model.to(device)), method
+
+
+@dataclass
+class Training:
+    """A run in progress: what each epoch needs, built once by `_run` (resumed from a checkpoint or fresh)."""
+
+    spec: RunSpec
+    device: torch.device
+    data: object
+    validation: object  # its held-out split (val_split), or None
+    model: BlockNet
+    method: object
+    speed: Speed
+    optimizer: torch.optim.Optimizer
+    shuffle: torch.Generator  # the training order's stream
+    probe: tuple  # the fixed batch the alignment measures use
 
 
 def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
@@ -319,16 +121,15 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
     # What `auto` resolved to on this device: the layout and precision the numbers were computed in.
     state["provenance"]["speed"] = {**asdict(speed), "compile": compiled}
     state["provenance"]["determinism"] = {"requested": spec.recipe["deterministic"], **determinism_state()}
-    probe = data.probe_batch(spec.recipe["probe_size"])
+    training = Training(spec, device, data, validation, model, method, speed, optimizer, shuffle,
+                        data.probe_batch(spec.recipe["probe_size"]))
     getattr(data, "ready", lambda: None)()  # one-off data copies before the first epoch's memory clock
     board = EpochLog(out, spec.recipe["tensorboard"] and main)  # a view of the history, off by default
     try:
         for epoch in range(state["epoch"] + 1, spec.recipe["epochs"] + 1):
             if state["status"] != "ok":
                 break
-            entry = run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, device, speed)
-            if validation is not None:
-                entry["val_acc"] = evaluate(model, validation, spec.recipe["eval_batch_size"], speed)[0]
+            entry = run_epoch(training, epoch)
             state["history"].append(entry)
             state["epoch"] = epoch
             if not math.isfinite(entry["train_loss"]):
@@ -348,31 +149,35 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
     return record
 
 
-def run_epoch(spec, epoch, model, method, optimizer, data, shuffle, probe, device, speed: Speed = Speed()) -> dict:
-    """Train one epoch, apply the method's end-of-epoch change, evaluate; the epoch's history entry."""
-    recipe = spec.recipe
+def run_epoch(training: Training, epoch: int) -> dict:
+    """Train one epoch, apply the method's end-of-epoch change, evaluate and measure: its history entry."""
+    t = training
+    recipe, model, method, speed = t.spec.recipe, t.model, t.method, t.speed
     lr = lr_at(recipe, epoch - 1)
-    for group in optimizer.param_groups:
+    for group in t.optimizer.param_groups:
         group["lr"] = lr
     lr_of_step = None
     if recipe["schedule_unit"] == "step":
-        steps = steps_per_epoch(data, recipe["batch_size"], recipe["keep_last_batch"])
+        steps = steps_per_epoch(t.data, recipe["batch_size"], recipe["keep_last_batch"])
         lr_of_step = lambda i: lr_at(recipe, epoch - 1, i, steps)  # noqa: E731
-    stats = train_epoch(model, method, optimizer, data, recipe["batch_size"], shuffle, device, speed,
+    stats = train_epoch(model, method, t.optimizer, t.data, recipe["batch_size"], t.shuffle, t.device, speed,
                         recipe["keep_last_batch"], lr_of_step, step_function(method, recipe["locality"]))
-    slice_optimizer_state(optimizer, method.on_epoch_end(model, epoch))
-    test_acc, test_top5 = evaluate(model, data, spec.recipe["eval_batch_size"], speed)
+    slice_optimizer_state(t.optimizer, method.on_epoch_end(model, epoch))
+    test_acc, test_top5 = evaluate(model, t.data, recipe["eval_batch_size"], speed)
+    x, y = t.probe
     entry = {"epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
              "test_acc": test_acc, "test_top5": test_top5, "lr": lr,
              "train_time_s": stats["train_time_s"], "images_per_s": stats["images"] / stats["train_time_s"],
              "saved_activations": stats["saved_activations"], "peak_memory": stats["peak"], "terms": stats["terms"],
-             "alignment": measure.alignment_with_bp(model, method, *probe),
-             "update_alignment": measure.update_alignment(model, method, speed.batch(probe[0]), probe[1],
-                                                          lambda: speed.context(device)),
+             "alignment": measure.alignment_with_bp(model, method, x, y),
+             "update_alignment": measure.update_alignment(model, method, speed.batch(x), y,
+                                                          lambda: speed.context(t.device)),
              "weight_alignment": weight_alignment(model),
              "ranks": measure.layer_ranks(model), "trainable_params": measure.param_counts(model)["trainable_params"]}
+    if t.validation is not None:
+        entry["val_acc"] = evaluate(model, t.validation, recipe["eval_batch_size"], speed)[0]
     log.info("%-14s epoch %3d/%d  loss %7.4f  train %6.2f%%  test %6.2f%%  %7.1fs  %8.0f img/s",
-             spec.method, epoch, spec.recipe["epochs"], entry["train_loss"], entry["train_acc"], test_acc,
+             t.spec.method, epoch, recipe["epochs"], entry["train_loss"], entry["train_acc"], test_acc,
              entry["train_time_s"], entry["images_per_s"])
     return entry
 

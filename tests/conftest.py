@@ -40,10 +40,10 @@ def run_killed_in_epoch_2(monkeypatch, run_spec, out):
 
     real_epoch = trainer.run_epoch
 
-    def die(spec, epoch, *args):
+    def die(training, epoch):
         if epoch == 2:
             raise KeyboardInterrupt("killed")
-        return real_epoch(spec, epoch, *args)
+        return real_epoch(training, epoch)
 
     monkeypatch.setattr(trainer, "run_epoch", die)
     with pytest.raises(KeyboardInterrupt):

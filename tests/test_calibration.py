@@ -12,7 +12,7 @@ from bench.aggregate import aggregate
 from bench.calibration import ECE_BINS, final_evaluation
 from bench.cli import main
 from bench.data.tensors import TensorData
-from bench.train import Speed
+from bench.speed import Speed
 
 
 def _ece_by_hand(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:

@@ -135,7 +135,7 @@ def test_ssa_has_fewer_feedback_parameters_than_dfa(in_shape):
 
 
 def test_ssa_rank_reduction_shrinks_factors_feedback_and_optimizer_state(batch):
-    from bench.train import slice_optimizer_state
+    from bench.optim import slice_optimizer_state
 
     model, rule = make("mlp3", "ssa", rank_epochs=[1], rank_eps=0.05)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)

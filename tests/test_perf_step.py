@@ -17,7 +17,7 @@ from bench.local import in_layout_of
 from bench.layers import SVDConv2d, SVDLinear, convert_to_svd, factor_penalties, hoyer, orthogonality_loss
 from bench.method import get_method
 from bench.models import build
-from bench.train import Speed
+from bench.speed import Speed
 from methods.ssa import broadcast_cosine
 
 

@@ -10,6 +10,8 @@ import yaml
 from torch import nn
 
 import bench.train as trainer
+from bench import optim
+from bench.epoch import train_epoch
 from bench import data as datasets
 from bench.cli import main
 from bench.config import RECIPE, REPO, make_spec
@@ -126,14 +128,14 @@ def test_per_step_cosine_is_torchs_cosine_annealing_stepped_per_batch():
     torch_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=3 * steps)
     for epoch in range(3):
         for step in range(steps):
-            assert trainer.lr_at(recipe, epoch, step, steps) == pytest.approx(optimizer.param_groups[0]["lr"])
+            assert optim.lr_at(recipe, epoch, step, steps) == pytest.approx(optimizer.param_groups[0]["lr"])
             optimizer.step()
             torch_schedule.step()
     per_epoch = {**recipe, "schedule_unit": "epoch"}
-    assert trainer.lr_at(per_epoch, 1, 5, steps) == trainer.lr_at(per_epoch, 1, 0, steps) == pytest.approx(0.075)
+    assert optim.lr_at(per_epoch, 1, 5, steps) == optim.lr_at(per_epoch, 1, 0, steps) == pytest.approx(0.075)
     for schedule in ("step", "multistep", "constant"):  # epoch-based milestones either way
         other = {"lr": 0.1, "schedule": schedule, "epochs": 3, "step_size": 1, "gamma": 0.5, "milestones": [1]}
-        assert trainer.lr_at({**other, "schedule_unit": "step"}, 1, 5, steps) == trainer.lr_at(other, 1)
+        assert optim.lr_at({**other, "schedule_unit": "step"}, 1, 5, steps) == optim.lr_at(other, 1)
 
 
 class RecordingSGD(torch.optim.SGD):
@@ -195,12 +197,12 @@ def test_the_trainer_trains_on_the_last_batch_and_counts_its_images(tmp_path):
     spec = make_spec("digits", "mlp3", "bp", 0, {"epochs": 1, "batch_size": 64, "device": "cpu", "probe_size": 32,
                                                  "keep_last_batch": True}, {})
     device, data, _, model, method = trainer.setup(spec, None)
-    optimizer = trainer.make_optimizer(model.parameters(), spec.recipe)
-    stats = trainer.train_epoch(model, method, optimizer, data, 64, torch.Generator().manual_seed(0), device,
+    optimizer = optim.make_optimizer(model.parameters(), spec.recipe)
+    stats = train_epoch(model, method, optimizer, data, 64, torch.Generator().manual_seed(0), device,
                                 keep_last=True)
     assert stats["images"] == DIGITS_TRAIN
-    assert trainer.steps_per_epoch(data, 64, True) == DIGITS_TRAIN // 64 + 1
-    dropped = trainer.train_epoch(model, method, optimizer, data, 64, torch.Generator().manual_seed(0), device)
+    assert optim.steps_per_epoch(data, 64, True) == DIGITS_TRAIN // 64 + 1
+    dropped = train_epoch(model, method, optimizer, data, 64, torch.Generator().manual_seed(0), device)
     assert dropped["images"] == DIGITS_TRAIN // 64 * 64
 
 

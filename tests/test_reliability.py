@@ -24,7 +24,7 @@ from bench.config import REPO
 
 SNAKEFILE = REPO / "Snakefile"
 TESTS = Path(__file__).resolve().parent
-TIMING_KEYS = {"train_time_s", "images_per_s", "eval_time_s", "started", "peak", "peak_memory"}  # measurements, not results
+TIMING_KEYS = {"train_time_s", "images_per_s", "eval_time_s", "time_s", "started", "peak", "peak_memory"}  # measurements, not results
 EPOCHS = 3
 STEPS_PER_EPOCH = 1437 // 64  # digits: 1,437 training images in batches of 64, the partial last batch dropped
 RECIPE = {"epochs": EPOCHS, "batch_size": 64, "probe_size": 64, "device": "cpu"}

@@ -18,7 +18,7 @@ from bench.data.tensors import TensorData
 from bench.evaluation import require_packages
 from bench.models import build
 from bench.robustness import ATTACKS, attack_subset, robustness
-from bench.train import Speed
+from bench.speed import Speed
 from tests.conftest import make
 
 RECIPE_DEFAULTS = {key: option.default for key, option in RECIPE.items()}

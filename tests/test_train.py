@@ -9,9 +9,10 @@ import bench.checkpoint
 from tests.conftest import run_killed_in_epoch_2
 import bench.train as trainer
 from bench.config import load_variants, make_spec
-from bench.train import lr_at, run
+from bench.optim import lr_at, make_optimizer
+from bench.train import run
 
-TIMING_KEYS = {"train_time_s", "images_per_s", "eval_time_s", "started", "peak", "peak_memory"}  # measurements, not results
+TIMING_KEYS = {"train_time_s", "images_per_s", "eval_time_s", "time_s", "started", "peak", "peak_memory"}  # measurements, not results
 
 
 def spec(method="ssa", seed=0, **overrides):
@@ -112,7 +113,7 @@ def test_lr_schedules():
                                            ("adamw", torch.optim.AdamW)])
 def test_optimizer_by_name(optimizer, cls):
     s = spec(optimizer=optimizer)
-    opt = trainer.make_optimizer([torch.nn.Parameter(torch.zeros(2))], s.recipe)
+    opt = make_optimizer([torch.nn.Parameter(torch.zeros(2))], s.recipe)
     assert isinstance(opt, cls) and opt.defaults["lr"] == s.recipe["lr"]
 
 
