@@ -38,8 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                             "default $BENCH_GPU_SLOTS or 1)")
     listing = commands.add_parser("list", help="print the datasets, archs, methods and variants this suite knows")
     listing.add_argument("--data-dir", type=Path, default=None, help="also list the image folders found here")
-    from bench import perf_data, perf_epoch, perf_load, perf_step
     from bench.data import beton
+    from bench.perf import data as perf_data, epoch as perf_epoch, load as perf_load, step as perf_step
 
     perf = commands.add_parser("perf", help="throughput benchmarks")
     perf_kinds = perf.add_subparsers(dest="perf_command", required=True)
@@ -247,11 +247,10 @@ def cmd_sweep_report(args) -> int:
 
 
 def cmd_perf(args) -> int:
-    from bench import perf_data, perf_epoch, perf_load, perf_step
+    from bench.perf import data, epoch, load, step
 
     try:
-        return {"data": perf_data, "epoch": perf_epoch, "load": perf_load,
-                "step": perf_step}[args.perf_command].main(args)
+        return {"data": data, "epoch": epoch, "load": load, "step": step}[args.perf_command].main(args)
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from bench import perf_data
+from bench.perf import data as perf_data
 from bench.data.ffcv_loader import ffcv_available
 
 # numba's dispatcher finalizer raises a harmless KeyError when ffcv's compiled pipelines are collected.

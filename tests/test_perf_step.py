@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import perf_step
+from bench.perf import step as perf_step
 from bench.cli import main as cli
 from bench.layers.svd import is_channels_last
 from bench.local import in_layout_of

@@ -17,23 +17,18 @@ autocast). Saved activations: the bytes autograd saves for backward in one step
 """
 from __future__ import annotations
 
-import csv
-import logging
 import statistics
-import time
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import measure
-from bench.blockwise import step_function
-from bench.config import DEFAULT_CONFIG, RECIPE, load_variants, make_spec, parse_sets
-from bench.method import get_method
-from bench.models import ARCHS, build_for
-from bench.train import SPEED_KEYS, Speed, derive_seed, make_optimizer, resolve_device
+from bench.config import DEFAULT_CONFIG, load_variants, make_spec, parse_sets
+from bench.models import ARCHS
+from bench.perf.common import add_speed_arguments, log, speed_options, table, training_parts, wall_clock, write_csv
+from bench.train import Speed, derive_seed, resolve_device
 
-log = logging.getLogger("bench.perf")
 DEFAULT_ARCHS = ("smallconv", "vgg13", "resnet32")
 # Rows beyond the config's variants: SSA started at a quarter of full rank, where its factored
 # layers should turn fewer FLOPs into less time.
@@ -51,14 +46,9 @@ class Contender:
 
     def __init__(self, row: str, spec, in_shape, num_classes: int, batch_size: int, device, speed: Speed):
         self.row, self.spec, self.device, self.speed = row, spec, device, speed
-        torch.manual_seed(derive_seed(spec.seed, "init"))  # every method starts from the same weights
-        model = build_for(spec.recipe, spec.arch, in_shape, num_classes)
-        self.method = get_method(spec.impl)(**spec.options)
-        self.step_fn = step_function(self.method, spec.recipe["locality"])  # the trainer's: graph or blockwise
-        feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
-        model = self.method.prepare(model, num_classes, feedback)
-        self.model = speed.prepare(model.to(device))
-        self.optimizer = make_optimizer(self.model.parameters(), spec.recipe)
+        # every method starts from the same weights; the trainer's step: graph or blockwise
+        parts = training_parts(spec, in_shape, num_classes, device, speed)
+        self.model, self.method, self.step_fn, self.optimizer = parts
         batch = torch.Generator().manual_seed(derive_seed(spec.seed, "batch"))
         self.x = speed.batch(torch.randn(batch_size, *in_shape, generator=batch).to(device))
         self.y = torch.randint(0, num_classes, (batch_size,), generator=batch).to(device)
@@ -93,9 +83,7 @@ def time_call(fn, device: torch.device) -> float:
         end.record()
         end.synchronize()
         return start.elapsed_time(end) / 1000
-    begin = time.perf_counter()
-    fn()
-    return time.perf_counter() - begin
+    return wall_clock(fn, device)[1]
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 3) -> float:
@@ -148,24 +136,14 @@ def measure_arch(arch: str, methods: list[tuple[str, str, dict]], variants: dict
     return rows
 
 
-def speed_sets(pairs: list[str], hint: str = "") -> dict:
-    """`--set KEY=VALUE` pairs of speed options, checked: an unknown key or value names what is accepted."""
-    sets = parse_sets(pairs)
-    bad = sorted(set(sets) - set(SPEED_KEYS))
-    if bad:
-        raise ValueError(f"unknown --set key {bad[0]!r}; accepted: {', '.join(SPEED_KEYS)} {hint}".rstrip())
-    for key, value in sets.items():
-        RECIPE[key].parse(key, value)
-    return sets
-
-
 def report(rows: list[dict]) -> list[str]:
     """Fixed-column lines of the table."""
-    lines = [f"{'arch':<10} {'method':<16} {'median ms':>10} {'vs bp':>6} {'GFLOP':>8} {'of peak':>8} {'saved MB':>9}"]
-    for r in rows:
-        lines.append(f"{r['arch']:<10} {r['method']:<16} {r['median_ms']:10.1f} {r['ratio_to_bp']:5.2f}x "
-                     f"{r['gflop_per_step']:8.2f} {100 * r['peak_share']:7.1f}% {r['saved_mb']:9.1f}")
-    return lines
+    return table((("arch", -10, lambda r: r["arch"]), ("method", -16, lambda r: r["method"]),
+                  ("median ms", 10, lambda r: f"{r['median_ms']:.1f}"),
+                  ("vs bp", 6, lambda r: f"{r['ratio_to_bp']:.2f}x"),
+                  ("GFLOP", 8, lambda r: f"{r['gflop_per_step']:.2f}"),
+                  ("of peak", 8, lambda r: f"{100 * r['peak_share']:.1f}%"),
+                  ("saved MB", 9, lambda r: f"{r['saved_mb']:.1f}")), rows)
 
 
 def plot_saved(rows: list[dict], archs: list[str], path: Path) -> None:
@@ -202,9 +180,7 @@ def main(args) -> int:
     device = resolve_device(args.device)
     variants = {**load_variants(args.config), **EXTRA_VARIANTS}
     methods = [parse_method(token) for token in (args.methods or list(variants))]
-    args.speed_sets = speed_sets(args.set, "(method options go after the method name: ssa:rank_ratio=0.5)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args.speed_sets = speed_options(args, "(method options go after the method name: ssa:rank_ratio=0.5)")
     args.in_shape = (3, args.image_size, args.image_size)
     log.info("perf step: batch %d of %s, %d classes, %d warm-up + %d timed steps per method, device %s, "
              "%d threads", args.batch_size, "x".join(map(str, args.in_shape)), args.classes, args.warmup,
@@ -219,11 +195,7 @@ def main(args) -> int:
     if args.plot:
         plot_saved(rows, args.arch, args.plot)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(args.out, rows)
     return 0
 
 
@@ -240,9 +212,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per method (interleaved)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method first")
     parser.add_argument("--peak-size", type=int, default=2048, help="side of the square matmul giving the peak")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"speed option for every method: {', '.join(SPEED_KEYS)} = auto|on|off")
+    add_speed_arguments(parser, "for every method")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as CSV here")
     parser.add_argument("--plot", type=Path, default=None,
                         help="also draw saved activations per step against arch (in --arch order) as PNG here")

@@ -14,8 +14,7 @@ each loader's best of `rounds` interleaved rounds is reported.
 """
 from __future__ import annotations
 
-import json
-import logging
+import functools
 import tempfile
 import time
 from collections.abc import Iterable
@@ -28,8 +27,7 @@ from bench.data.augment import Augment, AugmentedData
 from bench.data.folder import Split, read_tree
 from bench.data.imagefolder import decode_all
 from bench.data.options import BetonSpec
-
-log = logging.getLogger("bench.perf")
+from bench.perf.common import dataset_folder, log, subset, sync, table, torchvision_cifar, write_json
 
 
 def time_batches(batches: Iterable, count: int, sync=lambda: None) -> tuple[float, int]:
@@ -63,30 +61,20 @@ def synthetic_tree(root: Path, classes: int = 10, per_class: int = 500, size: in
     return root
 
 
-def subset(split: Split, limit: int) -> Split:
-    """At most `limit` files of `split`, evenly spaced so every class is represented."""
-    step = max(1, len(split.files) // limit)
-    return Split(split.root, split.classes, split.files[::step][:limit])
-
-
 def cifar_pair(images: torch.Tensor, labels: torch.Tensor, batch_size: int, batches: int, workers: int,
                device: torch.device, rounds: int = 3) -> tuple[dict, dict]:
     """(on-device path, torchvision DataLoader path) rows on the same uint8 N x 3 x 32 x 32 images."""
-    from torchvision import transforms as T
-
     data = AugmentedData("perf", images, labels, images[:1], labels[:1], ["x"], Augment()).to(device)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-    transform = T.Compose([T.RandomCrop(images.shape[-1], padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                           T.Normalize(data.mean.tolist(), data.std.tolist())])
-    dataset = _PilImages(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), transform)
+    dataset = torchvision_cifar(images, labels, data.mean.tolist(), data.std.tolist())
     loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, drop_last=True, num_workers=workers)
+    synced = functools.partial(sync, device)
 
     def on_device():
         # The same cores for both paths: torch's threads here, `workers` processes for the baseline.
-        return time_batches(data.train_batches(batch_size, torch.Generator().manual_seed(0)), batches, sync)
+        return time_batches(data.train_batches(batch_size, torch.Generator().manual_seed(0)), batches, synced)
 
     def baseline():
-        return time_batches(((x.to(device), y.to(device)) for x, y in loader), batches, sync)
+        return time_batches(((x.to(device), y.to(device)) for x, y in loader), batches, synced)
 
     (fast, n), (slow, m) = best_of(rounds, on_device, baseline)
     return ({"loader": "on-device CIFAR path", "images_per_s": fast, "images": n},
@@ -101,21 +89,6 @@ def best_of(rounds: int, *timers) -> list[tuple[float, int]]:
     """
     results = [[timer() for timer in timers] for _ in range(rounds)]
     return [max(column) for column in zip(*results)]
-
-
-class _PilImages(torch.utils.data.Dataset):
-    """torchvision's CIFAR10 item path: uint8 H x W x 3 array -> PIL image -> transform."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int):
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
 
 
 def ffcv_pair(split: Split, size: int, batch_size: int, batches: int, workers: int, scratch: Path,
@@ -152,9 +125,8 @@ def run(data_dir: Path | None = None, dataset: str | None = None, batch_size: in
     """Both pairs; each row: loader, images_per_s, images, baseline and ratio (to its torchvision row)."""
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as scratch:
         if dataset:
-            if data_dir is None:
-                raise ValueError(f"--dataset {dataset} needs --data-dir, the folder that holds {dataset}/")
-            source, (train, _) = f"{Path(data_dir) / dataset}", read_tree(Path(data_dir) / dataset)
+            root = dataset_folder(data_dir, dataset)
+            source, (train, _) = f"{root}", read_tree(root)
         else:
             per_class = max(2 * batch_size * (batches + 2) // 10, 50)
             source = f"synthetic JPEG tree ({per_class * 10} train images)"
@@ -179,12 +151,9 @@ def run(data_dir: Path | None = None, dataset: str | None = None, batch_size: in
 
 def report(rows: list[dict]) -> list[str]:
     """Fixed-column lines: loader, images/s, ratio to its baseline."""
-    lines = [f"{'loader':<36} {'images/s':>10} {'ratio':>8}"]
-    for row in rows:
-        speed = f"{row['images_per_s']:10.0f}" if row["images_per_s"] else f"{'-':>10}"
-        ratio = f"{row['ratio']:7.1f}x" if row["ratio"] else f"{'':>8}"
-        lines.append(f"{row['loader']:<36} {speed} {ratio}")
-    return lines
+    return table((("loader", -36, lambda r: r["loader"]),
+                  ("images/s", 10, lambda r: f"{r['images_per_s']:.0f}" if r["images_per_s"] else "-"),
+                  ("ratio", 8, lambda r: f"{r['ratio']:.1f}x" if r["ratio"] else "")), rows)
 
 
 def main(args) -> int:
@@ -195,8 +164,7 @@ def main(args) -> int:
     for line in report(rows):
         log.info("%s", line)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"device": device, "rows": rows}, indent=2) + "\n")
+        write_json(args.out, {"device": device, "rows": rows})
     return 0
 
 

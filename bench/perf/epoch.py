@@ -20,10 +20,7 @@ depend on pixel values), or a prepared image folder such as cifar10-jpeg (`--dat
 """
 from __future__ import annotations
 
-import json
-import logging
 import os
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -32,12 +29,11 @@ import torch.nn.functional as F
 
 from bench.config import DEFAULT_CONFIG, load_variants, make_spec
 from bench.data.augment import Augment, AugmentedData, channel_stats
-from bench.models import ARCHS, build_for
-from bench.perf_data import _PilImages
-from bench.perf_step import Contender, speed_sets
-from bench.train import SPEED_KEYS, Speed, derive_seed, make_optimizer, resolve_device, train_epoch
+from bench.models import ARCHS
+from bench.perf.common import (add_speed_arguments, dataset_folder, log, seeded_model, speed_options, subset, table,
+                               torchvision_cifar, training_parts, wall_clock, write_json)
+from bench.train import Speed, derive_seed, make_optimizer, resolve_device, train_epoch
 
-log = logging.getLogger("bench.perf")
 SHAPE = (3, 32, 32)
 
 
@@ -48,20 +44,14 @@ def synthetic_images(count: int, classes: int, seed: int = 0) -> tuple[torch.Ten
     return images, torch.randint(0, classes, (count,), generator=generator)
 
 
-def folder_images(data_dir: Path, dataset: str, count: int, workers: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def folder_images(root: Path, count: int, workers: int) -> tuple[torch.Tensor, torch.Tensor, int]:
     """The first `count` training images of an image folder (evenly spaced over it), at 32 x 32."""
     from bench.data.folder import read_tree
     from bench.data.imagefolder import decode_all
-    from bench.perf_data import subset
 
-    train, _ = read_tree(Path(data_dir) / dataset)
+    train, _ = read_tree(root)
     train = subset(train, count)
     return decode_all(train.paths, 32, SHAPE[1:], workers), torch.tensor(train.labels), len(train.classes)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def suite_epoch(spec, images, labels, classes: int, device, warmup: int) -> dict:
@@ -70,8 +60,7 @@ def suite_epoch(spec, images, labels, classes: int, device, warmup: int) -> dict
     data = AugmentedData("perf", images, labels, images[:1], labels[:1], [str(c) for c in range(classes)],
                          Augment()).to(device)
     speed = Speed.from_recipe(recipe, device)
-    built = Contender(spec.method, spec, SHAPE, classes, 1, device, speed)  # perf step's model, rule and optimizer
-    model, method, optimizer = built.model, built.method, built.optimizer
+    model, method, _, optimizer = training_parts(spec, SHAPE, classes, device, speed)  # as perf step builds them
     compiled = speed.compile_model(model, speed.batch(data.normalise(data.train_x[:batch_size])))
     shuffle = torch.Generator().manual_seed(derive_seed(spec.seed, "shuffle"))
     if warmup:
@@ -79,11 +68,8 @@ def suite_epoch(spec, images, labels, classes: int, device, warmup: int) -> dict
         head = AugmentedData("warm-up", images[:count], labels[:count], images[:1], labels[:1], data.classes,
                              Augment()).to(device)
         train_epoch(model, method, optimizer, head, batch_size, shuffle, device, speed)
-    sync(device)
-    start = time.perf_counter()
-    stats = train_epoch(model, method, optimizer, data, batch_size, shuffle, device, speed)
-    sync(device)
-    seconds = time.perf_counter() - start
+    stats, seconds = wall_clock(
+        lambda: train_epoch(model, method, optimizer, data, batch_size, shuffle, device, speed), device)
     trained = len(labels) // batch_size * batch_size
     return {"path": f"suite trainer ({spec.method})", "epoch_s": seconds, "images": trained,
             "images_per_s": trained / seconds, "train_loss": stats["train_loss"],
@@ -92,20 +78,15 @@ def suite_epoch(spec, images, labels, classes: int, device, warmup: int) -> dict
 
 def baseline_epoch(spec, images, labels, classes: int, device, warmup: int, workers: int) -> dict:
     """A plain loop: torchvision transforms per PIL image, DataLoader, float32 NCHW model, backprop."""
-    from torchvision import transforms as T
-
     recipe, batch_size = spec.recipe, spec.recipe["batch_size"]
     mean, std = (stats.tolist() for stats in channel_stats(images))  # the suite's normalisation
-    transform = T.Compose([T.RandomCrop(SHAPE[-1], padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                           T.Normalize(mean, std)])
-    dataset = _PilImages(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), transform)
+    dataset = torchvision_cifar(images, labels, mean, std)
     cuda = device.type == "cuda"
 
     def loader_of(data):  # a fresh loader per pass, as a plain script's epoch starts its workers
         return torch.utils.data.DataLoader(data, batch_size, shuffle=True, drop_last=True, num_workers=workers,
                                            pin_memory=cuda)
-    torch.manual_seed(derive_seed(spec.seed, "init"))
-    model = build_for(recipe, spec.arch, SHAPE, classes).to(device)
+    model = seeded_model(spec, SHAPE, classes).to(device)
     optimizer = make_optimizer(model.parameters(), recipe)
     model.train()
 
@@ -124,11 +105,7 @@ def baseline_epoch(spec, images, labels, classes: int, device, warmup: int, work
         head = torch.utils.data.Subset(dataset, range(min(len(dataset), warmup * batch_size)))
         train(loader_of(head))
     loader = loader_of(dataset)
-    sync(device)
-    start = time.perf_counter()
-    total = train(loader)
-    sync(device)
-    seconds = time.perf_counter() - start
+    total, seconds = wall_clock(lambda: train(loader), device)
     trained = len(loader) * batch_size
     # PyTorch's defaults, as a plain script has them (on CUDA, cuDNN may run float32 convs in TF32)
     defaults = {"cudnn_benchmark": torch.backends.cudnn.benchmark, "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32}
@@ -143,18 +120,15 @@ def run(args) -> list[dict]:
         raise ValueError(f"unknown arch {args.arch!r}; known: {', '.join(sorted(ARCHS))}")
     if min(args.images, args.batch_size) < 1 or args.warmup < 0 or args.workers < 0:
         raise ValueError("--images and --batch-size must be >= 1, --warmup and --workers >= 0")
-    sets = speed_sets(args.set)
+    sets = speed_options(args)
     device = resolve_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     # the variant and recipe are checked before any image is decoded
     spec = make_spec("synthetic", args.arch, args.method, 0, {"batch_size": args.batch_size, **sets},
                      load_variants(args.config))
     if args.dataset:
-        if args.data_dir is None:
-            raise ValueError(f"--dataset {args.dataset} needs --data-dir, the folder that holds {args.dataset}/")
-        images, labels, classes = folder_images(args.data_dir, args.dataset, args.images, max(1, args.workers))
-        source = f"{Path(args.data_dir) / args.dataset}"
+        root = dataset_folder(args.data_dir, args.dataset)
+        images, labels, classes = folder_images(root, args.images, max(1, args.workers))
+        source = f"{root}"
     else:
         images, labels = synthetic_images(args.images, args.classes)
         classes, source = args.classes, "synthetic"
@@ -182,11 +156,9 @@ def device_name(device: torch.device) -> str:
 
 def report(rows: list[dict]) -> list[str]:
     """Fixed-column lines: path, epoch seconds, images/s, speedup over the plain loop."""
-    lines = [f"{'path':<58} {'epoch s':>8} {'images/s':>9} {'speedup':>8}"]
-    for r in rows:
-        speedup = f"{r['speedup']:7.2f}x" if r["speedup"] else f"{'':>8}"
-        lines.append(f"{r['path']:<58} {r['epoch_s']:8.1f} {r['images_per_s']:9.0f} {speedup}")
-    return lines
+    return table((("path", -58, lambda r: r["path"]), ("epoch s", 8, lambda r: f"{r['epoch_s']:.1f}"),
+                  ("images/s", 9, lambda r: f"{r['images_per_s']:.0f}"),
+                  ("speedup", 8, lambda r: f"{r['speedup']:.2f}x" if r["speedup"] else "")), rows)
 
 
 def main(args) -> int:
@@ -195,8 +167,7 @@ def main(args) -> int:
     lines = report(rows)
     log.info("%s on %s:\n%s", rows[0]["arch"], rows[0]["device_name"], "\n".join(lines))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+        write_json(args.out, rows)
     return 0
 
 
@@ -214,7 +185,5 @@ def add_arguments(parser) -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed batches on each side first")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="DataLoader worker processes of the plain loop")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"speed option of the suite side: {', '.join(SPEED_KEYS)} = auto|on|off")
+    add_speed_arguments(parser, "of the suite side")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")

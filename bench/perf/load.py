@@ -7,12 +7,11 @@ write its cache; later ones read the cache (the issue-6 target: a cached CIFAR-s
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 from pathlib import Path
 
-log = logging.getLogger("bench.perf")
+from bench.perf.common import log, write_json
 
 # Run in the child: prints {"import_s": .., "load_s": .., "train_images": ..} as one JSON line.
 CHILD = """
@@ -48,8 +47,7 @@ def main(args) -> int:
         log.info("%s, repeat %d: import %.2f s, load %.2f s (%d training images)", row["dataset"], row["repeat"],
                  row["import_s"], row["load_s"], row["train_images"])
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(rows, indent=2) + "\n")
+        write_json(args.out, rows)
     return 0
 
 
