@@ -213,10 +213,13 @@ def interrupted(tmp_path_factory) -> Interrupted:
         pids = wait_for_pauses(hooks, ["ssa", "dfa"], first)
         bp_record = run_dir(workdir, "bp") / "record.json"
         bp_log = workdir / "results" / "logs" / "train" / "digits" / "mlp3" / "bp" / "seed0.log"
-        # bp ends by itself (diverged) before the kills; its last log line comes after its record
-        while first.poll() is None and not (bp_record.is_file() and ": status " in _text(bp_log)):
+        bp_benchmark = workdir / "results" / "benchmarks" / "train" / "digits" / "mlp3" / "bp" / "seed0.tsv"
+        # bp ends by itself (diverged) before the kills; its last log line comes after its record, and
+        # Snakemake's bookkeeping of the finished job (its benchmark file, the outputs' times) after that
+        while first.poll() is None and not (bp_record.is_file() and ": status " in _text(bp_log)
+                                            and bp_benchmark.is_file()):
             time.sleep(0.2)
-        time.sleep(1.0)  # and Snakemake's bookkeeping of that job, which writes into results/ too
+        time.sleep(1.0)  # the rest of that bookkeeping, which writes into results/ too
         before = snapshot(workdir / "results")
         second = run_snakemake(workdir, hook_env(hooks), TABLE)
         unchanged = snapshot(workdir / "results") == before

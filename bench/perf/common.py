@@ -16,7 +16,9 @@ from bench.config import RECIPE, parse_sets
 from bench.data.folder import Split
 from bench.method import get_method
 from bench.models import build_for
-from bench.train import SPEED_KEYS, Speed, derive_seed, make_optimizer
+from bench.optim import make_optimizer
+from bench.speed import SPEED_KEYS, Speed
+from bench.train import derive_seed
 
 log = logging.getLogger("bench.perf")
 

@@ -32,7 +32,10 @@ from bench.data.augment import Augment, AugmentedData, channel_stats
 from bench.models import ARCHS
 from bench.perf.common import (add_speed_arguments, dataset_folder, log, seeded_model, speed_options, subset, table,
                                torchvision_cifar, training_parts, wall_clock, write_json)
-from bench.train import Speed, derive_seed, make_optimizer, resolve_device, train_epoch
+from bench.epoch import train_epoch
+from bench.optim import make_optimizer
+from bench.speed import Speed, resolve_device
+from bench.train import derive_seed
 
 SHAPE = (3, 32, 32)
 

@@ -4,7 +4,7 @@ For every (arch, method variant) one model is built from the same seed, prepared
 trained on one fixed synthetic CIFAR-shaped batch (3 x 32 x 32, 10 classes by default), so no data
 is needed. The timed unit is exactly the trainer's step: zero_grad, `method.step(model, x, y)`,
 `optimizer.step()` (AdamW), with the trainer's speed options (channels_last, bf16 autocast,
-cudnn.benchmark, torch.compile; `auto` as bench.train.Speed resolves it; `--set` forces one for
+cudnn.benchmark, torch.compile; `auto` as bench.speed.Speed resolves it; `--set` forces one for
 every row, `method:channels_last=off` for one row, so both layouts can be timed side by side). Every
 arch's methods are timed side by side: after `warmup` untimed steps each, the methods take turns,
 one step each, `steps` times, so a burst of outside load hits every method alike; each method's
@@ -27,7 +27,8 @@ from bench import measure
 from bench.config import DEFAULT_CONFIG, load_variants, make_spec, parse_sets
 from bench.models import ARCHS
 from bench.perf.common import add_speed_arguments, log, speed_options, table, training_parts, wall_clock, write_csv
-from bench.train import Speed, derive_seed, resolve_device
+from bench.speed import Speed, resolve_device
+from bench.train import derive_seed
 
 DEFAULT_ARCHS = ("smallconv", "vgg13", "resnet32")
 # Rows beyond the config's variants: SSA started at a quarter of full rank, where its factored
