@@ -15,7 +15,8 @@ import torch
 
 from bench.config import RunSpec
 from bench.models import BlockNet
-from bench.record import check_torch_file, code_version, write_atomic
+from bench.files import check_torch_file, write_atomic
+from bench.provenance import code_version
 
 log = logging.getLogger("bench.train")
 CHECKPOINT = "checkpoint.pt"

@@ -103,7 +103,7 @@ def cmd_train(args) -> int:
     if blocking is not None and not blocking.is_dir():
         raise UsageError(f"--out {args.out}: {blocking} is a file; give a folder for the run")
     if blocking is not None:
-        from bench.record import writable_folder
+        from bench.files import writable_folder
 
         try:
             writable_folder(blocking)  # fail now, naming the folder, not with a traceback after loading data

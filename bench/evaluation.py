@@ -3,7 +3,7 @@ per-class accuracy (bench/calibration.py) and adversarial robustness (bench/robu
 it took; and the check, before anything trains, that the packages those need are installed."""
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 from bench.calibration import final_evaluation
 from bench.robustness import robustness
@@ -13,12 +13,21 @@ NEEDS = (("attack_subset", "torchattacks", "the robustness attacks"),
          ("tensorboard", "tensorboard", "TensorBoard logging"))
 
 
+def importable(package: str) -> bool:
+    """Whether `package` imports (installed, and its own imports there: torchattacks needs scipy)."""
+    try:
+        importlib.import_module(package)
+    except Exception:  # an ImportError, or whatever a broken install raises on import
+        return False
+    return True
+
+
 def require_packages(recipe: dict) -> None:
     """ValueError naming the recipe key and the package when a requested measure's package is missing."""
-    if importlib.util.find_spec("torchmetrics") is None:
+    if not importable("torchmetrics"):
         raise ValueError("the end-of-run calibration error needs the torchmetrics package: pip install torchmetrics")
     for key, package, purpose in NEEDS:
-        if recipe.get(key) and importlib.util.find_spec(package) is None:
+        if recipe.get(key) and not importable(package):
             raise ValueError(f"{key}: {recipe[key]!r} asks for {purpose}, which need the {package} package: "
                              f"pip install {package}, or set {key} to {0 if key == 'attack_subset' else 'false'}")
 

@@ -23,7 +23,9 @@ from bench.config import RunSpec
 from bench.method import get_method
 from bench.models import BlockNet, build_for
 from bench.optim import lr_at, make_optimizer, slice_optimizer_state, steps_per_epoch
-from bench.record import SCHEMA_VERSION, folder_lock, provenance, write_json, write_log_csv
+from bench.files import folder_lock, write_json
+from bench.provenance import provenance
+from bench.record import make_record, write_log_csv
 from bench.speed import Speed, resolve_device
 from bench.tensorboard_log import EpochLog
 from bench.weight_alignment import weight_alignment
@@ -180,41 +182,3 @@ def run_epoch(training: Training, epoch: int) -> dict:
              t.spec.method, epoch, recipe["epochs"], entry["train_loss"], entry["train_acc"], test_acc,
              entry["train_time_s"], entry["images_per_s"])
     return entry
-
-
-def selected_epoch(history: list[dict]) -> dict:
-    """Which epoch's test accuracy the tables report: the best on validation where the run has a validation
-    split (BioTorch's protocol: the best-validation checkpoint scored on test; the first epoch of the best),
-    else the last epoch."""
-    if not history:
-        return {"selection": "last", "selected_epoch": None, "selected_test_acc": None}
-    if "val_acc" not in history[-1]:
-        return {"selection": "last", "selected_epoch": history[-1]["epoch"], "selected_test_acc": history[-1]["test_acc"]}
-    best = max(history, key=lambda h: (h["val_acc"] if math.isfinite(h["val_acc"]) else -math.inf, -h["epoch"]))
-    return {"selection": "best_val", "selected_epoch": best["epoch"], "selected_test_acc": best["test_acc"],
-            "best_val_acc": best["val_acc"]}
-
-
-def make_record(spec: RunSpec, state: dict, model, optimizer, data, device, started: dict) -> dict:
-    """The run's record.json (schema_version 1), from the training state and final measurements."""
-    history = state["history"]
-    last = history[-1] if history else {}
-    train_time = sum(h["train_time_s"] for h in history)
-    images = sum(h["images_per_s"] * h["train_time_s"] for h in history)
-    record = {
-        "schema_version": SCHEMA_VERSION, "dataset": spec.dataset, "arch": spec.arch, "method": spec.method,
-        "impl": spec.impl, "seed": spec.seed, "recipe": spec.recipe, "options": spec.options,
-        "config_hash": spec.config_hash(), "status": state["status"], "epochs": state["epoch"],
-        "epochs_planned": spec.recipe["epochs"], "num_classes": data.num_classes,
-        "test_acc": last.get("test_acc"),
-        "test_top5": last.get("test_top5") if data.num_classes > 5 else None,
-        "best_test_acc": max((h["test_acc"] for h in history), default=None),
-        **selected_epoch(history),
-        "train_time_s": train_time, "images_per_s": images / train_time if train_time else None,
-        **measure.param_counts(model), "trainable_params_initial": state["trainable_params_initial"],
-        "memory": measure.memory_breakdown(model, optimizer, last.get("saved_activations", 0), device,
-                                           max((h["peak_memory"] for h in history if h.get("peak_memory") is not None),
-                                               default=None)),
-        "history": history, "provenance": started,
-    }
-    return record

@@ -49,6 +49,20 @@ RECIPE=(--set device="$DEVICE" --set batch_size="$BATCH" --set batchnorm=true --
 for pair in $EXTRA_SETS; do RECIPE+=(--set "$pair"); done
 export PYTHONUNBUFFERED=1 PYTHON DATASET DATA_DIR RESULTS OUT ARCHS METHODS SEEDS
 mkdir -p "$RESULTS/stages" "$OUT"
+# The GPU machine's python3 has torch, torchvision, pandas and matplotlib, no network: the end-of-run
+# measures' pure-Python packages travel as wheels in $WHEELS (made here, before the run, with
+#   pip download --no-deps -d .data/wheels torchmetrics lightning-utilities torchattacks==3.5.1 tqdm
+# ) and are installed into the results folder. torchattacks also needs scipy: without it the grid
+# runs without the robustness attacks (attack_subset=0), and says so.
+WHEELS=${WHEELS:-$DATA_DIR/wheels}
+if ! "$PYTHON" -c "import torchmetrics, torchattacks" 2>/dev/null && ls "$WHEELS"/*.whl >/dev/null 2>&1; then
+  "$PYTHON" -m pip install --quiet --no-index --no-deps --target "$RESULTS/site" "$WHEELS"/*.whl &&
+    export PYTHONPATH="$RESULTS/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+if ! "$PYTHON" -c "import torchattacks" 2>/dev/null; then
+  echo "== torchattacks does not import here: the grid runs without the robustness attacks (attack_subset=0)"
+  RECIPE+=(--set attack_subset=0)
+fi
 status=0
 
 stage() {  # stage NAME SECONDS COMMAND...: run it under a time limit, log to RESULTS/stages/NAME.log, go on if it fails

@@ -20,7 +20,8 @@ from bench.config import make_spec
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "gpu_run.sh"
-MISSING_THERE = ("snakemake", "mlxtend", "jsonschema")  # the GPU machine's python3 has none of these
+# The GPU machine's python3 has none of these (torchattacks may come as a carried wheel, not its scipy).
+MISSING_THERE = ("snakemake", "mlxtend", "jsonschema", "torchattacks")
 
 
 def _jpeg_tree(root: Path, train: int = 8, test: int = 3) -> Path:
@@ -73,6 +74,7 @@ def test_the_dry_run_passes_every_stage_and_finishes_its_runs(dry_run):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     for stage in ("device", "perf", "decode", "grid", "report", "pack"):
         assert f"== {stage} (at most" in result.stdout
+    assert "torchattacks does not import here: the grid runs without the robustness attacks" in result.stdout
     with open(results / "status.csv") as f:
         status = list(csv.DictReader(f))
     assert [(r["method"], r["status"], r["epochs_done"]) for r in status] == [("bp", "finished", "1"),
@@ -91,6 +93,7 @@ def test_the_dry_run_brings_back_records_table_claims_and_the_perf_table(dry_run
     records = [json.loads(p.read_text()) for p in sorted((results / "runs").rglob("record.json"))]
     assert all(r["provenance"]["speed"]["autocast"] for r in records)  # the CUDA default path, on the CPU
     assert all(r["provenance"]["determinism"]["requested"] is False for r in records)
+    assert all(r["robustness"] is None and r["recipe"]["attack_subset"] == 0 for r in records)  # said, not failed
     table = (out / "cifar10-jpeg_table.md").read_text()
     assert "| smallconv | bp |" in table.replace("  ", " ") or "bp" in table
     assert (out / "claims.md").read_text().startswith("#")

@@ -221,7 +221,7 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_discarded_with_a_warning(dama
     import torch
 
     import bench.train as trainer
-    from bench.record import write_atomic
+    from bench.files import write_atomic
 
     spec, checkpoint = _checkpointed_run(tmp_path)
     damage(checkpoint)
@@ -439,7 +439,7 @@ def test_a_full_disk_gives_one_line_naming_the_file_and_leaves_no_temp(tmp_path,
     import errno
     import os
 
-    import bench.record
+    import bench.files
 
     real = os.replace
 
@@ -448,7 +448,7 @@ def test_a_full_disk_gives_one_line_naming_the_file_and_leaves_no_temp(tmp_path,
             raise OSError(errno.ENOSPC, "No space left on device", str(dst))
         return real(src, dst)
 
-    monkeypatch.setattr(bench.record.os, "replace", full)
+    monkeypatch.setattr(bench.files.os, "replace", full)
     out = tmp_path / "run"
     assert main([*TRAIN, "--out", str(out), "--set", "epochs=1", "--set", "device=cpu"]) == 2
     err = capsys.readouterr().err

@@ -19,7 +19,8 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from bench import record as records
+from bench import files
+from bench import provenance as provenances
 from bench.config import REPO
 
 SNAKEFILE = REPO / "Snakefile"
@@ -304,10 +305,10 @@ def test_write_atomic_leaves_readable_files_and_removes_temps_of_killed_writers(
     live = tmp_path / f".record.json.{os.getppid()}.def456.tmp"  # a writer that still runs
     for temp in (stale, live):
         temp.write_bytes(b"{half")
-    records.write_atomic(target, b"{}\n")
+    files.write_atomic(target, b"{}\n")
     assert target.read_bytes() == b"{}\n"
     assert not stale.exists() and live.exists()
-    assert target.stat().st_mode & 0o777 == 0o666 & ~records._UMASK  # not mkstemp's owner-only 0600
+    assert target.stat().st_mode & 0o777 == 0o666 & ~files._UMASK  # not mkstemp's owner-only 0600
 
 
 def test_write_atomic_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypatch):
@@ -317,33 +318,33 @@ def test_write_atomic_keeps_the_old_file_when_the_write_fails(tmp_path, monkeypa
     def no_space(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(records.os, "fsync", no_space)
+    monkeypatch.setattr(files.os, "fsync", no_space)
     with pytest.raises(OSError, match="No space left"):
-        records.write_atomic(target, b"new")
+        files.write_atomic(target, b"new")
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
 def test_checkpoint_integrity_check_finds_a_flipped_bit_that_torch_load_misses(tmp_path):
     path = tmp_path / "checkpoint.pt"
     torch.save({"model": {"w": torch.arange(50_000, dtype=torch.float32)}}, path)
-    records.check_torch_file(path)  # a whole file passes
+    files.check_torch_file(path)  # a whole file passes
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     assert torch.load(path, weights_only=True)["model"]["w"].shape == (50_000,)  # torch loads it silently
     with pytest.raises(ValueError, match=f"{path} fails its integrity check: member .*data/0"):
-        records.check_torch_file(path)
+        files.check_torch_file(path)
     path.write_bytes(bytes(data[: len(data) // 3]))
     with pytest.raises(ValueError, match=f"{path} is not a whole torch checkpoint"):
-        records.check_torch_file(path)
+        files.check_torch_file(path)
 
 
 def test_folder_lock_refuses_a_second_writer_naming_the_folder(tmp_path):
-    with records.folder_lock(tmp_path):
+    with files.folder_lock(tmp_path):
         with pytest.raises(ValueError, match=f"run folder {tmp_path} is in use by another process"):
-            with records.folder_lock(tmp_path):
+            with files.folder_lock(tmp_path):
                 pass
-    with records.folder_lock(tmp_path):  # released when the first holder is done
+    with files.folder_lock(tmp_path):  # released when the first holder is done
         pass
 
 
@@ -355,25 +356,25 @@ def test_provenance_names_the_git_commit_and_whether_the_tree_was_dirty():
         pytest.skip("not a git checkout")
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
                             capture_output=True, text=True).stdout
-    found = records.provenance(torch.device("cpu"))
+    found = provenances.provenance(torch.device("cpu"))
     assert found["git_commit"] == git.stdout.strip() and re.fullmatch(r"[0-9a-f]{40}", found["git_commit"])
     assert found["git_dirty"] is bool(status.strip())
-    assert records.code_version().startswith(found["git_commit"])
+    assert provenances.code_version().startswith(found["git_commit"])
 
 
 def test_provenance_outside_a_git_checkout_is_none_and_never_fails(tmp_path, monkeypatch):
-    monkeypatch.setattr(records, "REPO", tmp_path)
-    found = records.provenance(torch.device("cpu"))
+    monkeypatch.setattr(provenances, "REPO", tmp_path)
+    found = provenances.provenance(torch.device("cpu"))
     assert found["git_commit"] is None and found["git_dirty"] is None
-    assert records.code_version() is None
+    assert provenances.code_version() is None
     monkeypatch.setenv("PATH", str(tmp_path))  # no git at all
-    assert records.provenance(torch.device("cpu"))["git_commit"] is None and records.code_version() is None
+    assert provenances.provenance(torch.device("cpu"))["git_commit"] is None and provenances.code_version() is None
 
 
 def test_code_version_changes_with_every_edit_of_a_dirty_tree(monkeypatch):
     diffs = iter(["", "--- a/bench/x.py\n+one", "--- a/bench/x.py\n+two"])
-    monkeypatch.setattr(records, "_git", lambda *args: "c0ffee" if args[0] == "rev-parse" else next(diffs))
-    versions = [records.code_version() for _ in range(3)]
+    monkeypatch.setattr(provenances, "_git", lambda *args: "c0ffee" if args[0] == "rev-parse" else next(diffs))
+    versions = [provenances.code_version() for _ in range(3)]
     assert versions[0] == "c0ffee" and versions[1].startswith("c0ffee+dirty.")
     assert len(set(versions)) == 3
 

@@ -128,10 +128,7 @@ def test_no_attack_when_the_subset_is_zero():
 
 
 def test_a_missing_attack_package_is_refused_before_training(monkeypatch):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchattacks" else real(name, *a))
+    monkeypatch.setitem(sys.modules, "torchattacks", None)  # importing it now raises ImportError
     with pytest.raises(ValueError, match="attack_subset: 1000 asks for the robustness attacks.*pip install torchattacks"):
         require_packages(_recipe())
     require_packages(_recipe(attack_subset=0))  # not asked for: no package needed
