@@ -16,9 +16,9 @@ import yaml
 
 from bench import yamlfile
 from bench.config import DEFAULT_CONFIG, REPO
+from bench.layout import Layout
 
 SCHEMA = REPO / "config" / "schema.yaml"
-RUN_DIR = "{results}/runs/{dataset}/{arch}/{method}/seed{seed}"
 ALL_METHODS = "all"  # a grid's `methods: all` = every config variant plus every method file in methods/
 
 
@@ -46,7 +46,7 @@ class Grid:
 
     def record_paths(self, results: str | Path) -> list[str]:
         """The planned record.json paths under the results folder `results`."""
-        return [run_dir(results, self.dataset, *run) + "/record.json" for run in self.runs()]
+        return [Layout(str(results)).record(self.dataset, *run) for run in self.runs()]
 
     def published_args(self) -> str:
         """`--published-as DATASET` for `python -m bench aggregate`, or nothing."""
@@ -74,11 +74,6 @@ def variant_definition(method: str, variants: dict[str, dict[str, Any]]) -> str:
 
     impl, options = resolve_variant(method, variants)
     return json.dumps({"impl": impl, **options}, sort_keys=True)
-
-
-def run_dir(results: str | Path, dataset: str, arch: str, method: str, seed: int) -> str:
-    """The folder of one run: record.json, log.csv and checkpoint.pt live there."""
-    return RUN_DIR.format(results=results, dataset=dataset, arch=arch, method=method, seed=seed)
 
 
 def _yaml_scalar(value: Any) -> str:

@@ -2,7 +2,7 @@
 
 For a machine that has the suite but not Snakemake (the lent GPU machine has neither it nor jsonschema).
 Each run is `python -m bench train` in its own process: the command and run-folder layout of the
-Snakefile's train rule (bench.grid.run_dir), so records land where `aggregate`, `plot` and `claims` read
+Snakefile's train rule (bench.layout.Layout), so records land where `aggregate`, `plot` and `claims` read
 them, and runs share GPUs through the trainer's own slots (`--gpu-slots`). Runs start in priority order,
 archs outermost (the order given), then methods, then seeds, `--jobs` at a time. At the deadline every
 run still training gets SIGTERM (the trainer stops, keeps its last checkpoint and writes no record) and
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import grid
+from bench.layout import Layout
 
 log = logging.getLogger("bench.grid")
 STATUS_FIELDS = ("arch", "method", "seed", "status", "exit_code", "seconds", "epochs_done", "test_acc")
@@ -232,7 +233,8 @@ def main(args) -> int:
         sets.append(f"epochs={args.epochs}")
     for arch, method, seed in runs:  # every run's spec checked before any starts, as Snakemake's check_config
         make_spec(args.dataset, arch, method, seed, parse_sets(sets), variants)
-    jobs = [Job(a, m, s, Path(grid.run_dir(args.results, args.dataset, a, m, s))) for a, m, s in runs]
+    layout = Layout(str(args.results))
+    jobs = [Job(a, m, s, Path(layout.run_dir(args.dataset, a, m, s))) for a, m, s in runs]
     commands = {i: train_command(job, args.dataset, sets, configs, args.data_dir, args.gpu_slots)
                 for i, job in enumerate(jobs)}
     args.results.mkdir(parents=True, exist_ok=True)
