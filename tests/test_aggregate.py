@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from synthetic_records import write_record
 
-from bench.aggregate import COLUMNS, aggregate
+from bench.report.table import COLUMNS, aggregate
 from bench.cli import main
 
 
@@ -170,7 +170,7 @@ def test_cli_aggregate_needs_every_grid_axis_without_config(runs, tmp_path, caps
 
 
 def test_the_shipped_published_figures_parse_and_join_by_dataset_arch_method():
-    from bench.aggregate import PUBLISHED, published
+    from bench.report.table import PUBLISHED, published
 
     figures = published("imagenet", PUBLISHED)
     assert figures[("resnet18", "bp")] == [

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from synthetic_records import write_record
 
-from bench import plot as plots
-from bench.aggregate import collect
+from bench.report import figures as plots
+from bench.report.table import collect
 from bench.cli import main
 
 RANKS = {"blocks.0.0": 20, "blocks.1.0": 10}
@@ -106,7 +106,7 @@ def test_figure_bytes_are_the_same_for_the_same_figure():
 
     import matplotlib.pyplot as plt
 
-    from bench.plot import figure_bytes
+    from bench.report.figures import figure_bytes
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
-from bench.aggregate import MB, Run, collect, mean_update_alignment, reported_acc  # noqa: E402
+from bench.report.table import MB, Run, collect, mean_update_alignment, reported_acc  # noqa: E402
 from bench.record import write_atomic  # noqa: E402
 from bench.robustness import ATTACKS  # noqa: E402
 from bench.weight_alignment import layer_mean  # noqa: E402

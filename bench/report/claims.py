@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.aggregate import find_records, mean_defined, read_record, reported_acc, sample_std
+from bench.report.table import find_records, mean_defined, read_record, reported_acc, sample_std
 from bench.record import write_atomic
 
 COMPARABLE_POINTS = 1.0

@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from bench.aggregate import mean_defined, reported_acc, sample_std
-from bench.plot import figure_bytes
+from bench.report.table import mean_defined, reported_acc, sample_std
+from bench.report.figures import figure_bytes
 from bench.record import write_atomic
 from bench.sweep import points, value_name
 
@@ -234,7 +234,7 @@ def _markdown(table: pd.DataFrame, dataset: str) -> str:
 
 def report(records: list[dict], sweeps: dict, dataset: str, out_dir: Path | str) -> pd.DataFrame:
     """Write out_dir/{dataset}_sweep.csv|md, figures/{dataset}_{sweep}_{option}.png|pdf and findings.md."""
-    from bench.claims import conditions
+    from bench.report.claims import conditions
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
