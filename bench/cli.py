@@ -230,7 +230,7 @@ def cmd_claims(args) -> int:
 
 def cmd_sweep_report(args) -> int:
     from bench import sweep
-    from bench.report.table import read_record
+    from bench.report.records import read_record
     from bench.report.findings import report
 
     try:
