@@ -1,5 +1,5 @@
 # The pipeline: train every configured run, then each dataset's table and figures. Rules only; the
-# logic lives in bench/ (bench.grid: the config's grid, bench.aggregate: tables, bench.plot: figures).
+# logic lives in bench/ (bench.grid: the config's grid, bench/report/: tables, figures, claims.md, findings.md).
 #
 #   snakemake --cores 2                          default target: the embedded grid (default_datasets)
 #   snakemake --cores 8 results/cifar10_table.csv   one dataset: its runs, then its table
@@ -22,7 +22,7 @@ import sys
 
 from bench import grid, sweep
 from bench.data.beton import run_inputs
-from bench.plot import FIGURES, FORMATS
+from bench.report.figures import FIGURES, FORMATS
 
 
 DEFAULT_CONFIG_FILE = os.path.join(workflow.basedir, "config", "config.yaml")

@@ -193,7 +193,7 @@ def _expected(args) -> list[tuple[str, str, int]] | None:
 
 
 def cmd_aggregate(args) -> int:
-    from bench.aggregate import aggregate
+    from bench.report.table import aggregate
 
     try:
         table = aggregate(args.runs_dir, args.dataset, _expected(args), args.allow_missing, out_dir=args.out_dir,
@@ -206,7 +206,7 @@ def cmd_aggregate(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from bench.plot import plot
+    from bench.report.figures import plot
 
     try:
         plot(args.runs_dir, args.dataset, args.out_dir, _expected(args))
@@ -216,7 +216,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_claims(args) -> int:
-    from bench.claims import write_claims
+    from bench.report.claims import write_claims
 
     try:
         claims = write_claims(args.datasets, args.out, args.runs_dir, args.records)
@@ -230,8 +230,8 @@ def cmd_claims(args) -> int:
 
 def cmd_sweep_report(args) -> int:
     from bench import sweep
-    from bench.aggregate import read_record
-    from bench.findings import report
+    from bench.report.records import read_record
+    from bench.report.findings import report
 
     try:
         sweeps = sweep.load_files(args.config).get("sweeps") or {}

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from synthetic_records import write_record
 
-from bench.aggregate import COLUMNS, aggregate
+from bench.report.table import COLUMNS, aggregate
 from bench.cli import main
 
 
@@ -99,7 +99,7 @@ def test_aggregate_warns_when_records_come_from_several_commits(tmp_path, caplog
     runs = tmp_path / "runs"
     write_record(runs, "mlp", "bp", 0, 90.0, commit="aaaa")
     write_record(runs, "mlp", "bp", 1, 90.0, commit="bbbb")
-    with caplog.at_level(logging.WARNING, logger="bench.aggregate"):
+    with caplog.at_level(logging.WARNING, logger="bench.report.table"):
         aggregate(runs, "toy")
     assert "2 git commits" in caplog.text and "aaaa" in caplog.text
 
@@ -111,7 +111,7 @@ def test_aggregate_notes_mixed_commits_and_dirty_trees_under_the_markdown_table(
     dirty = write_record(runs, "mlp", "dfa", 1, 82.0, commit="bbbb")
     dirty["provenance"]["git_dirty"] = True
     (runs / "toy" / "mlp" / "dfa" / "seed1" / "record.json").write_text(json.dumps(dirty))
-    with caplog.at_level(logging.WARNING, logger="bench.aggregate"):
+    with caplog.at_level(logging.WARNING, logger="bench.report.table"):
         table = aggregate(runs, "toy", out_dir=tmp_path / "out")
     md = (tmp_path / "out" / "toy_table.md").read_text()
     mixed = "the rows mix records from 2 git commits: aaaa (2 runs), bbbb (1 runs)"
@@ -123,7 +123,7 @@ def test_aggregate_notes_mixed_commits_and_dirty_trees_under_the_markdown_table(
 
 
 def test_aggregate_of_one_clean_commit_has_no_warning(runs, tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="bench.aggregate"):
+    with caplog.at_level(logging.WARNING, logger="bench.report.table"):
         aggregate(runs, "toy", out_dir=tmp_path / "out")
     assert "Warning" not in (tmp_path / "out" / "toy_table.md").read_text() and not caplog.records
 
@@ -170,7 +170,7 @@ def test_cli_aggregate_needs_every_grid_axis_without_config(runs, tmp_path, caps
 
 
 def test_the_shipped_published_figures_parse_and_join_by_dataset_arch_method():
-    from bench.aggregate import PUBLISHED, published
+    from bench.report.table import PUBLISHED, published
 
     figures = published("imagenet", PUBLISHED)
     assert figures[("resnet18", "bp")] == [

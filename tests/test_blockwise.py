@@ -131,7 +131,7 @@ def test_claim_2_shows_ssas_blockwise_memory_beside_its_graph_memory_and_judges_
     sys.path.insert(0, str(Path(__file__).parent))
     from synthetic_records import write_record
 
-    from bench.claims import evaluate, load_records
+    from bench.report.claims import evaluate, load_records
 
     def record(method, saved, time_s, params, locality=None):
         for seed in range(2):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.aggregate import aggregate
+from bench.report.table import aggregate
 from bench.calibration import ECE_BINS, final_evaluation
 from bench.cli import main
 from bench.data.tensors import TensorData

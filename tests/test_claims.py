@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from synthetic_records import write_record
 
-from bench.claims import NOT_RUN, NOT_SUPPORTED, SUPPORTED, evaluate, load_records, write_claims
+from bench.report.claims import NOT_RUN, NOT_SUPPORTED, SUPPORTED, evaluate, load_records, write_claims
 from bench.cli import main
 
 

@@ -157,7 +157,7 @@ def test_update_alignment_is_exactly_one_for_bp_and_between_0_and_1_for_fa(batch
 def test_records_on_digits_fa_between_0_and_1_bp_exactly_1_and_no_signals_is_nan(tmp_path):
     import json
 
-    from bench.aggregate import final_update_alignment
+    from bench.report.records import final_update_alignment
     from bench.config import load_variants, make_spec
     from bench.train import run
 

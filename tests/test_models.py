@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from bench.models import ARCHS, BlockNet, build
+from bench.models import ARCHS, BlockNet, build, convolutional
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
@@ -16,6 +16,7 @@ def test_build_gives_blocknet_with_logits_per_class(arch, in_shape):
     outputs, cut_logits = model.forward_blocks(torch.zeros(2, *in_shape), cut=True)
     assert [tuple(h.shape[1:]) for h in outputs] == shapes
     assert torch.equal(cut_logits, logits)
+    assert convolutional(arch) == any(isinstance(m, torch.nn.Conv2d) for m in model.modules())  # the declared fact
 
 
 def test_smallconv_is_the_reference_network():

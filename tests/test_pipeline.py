@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from bench import grid
-from bench.aggregate import COLUMNS
+from bench.report.table import COLUMNS
 from bench.config import RECIPE, REPO, load_variants, make_spec, parse_sets
 from bench.method import discover
-from bench.plot import FIGURES
+from bench.report.figures import FIGURES
 
 SNAKEFILE = REPO / "Snakefile"
 CONFIG = REPO / "config" / "config.yaml"

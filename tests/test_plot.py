@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from synthetic_records import write_record
 
-from bench import plot as plots
-from bench.aggregate import collect
+from bench.report import curves
+from bench.report import figures as plots
+from bench.report.records import collect
 from bench.cli import main
 
 RANKS = {"blocks.0.0": 20, "blocks.1.0": 10}
@@ -39,8 +40,9 @@ def test_plot_without_runs_still_writes_files_that_say_so(tmp_path):
     written = plots.plot(tmp_path / "runs", "toy", tmp_path / "figures", expected=[("mlp", "bp", 0)])
     assert len(written) == 2 * len(plots.FIGURES)
     assert all(p.stat().st_size > 0 for p in written)
-    for draw in plots.FIGURES.values():
-        assert "no runs" in texts(draw({}, "toy"))
+    for draw in plots.FIGURES.values():  # one line: the figure, "nothing to show" and why
+        fig = draw({}, "toy")
+        assert "nothing to show: " in texts(fig) and len(fig.axes) == 1 and not fig.axes[0].axison
 
 
 def test_accuracy_bars_are_seed_means(runs):
@@ -71,7 +73,7 @@ def test_ablation_needs_ssa_runs(runs):
 
 def test_rank_lines_are_total_rank_per_epoch(runs):
     records, _ = collect(runs, "toy")
-    fig = plots.fig_rank(records, "toy")
+    fig = curves.fig_rank(records, "toy")
     mlp = next(ax for ax in fig.axes if ax.get_title() == "mlp")
     lines = {line.get_label(): line for line in mlp.lines}
     assert set(lines) == {"ssa", "ssa-no_align"}  # bp and dfa have no SVD layers
@@ -81,7 +83,7 @@ def test_rank_lines_are_total_rank_per_epoch(runs):
 
 def test_alignment_is_the_mean_over_blocks_and_seeds(runs):
     records, _ = collect(runs, "toy")
-    fig = plots.fig_alignment(records, "toy")
+    fig = curves.fig_alignment(records, "toy")
     mlp = next(ax for ax in fig.axes if ax.get_title() == "mlp")
     dfa = next(line for line in mlp.lines if line.get_label() == "dfa")
     assert np.allclose(dfa.get_ydata(), [0.2, 0.4, 0.6])  # mean of (0.1 e, 0.3 e)
@@ -106,7 +108,7 @@ def test_figure_bytes_are_the_same_for_the_same_figure():
 
     import matplotlib.pyplot as plt
 
-    from bench.plot import figure_bytes
+    from bench.report.figures import figure_bytes
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])

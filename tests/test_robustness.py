@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.aggregate import aggregate
+from bench.report.table import aggregate
 from bench.cli import main
 from bench.config import RECIPE
 from bench.data.tensors import TensorData

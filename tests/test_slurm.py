@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.aggregate import COLUMNS
+from bench.report.table import COLUMNS
 from bench.config import REPO
 
 SCRIPT = REPO / "scripts" / "slurm_single_node.sh"

@@ -9,7 +9,7 @@ from synthetic_records import write_record
 from bench import grid, sweep
 from bench.cli import main
 from bench.config import REPO
-from bench.findings import base_label, bp_reference, report
+from bench.report.findings import base_label, bp_reference, report
 
 CONFIG = REPO / "config" / "config.yaml"
 SWEEPS = {

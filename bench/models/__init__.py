@@ -23,6 +23,15 @@ ARCHS: dict[str, Callable[..., BlockNet]] = {
     "smallconv": smallconv,
     "vgg13": vgg13,
 }
+# The archs without a convolution (every hidden block fully connected). A declared fact, so that a report
+# (claims.md's claim 3) knows it without building a network; tests/test_models.py checks it on every arch.
+FULLY_CONNECTED = frozenset({"mlp3"})
+
+
+def convolutional(name: str) -> bool:
+    """Whether arch `name` has a convolution; a name this code does not know (a record of an arch since
+    removed) counts as convolutional, the common case."""
+    return name not in FULLY_CONNECTED
 
 
 def build(name: str, in_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False,

@@ -11,36 +11,48 @@ difference of more than NOISE_FALLBACK points. findings.md states which rule eac
 """
 from __future__ import annotations
 
-import io
 import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.aggregate import mean_defined, reported_acc, sample_std
-from bench.plot import figure_bytes
 from bench.record import write_atomic
+from bench.report import markdown as md
+from bench.report.plotting import FORMATS, figure_bytes, nothing_to_show, plt
+from bench.report.summary import Summary, accuracy, finished, mean, memory_mb, pooled_diff_se, pooled_std
+from bench.report.table import write_csv
 from bench.sweep import points, value_name
 
 NOISE_FALLBACK = 1.0
 MEMORY = ("params", "grads", "optimizer_state", "saved_activations")
 
 
-def _stats(records: list[dict]) -> dict[str, Any]:
-    ok = [r for r in records if r["status"] == "ok" and r.get("test_acc") is not None]
-    accs = [reported_acc(r) for r in ok]
-    return {"n_seeds": len(records), "n_ok": len(ok), "test_acc_mean": mean_defined(accs),
-            "test_acc_std": sample_std(accs),
-            "trainable_params": mean_defined([r.get("trainable_params") for r in records]),
-            "feedback_params": mean_defined([r.get("feedback_params") for r in records]),
-            "train_memory_mb": mean_defined([sum(r["memory"].get(k) or 0 for k in MEMORY) / 1e6 for r in records]),
-            "train_time_s": mean_defined([r.get("train_time_s") for r in ok]),
-            "status": "ok" if len(ok) == len(records) else f"diverged {len(records) - len(ok)}/{len(records)}"}
+def _by_method(records: list[dict]) -> dict[str, list[dict]]:
+    by_method: dict[str, list[dict]] = {}
+    for r in records:
+        by_method.setdefault(r["method"], []).append(r)
+    return by_method
 
 
-def sweep_table(records: list[dict], sweeps: dict) -> pd.DataFrame:
-    """One row per method variant found: sweep, option varied, its value, stats, then every swept key."""
+def _stats(records: list[dict], acc: Summary) -> dict[str, Any]:
+    """One sweep point's columns: `acc` is its accuracy summary."""
+    return {"n_seeds": len(records), "n_ok": acc.n_ok, "test_acc_mean": acc.mean, "test_acc_std": acc.std,
+            "trainable_params": mean(r.get("trainable_params") for r in records),
+            "feedback_params": mean(r.get("feedback_params") for r in records),
+            "train_memory_mb": memory_mb(records, *MEMORY),
+            "train_time_s": mean(r.get("train_time_s") for r in finished(records)),
+            "status": "ok" if acc.n_ok == len(records) else f"diverged {len(records) - acc.n_ok}/{len(records)}"}
+
+
+def accuracies(records: list[dict]) -> dict[str, Summary]:
+    """Each method variant's accuracy summary, in the order the records came."""
+    return {method: accuracy(mine) for method, mine in _by_method(records).items()}
+
+
+def sweep_table(records: list[dict], sweeps: dict, accs: dict[str, Summary] | None = None) -> pd.DataFrame:
+    """One row per method variant found: sweep, option varied, its value, stats, then every swept key;
+    `accs`: the variants' accuracies() if already summarised."""
     keys = list(dict.fromkeys(k for s in sweeps.values() for k in [*(s.get("base") or {}), *s["options"]]))
     varied = {}
     for name, sweep in sweeps.items():
@@ -48,15 +60,12 @@ def sweep_table(records: list[dict], sweeps: dict) -> pd.DataFrame:
         for variant, settings in points(name, sweep).items():
             changed = {k: v for k, v in settings.items() if base.get(k, object()) != v}
             varied[variant] = (name, ", ".join(changed) or "base", ", ".join(map(str, changed.values())))
-    by_method: dict[str, list[dict]] = {}
-    for r in records:
-        by_method.setdefault(r["method"], []).append(r)
-    rows = []
-    for method, mine in by_method.items():
+    rows, accs = [], accs or accuracies(records)
+    for method, mine in _by_method(records).items():
         sweep, option, value = varied.get(method, ("", "", ""))
         settings = {**mine[0].get("recipe", {}), **mine[0].get("options", {})}
         rows.append({"method": method, "impl": mine[0].get("impl", method), "sweep": sweep, "option": option,
-                     "value": value, **_stats(mine), **{k: _cell(settings.get(k)) for k in keys}})
+                     "value": value, **_stats(mine, accs[method]), **{k: _cell(settings.get(k)) for k in keys}})
     table = pd.DataFrame(rows)
     bp = table.loc[table["method"] == "bp", "test_acc_mean"]
     table["delta_to_bp"] = table["test_acc_mean"] - (bp.iloc[0] if len(bp) else math.nan)
@@ -89,14 +98,9 @@ def _is_true(value: Any) -> bool:
     return value is True or value == 1  # None or NaN (records from before the key existed): False
 
 
-def _fmt(mean: float, std: float) -> str:
-    if math.isnan(mean):
-        return "—"
-    return f"{mean:.2f}" + ("" if math.isnan(std) else f" ± {std:.2f}")
-
-
-def findings(table: pd.DataFrame, sweeps: dict, conditions: list[str]) -> str:
-    """findings.md: best SSA configuration, its margins, which options matter, their costs."""
+def findings(table: pd.DataFrame, sweeps: dict, conditions: list[str], accs: dict[str, Summary]) -> str:
+    """findings.md: best SSA configuration, its margins, which options matter, their costs; `accs` holds
+    each variant's accuracy summary (accuracies())."""
     lines = ["# SSA's design space: findings", "", "Generated by `python -m bench sweep-report` from the run "
              "records; thresholds are the suite's [suite].", "", "## Conditions", ""]
     lines += [f"- {c}" for c in conditions]
@@ -108,9 +112,9 @@ def findings(table: pd.DataFrame, sweeps: dict, conditions: list[str]) -> str:
     else:
         best = ssa.loc[ssa["test_acc_mean"].idxmax()]
         lines.append(f"- `{best['method']}` ({best['option']} = {best['value'] or 'base'}): "
-                     f"{_fmt(best['test_acc_mean'], best['test_acc_std'])} % over {best['n_ok']} seed(s).")
+                     f"{md.mean_std(best['test_acc_mean'], best['test_acc_std'])} % over {best['n_ok']} seed(s).")
         if dfa is not None:
-            lines.append(f"- Margin over DFA (`{dfa['method']}`, {_fmt(dfa['test_acc_mean'], dfa['test_acc_std'])} %): "
+            lines.append(f"- Margin over DFA (`{dfa['method']}`, {md.mean_std(dfa['test_acc_mean'], dfa['test_acc_std'])} %): "
                          f"{best['test_acc_mean'] - dfa['test_acc_mean']:+.2f} points.")
             dfas = table[(table["impl"] == "dfa") & table["test_acc_mean"].notna()]
             top = dfas.loc[dfas["test_acc_mean"].idxmax()]
@@ -122,7 +126,7 @@ def findings(table: pd.DataFrame, sweeps: dict, conditions: list[str]) -> str:
                        or _is_true(reference["batchnorm"]) == _is_true(best["batchnorm"])
                        else "on another network: none ran with this one's batchnorm")
             lines.append(f"- Gap to BP {network} (`{reference['method']}`, "
-                         f"{_fmt(reference['test_acc_mean'], reference['test_acc_std'])} %): "
+                         f"{md.mean_std(reference['test_acc_mean'], reference['test_acc_std'])} %): "
                          f"{best['test_acc_mean'] - reference['test_acc_mean']:+.2f} points.")
         lines.append(f"- Cost: {best['trainable_params'] / 1e3:.1f} k trainable parameters, "
                      f"{best['train_memory_mb']:.1f} MB training memory, {best['train_time_s']:.0f} s training.")
@@ -137,45 +141,37 @@ def findings(table: pd.DataFrame, sweeps: dict, conditions: list[str]) -> str:
             lines.append(f"- sweep `{name}`: its base point has no finished run.")
             continue
         base = base.iloc[0]
-        std, points_used = pooled_std(rows)
+        std, points_used = pooled_std(accs[method] for method in rows["method"])
         rule = (f"noise: seed std {std:.2f} pooled over {points_used} multi-seed points; a value matters when "
                 "its difference exceeds 2 SE of the difference" if std is not None else
                 f"noise: no point has 2 seeds; a value matters when its difference exceeds {NOISE_FALLBACK:g} point")
-        lines.append(f"- sweep `{name}` (impl {sweep['impl']}, base {_fmt(base['test_acc_mean'], base['test_acc_std'])} %; "
+        lines.append(f"- sweep `{name}` (impl {sweep['impl']}, base {md.mean_std(base['test_acc_mean'], base['test_acc_std'])} %; "
                      f"{rule}):")
         for option in sweep["options"]:
             these = rows[(rows["option"] == option) & rows["test_acc_mean"].notna()]
             if these.empty:
                 continue
             effects, matters = [], False
-            for value, acc, n in zip(these["value"], these["test_acc_mean"], these["n_ok"]):
-                difference, limit = acc - base["test_acc_mean"], noise_limit(std, base["n_ok"], n)
+            for value, method in zip(these["value"], these["method"]):
+                difference = accs[method].mean - accs[base["method"]].mean
+                limit = noise_limit(std, accs[base["method"]].n, accs[method].n)
                 matters |= abs(difference) > limit
                 effects.append(f"{value}: {difference:+.2f} ({'>' if abs(difference) > limit else '<='} {limit:.2f})")
             verdict = "matters" if matters else "does not matter here"
             lines.append(f"  - `{option}` {verdict} (vs base {', '.join(effects)})")
-    lines += ["", "## Cost of each configuration", "",
-              "| method | test acc (%) | Δ to BP | trainable params | feedback params | train memory (MB) | train time (s) |",
-              "|---|---|---|---|---|---|---|"]
-    for row in table.itertuples():
-        lines.append(f"| {row.method} | {_fmt(row.test_acc_mean, row.test_acc_std)} | {row.delta_to_bp:+.2f} | "
-                     f"{row.trainable_params / 1e3:.1f} k | {row.feedback_params / 1e3:.1f} k | "
-                     f"{row.train_memory_mb:.1f} | {row.train_time_s:.0f} |")
+    lines += ["", "## Cost of each configuration", ""]
+    lines += md.table(["method", "test acc (%)", "Δ to BP", "trainable params", "feedback params",
+                       "train memory (MB)", "train time (s)"],
+                      [[row.method, md.mean_std(row.test_acc_mean, row.test_acc_std), f"{row.delta_to_bp:+.2f}",
+                        f"{row.trainable_params / 1e3:.1f} k", f"{row.feedback_params / 1e3:.1f} k",
+                        f"{row.train_memory_mb:.1f}", f"{row.train_time_s:.0f}"] for row in table.itertuples()])
     return "\n".join(lines) + "\n"
 
 
-def pooled_std(rows: pd.DataFrame) -> tuple[float | None, int]:
-    """(seed std pooled over the rows with >= 2 finished seeds, how many such rows); (None, 0) without any."""
-    multi = rows[(rows["n_ok"] >= 2) & rows["test_acc_std"].notna()]
-    freedom = (multi["n_ok"] - 1).sum()
-    if not freedom:
-        return None, 0
-    return math.sqrt(((multi["n_ok"] - 1) * multi["test_acc_std"] ** 2).sum() / freedom), len(multi)
-
-
 def noise_limit(std: float | None, n_base: int, n_value: int) -> float:
-    """Twice the standard error of a difference of two means over n_base and n_value seeds, or the fallback."""
-    return 2 * std * math.sqrt(1 / n_base + 1 / n_value) if std is not None else NOISE_FALLBACK
+    """Twice the standard error of a difference of two means over n_base and n_value seeds that share the
+    pooled seed std `std`, or the fallback without one."""
+    return 2 * pooled_diff_se(std, n_base, n_value) if std is not None else NOISE_FALLBACK
 
 
 def base_label(base: pd.DataFrame, option: str, sweep: dict) -> str:
@@ -186,32 +182,31 @@ def base_label(base: pd.DataFrame, option: str, sweep: dict) -> str:
 
 
 def sensitivity_figures(table: pd.DataFrame, sweeps: dict, dataset: str, out_dir: Path) -> list[Path]:
-    """One figure per (sweep, option): accuracy vs the option's value, the base point marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """One figure per (sweep, option): accuracy vs the option's value, the base point marked; a sweep whose
+    base point has no record has nothing to show (one line saying so, as in bench/report/figures.py)."""
     written = []
     for name, sweep in sweeps.items():
         rows = table[table["sweep"] == name]
         base = rows[rows["option"] == "base"]
         for option in sweep["options"]:
             these = rows[rows["option"] == option]
-            fig, ax = plt.subplots(figsize=(5, 3.5))
-            labels = [base_label(base, option, sweep), *these["value"]]
-            means = [*base["test_acc_mean"], *these["test_acc_mean"]]
-            stds = [*base["test_acc_std"], *these["test_acc_std"]]
-            if len(means) == len(labels):
+            title = f"{dataset}: {name}, {option} (others at base)"
+            if base.empty:
+                fig = nothing_to_show(title, "the sweep's base point has no record")
+            else:
+                fig, ax = plt.subplots(figsize=(5, 3.5))
+                labels = [base_label(base, option, sweep), *these["value"]]
+                means = [*base["test_acc_mean"], *these["test_acc_mean"]]
+                stds = [*base["test_acc_std"], *these["test_acc_std"]]
                 ax.errorbar(range(len(labels)), means, yerr=[0 if math.isnan(s) else s for s in stds], fmt="o",
                             capsize=3)
                 ax.axhline(means[0], color="grey", linewidth=0.8, linestyle=":")
-            ax.set_xticks(range(len(labels)), labels, rotation=20)
-            ax.set_xlabel(option)
-            ax.set_ylabel("test accuracy (%)")
-            ax.set_title(f"{dataset}: {name}, {option} (others at base)", fontsize=9)
-            fig.tight_layout()
-            for ext in ("png", "pdf"):
+                ax.set_xticks(range(len(labels)), labels, rotation=20)
+                ax.set_xlabel(option)
+                ax.set_ylabel("test accuracy (%)")
+                ax.set_title(title, fontsize=9)
+                fig.tight_layout()
+            for ext in FORMATS:
                 path = out_dir / "figures" / f"{dataset}_{name}_{option}.{ext}"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(path, figure_bytes(fig, ext, dpi=120))
@@ -222,30 +217,26 @@ def sensitivity_figures(table: pd.DataFrame, sweeps: dict, dataset: str, out_dir
 
 def _markdown(table: pd.DataFrame, dataset: str) -> str:
     def cell(value):
-        if isinstance(value, float):
-            return "—" if math.isnan(value) else f"{value:.4g}"
-        return str(value)
+        return md.number(value, "{:.4g}") if isinstance(value, float) else str(value)
 
-    lines = [f"# {dataset}: sweep (one row per variant; option values as columns)", "",
-             "| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    lines = [f"# {dataset}: sweep (one row per variant; option values as columns)", ""]
+    lines += md.table(list(table.columns), [[cell(v) for v in row] for row in table.itertuples(index=False)])
     return "\n".join(lines) + "\n"
 
 
 def report(records: list[dict], sweeps: dict, dataset: str, out_dir: Path | str) -> pd.DataFrame:
     """Write out_dir/{dataset}_sweep.csv|md, figures/{dataset}_{sweep}_{option}.png|pdf and findings.md."""
-    from bench.claims import conditions
+    from bench.report.claims import conditions
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = [r for r in records if r["dataset"] == dataset]
     if not records:
         raise FileNotFoundError(f"no records of {dataset} given")
-    table = sweep_table(records, sweeps)
-    buffer = io.StringIO()
-    table.to_csv(buffer, index=False, float_format="%.6g")
-    write_atomic(out_dir / f"{dataset}_sweep.csv", buffer.getvalue().encode())
+    accs = accuracies(records)
+    table = sweep_table(records, sweeps, accs)
+    write_csv(table, out_dir / f"{dataset}_sweep.csv")
     write_atomic(out_dir / f"{dataset}_sweep.md", _markdown(table, dataset).encode())
     sensitivity_figures(table, sweeps, dataset, out_dir)
-    write_atomic(out_dir / "findings.md", findings(table, sweeps, conditions(records)).encode())
+    write_atomic(out_dir / "findings.md", findings(table, sweeps, conditions(records), accs).encode())
     return table

@@ -17,8 +17,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.aggregate import find_records, mean_defined, read_record, reported_acc, sample_std
 from bench.record import write_atomic
+from bench.report import markdown as md
+from bench.report.records import find_records, read_record
+from bench.report.summary import Summary, accuracy, diff_se, finished, mean, memory_mb
 
 COMPARABLE_POINTS = 1.0
 CONVERGE_SHARE = 0.95
@@ -27,47 +29,18 @@ ABLATIONS = {"ssa-no_align": "alignment", "ssa-no_orth": "orthogonality"}  # cla
 SUPPORTED, NOT_SUPPORTED, NOT_RUN = "supported", "not supported", "not run yet"
 
 
-@dataclass
-class Runs:
-    """The records of one (dataset, arch, method): accuracies of the seeds that finished, and the rest."""
+def _cell(acc: Summary) -> str:
+    """A group's accuracy as claims.md shows it: mean ± std (n=seeds)."""
+    return f"{md.mean_std(acc.mean, acc.std)} (n={acc.n})" if acc.n else md.EMPTY
 
-    records: list[dict]
 
-    @property
-    def ok(self) -> list[dict]:
-        return [r for r in self.records if r["status"] == "ok" and r.get("test_acc") is not None]
-
-    @property
-    def accs(self) -> list[float]:
-        return [reported_acc(r) for r in self.ok]
-
-    @property
-    def mean(self) -> float:
-        return mean_defined(self.accs)
-
-    @property
-    def std(self) -> float:
-        return sample_std(self.accs)
-
-    def mean_of(self, key: str) -> float:
-        return mean_defined([r.get(key) for r in self.records])
-
-    def memory_of(self, *keys: str) -> float:
-        return mean_defined([sum(r["memory"].get(k) or 0 for k in keys) for r in self.records])
-
-    def curve(self) -> list[float]:
-        """Mean test accuracy per epoch over the finished seeds (as long as the shortest history)."""
-        histories = [r["history"] for r in self.ok if r.get("history")]
-        if not histories:
-            return []
-        length = min(len(h) for h in histories)
-        return [sum(h[i]["test_acc"] for h in histories) / len(histories) for i in range(length)]
-
-    def __str__(self) -> str:
-        if not self.accs:
-            return "—"
-        std = "" if math.isnan(self.std) else f" ± {self.std:.2f}"
-        return f"{self.mean:.2f}{std} (n={len(self.accs)})"
+def _curve(records: list[dict]) -> list[float]:
+    """Mean test accuracy per epoch over the finished seeds (as long as the shortest history)."""
+    histories = [r["history"] for r in finished(records) if r.get("history")]
+    if not histories:
+        return []
+    length = min(len(h) for h in histories)
+    return [Summary.of(h[i]["test_acc"] for h in histories).mean for i in range(length)]
 
 
 @dataclass
@@ -91,39 +64,18 @@ class Claim:
         self.passes.append(passed)
 
 
-def _diff_se(a: Runs, b: Runs) -> float:
-    """Standard error of mean(a) - mean(b); NaN with fewer than two seeds on either side."""
-    if len(a.accs) < 2 or len(b.accs) < 2:
-        return math.nan
-    return math.sqrt(a.std ** 2 / len(a.accs) + b.std ** 2 / len(b.accs))
-
-
 def _epochs_to(curve: list[float], target: float) -> int | None:
     """1-based epoch at which `curve` first reaches `target`, None if it never does."""
     return next((i + 1 for i, acc in enumerate(curve) if acc >= target), None)
 
 
-def _is_convolutional(arch: str) -> bool:
-    import torch
-
-    from bench.models import build
-
-    try:
-        model = build(arch, (3, 32, 32), 10)
-    except ValueError:
-        return True  # an arch this code no longer knows: assume the common case, a CNN
-    return any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-
-
-def _ratio(a: float, b: float) -> str:
-    return "—" if not b or math.isnan(a) or math.isnan(b) else f"{a / b:.2f}x"
-
-
 def _pairs(grouped: dict, *methods: str):
-    """(dataset, arch, {method: Runs}) for every (dataset, arch) that has every one of `methods`."""
+    """(dataset, arch, {method: records}, {method: accuracy}) for every (dataset, arch) where every one of
+    `methods` has a finished run."""
     for (dataset, arch), by_method in grouped.items():
-        if all(m in by_method and by_method[m].accs for m in methods):
-            yield dataset, arch, by_method
+        accs = {m: accuracy(rs) for m, rs in by_method.items()}
+        if all(m in accs and accs[m].n for m in methods):
+            yield dataset, arch, by_method, accs
 
 
 def claim_accuracy(grouped: dict, datasets: list[str]) -> Claim:
@@ -131,9 +83,10 @@ def claim_accuracy(grouped: dict, datasets: list[str]) -> Claim:
                   f"SSA's mean test accuracy at most {COMPARABLE_POINTS:g} point below BP's on the same arch "
                   "(the earlier version reported VGG-13 on CIFAR-10 within about 0.2 points).",
                   ["dataset", "arch", "BP (%)", "SSA (%)", "Δ SSA − BP"])
-    for dataset, arch, runs in _pairs(grouped, "bp", "ssa"):
-        delta = runs["ssa"].mean - runs["bp"].mean
-        claim.add([dataset, arch, runs["bp"], runs["ssa"], f"{delta:+.2f}"], delta >= -COMPARABLE_POINTS)
+    for dataset, arch, _, accs in _pairs(grouped, "bp", "ssa"):
+        delta = accs["ssa"].mean - accs["bp"].mean
+        claim.add([dataset, arch, _cell(accs["bp"]), _cell(accs["ssa"]), f"{delta:+.2f}"],
+                  delta >= -COMPARABLE_POINTS)
     unrun = [d for d in PAPER_DATASETS if d not in datasets]
     if unrun:
         claim.notes.append(f"The paper's datasets not among those checked here: {', '.join(unrun)} (not run yet).")
@@ -151,32 +104,33 @@ def claim_cost(grouped: dict) -> Claim:
                   ["dataset", "arch", "trainable SSA / DFA", "memory SSA / BP", "memory SSA blockwise / BP",
                    "time SSA / BP"])
     memory = ("params", "grads", "optimizer_state", "saved_activations")
-    for dataset, arch, runs in _pairs(grouped, "bp", "dfa", "ssa"):
+    for dataset, arch, runs, accs in _pairs(grouped, "bp", "dfa", "ssa"):
         ssa, dfa, bp = runs["ssa"], runs["dfa"], runs["bp"]
-        params = ssa.mean_of("trainable_params") / dfa.mean_of("trainable_params")
-        mem = ssa.memory_of(*memory) / bp.memory_of(*memory)
-        blockwise = blockwise_twin(runs, "ssa")
-        local = blockwise.memory_of(*memory) / bp.memory_of(*memory) if blockwise else None
-        time = ssa.mean_of("train_time_s") / bp.mean_of("train_time_s")
-        claim.add([dataset, arch, f"{params:.2f}x", f"{mem:.2f}x", "—" if local is None else f"{local:.2f}x",
+        params = mean(r.get("trainable_params") for r in ssa) / mean(r.get("trainable_params") for r in dfa)
+        mem = memory_mb(ssa, *memory) / memory_mb(bp, *memory)
+        blockwise = blockwise_twin(runs, accs, "ssa")
+        local = memory_mb(blockwise, *memory) / memory_mb(bp, *memory) if blockwise else None
+        time = mean(r.get("train_time_s") for r in ssa) / mean(r.get("train_time_s") for r in bp)
+        claim.add([dataset, arch, f"{params:.2f}x", f"{mem:.2f}x", md.EMPTY if local is None else f"{local:.2f}x",
                    f"{time:.2f}x"], params < 1 and (mem if local is None else local) < 1 and time < 1)
     claim.notes.append("Times are wall-clock training time (evaluation excluded) on the device named under "
                        "Conditions; runs that shared a machine make them noisier than the other columns.")
     return claim
 
 
-def blockwise_twin(by_method: dict, method: str) -> Runs | None:
+def blockwise_twin(by_method: dict, accs: dict, method: str) -> list[dict] | None:
     """The runs of `method`'s rule, options and recipe trained with `locality: blockwise`, under any
-    variant name in the same (dataset, arch); None where the records hold none."""
-    reference = by_method[method].records[0]
+    variant name in the same (dataset, arch); None where the records hold none that finished."""
+    def without_locality(record: dict) -> dict:
+        return {k: v for k, v in (record.get("recipe") or {}).items() if k != "locality"}
+
+    reference = by_method[method][0]
     for name, runs in by_method.items():
-        first = runs.records[0] if runs.records else None
-        if (name != method and first is not None and first.get("impl") == reference.get("impl")
+        first = runs[0]
+        if (name != method and first.get("impl") == reference.get("impl")
                 and first.get("options") == reference.get("options")
                 and (first.get("recipe") or {}).get("locality") == "blockwise"
-                and {k: v for k, v in (first.get("recipe") or {}).items() if k != "locality"}
-                == {k: v for k, v in (reference.get("recipe") or {}).items() if k != "locality"}
-                and runs.accs):
+                and without_locality(first) == without_locality(reference) and accs[name].n):
             return runs
     return None
 
@@ -186,11 +140,13 @@ def claim_dfa_scaling(grouped: dict) -> Claim:
                   "DFA's gap to BP (BP − DFA, points) on every convolutional or deeper arch exceeds its gap on "
                   "the dataset's shallowest fully connected arch (or, without one, its shallowest arch).",
                   ["dataset", "arch", "blocks", "convolutional", "BP − DFA", "reference arch", "reference gap"])
+    from bench.models import convolutional  # a declared fact of each arch: no network is built
+
     by_dataset: dict[str, list] = {}
-    for dataset, arch, runs in _pairs(grouped, "bp", "dfa"):
-        blocks = len(runs["dfa"].ok[0]["history"][-1].get("alignment") or [])
-        by_dataset.setdefault(dataset, []).append((arch, blocks, _is_convolutional(arch),
-                                                   runs["bp"].mean - runs["dfa"].mean))
+    for dataset, arch, runs, accs in _pairs(grouped, "bp", "dfa"):
+        blocks = len(finished(runs["dfa"])[0]["history"][-1].get("alignment") or [])
+        by_dataset.setdefault(dataset, []).append((arch, blocks, convolutional(arch),
+                                                   accs["bp"].mean - accs["dfa"].mean))
     for dataset, archs in by_dataset.items():
         if len(archs) < 2:
             claim.notes.append(f"{dataset}: one arch only ({archs[0][0]}); the claim compares archs.")
@@ -209,15 +165,15 @@ def claim_ablation(grouped: dict) -> Claim:
                   "For each term, ssa minus the variant without it is more than twice the standard error of "
                   "that difference (seeds as samples).",
                   ["dataset", "arch", "term", "SSA (%)", "without it (%)", "Δ", "2 × SE"])
-    for dataset, arch, runs in _pairs(grouped, "ssa"):
+    for dataset, arch, _, accs in _pairs(grouped, "ssa"):
         for variant, term in ABLATIONS.items():
-            if variant not in runs or not runs[variant].accs:
+            if variant not in accs or not accs[variant].n:
                 continue
-            delta, se = runs["ssa"].mean - runs[variant].mean, _diff_se(runs["ssa"], runs[variant])
-            claim.add([dataset, arch, term, runs["ssa"], runs[variant], f"{delta:+.2f}",
-                       "—" if math.isnan(se) else f"{2 * se:.2f}"], not math.isnan(se) and delta > 2 * se)
+            delta, se = accs["ssa"].mean - accs[variant].mean, diff_se(accs["ssa"], accs[variant])
+            claim.add([dataset, arch, term, _cell(accs["ssa"]), _cell(accs[variant]), f"{delta:+.2f}",
+                       md.number(2 * se)], not math.isnan(se) and delta > 2 * se)
     informative = [v for v in ("ssa-ce_only", "ssa-fixed_rank")
-                   if any(v in runs and runs[v].accs for _, _, runs in _pairs(grouped, "ssa"))]
+                   if any(v in accs and accs[v].n for _, _, _, accs in _pairs(grouped, "ssa"))]
     if informative:
         claim.notes.append(f"Also in the tables, not part of the verdict: {', '.join(informative)}.")
     return claim
@@ -228,8 +184,8 @@ def claim_convergence(grouped: dict) -> Claim:
                   f"SSA's mean test-accuracy curve reaches {CONVERGE_SHARE:.0%} of the lower of the two final "
                   "mean accuracies in fewer epochs than DFA's curve does.",
                   ["dataset", "arch", "target (%)", "epochs SSA", "epochs DFA", "epoch-1 SSA / DFA (%)"])
-    for dataset, arch, runs in _pairs(grouped, "ssa", "dfa"):
-        ssa, dfa = runs["ssa"].curve(), runs["dfa"].curve()
+    for dataset, arch, runs, _ in _pairs(grouped, "ssa", "dfa"):
+        ssa, dfa = _curve(runs["ssa"]), _curve(runs["dfa"])
         if not ssa or not dfa:
             continue
         target = CONVERGE_SHARE * min(ssa[-1], dfa[-1])
@@ -260,9 +216,9 @@ CLAIMS = (claim_cost, claim_dfa_scaling, claim_ablation, claim_convergence)
 
 def evaluate(records: list[dict], datasets: list[str]) -> list[Claim]:
     """Every claim of method.md checked against `records` (of `datasets`)."""
-    grouped: dict[tuple[str, str], dict[str, Runs]] = {}
+    grouped: dict[tuple[str, str], dict[str, list[dict]]] = {}
     for r in records:
-        grouped.setdefault((r["dataset"], r["arch"]), {}).setdefault(r["method"], Runs([])).records.append(r)
+        grouped.setdefault((r["dataset"], r["arch"]), {}).setdefault(r["method"], []).append(r)
     grouped = dict(sorted(grouped.items()))  # rows by (dataset, arch), whatever order the records came in
     return [claim_accuracy(grouped, datasets), *(check(grouped) for check in CLAIMS)]
 
@@ -279,14 +235,14 @@ def render(claims: list[Claim], records: list[dict], datasets: list[str]) -> str
              "stated under each claim.", "",
              f"Datasets checked: {_coverage(records, datasets)}.", "", "## Conditions", ""]
     lines += [f"- {line}" for line in conditions(records)]
-    lines += ["", "## Verdicts", "", "| claim | verdict | pairs supporting |", "|---|---|---|"]
-    lines += [f"| {c.number}. {c.text} | **{c.verdict}** | {sum(c.passes)}/{len(c.passes)} |" for c in claims]
+    lines += ["", "## Verdicts", ""]
+    lines += md.table(["claim", "verdict", "pairs supporting"],
+                      [[f"{c.number}. {c.text}", f"**{c.verdict}**", f"{sum(c.passes)}/{len(c.passes)}"]
+                       for c in claims])
     for c in claims:
         lines += ["", f"## Claim {c.number}: {c.text}", "", f"**Verdict: {c.verdict}.** Criterion: {c.criterion}", ""]
         if c.rows:
-            header = [*c.header, "verdict"]
-            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(row) + " |" for row in c.rows]
+            lines += md.table([*c.header, "verdict"], c.rows)
         else:
             lines.append("No records hold the runs this claim needs.")
         lines += [""] + [f"- {note}" for note in c.notes] if c.notes else []

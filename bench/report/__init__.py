@@ -1,0 +1,11 @@
+"""The report wing: run records -> tables, figures, claims.md and a sweep's findings.md.
+
+Layers, each importing only those above it in this list:
+- records.py: record.json files found, checked and keyed by run; the values of one record a report shows.
+- summary.py: the one summary of a group of runs (n_ok, n_diverged, mean, sample std, standard error,
+  pooled std); markdown.py: the one markdown table writer and its cell formats; plotting.py: what the
+  figures share.
+- table.py (`python -m bench aggregate`), figures.py and curves.py (`plot`), claims.py (`claims`),
+  findings.py (`sweep-report`).
+Nothing in bench/ outside this package imports it but the command line (bench/cli.py) and the Snakefile.
+"""

@@ -1,0 +1,208 @@
+"""Tables: one dataset's run records -> one row per (arch, method variant) in {dataset}_table.csv and .md.
+
+Accuracy is the mean +- sample std over the seeds that finished (`status: ok`), each at the epoch its
+record selects (`selection`: the last, or the best on a validation split: BioTorch's protocol); a diverged run is left
+out of the mean and counted in `status`; a planned run without a record is counted as missing. Params
+and memory are means over every record found (they do not depend on divergence); memory is in MB
+(10^6 bytes), as measured by the trainer (bench/measure.py). Every mean and std is bench/report/summary.py's,
+the one the figures use too; the markdown is bench/report/markdown.py's.
+"""
+from __future__ import annotations
+
+import io
+import logging
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from bench.config import REPO
+from bench.record import writable_folder, write_atomic
+from bench.report import markdown as md
+from bench.report.records import COUNTS, Run, collect, final_update_alignment, robust_acc
+from bench.report.summary import accuracy, finished, mean, memory_mb
+from bench.robustness import TABLE_BUDGET
+
+log = logging.getLogger(__name__)
+
+PUBLISHED = REPO / "config" / "published.csv"  # dataset,arch,method,metric,value,source (one cited figure a row)
+MEMORY = {"params_mb": "params", "grads_mb": "grads", "optimizer_state_mb": "optimizer_state",
+          "feedback_mb": "feedback", "saved_activations_mb": "saved_activations", "peak_mb": "peak"}
+COLUMNS = ["arch", "method", "n_seeds", "n_ok", "n_diverged", "n_missing", "epochs", "selection", "test_acc_mean",
+           "test_acc_std", "delta_to_bp", "best_test_acc_mean", "update_alignment", "ece", "pgd_acc", *COUNTS,
+           *MEMORY, "train_time_s_mean", "images_per_s_mean", "status", "published"]
+
+
+def _row(arch: str, method: str, records: list[dict], n_missing: int) -> dict:
+    acc, ok = accuracy(records), finished(records)
+    n_seeds = len(records) + n_missing
+    status = [f"diverged {acc.n_diverged}/{n_seeds}"] if acc.n_diverged else []
+    status += [f"missing {n_missing}/{n_seeds}"] if n_missing else []
+    epochs = sorted({r.get("epochs_planned") for r in records} - {None})
+    row = {"arch": arch, "method": method, "n_seeds": n_seeds, "n_ok": acc.n_ok, "n_diverged": acc.n_diverged,
+           "n_missing": n_missing, "epochs": "/".join(map(str, epochs)),
+           "selection": "/".join(sorted({r.get("selection", "last") for r in ok})),
+           "test_acc_mean": acc.mean, "test_acc_std": acc.std,
+           "best_test_acc_mean": mean(r.get("best_test_acc") for r in ok),
+           "update_alignment": mean(final_update_alignment(r) for r in ok),
+           "ece": mean(r.get("ece") for r in ok),  # records before issue 21 have none: empty
+           "pgd_acc": mean(robust_acc(r) for r in ok)}
+    row |= {key: mean(r.get(key) for r in records) for key in COUNTS}
+    row |= {col: memory_mb(records, key) for col, key in MEMORY.items()}
+    row |= {"train_time_s_mean": mean(r.get("train_time_s") for r in ok),
+            "images_per_s_mean": mean(r.get("images_per_s") for r in ok),
+            "status": ", ".join(status) or "ok"}
+    return row
+
+
+def _order(runs: list[Run]) -> list[tuple[str, str]]:
+    """(arch, method) rows in first-seen order; `runs` comes in grid order or sorted with bp first."""
+    return list(dict.fromkeys((a, m) for a, m, _ in runs))
+
+
+Published = dict[tuple[str, str], list[tuple[str, str]]]  # (arch, method) -> [(optimizer or "", "acc [source]")]
+
+
+def published(dataset: str, path: Path | str | None = PUBLISHED) -> Published:
+    """Published accuracies (%) of `dataset` by (arch, method), each with its optimizer ("" when the source
+    names none) and its source, from the cited data file (config/published.csv) if present."""
+    if path is None or not Path(path).is_file():
+        return {}
+    table = pd.read_csv(path, dtype={"value": float, "optimizer": str}, keep_default_na=False)
+    missing = {"dataset", "arch", "method", "metric", "value", "source"} - set(table.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    if "optimizer" not in table.columns:  # optional: a file without it compares every figure with every run
+        table["optimizer"] = ""
+    figures: Published = {}
+    for row in table[table["dataset"] == dataset].itertuples():
+        if row.metric not in ("test_acc", "top1_error"):
+            continue  # other metrics (time, memory) have no column of their own yet
+        acc = row.value if row.metric == "test_acc" else 100.0 - row.value
+        figures.setdefault((row.arch, row.method), []).append((row.optimizer, f"{acc:.2f} [{row.source}]"))
+    return figures
+
+
+def like_with_like(figures: list[tuple[str, str]], records: list[dict]) -> str:
+    """The published figures a row compares with: those with the row's optimizer, or with none stated.
+
+    Like with like: a BioTorch Adam figure sits beside runs trained with Adam, never beside AdamW or SGD
+    runs. A row without records (every run missing) shows every figure.
+    """
+    used = {(r.get("recipe") or {}).get("optimizer") for r in records} - {None}
+    return "; ".join(text for optimizer, text in figures if not optimizer or not used or optimizer in used)
+
+
+def provenance_notes(records: list[dict], dataset: str) -> list[str]:
+    """Warnings (also logged) when the records come from several git commits or from uncommitted code."""
+    notes = []
+    sources = [r.get("provenance") or {} for r in records]
+    commits = Counter(str(p.get("git_commit") or "unknown") for p in sources)
+    if len(commits) > 1:
+        listed = ", ".join(f"{c[:10]} ({n} runs)" for c, n in commits.most_common())
+        notes.append(f"the rows mix records from {len(commits)} git commits: {listed}")
+    dirty = sum(1 for p in sources if p.get("git_dirty"))
+    if dirty:
+        notes.append(f"{dirty} of {len(records)} runs ran on a working tree with uncommitted changes (git_dirty)")
+    for note in notes:
+        log.warning("%s: %s", dataset, note)
+    return notes
+
+
+def aggregate(runs_dir: Path | str, dataset: str, expected: list[Run] | None = None, allow_missing: bool = False,
+              out_dir: Path | str | None = None, published_path: Path | str | None = PUBLISHED,
+              published_as: str | None = None) -> pd.DataFrame:
+    """The dataset's table, one row per (arch, method); written to out_dir/{dataset}_table.csv|md if given.
+
+    `expected` lists the planned (arch, method, seed) runs (None: every record found). A planned run
+    without a record raises FileNotFoundError naming the paths, unless `allow_missing`, when its row
+    shows the missing count. delta_to_bp is the row's mean accuracy minus bp's on the same arch.
+    `published_as` names the dataset whose published figures stand beside this one's (the CIFAR-10 JPEG
+    image folder beside CIFAR-10's), default `dataset` itself.
+    """
+    records, missing = collect(runs_dir, dataset, expected, allow_missing)
+    runs = list(expected) if expected is not None else sorted(records, key=lambda r: (r[0], r[1] != "bp", r[1], r[2]))
+    if not runs:
+        raise FileNotFoundError(f"no records of {dataset} under {Path(runs_dir, dataset)}")
+    notes = provenance_notes(list(records.values()), dataset)
+    cited = published(published_as or dataset, published_path)
+    rows = []
+    for arch, method in _order(runs):
+        mine = [r for (a, m, _), r in records.items() if (a, m) == (arch, method)]
+        n_missing = sum(1 for a, m, _ in missing if (a, m) == (arch, method))
+        rows.append(_row(arch, method, mine, n_missing) | {"published": like_with_like(cited.get((arch, method), []), mine)})
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    table[COUNTS] = table[COUNTS].round().astype("Int64")  # counts print as integers, <NA> when unknown
+    bp = table[table["method"] == "bp"].set_index("arch")["test_acc_mean"]
+    table["delta_to_bp"] = table["test_acc_mean"] - table["arch"].map(bp)
+    table.attrs["notes"] = notes  # shown under the markdown table; the csv keeps its fixed columns
+    if out_dir is not None:
+        write_tables(table, dataset, out_dir)
+    return table
+
+
+def write_csv(table: pd.DataFrame, path: Path) -> None:
+    """Every column of `table`, six significant digits, written atomically."""
+    buffer = io.StringIO()
+    table.to_csv(buffer, index=False, float_format="%.6g")
+    write_atomic(path, buffer.getvalue().encode())
+
+
+def write_tables(table: pd.DataFrame, dataset: str, out_dir: Path | str) -> tuple[Path, Path]:
+    """Write {dataset}_table.csv (every column) and {dataset}_table.md (for reading) atomically."""
+    out_dir = writable_folder(out_dir)
+    csv_path, md_path = out_dir / f"{dataset}_table.csv", out_dir / f"{dataset}_table.md"
+    write_csv(table, csv_path)
+    write_atomic(md_path, markdown(table, dataset).encode())
+    log.info("wrote %s and %s (%d rows)", csv_path, md_path, len(table))
+    return csv_path, md_path
+
+
+def _count(value) -> str:
+    if value is None or pd.isna(value):
+        return md.EMPTY
+    return f"{value / 1e6:.2f} M" if value >= 1e6 else f"{value / 1e3:.1f} k" if value >= 1e3 else f"{value:.0f}"
+
+
+MARKDOWN = [  # (header, cell from a table row)
+    ("arch", lambda r: r.arch),
+    ("method", lambda r: r.method),
+    ("seeds ok/planned", lambda r: f"{r.n_ok}/{r.n_seeds}"),
+    ("epochs", lambda r: r.epochs),
+    ("epoch chosen", lambda r: {"last": "last", "best_val": "best val"}.get(r.selection, r.selection or md.EMPTY)),
+    ("test acc (%)", lambda r: md.mean_std(r.test_acc_mean, r.test_acc_std)),
+    ("Δ to BP (points)", lambda r: md.number(r.delta_to_bp, "{:+.2f}")),
+    ("best acc (%)", lambda r: md.number(r.best_test_acc_mean)),
+    ("update align.", lambda r: md.number(r.update_alignment, "{:.3f}")),
+    ("ECE", lambda r: md.number(r.ece, "{:.3f}")),
+    (f"PGD acc @{TABLE_BUDGET}/255 (%)", lambda r: md.number(r.pgd_acc)),
+    ("trainable params", lambda r: _count(r.trainable_params)),
+    ("feedback params", lambda r: _count(r.feedback_params)),
+    ("inference params", lambda r: _count(r.inference_params)),
+    ("params+grads+optim (MB)", lambda r: md.number(r.params_mb + r.grads_mb + r.optimizer_state_mb, "{:.1f}")),
+    ("feedback (MB)", lambda r: md.number(r.feedback_mb, "{:.2f}")),
+    ("saved activations (MB)", lambda r: md.number(r.saved_activations_mb, "{:.1f}")),
+    ("peak in training (MB)", lambda r: md.number(r.peak_mb, "{:.0f}")),
+    ("train time (s)", lambda r: md.number(r.train_time_s_mean, "{:.1f}")),
+    ("images/s", lambda r: md.number(r.images_per_s_mean, "{:.0f}")),
+    ("status", lambda r: r.status),
+    ("published acc (%)", lambda r: r.published or md.EMPTY),
+]
+
+
+def markdown(table: pd.DataFrame, dataset: str) -> str:
+    """The table as GitHub markdown: accuracy as mean ± std over the seeds that finished."""
+    lines = [f"# {dataset}: test accuracy, mean ± std over seeds that finished", ""]
+    lines += md.table([h for h, _ in MARKDOWN], [[cell(row) for _, cell in MARKDOWN] for row in table.itertuples()])
+    lines += ["", "Memory in MB (10^6 bytes) per training step; peak in training is what the training steps "
+              "allocated at most: CUDA's max_memory_allocated, or on CPU the growth of the resident set over "
+              "a training epoch (records before this measure: the process's peak RSS); feedback is the rule's "
+              "feedback tensors (fixed or learned), apart from the network's parameters. Δ to BP: mean accuracy minus bp's on the same arch. Update align.: the "
+              "cosine between the rule's parameter update and the true BP gradient on a fixed probe batch, "
+              "last epoch, mean over hidden layers (the head, trained by its true gradient in every local rule, "
+              "left out) and seeds (1 for BP). ECE: expected calibration error (15 bins). PGD acc: test accuracy "
+              f"under PGD at L-inf budget {TABLE_BUDGET}/255 on the fixed attacked subset (the record's robustness)."]
+    for note in table.attrs.get("notes", []):
+        lines += ["", f"**Warning:** {note}."]
+    lines += [""]
+    return "\n".join(lines)
