@@ -22,6 +22,7 @@ import sys
 
 from bench import grid, sweep
 from bench.data.beton import run_inputs
+from bench.layout import Layout
 from bench.report.figures import FIGURES, FORMATS
 
 
@@ -57,6 +58,7 @@ except (ValueError, FileNotFoundError) as error:  # bad input: one line naming t
 CONFIG_ARGS = " ".join(f"--config {shlex.quote(path)}" for path in CONFIG_FILES)  # for train, sweep-report
 VARIANTS = sweep.variants(CONFIG_FILES)  # the trainer's variants: the files' own plus every sweep point
 RESULTS = config["results_dir"]
+LAYOUT = Layout(RESULTS)  # every path of the results folder (bench/layout.py)
 # Jobs run `$PYTHON -m bench`: the interpreter running Snakemake has bench installed, a bare `python`
 # may not. A shell prefix, not a param, so that another path to the same venv reruns nothing.
 # BENCH_GPU_SLOTS: runs sharing one GPU (bench/devices.py); a scheduling choice, so not a param either.
@@ -80,8 +82,8 @@ rule all:
     message:
         "tables and figures of default_datasets: {config[default_datasets]}"
     input:
-        expand(f"{RESULTS}/{{dataset}}_table.{{ext}}", dataset=config["default_datasets"], ext=["csv", "md"]),
-        expand(f"{RESULTS}/figures/{{dataset}}_{{name}}.{{ext}}", dataset=config["default_datasets"],
+        expand(LAYOUT.table("{dataset}", "{ext}"), dataset=config["default_datasets"], ext=["csv", "md"]),
+        expand(LAYOUT.figure("{dataset}", "{name}", "{ext}"), dataset=config["default_datasets"],
                name=FIGURES, ext=FORMATS),
 
 
@@ -89,9 +91,9 @@ rule paper:
     message:
         f"{RESULTS}/paper/: tables, figures and claims.md of paper_datasets: {{config[paper_datasets]}}"
     input:
-        f"{RESULTS}/paper/claims.md",
-        expand(f"{RESULTS}/paper/{{dataset}}_table.{{ext}}", dataset=config["paper_datasets"], ext=["csv", "md"]),
-        expand(f"{RESULTS}/paper/figures/{{dataset}}_{{name}}.{{ext}}", dataset=config["paper_datasets"],
+        LAYOUT.claims(),
+        expand(LAYOUT.table("{dataset}", "{ext}", paper=True), dataset=config["paper_datasets"], ext=["csv", "md"]),
+        expand(LAYOUT.figure("{dataset}", "{name}", "{ext}", paper=True), dataset=config["paper_datasets"],
                name=FIGURES, ext=FORMATS),
 
 
@@ -105,11 +107,11 @@ rule train:
         # The rule's own file, tracked by git or not: an edited rule reruns its runs.
         method=lambda wildcards: grid.method_source(wildcards.method, VARIANTS),
     output:
-        record=f"{RESULTS}/runs/{{dataset}}/{{arch}}/{{method}}/seed{{seed}}/record.json",
+        record=LAYOUT.record("{dataset}", "{arch}", "{method}", "{seed}"),
     log:
-        f"{RESULTS}/logs/train/{{dataset}}/{{arch}}/{{method}}/seed{{seed}}.log",
+        LAYOUT.train_log("{dataset}", "{arch}", "{method}", "{seed}"),
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{dataset}}/{{arch}}/{{method}}/seed{{seed}}.tsv"
+        LAYOUT.benchmark("{dataset}", "{arch}", "{method}", "{seed}")
     params:
         out=lambda wildcards, output: os.path.dirname(output.record),
         recipe=lambda wildcards: GRIDS[wildcards.dataset].set_args(wildcards.method),
@@ -131,13 +133,13 @@ rule table:
     input:
         records=lambda wildcards: GRIDS[wildcards.dataset].record_paths(RESULTS),
     output:
-        csv=report(f"{RESULTS}/{{dataset}}_table.csv", caption="config/report/table.rst", category="{dataset}",
+        csv=report(LAYOUT.table("{dataset}", "csv"), caption="config/report/table.rst", category="{dataset}",
                    subcategory="table"),
-        md=f"{RESULTS}/{{dataset}}_table.md",
+        md=LAYOUT.table("{dataset}", "md"),
     log:
-        f"{RESULTS}/logs/table/{{dataset}}.log",
+        LAYOUT.log("table", "{dataset}"),
     params:
-        runs=f"{RESULTS}/runs",
+        runs=LAYOUT.runs,
         out=lambda wildcards, output: os.path.dirname(output.csv) or ".",
         archs=lambda wildcards: GRIDS[wildcards.dataset].archs,
         methods=lambda wildcards: GRIDS[wildcards.dataset].methods,
@@ -155,13 +157,13 @@ rule figures:
     input:
         records=lambda wildcards: GRIDS[wildcards.dataset].record_paths(RESULTS),
     output:
-        [report(f"{RESULTS}/figures/{{dataset}}_{name}.png", caption=f"config/report/{name}.rst",
+        [report(LAYOUT.figure("{dataset}", name, "png"), caption=f"config/report/{name}.rst",
                 category="{dataset}", subcategory="figures") for name in FIGURES],
-        expand(f"{RESULTS}/figures/{{dataset}}_{{name}}.pdf", name=FIGURES, allow_missing=True),
+        expand(LAYOUT.figure("{dataset}", "{name}", "pdf"), name=FIGURES, allow_missing=True),
     log:
-        f"{RESULTS}/logs/figures/{{dataset}}.log",
+        LAYOUT.log("figures", "{dataset}"),
     params:
-        runs=f"{RESULTS}/runs",
+        runs=LAYOUT.runs,
         out=lambda wildcards, output: os.path.dirname(output[0]),
         archs=lambda wildcards: GRIDS[wildcards.dataset].archs,
         methods=lambda wildcards: GRIDS[wildcards.dataset].methods,
@@ -176,7 +178,7 @@ rule sweep:
     message:
         "sweep tables, sensitivity figures and findings.md of sweep_datasets: {config[sweep_datasets]}"
     input:
-        expand(f"{RESULTS}/sweep/{{dataset}}/findings.md", dataset=config["sweep_datasets"]),
+        expand(LAYOUT.sweep("{dataset}") + "/findings.md", dataset=config["sweep_datasets"]),
 
 
 rule sweep_report:
@@ -185,14 +187,14 @@ rule sweep_report:
     input:
         records=lambda wildcards: GRIDS[wildcards.dataset].record_paths(RESULTS),
     output:
-        findings=report(f"{RESULTS}/sweep/{{dataset}}/findings.md", caption="config/report/findings.rst",
+        findings=report(LAYOUT.sweep("{dataset}") + "/findings.md", caption="config/report/findings.rst",
                         category="sweep"),
-        tables=expand(f"{RESULTS}/sweep/{{dataset}}/{{dataset}}_sweep.{{ext}}", ext=["csv", "md"], allow_missing=True),
-        figures=[f"{RESULTS}/sweep/{{dataset}}/figures/{{dataset}}_{name}_{option}.{ext}"
+        tables=expand(LAYOUT.sweep("{dataset}") + "/{dataset}_sweep.{ext}", ext=["csv", "md"], allow_missing=True),
+        figures=[LAYOUT.sweep("{dataset}") + f"/figures/{{dataset}}_{name}_{option}.{ext}"
                  for name, entry in (config.get("sweeps") or {}).items() for option in entry["options"]
                  for ext in FORMATS],
     log:
-        f"{RESULTS}/logs/sweep/{{dataset}}.log",
+        LAYOUT.log("sweep", "{dataset}"),
     params:
         config_files=CONFIG_ARGS,
         out=lambda wildcards, output: os.path.dirname(output.findings),
@@ -204,18 +206,18 @@ rule sweep_report:
 # The paper target's own copies, written into {RESULTS}/paper/ by the same commands from the same records.
 use rule table as paper_table with:
     output:
-        csv=f"{RESULTS}/paper/{{dataset}}_table.csv",
-        md=f"{RESULTS}/paper/{{dataset}}_table.md",
+        csv=LAYOUT.table("{dataset}", "csv", paper=True),
+        md=LAYOUT.table("{dataset}", "md", paper=True),
     log:
-        f"{RESULTS}/logs/paper/table/{{dataset}}.log",
+        LAYOUT.log("paper", "table", "{dataset}"),
 
 
 use rule figures as paper_figures with:
     output:
-        expand(f"{RESULTS}/paper/figures/{{dataset}}_{{name}}.{{ext}}", name=FIGURES, ext=FORMATS,
+        expand(LAYOUT.figure("{dataset}", "{name}", "{ext}", paper=True), name=FIGURES, ext=FORMATS,
                allow_missing=True),
     log:
-        f"{RESULTS}/logs/paper/figures/{{dataset}}.log",
+        LAYOUT.log("paper", "figures", "{dataset}"),
 
 
 rule claims:
@@ -224,9 +226,9 @@ rule claims:
     input:
         records=[path for dataset in config["paper_datasets"] for path in GRIDS[dataset].record_paths(RESULTS)],
     output:
-        claims=report(f"{RESULTS}/paper/claims.md", caption="config/report/claims.rst", category="claims"),
+        claims=report(LAYOUT.claims(), caption="config/report/claims.rst", category="claims"),
     log:
-        f"{RESULTS}/logs/paper/claims.log",
+        LAYOUT.log("paper", "claims"),
     params:
         datasets=config["paper_datasets"],
     shell:
@@ -240,7 +242,7 @@ rule beton:
     output:
         beton=f"{config['data_dir']}/ffcv/{{name}}/{{split}}_{{max_res}}_{{proportion}}_{{quality}}.beton",
     log:
-        f"{RESULTS}/logs/beton/{{name}}/{{split}}_{{max_res}}_{{proportion}}_{{quality}}.log",
+        LAYOUT.log("beton", "{name}", "{split}_{max_res}_{proportion}_{quality}"),
     wildcard_constraints:
         split=r"train|val|test",
         max_res=r"\d+",

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 from bench.config import DEFAULT_CONFIG, RECIPE, load_variants, make_spec, parse_sets
+from bench.layout import Layout
 
 log = logging.getLogger("bench")
 
@@ -66,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     claims = commands.add_parser("claims", help="records of the paper datasets -> claims.md: evidence and a "
                                  "verdict for each claim of the paper")
     claims.add_argument("--datasets", nargs="+", required=True, help="datasets whose records are the evidence")
-    claims.add_argument("--runs-dir", type=Path, default=Path("results/runs"),
+    claims.add_argument("--runs-dir", type=Path, default=Path(Layout("results").runs),
                         help="folder of <dataset>/<arch>/...: every record found there (unless --records)")
     claims.add_argument("--records", nargs="+", type=Path, help="exactly these record.json files (the pipeline's)")
     claims.add_argument("--out", type=Path, default=Path("results/paper/claims.md"))
@@ -84,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _reporting_args(parser: argparse.ArgumentParser, out_default: Path) -> None:
     """Arguments shared by aggregate and plot: where records are, and which runs the grid plans."""
-    parser.add_argument("--runs-dir", type=Path, default=Path("results/runs"), help="folder of <dataset>/<arch>/...")
+    parser.add_argument("--runs-dir", type=Path, default=Path(Layout("results").runs), help="folder of <dataset>/<arch>/...")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--out-dir", type=Path, default=out_default)
     parser.add_argument("--config", type=Path, default=None,

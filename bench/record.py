@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench import measure
 from bench.config import RunSpec
-from bench.files import writable_folder, write_atomic  # noqa: F401 (writable_folder: until the report wing imports bench.files)
+from bench.files import write_atomic
 
 SCHEMA_VERSION = 1
 LOG_COLUMNS = ["epoch", "train_loss", "train_acc", "test_acc", "test_top5", "lr", "train_time_s", "images_per_s"]

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.record import write_atomic
+from bench.files import write_atomic
 from bench.report import markdown as md
 from bench.report.records import find_records, read_record
 from bench.report.summary import Summary, accuracy, diff_se, finished, mean, memory_mb

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.record import write_atomic
+from bench.files import write_atomic
 from bench.report import markdown as md
 from bench.report.plotting import FORMATS, figure_bytes, nothing_to_show, plt
 from bench.report.summary import Summary, accuracy, finished, mean, memory_mb, pooled_diff_se, pooled_std

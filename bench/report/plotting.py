@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.record import write_atomic  # noqa: E402
+from bench.files import write_atomic  # noqa: E402
 from bench.report.records import Run  # noqa: E402
 
 Groups = dict[str, dict[str, list[dict]]]  # arch -> method -> records (grid order)

@@ -10,6 +10,7 @@ import logging
 import math
 from pathlib import Path
 
+from bench import layout
 from bench.record import SCHEMA_VERSION
 from bench.robustness import ATTACKS, TABLE_BUDGET
 
@@ -99,13 +100,12 @@ def check_robustness(entry, path: Path | str) -> None:
 
 
 def find_records(runs_dir: Path | str, dataset: str) -> dict[Run, dict]:
-    """Every record under runs_dir/dataset/{arch}/{method}/seed{seed}/, keyed by (arch, method, seed)."""
+    """Every record of `dataset` under runs_dir (bench.layout's run folders), keyed by (arch, method, seed)."""
     found = {}
-    for path in sorted(Path(runs_dir, dataset).glob("*/*/seed*/record.json")):
+    for path, arch, method, seed in layout.find_records(runs_dir, dataset):
         record = read_record(path)
-        arch, method, seed_dir = path.parts[-4:-1]
         key = (record["arch"], record["method"], record["seed"])
-        if (record["dataset"], *key) != (dataset, arch, method, int(seed_dir.removeprefix("seed") or -1)):
+        if (record["dataset"], *key) != (dataset, arch, method, seed):
             raise ValueError(f"{path}: record is for {record['dataset']}/{'/'.join(map(str, key))}, "
                              "not the run its folder names")
         found[key] = record
@@ -125,7 +125,7 @@ def collect(runs_dir: Path | str, dataset: str, expected: list[Run] | None = Non
         log.info("%s: %d record(s) outside the planned grid are not in the table", dataset, extra)
     missing = [run for run in expected if run not in found]
     if missing and not allow_missing:
-        paths = [str(Path(runs_dir, dataset, a, m, f"seed{s}", "record.json")) for a, m, s in missing]
+        paths = [str(layout.record_path(runs_dir, dataset, *run)) for run in missing]
         more = f" and {len(paths) - 10} more" if len(paths) > 10 else ""
         raise FileNotFoundError(f"{len(missing)} planned run(s) of {dataset} have no record: "
                                 f"{', '.join(paths[:10])}{more}; run them, or pass --allow-missing")

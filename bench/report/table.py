@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.config import REPO
-from bench.record import writable_folder, write_atomic
+from bench.files import writable_folder, write_atomic
 from bench.report import markdown as md
 from bench.report.records import COUNTS, Run, collect, final_update_alignment, robust_acc
 from bench.report.summary import accuracy, finished, mean, memory_mb
