@@ -22,7 +22,10 @@ run: setup
 # Tests that need real on-disk data (the CIFAR-10 JPEG tree) read it from here and skip when it is absent.
 BENCH_DATA_DIR ?= $(abspath ../shared/data)
 
+# The code's format and lint (ruff, configured in pyproject.toml) first: CI keeps the code formatted.
 test: setup
+	$(BIN)/ruff check bench methods tests scripts
+	$(BIN)/ruff format --check bench methods tests scripts
 	BENCH_DATA_DIR=$(BENCH_DATA_DIR) $(BIN)/python -m pytest -q
 
 clean:

@@ -16,6 +16,7 @@ running statistics are updated once per step, by the first forward, as in `graph
 the same batch statistics and their updates of the running estimates are undone. The re-run is the
 price: one extra forward per step (FLOPs counted by perf step, which times this same function).
 """
+
 from __future__ import annotations
 
 import functools
@@ -51,7 +52,9 @@ def blockwise_step(model, x: torch.Tensor, y: torch.Tensor, method) -> dict[str,
             point, h = model.run_block(i, h, at)
             points.append(point)
     norms = [m for m in model.modules() if isinstance(m, _NormBase) and m.track_running_stats]
-    updated = [[buffer.clone() for buffer in _statistics(m)] for m in norms]  # after the one update of the step
+    updated = [
+        [buffer.clone() for buffer in _statistics(m)] for m in norms
+    ]  # after the one update of the step
     logits = model.head(h)  # h carries no graph: the cut before the head, as in graph mode
     loss = F.cross_entropy(logits, y)
     loss.backward()
@@ -59,7 +62,9 @@ def blockwise_step(model, x: torch.Tensor, y: torch.Tensor, method) -> dict[str,
     logits = logits.detach()
     signals = None if method.block_signal else method.block_signals(model, points, logits, y)
     del points
-    measure.note_kept([*inputs[1:], *(signals or [])])  # what this step holds beside one block's graph
+    measure.note_kept(
+        [*inputs[1:], *(signals or [])]
+    )  # what this step holds beside one block's graph
     # Last block first: each block's input is let go once the block has learned, so the inputs of the
     # small late blocks go while the large early ones are still held, and the peak stays near the sum
     # of the inputs plus the last block's graph, not plus the largest one's.
@@ -84,4 +89,8 @@ def blockwise_step(model, x: torch.Tensor, y: torch.Tensor, method) -> dict[str,
 
 
 def _statistics(module: _NormBase) -> list[torch.Tensor]:
-    return [b for b in (module.running_mean, module.running_var, module.num_batches_tracked) if b is not None]
+    return [
+        b
+        for b in (module.running_mean, module.running_var, module.num_batches_tracked)
+        if b is not None
+    ]

@@ -1,5 +1,6 @@
 """End-of-run evaluation beyond accuracy (issue 21, first part): expected calibration error and per-class
 test accuracy, once, on the trained network, in eval mode (float32)."""
+
 from __future__ import annotations
 
 import time
@@ -38,13 +39,17 @@ def final_evaluation(model, data, batch_size: int, speed) -> dict:
         labels.append(y)
     probs, labels = torch.cat(probs), torch.cat(labels)
     k = probs.shape[1]
-    ece = multiclass_calibration_error(probs, labels, num_classes=k, n_bins=ECE_BINS, norm="l1").item()
+    ece = multiclass_calibration_error(
+        probs, labels, num_classes=k, n_bins=ECE_BINS, norm="l1"
+    ).item()
     correct = probs.argmax(1) == labels
     totals = torch.bincount(labels, minlength=k)
     hits = torch.bincount(labels[correct], minlength=k)
     names = list(getattr(data, "classes", None) or range(k))
-    per_class = {str(name): (100.0 * hits[c].item() / totals[c].item() if totals[c] else None)
-                 for c, name in enumerate(names)}
+    per_class = {
+        str(name): (100.0 * hits[c].item() / totals[c].item() if totals[c] else None)
+        for c, name in enumerate(names)
+    }
     if probs.is_cuda:
         torch.cuda.synchronize(probs.device)
     return {"ece": ece, "per_class_acc": per_class, "eval_time_s": time.perf_counter() - start}

@@ -1,4 +1,5 @@
 """The recipe key `deterministic`: GPU determinism where it is cheap, and what a run had set."""
+
 from __future__ import annotations
 
 import contextlib
@@ -19,8 +20,12 @@ def determinism(on: bool):
 
     Seeds need nothing here: every stream (init, feedback, shuffle, the rule's) is seeded per run.
     """
-    before = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
-              torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    before = (
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
     if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
@@ -34,7 +39,9 @@ def determinism(on: bool):
 
 def state() -> dict:
     """The switches as they are now: what the record's provenance.determinism says."""
-    return {"cudnn_deterministic": torch.backends.cudnn.deterministic,
-            "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-            "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG")}
+    return {
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    }

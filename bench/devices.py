@@ -9,6 +9,7 @@ makes a run create or append to a file of theirs choosing. A run takes the first
 (fcntl.flock, released by the kernel when the process ends, even on SIGKILL, so no stale claims), on
 the GPU with the fewest claimed slots, and waits, saying so, while every slot is taken.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -31,10 +32,14 @@ def _safe_folder(folder: Path) -> Path:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     info = os.lstat(folder)
     if not stat.S_ISDIR(info.st_mode):
-        raise ValueError(f"GPU lock folder {folder} is not a folder (a symbolic link?); set ${LOCK_DIR_ENV} elsewhere")
+        raise ValueError(
+            f"GPU lock folder {folder} is not a folder (a symbolic link?); set ${LOCK_DIR_ENV} elsewhere"
+        )
     if info.st_uid != os.getuid() or info.st_mode & 0o022:
-        raise ValueError(f"GPU lock folder {folder} is not a private folder of this user (owner uid {info.st_uid}, "
-                         f"mode {stat.S_IMODE(info.st_mode):o}); set ${LOCK_DIR_ENV} to one")
+        raise ValueError(
+            f"GPU lock folder {folder} is not a private folder of this user (owner uid {info.st_uid}, "
+            f"mode {stat.S_IMODE(info.st_mode):o}); set ${LOCK_DIR_ENV} to one"
+        )
     return folder
 
 
@@ -43,7 +48,9 @@ def _try_lock(path: Path):
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     except OSError as error:  # ELOOP: the lock file is a symbolic link
-        raise ValueError(f"cannot open GPU lock file {path} ({error.strerror}); it must be a plain file") from None
+        raise ValueError(
+            f"cannot open GPU lock file {path} ({error.strerror}); it must be a plain file"
+        ) from None
     handle = os.fdopen(fd, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -64,12 +71,16 @@ def _held(path: Path) -> bool:
 def claim_slot(num_gpus: int, slots_per_gpu: int, poll_s: float = 5.0, folder: Path | None = None):
     """(gpu index, lock handle): a free slot on the least-loaded GPU; keep the handle open while training."""
     if num_gpus < 1 or slots_per_gpu < 1:
-        raise ValueError(f"bad gpu slots: {num_gpus} GPU(s) x {slots_per_gpu} slot(s); accepted: both >= 1")
+        raise ValueError(
+            f"bad gpu slots: {num_gpus} GPU(s) x {slots_per_gpu} slot(s); accepted: both >= 1"
+        )
     folder = _safe_folder(folder or lock_dir())
     waited = False
     while True:
-        slots = {gpu: [folder / f"gpu{gpu}-slot{slot}.lock" for slot in range(slots_per_gpu)]
-                 for gpu in range(num_gpus)}
+        slots = {
+            gpu: [folder / f"gpu{gpu}-slot{slot}.lock" for slot in range(slots_per_gpu)]
+            for gpu in range(num_gpus)
+        }
         load = {gpu: sum(_held(p) for p in paths) for gpu, paths in slots.items()}
         for gpu in sorted(slots, key=lambda g: (load[g], g)):
             for path in slots[gpu]:
@@ -78,7 +89,11 @@ def claim_slot(num_gpus: int, slots_per_gpu: int, poll_s: float = 5.0, folder: P
                     log.info("claimed GPU %d (%s)", gpu, path.name)
                     return gpu, handle
         if not waited:
-            log.info("all %d GPU slots under %s are taken; waiting for one", num_gpus * slots_per_gpu, folder)
+            log.info(
+                "all %d GPU slots under %s are taken; waiting for one",
+                num_gpus * slots_per_gpu,
+                folder,
+            )
             waited = True
         time.sleep(poll_s)
 

@@ -13,6 +13,7 @@ cost). Streamed datasets (StreamData: FFCV .beton files, image folders) decode o
 their loaders walk `share_of_batches(order, ...)`, the same slices of the same global order, and say so
 with `rank_share = True`, so the trainer skips `shard` and weighs by the global batch size.
 """
+
 from __future__ import annotations
 
 import os
@@ -81,8 +82,10 @@ def rank_batches(data, batches, batch_size: int):
     for x, y in batches:
         if rank_share:  # such streams serve full global batches only
             if len(y) != share:
-                raise RuntimeError(f"{type(data).__name__} {getattr(data, 'name', '')} served a batch of {len(y)} "
-                                   f"images to rank {rank()}; its share of {batch_size} is {share}")
+                raise RuntimeError(
+                    f"{type(data).__name__} {getattr(data, 'name', '')} served a batch of {len(y)} "
+                    f"images to rank {rank()}; its share of {batch_size} is {share}"
+                )
             yield x, y, batch_size
         else:
             yield *shard(x, y), len(y)
@@ -99,7 +102,7 @@ def average_gradients(model: torch.nn.Module, local: int, total: int) -> None:
     dist.all_reduce(flat)  # one call per step: all parameters in one buffer
     offset = 0
     for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()
 
 

@@ -1,5 +1,6 @@
 """One training epoch (the step loop, its clock, peak memory and saved-bytes count) and the per-epoch test
 evaluation."""
+
 from __future__ import annotations
 
 import time
@@ -32,7 +33,10 @@ class _Clock:
         if self.cuda:  # the peak of training alone: evaluation and probes come after
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
-            self.begin, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            self.begin, self.end = (
+                torch.cuda.Event(enable_timing=True),
+                torch.cuda.Event(enable_timing=True),
+            )
             self.begin.record()
         else:
             self.host = measure.HostPeak()  # the peak of training alone, as on CUDA
@@ -46,8 +50,19 @@ class _Clock:
         return self.begin.elapsed_time(self.end) / 1000
 
 
-def train_epoch(model, method, optimizer, data, batch_size, generator, device, speed: Speed = Speed(),
-                keep_last: bool = False, lr_of_step=None, step=None) -> dict:
+def train_epoch(
+    model,
+    method,
+    optimizer,
+    data,
+    batch_size,
+    generator,
+    device,
+    speed: Speed = Speed(),
+    keep_last: bool = False,
+    lr_of_step=None,
+    step=None,
+) -> dict:
     """One epoch; returns the mean of every logged step scalar, accuracy, time and saved bytes.
 
     `keep_last`: the last partial batch is trained on too; `lr_of_step(i)`: the learning rate of the
@@ -60,13 +75,18 @@ def train_epoch(model, method, optimizer, data, batch_size, generator, device, s
     steps = 0
     counter = measure.SavedTensorBytes(model)
     if batch_size < distributed.world_size():
-        raise ValueError(f"bad value {batch_size} for 'batch_size'; accepted: at least the "
-                         f"{distributed.world_size()} processes of this run (it is the global batch)")
+        raise ValueError(
+            f"bad value {batch_size} for 'batch_size'; accepted: at least the "
+            f"{distributed.world_size()} processes of this run (it is the global batch)"
+        )
     clock = _Clock(device)
     images = 0
     # keep_last only when asked: a dataset class of one's own need not take it (streams refuse it)
-    batches = data.train_batches(batch_size, generator, keep_last=True) if keep_last else \
-        data.train_batches(batch_size, generator)
+    batches = (
+        data.train_batches(batch_size, generator, keep_last=True)
+        if keep_last
+        else data.train_batches(batch_size, generator)
+    )
     for x, y, total in distributed.rank_batches(data, batches, batch_size):
         images += total
         x = speed.batch(x)
@@ -80,9 +100,13 @@ def train_epoch(model, method, optimizer, data, batch_size, generator, device, s
                     stats = step(model, x, y)
             else:
                 stats = step(model, x, y)
-        distributed.average_gradients(model, len(y), total)  # the global batch's gradient on every rank
+        distributed.average_gradients(
+            model, len(y), total
+        )  # the global batch's gradient on every rank
         optimizer.step()
-        for key, value in distributed.weight_stats(stats, len(y), total).items():  # float32 sums: bf16 ones (autocast) would lose the small terms
+        for key, value in distributed.weight_stats(
+            stats, len(y), total
+        ).items():  # float32 sums: bf16 ones (autocast) would lose the small terms
             value = value.detach().float() if value.is_floating_point() else value.detach()
             sums[key] = sums[key] + value if key in sums else value.clone()
         steps += 1
@@ -90,6 +114,12 @@ def train_epoch(model, method, optimizer, data, batch_size, generator, device, s
     sums = distributed.sum_over_ranks(sums)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else clock.host.growth()
     means = {k: v.item() / steps for k, v in sums.items() if k != "correct"}
-    return {"train_loss": means.pop("loss"), "train_acc": 100.0 * sums["correct"].item() / images,
-            "terms": means, "train_time_s": seconds, "images": images, "saved_activations": counter.bytes,
-            "peak": peak}
+    return {
+        "train_loss": means.pop("loss"),
+        "train_acc": 100.0 * sums["correct"].item() / images,
+        "terms": means,
+        "train_time_s": seconds,
+        "images": images,
+        "saved_activations": counter.bytes,
+        "peak": peak,
+    }

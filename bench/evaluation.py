@@ -1,6 +1,7 @@
 """What the trainer measures once, on the trained network, after the last epoch (issue 21): calibration and
 per-class accuracy (bench/calibration.py) and adversarial robustness (bench/robustness.py), with the time
 it took; and the check, before anything trains, that the packages those need are installed."""
+
 from __future__ import annotations
 
 import importlib
@@ -9,8 +10,10 @@ from bench.calibration import final_evaluation
 from bench.robustness import robustness
 
 # (recipe key that asks for it, package, what needs it): a run that cannot measure fails before it trains.
-NEEDS = (("attack_subset", "torchattacks", "the robustness attacks"),
-         ("tensorboard", "tensorboard", "TensorBoard logging"))
+NEEDS = (
+    ("attack_subset", "torchattacks", "the robustness attacks"),
+    ("tensorboard", "tensorboard", "TensorBoard logging"),
+)
 
 
 def importable(package: str) -> bool:
@@ -25,11 +28,15 @@ def importable(package: str) -> bool:
 def require_packages(recipe: dict) -> None:
     """ValueError naming the recipe key and the package when a requested measure's package is missing."""
     if not importable("torchmetrics"):
-        raise ValueError("the end-of-run calibration error needs the torchmetrics package: pip install torchmetrics")
+        raise ValueError(
+            "the end-of-run calibration error needs the torchmetrics package: pip install torchmetrics"
+        )
     for key, package, purpose in NEEDS:
         if recipe.get(key) and not importable(package):
-            raise ValueError(f"{key}: {recipe[key]!r} asks for {purpose}, which need the {package} package: "
-                             f"pip install {package}, or set {key} to {0 if key == 'attack_subset' else 'false'}")
+            raise ValueError(
+                f"{key}: {recipe[key]!r} asks for {purpose}, which need the {package} package: "
+                f"pip install {package}, or set {key} to {0 if key == 'attack_subset' else 'false'}"
+            )
 
 
 def end_of_run(model, data, recipe: dict, speed) -> dict:

@@ -1,5 +1,6 @@
 """Safe file writing: atomic (a temporary file renamed into place), in folders checked writable, JSON without
 NaN, torch archives checked whole before loading, and one process per run folder (an exclusive lock)."""
+
 from __future__ import annotations
 
 import fcntl
@@ -14,7 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-_UMASK = os.umask(0o022)  # read once, at import (umask can only be read by setting it), and restored at once
+_UMASK = os.umask(
+    0o022
+)  # read once, at import (umask can only be read by setting it), and restored at once
 os.umask(_UMASK)
 
 
@@ -27,7 +30,9 @@ def write_atomic(path: Path, data: bytes) -> None:
     records in a shared results folder stay readable.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -51,14 +56,16 @@ def writable_folder(folder: Path | str) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()
     except OSError as error:
-        raise ValueError(f"output folder {folder} is not writable ({error.strerror}); give a writable folder") from None
+        raise ValueError(
+            f"output folder {folder} is not writable ({error.strerror}); give a writable folder"
+        ) from None
     return folder
 
 
 def _remove_stale_temps(path: Path) -> None:
     """Delete temporary files of `path` left by writers that were killed (their process no longer runs)."""
     for temp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = temp.name[len(path.name) + 2:].split(".", 1)[0]
+        pid = temp.name[len(path.name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
             temp.unlink(missing_ok=True)
 
@@ -85,7 +92,9 @@ def check_torch_file(path: Path) -> None:
     except (OSError, EOFError, ValueError, RuntimeError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} is not a whole torch checkpoint: {error}") from None
     if bad is not None:
-        raise ValueError(f"{path} fails its integrity check: member {bad} does not match its CRC-32")
+        raise ValueError(
+            f"{path} fails its integrity check: member {bad} does not match its CRC-32"
+        )
 
 
 @contextmanager
@@ -100,8 +109,10 @@ def folder_lock(folder: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ValueError(f"run folder {folder} is in use by another process (a second pipeline or "
-                             "`bench train` writing the same run); wait for it to end, or use another folder") from None
+            raise ValueError(
+                f"run folder {folder} is in use by another process (a second pipeline or "
+                "`bench train` writing the same run); wait for it to end, or use another folder"
+            ) from None
         yield
     finally:
         os.close(fd)

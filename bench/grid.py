@@ -3,6 +3,7 @@
 The Snakefile and `python -m bench aggregate|plot --config` both read the grid through this module, so
 the layout of `results/` and the meaning of every config key live in one place.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,7 +20,9 @@ from bench.config import DEFAULT_CONFIG, REPO
 from bench.layout import Layout
 
 SCHEMA = REPO / "config" / "schema.yaml"
-ALL_METHODS = "all"  # a grid's `methods: all` = every config variant plus every method file in methods/
+ALL_METHODS = (
+    "all"  # a grid's `methods: all` = every config variant plus every method file in methods/
+)
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,9 @@ class Grid:
     # Per-method recipe overrides, keyed by variant name or by method file (impl): `ssa` covers
     # every ssa-* ablation unless the variant has its own entry. Resolved by grids().
     method_recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
-    published_as: str | None = None  # the dataset whose published figures its table shows (default: itself)
+    published_as: str | None = (
+        None  # the dataset whose published figures its table shows (default: itself)
+    )
 
     def recipe_for(self, method: str) -> dict[str, Any]:
         """The recipe overrides of `method`'s runs: the dataset's recipe, then the method's own."""
@@ -55,7 +60,9 @@ class Grid:
     def set_args(self, method: str | None = None) -> str:
         """`method`'s recipe overrides as `--set key=value` arguments for `python -m bench train`."""
         recipe = self.recipe_for(method) if method else self.recipe
-        return " ".join(f"--set {shlex.quote(f'{key}={_yaml_scalar(value)}')}" for key, value in recipe.items())
+        return " ".join(
+            f"--set {shlex.quote(f'{key}={_yaml_scalar(value)}')}" for key, value in recipe.items()
+        )
 
 
 def method_source(method: str, variants: dict[str, dict[str, Any]]) -> str:
@@ -140,16 +147,27 @@ def grids(config: dict) -> dict[str, Grid]:
         methods = known if methods == ALL_METHODS else list(methods)
         for method in methods:
             if method not in known:
-                raise ValueError(f"config key datasets.{dataset}.methods: unknown method {method!r}; "
-                                 f"known: {ALL_METHODS}, {', '.join(known)}")
+                raise ValueError(
+                    f"config key datasets.{dataset}.methods: unknown method {method!r}; "
+                    f"known: {ALL_METHODS}, {', '.join(known)}"
+                )
         recipe = dict(entry.get("recipe") or {})
         if config.get("epochs") is not None:
             recipe["epochs"] = config["epochs"]
         _check_spec(f"datasets.{dataset}.recipe", methods[0], recipe, variants)
-        per_method = _method_recipes(dataset, entry.get("method_recipe") or {}, methods, recipe, variants, known)
+        per_method = _method_recipes(
+            dataset, entry.get("method_recipe") or {}, methods, recipe, variants, known
+        )
         seeds = entry.get("seeds", config.get("seeds", [0]))
-        result[dataset] = Grid(dataset, tuple(entry["archs"]), tuple(methods), tuple(seeds), recipe, per_method,
-                               entry.get("published_as"))
+        result[dataset] = Grid(
+            dataset,
+            tuple(entry["archs"]),
+            tuple(methods),
+            tuple(seeds),
+            recipe,
+            per_method,
+            entry.get("published_as"),
+        )
     return result
 
 
@@ -169,23 +187,35 @@ def _check_archs(dataset: str, archs: list[str]) -> None:
 
     for arch in archs:
         if arch not in ARCHS:
-            raise ValueError(f"config key datasets.{dataset}.archs: unknown arch {arch!r}; "
-                             f"known: {', '.join(sorted(ARCHS))}")
+            raise ValueError(
+                f"config key datasets.{dataset}.archs: unknown arch {arch!r}; "
+                f"known: {', '.join(sorted(ARCHS))}"
+            )
 
 
-def _method_recipes(dataset: str, overrides: dict, methods: list[str], recipe: dict, variants: dict,
-                    known: list[str]) -> dict[str, dict]:
+def _method_recipes(
+    dataset: str,
+    overrides: dict,
+    methods: list[str],
+    recipe: dict,
+    variants: dict,
+    known: list[str],
+) -> dict[str, dict]:
     """{method: its recipe overrides beyond the dataset's}, from `method_recipe` keyed by variant or impl."""
     impls = {name: (variants.get(name) or {}).get("impl", name) for name in methods}
     for name in overrides:
         if name not in known and name not in impls.values():
-            raise ValueError(f"config key datasets.{dataset}.method_recipe: unknown method {name!r}; "
-                             f"known: {', '.join(known)}")
+            raise ValueError(
+                f"config key datasets.{dataset}.method_recipe: unknown method {name!r}; "
+                f"known: {', '.join(known)}"
+            )
     result = {}
     for method in methods:
         own = {**overrides.get(impls[method], {}), **overrides.get(method, {})}
         if own:
-            _check_spec(f"datasets.{dataset}.method_recipe.{method}", method, {**recipe, **own}, variants)
+            _check_spec(
+                f"datasets.{dataset}.method_recipe.{method}", method, {**recipe, **own}, variants
+            )
             result[method] = own
     return result
 
@@ -216,17 +246,26 @@ def validate(config: dict, schema: Path | str = SCHEMA) -> dict:
     if error is not None:
         where = ".".join(map(str, error.absolute_path)) or "(top level)"
         message, accepted = error.message, ""
-        if error.validator == "additionalProperties" and isinstance(error.schema.get("properties"), dict):
+        if error.validator == "additionalProperties" and isinstance(
+            error.schema.get("properties"), dict
+        ):
             accepted = f"; accepted keys: {', '.join(error.schema['properties'])}"
-        if error.validator == "pattern" and error.schema.get("description"):  # the rule in words, not a regex
-            message, accepted = f"bad value {error.instance!r}", f"; accepted: {error.schema['description']}"
+        if error.validator == "pattern" and error.schema.get(
+            "description"
+        ):  # the rule in words, not a regex
+            message, accepted = (
+                f"bad value {error.instance!r}",
+                f"; accepted: {error.schema['description']}",
+            )
         raise ValueError(f"config key {where}: {message}{accepted}")
     return config
 
 
 def _refuse_non_finite(value: Any, where: str) -> None:
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"config key {where or '(top level)'}: bad value {value!r}; accepted: a finite number")
+        raise ValueError(
+            f"config key {where or '(top level)'}: bad value {value!r}; accepted: a finite number"
+        )
     if isinstance(value, dict):
         for key, item in value.items():
             _refuse_non_finite(item, f"{where}.{key}" if where else str(key))

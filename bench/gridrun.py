@@ -12,6 +12,7 @@ outcome goes to RESULTS/status.csv; a rerun of the same command resumes cut runs
 `--epochs auto` sizes the run length from a `perf step` table measured on the same device: see
 `estimate_epochs`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -30,7 +31,16 @@ from bench import grid
 from bench.layout import Layout
 
 log = logging.getLogger("bench.grid")
-STATUS_FIELDS = ("arch", "method", "seed", "status", "exit_code", "seconds", "epochs_done", "test_acc")
+STATUS_FIELDS = (
+    "arch",
+    "method",
+    "seed",
+    "status",
+    "exit_code",
+    "seconds",
+    "epochs_done",
+    "test_acc",
+)
 STOP_GRACE_S = 20  # after SIGTERM, time to finish the step and release the folder, before SIGKILL
 
 
@@ -47,9 +57,18 @@ class Job:
     exit_code: int | None = None
 
 
-def estimate_epochs(perf_rows: list[dict], runs: list[tuple[str, str, int]], train_images: int, batch_size: int,
-                    seconds: float, jobs: int, packing_gain: float, overhead: float = 1.3, startup_s: float = 15.0,
-                    most: int = 30) -> tuple[int, str]:
+def estimate_epochs(
+    perf_rows: list[dict],
+    runs: list[tuple[str, str, int]],
+    train_images: int,
+    batch_size: int,
+    seconds: float,
+    jobs: int,
+    packing_gain: float,
+    overhead: float = 1.3,
+    startup_s: float = 15.0,
+    most: int = 30,
+) -> tuple[int, str]:
     """(epochs, how): the most epochs every run of `runs` can train within `seconds`, from a perf table.
 
     One run-epoch costs steps x its median step time (the `perf step` row of its arch and method on
@@ -68,25 +87,50 @@ def estimate_epochs(perf_rows: list[dict], runs: list[tuple[str, str, int]], tra
         if per_step is None:
             same_arch = [t for (a, _), t in times.items() if a == arch]
             if not same_arch:
-                raise ValueError(f"the perf table has no row for arch {arch!r}; measure it first (perf step --arch {arch})")
+                raise ValueError(
+                    f"the perf table has no row for arch {arch!r}; measure it first (perf step --arch {arch})"
+                )
             per_step = max(same_arch)
         per_epoch += steps * per_step * overhead
     gain = max(1.0, min(packing_gain, jobs))
     starting = startup_s * math.ceil(len(runs) / jobs)  # the runs start in waves of `jobs`
     room = max(0.0, seconds - starting) * gain
     epochs = max(1, min(most, math.floor(room / per_epoch))) if per_epoch else most
-    how = (f"{len(runs)} runs cost {per_epoch:.0f} s per epoch one at a time ({steps} steps of the perf table's "
-           f"median x {overhead} for evaluation and probes) and {startup_s:g} s each to start; {jobs} at a time "
-           f"with an assumed packing gain of {gain:g}, {seconds:.0f} s hold {room / per_epoch if per_epoch else math.inf:.1f} "
-           f"epochs; epochs = {epochs} (at most {most})")
+    how = (
+        f"{len(runs)} runs cost {per_epoch:.0f} s per epoch one at a time ({steps} steps of the perf table's "
+        f"median x {overhead} for evaluation and probes) and {startup_s:g} s each to start; {jobs} at a time "
+        f"with an assumed packing gain of {gain:g}, {seconds:.0f} s hold {room / per_epoch if per_epoch else math.inf:.1f} "
+        f"epochs; epochs = {epochs} (at most {most})"
+    )
     return epochs, how
 
 
-def train_command(job: Job, dataset: str, sets: list[str], configs: list[Path], data_dir: Path | None,
-                  gpu_slots: int) -> list[str]:
-    command = [sys.executable, "-m", "bench", "train", "--dataset", dataset, "--arch", job.arch,
-               "--method", job.method, "--seed", str(job.seed), "--out", str(job.folder),
-               "--gpu-slots", str(gpu_slots)]
+def train_command(
+    job: Job,
+    dataset: str,
+    sets: list[str],
+    configs: list[Path],
+    data_dir: Path | None,
+    gpu_slots: int,
+) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "bench",
+        "train",
+        "--dataset",
+        dataset,
+        "--arch",
+        job.arch,
+        "--method",
+        job.method,
+        "--seed",
+        str(job.seed),
+        "--out",
+        str(job.folder),
+        "--gpu-slots",
+        str(gpu_slots),
+    ]
     for path in configs:
         command += ["--config", str(path)]
     if data_dir is not None:
@@ -96,8 +140,14 @@ def train_command(job: Job, dataset: str, sets: list[str], configs: list[Path], 
     return command
 
 
-def run_grid(jobs: list[Job], commands: dict[int, list[str]], parallel: int, deadline_s: float,
-             logs: Path, poll_s: float = 0.5) -> list[Job]:
+def run_grid(
+    jobs: list[Job],
+    commands: dict[int, list[str]],
+    parallel: int,
+    deadline_s: float,
+    logs: Path,
+    poll_s: float = 0.5,
+) -> list[Job]:
     """Start `jobs` in order, `parallel` at a time; at `deadline_s` after the start, stop what still runs."""
     logs.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -117,10 +167,18 @@ def run_grid(jobs: list[Job], commands: dict[int, list[str]], parallel: int, dea
                 job = jobs[i]
                 job.folder.mkdir(parents=True, exist_ok=True)
                 with open(logs / f"{job.arch}_{job.method}_seed{job.seed}.log", "w") as out:
-                    job.process = subprocess.Popen(commands[i], stdout=out, stderr=subprocess.STDOUT)
+                    job.process = subprocess.Popen(
+                        commands[i], stdout=out, stderr=subprocess.STDOUT
+                    )
                 job.started, job.status = time.monotonic(), "running"
                 running.append(i)
-                log.info("started %s %s seed %d (%d waiting)", job.arch, job.method, job.seed, len(waiting))
+                log.info(
+                    "started %s %s seed %d (%d waiting)",
+                    job.arch,
+                    job.method,
+                    job.seed,
+                    len(waiting),
+                )
             time.sleep(poll_s)
     finally:  # the deadline, or an interrupt of the runner itself: stop every run still going
         _stop([jobs[i] for i in running])
@@ -134,8 +192,15 @@ def _finish(job: Job) -> None:
         job.status = _record_status(job.folder / "record.json")
     else:
         job.status = "failed"
-    log.info("%s %s seed %d: %s (exit %s) after %.0f s", job.arch, job.method, job.seed, job.status,
-             job.exit_code, job.seconds)
+    log.info(
+        "%s %s seed %d: %s (exit %s) after %.0f s",
+        job.arch,
+        job.method,
+        job.seed,
+        job.status,
+        job.exit_code,
+        job.seconds,
+    )
 
 
 def _stop(running: list[Job]) -> None:
@@ -167,9 +232,18 @@ def write_status(jobs: list[Job], path: Path) -> None:
         acc = None
         if job.status in ("finished", "diverged"):
             acc = json.loads((job.folder / "record.json").read_text()).get("test_acc")
-        rows.append({"arch": job.arch, "method": job.method, "seed": job.seed, "status": job.status,
-                     "exit_code": job.exit_code, "seconds": None if job.seconds is None else round(job.seconds, 1),
-                     "epochs_done": epochs, "test_acc": acc})
+        rows.append(
+            {
+                "arch": job.arch,
+                "method": job.method,
+                "seed": job.seed,
+                "status": job.status,
+                "exit_code": job.exit_code,
+                "seconds": None if job.seconds is None else round(job.seconds, 1),
+                "epochs_done": epochs,
+                "test_acc": acc,
+            }
+        )
     temporary = path.with_suffix(".csv.tmp")
     with open(temporary, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=STATUS_FIELDS)
@@ -187,23 +261,50 @@ def _epochs_done(log_csv: Path) -> int:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--dataset", required=True)
-    parser.add_argument("--archs", nargs="+", required=True, help="in priority order: the first starts first")
-    parser.add_argument("--methods", nargs="+", required=True, help="method files or config variants")
+    parser.add_argument(
+        "--archs", nargs="+", required=True, help="in priority order: the first starts first"
+    )
+    parser.add_argument(
+        "--methods", nargs="+", required=True, help="method files or config variants"
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
-    parser.add_argument("--results", type=Path, required=True, help="results folder: runs/, logs/, status.csv")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe keys of every run")
-    parser.add_argument("--config", type=Path, action="append", help="config files with the variants (as train's)")
+    parser.add_argument(
+        "--results", type=Path, required=True, help="results folder: runs/, logs/, status.csv"
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="recipe keys of every run"
+    )
+    parser.add_argument(
+        "--config", type=Path, action="append", help="config files with the variants (as train's)"
+    )
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
-    parser.add_argument("--gpu-slots", type=int, default=1, help="runs sharing one GPU (the trainer's slots)")
-    parser.add_argument("--deadline-s", type=float, required=True, help="seconds after which running runs are cut")
-    parser.add_argument("--epochs", default=None, help="epochs of every run, or auto (needs --perf-table); "
-                        "default: the recipe's")
-    parser.add_argument("--perf-table", type=Path, help="perf step CSV measured on this device, for --epochs auto")
-    parser.add_argument("--train-images", type=int, default=50000, help="training images, for --epochs auto")
-    parser.add_argument("--max-epochs", type=int, default=30, help="--epochs auto: at most this many")
-    parser.add_argument("--packing-gain", type=float, default=4.0,
-                        help="--epochs auto: assumed throughput of --jobs packed runs over one alone")
+    parser.add_argument(
+        "--gpu-slots", type=int, default=1, help="runs sharing one GPU (the trainer's slots)"
+    )
+    parser.add_argument(
+        "--deadline-s", type=float, required=True, help="seconds after which running runs are cut"
+    )
+    parser.add_argument(
+        "--epochs",
+        default=None,
+        help="epochs of every run, or auto (needs --perf-table); default: the recipe's",
+    )
+    parser.add_argument(
+        "--perf-table", type=Path, help="perf step CSV measured on this device, for --epochs auto"
+    )
+    parser.add_argument(
+        "--train-images", type=int, default=50000, help="training images, for --epochs auto"
+    )
+    parser.add_argument(
+        "--max-epochs", type=int, default=30, help="--epochs auto: at most this many"
+    )
+    parser.add_argument(
+        "--packing-gain",
+        type=float,
+        default=4.0,
+        help="--epochs auto: assumed throughput of --jobs packed runs over one alone",
+    )
 
 
 def main(args) -> int:
@@ -212,38 +313,64 @@ def main(args) -> int:
 
     for name in ("jobs", "gpu_slots", "train_images", "max_epochs"):
         if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: accepted: an integer >= 1")
+            raise ValueError(
+                f"--{name.replace('_', '-')} {getattr(args, name)}: accepted: an integer >= 1"
+            )
     if not (math.isfinite(args.deadline_s) and args.deadline_s > 0):
-        raise ValueError(f"--deadline-s {args.deadline_s}: accepted: a finite number of seconds > 0")
+        raise ValueError(
+            f"--deadline-s {args.deadline_s}: accepted: a finite number of seconds > 0"
+        )
     configs = args.config or [DEFAULT_CONFIG]
     variants = sweep.variants(configs)
     sets = list(args.set)
     runs = grid.Grid(args.dataset, tuple(args.archs), tuple(args.methods), tuple(args.seeds)).runs()
     if args.epochs == "auto":
         if args.perf_table is None:
-            raise ValueError("--epochs auto needs --perf-table (a perf step CSV measured on this device)")
+            raise ValueError(
+                "--epochs auto needs --perf-table (a perf step CSV measured on this device)"
+            )
         with open(args.perf_table) as f:
             rows = list(csv.DictReader(f))
         batch = int(parse_sets(sets).get("batch_size", 128))
-        epochs, how = estimate_epochs(rows, runs, args.train_images, batch, args.deadline_s, args.jobs,
-                                      args.packing_gain, most=args.max_epochs)
+        epochs, how = estimate_epochs(
+            rows,
+            runs,
+            args.train_images,
+            batch,
+            args.deadline_s,
+            args.jobs,
+            args.packing_gain,
+            most=args.max_epochs,
+        )
         log.info("epochs: %s", how)
         sets.append(f"epochs={epochs}")
     elif args.epochs is not None:
         sets.append(f"epochs={args.epochs}")
-    for arch, method, seed in runs:  # every run's spec checked before any starts, as Snakemake's check_config
+    for (
+        arch,
+        method,
+        seed,
+    ) in runs:  # every run's spec checked before any starts, as Snakemake's check_config
         make_spec(args.dataset, arch, method, seed, parse_sets(sets), variants)
     layout = Layout(str(args.results))
     jobs = [Job(a, m, s, Path(layout.run_dir(args.dataset, a, m, s))) for a, m, s in runs]
-    commands = {i: train_command(job, args.dataset, sets, configs, args.data_dir, args.gpu_slots)
-                for i, job in enumerate(jobs)}
+    commands = {
+        i: train_command(job, args.dataset, sets, configs, args.data_dir, args.gpu_slots)
+        for i, job in enumerate(jobs)
+    }
     args.results.mkdir(parents=True, exist_ok=True)
     try:
         run_grid(jobs, commands, args.jobs, args.deadline_s, args.results / "logs" / "train")
     finally:
         write_status(jobs, args.results / "status.csv")
-    counts = {status: sum(job.status == status for job in jobs)
-              for status in ("finished", "diverged", "cut", "failed", "not_started")}
-    log.info("grid of %d runs: %s -> %s", len(jobs), ", ".join(f"{v} {k}" for k, v in counts.items() if v),
-             args.results / "status.csv")
+    counts = {
+        status: sum(job.status == status for job in jobs)
+        for status in ("finished", "diverged", "cut", "failed", "not_started")
+    }
+    log.info(
+        "grid of %d runs: %s -> %s",
+        len(jobs),
+        ", ".join(f"{v} {k}" for k, v in counts.items() if v),
+        args.results / "status.csv",
+    )
     return 1 if counts["failed"] else 0

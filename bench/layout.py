@@ -5,6 +5,7 @@ The Snakefile asks it for its rules' inputs and outputs (passing wildcards such 
 names, which gives Snakemake's patterns), the grid runner for each run's folder, and the report wing for
 the records of a dataset. Paths are strings, relative when `results` is: Snakemake matches them as text.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -1,4 +1,5 @@
 """What local rules share: the output error and the one backward call that delivers block signals."""
+
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,9 @@ def output_error(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 FEEDBACK_INITS = ("uniform", "gaussian", "prior")
 
 
-def shared_feedback(num_classes: int, sizes: list[int], init: str, generator: torch.Generator) -> torch.Tensor:
+def shared_feedback(
+    num_classes: int, sizes: list[int], init: str, generator: torch.Generator
+) -> torch.Tensor:
     """TinyDFA's one feedback buffer for every block: K x max(sizes), block i using its first sizes[i] columns.
 
     Entries uniform in [-1, 1) or standard gaussian (callers scale block i by 1/sqrt(size_i)), or `prior`:
@@ -53,7 +56,9 @@ def in_layout_of(h: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
     return signal.contiguous(memory_format=torch.channels_last) if is_channels_last(h) else signal
 
 
-def step_stats(loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+def step_stats(
+    loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """The batch's mean cross-entropy and count of correct predictions, as 0-d tensors.
 
     Tensors, not floats: the trainer sums them on the device and reads them once an epoch,

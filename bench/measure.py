@@ -1,4 +1,5 @@
 """Measurements a record carries: parameter counts, memory, alignment with BP, per-layer ranks."""
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,14 @@ def param_counts(model: BlockNet) -> dict[str, int]:
     feedback = sum(t.numel() for t in feedback_tensors(model).values())
     svd = [layer for _, layer in svd_layers(model)]
     inside_svd = sum(p.numel() for layer in svd for p in layer.parameters())
-    inference = sum(p.numel() for p in network) - inside_svd + sum(l.inference_params() for l in svd)
-    return {"trainable_params": trainable, "feedback_params": feedback, "inference_params": inference}
+    inference = (
+        sum(p.numel() for p in network) - inside_svd + sum(l.inference_params() for l in svd)
+    )
+    return {
+        "trainable_params": trainable,
+        "feedback_params": feedback,
+        "inference_params": inference,
+    }
 
 
 class SavedTensorBytes:
@@ -54,7 +61,9 @@ class SavedTensorBytes:
     _active: list[SavedTensorBytes] = []  # the counters now counting (note_kept reaches them)
 
     def __init__(self, model: nn.Module):
-        self.exclude = {t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]}
+        self.exclude = {
+            t.untyped_storage().data_ptr() for t in [*model.parameters(), *model.buffers()]
+        }
         self.live: dict[int, list[int]] = {}  # storage pointer -> [saved references alive, bytes]
         self.kept: set[int] = set()
         self.current = 0
@@ -185,8 +194,13 @@ def _status_kib(field: str) -> int:
     raise OSError(f"/proc/self/status has no {field}")
 
 
-def memory_breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, saved_bytes: int,
-                     device: torch.device, training_peak: int | None = None) -> dict:
+def memory_breakdown(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    saved_bytes: int,
+    device: torch.device,
+    training_peak: int | None = None,
+) -> dict:
     """Bytes of parameters, gradients, optimizer state, feedback and saved activations, and the peak.
 
     `params` is the network's parameters; `feedback` every feedback tensor (fixed or learned); `grads`
@@ -208,7 +222,10 @@ def memory_breakdown(model: nn.Module, optimizer: torch.optim.Optimizer, saved_b
     else:
         # Linux reports ru_maxrss in KiB, macOS in bytes: the whole process's peak resident set.
         scale = 1 if sys.platform == "darwin" else 1024
-        peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale, "process_peak_rss"
+        peak, peak_kind = (
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale,
+            "process_peak_rss",
+        )
     return {
         "params": tensor_bytes(network),
         "grads": tensor_bytes(trainable),
@@ -235,18 +252,24 @@ def alignment_with_bp(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor)
         with torch.enable_grad(), exact_backward():
             # The class's eager forward_blocks, not a compiled one: a compiled graph hands back the block
             # outputs beside the logits, not on their autograd path, so dCE/dh_i would not exist.
-            outputs, logits = type(model).forward_blocks(model, x, at=getattr(method, "signal_at", "output"))
+            outputs, logits = type(model).forward_blocks(
+                model, x, at=getattr(method, "signal_at", "output")
+            )
             signals = method.block_signals(model, outputs, logits.detach(), y)
             if signals is None:
                 return [math.nan] * len(outputs)
             true = torch.autograd.grad(F.cross_entropy(logits, y), outputs)
-            return [_mean_cosine(s.flatten(1).float(), t.flatten(1).float()) for s, t in zip(signals, true)]
+            return [
+                _mean_cosine(s.flatten(1).float(), t.flatten(1).float())
+                for s, t in zip(signals, true)
+            ]
     finally:
         model.train(was_training)
 
 
-def update_alignment(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor,
-                     context=contextlib.nullcontext) -> dict[str, float]:
+def update_alignment(
+    model: BlockNet, method, x: torch.Tensor, y: torch.Tensor, context=contextlib.nullcontext
+) -> dict[str, float]:
     """Per layer (a module owning trainable network parameters): the cosine between the update the rule's
     `step` produces on the probe batch (x, y) and the true BP gradient of the same parameters.
 
@@ -260,13 +283,19 @@ def update_alignment(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor,
     changes training. NaN where a layer's BP gradient or update is exactly 0 (undefined); exactly 1.0 where they are equal.
     """
     # Every tensor the step may change, non-persistent buffers included (state_dict would miss those).
-    state = {name: t.detach().clone() for name, t in [*model.named_parameters(), *model.named_buffers()]}
+    state = {
+        name: t.detach().clone() for name, t in [*model.named_parameters(), *model.named_buffers()]
+    }
     grads = {p: p.grad for p in model.parameters()}
     generator, private = method.generator.get_state(), copy.deepcopy(method.state_dict())
     was_training = model.training
-    network = {id(p) for _, p in network_parameters(model)}  # kp's learned B is no network parameter
-    layers = {name: [p for p in module.parameters(recurse=False) if p.requires_grad and id(p) in network]
-              for name, module in model.named_modules()}
+    network = {
+        id(p) for _, p in network_parameters(model)
+    }  # kp's learned B is no network parameter
+    layers = {
+        name: [p for p in module.parameters(recurse=False) if p.requires_grad and id(p) in network]
+        for name, module in model.named_modules()
+    }
     layers = {name: ps for name, ps in layers.items() if ps}
     try:
         model.train()
@@ -294,8 +323,12 @@ def update_alignment(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor,
 
 def _flat(params: list[torch.Tensor]) -> torch.Tensor:
     """The layer's gradients as one float64 vector (a missing gradient counts as zeros)."""
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).detach().double().flatten()
-                      for p in params])
+    return torch.cat(
+        [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).detach().double().flatten()
+            for p in params
+        ]
+    )
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:

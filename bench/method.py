@@ -1,4 +1,5 @@
 """The Method API (one learning rule per file in methods/) and discovery of those files."""
+
 from __future__ import annotations
 
 import functools
@@ -53,27 +54,44 @@ class Option:
             ok = isinstance(value, bool)
         elif isinstance(default, int):
             ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float):  # NaN and infinities are no setting: they would train "diverged" runs
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        elif isinstance(
+            default, float
+        ):  # NaN and infinities are no setting: they would train "diverged" runs
+            ok = (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+            )
             value = float(value) if ok else value
         elif isinstance(default, str):
             ok = isinstance(value, str)
         elif isinstance(default, list):
             numbers = (int, float) if self.item is float else (int,)
-            ok = isinstance(value, list) and all(isinstance(v, numbers) and not isinstance(v, bool)
-                                                 and math.isfinite(v) for v in value)
+            ok = isinstance(value, list) and all(
+                isinstance(v, numbers) and not isinstance(v, bool) and math.isfinite(v)
+                for v in value
+            )
             value = [self.item(v) for v in value] if ok else value
         if ok and self.choices is not None:
             ok = value in self.choices
         if ok and isinstance(value, (int, float)) and not isinstance(value, bool):
-            ok = ((self.minimum is None or value >= self.minimum) and (self.maximum is None or value <= self.maximum)
-                  and (self.above is None or value > self.above))
+            ok = (
+                (self.minimum is None or value >= self.minimum)
+                and (self.maximum is None or value <= self.maximum)
+                and (self.above is None or value > self.above)
+            )
         if ok and isinstance(value, list):
-            ok = all((self.minimum is None or v >= self.minimum) and (self.maximum is None or v <= self.maximum)
-                     and (self.above is None or v > self.above) for v in value)
+            ok = all(
+                (self.minimum is None or v >= self.minimum)
+                and (self.maximum is None or v <= self.maximum)
+                and (self.above is None or v > self.above)
+                for v in value
+            )
         if not ok:
             finite = "a finite " if isinstance(value, float) and not math.isfinite(value) else ""
-            raise ValueError(f"bad value {value!r} for {key!r}; accepted: {finite}{self.accepted()}")
+            raise ValueError(
+                f"bad value {value!r} for {key!r}; accepted: {finite}{self.accepted()}"
+            )
         return value
 
 
@@ -93,11 +111,15 @@ def _parse_text(text: str) -> Any:
     return value
 
 
-def resolve_options(declared: dict[str, Option], given: dict[str, Any], owner: str) -> dict[str, Any]:
+def resolve_options(
+    declared: dict[str, Option], given: dict[str, Any], owner: str
+) -> dict[str, Any]:
     """Defaults overlaid with `given`, each parsed; an unknown key is a ValueError listing the known ones."""
     unknown = sorted(set(given) - set(declared))
     if unknown:
-        raise ValueError(f"unknown option {unknown[0]!r} for {owner}; known: {', '.join(sorted(declared)) or 'none'}")
+        raise ValueError(
+            f"unknown option {unknown[0]!r} for {owner}; known: {', '.join(sorted(declared)) or 'none'}"
+        )
     return {k: opt.parse(k, given[k]) if k in given else opt.default for k, opt in declared.items()}
 
 
@@ -198,8 +220,9 @@ class Method:
         """
         return {}
 
-    def block_signals(self, model: BlockNet, outputs: list[torch.Tensor], logits: torch.Tensor,
-                      y: torch.Tensor) -> list[torch.Tensor] | None:
+    def block_signals(
+        self, model: BlockNet, outputs: list[torch.Tensor], logits: torch.Tensor, y: torch.Tensor
+    ) -> list[torch.Tensor] | None:
         """The signal this rule delivers at each block output (as a gradient of the batch-mean loss).
 
         None (the default): the rule defines no block signals; their alignment is recorded as NaN.
@@ -215,8 +238,10 @@ class Method:
     def blockwise_problem(self) -> str | None:
         """Why `locality: blockwise` cannot run this rule with these options; None where it can."""
         if not self.blockwise:
-            return (f"{self.name}'s hidden blocks do not learn from an output-error signal alone "
-                    "(it does not set blockwise = True)")
+            return (
+                f"{self.name}'s hidden blocks do not learn from an output-error signal alone "
+                "(it does not set blockwise = True)"
+            )
         return None
 
     def state_dict(self) -> dict[str, Any]:
@@ -226,7 +251,9 @@ class Method:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what `state_dict` returned (called on resume, after `prepare`)."""
         if state:
-            raise ValueError(f"method {self.name!r} keeps no state, but its checkpoint holds {sorted(state)}")
+            raise ValueError(
+                f"method {self.name!r} keeps no state, but its checkpoint holds {sorted(state)}"
+            )
 
 
 def methods_dir() -> Path:
@@ -237,7 +264,9 @@ def methods_dir() -> Path:
 @functools.lru_cache(maxsize=None)
 def _discover(directory: Path) -> dict[str, type[Method]]:
     if not directory.is_dir():
-        raise FileNotFoundError(f"methods folder {directory} does not exist (set ${METHODS_DIR_ENV})")
+        raise FileNotFoundError(
+            f"methods folder {directory} does not exist (set ${METHODS_DIR_ENV})"
+        )
     found = {}
     for path in sorted(directory.glob("*.py")):
         if path.name.startswith(("_", "template_")):
@@ -247,10 +276,15 @@ def _discover(directory: Path) -> dict[str, type[Method]]:
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
-        classes = [c for c in vars(module).values()
-                   if isinstance(c, type) and issubclass(c, Method) and c.__module__ == module_name]
+        classes = [
+            c
+            for c in vars(module).values()
+            if isinstance(c, type) and issubclass(c, Method) and c.__module__ == module_name
+        ]
         if len(classes) != 1:
-            raise ValueError(f"{path} must define exactly one bench.Method subclass, found {len(classes)}")
+            raise ValueError(
+                f"{path} must define exactly one bench.Method subclass, found {len(classes)}"
+            )
         cls = classes[0]
         cls.name = path.stem
         cls.source = path

@@ -1,4 +1,5 @@
 """The optimizer and learning-rate schedule of the recipe, and the optimizer state a rank change slices."""
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,9 @@ def make_optimizer(params, recipe: dict) -> torch.optim.Optimizer:
     name, lr, wd = recipe["optimizer"], recipe["lr"], recipe["weight_decay"]
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=recipe["momentum"], weight_decay=wd)
-    return (torch.optim.AdamW if name == "adamw" else torch.optim.Adam)(params, lr=lr, weight_decay=wd)
+    return (torch.optim.AdamW if name == "adamw" else torch.optim.Adam)(
+        params, lr=lr, weight_decay=wd
+    )
 
 
 def lr_at(recipe: dict, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> float:
@@ -29,7 +32,9 @@ def lr_at(recipe: dict, epoch: int, step: int = 0, steps_per_epoch: int = 1) -> 
         return lr * 0.5 * (1 + math.cos(math.pi * progress / recipe["epochs"]))
     if schedule == "step":
         return lr * recipe["gamma"] ** (epoch // recipe["step_size"])
-    if schedule == "multistep":  # as torch's MultiStepLR stepped once an epoch: x gamma from each milestone on
+    if (
+        schedule == "multistep"
+    ):  # as torch's MultiStepLR stepped once an epoch: x gamma from each milestone on
         return lr * recipe["gamma"] ** sum(1 for m in recipe["milestones"] if m <= epoch)
     return lr
 
@@ -44,4 +49,6 @@ def slice_optimizer_state(optimizer: torch.optim.Optimizer, resized: dict) -> No
     for param, (dim, index) in resized.items():
         for key, value in optimizer.state.get(param, {}).items():
             if torch.is_tensor(value) and value.dim() == param.dim():
-                optimizer.state[param][key] = value.index_select(dim, index.to(value.device)).contiguous()
+                optimizer.state[param][key] = value.index_select(
+                    dim, index.to(value.device)
+                ).contiguous()

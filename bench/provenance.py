@@ -1,5 +1,6 @@
 """Provenance: what produced a record (git commit and uncommitted code, package versions, device, platform,
 start time), so a number can be traced to the code and machine that computed it."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,14 +13,24 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-CODE_PATHS = ("bench", "methods")  # the code that computes a record's numbers (config changes: config_hash)
+CODE_PATHS = (
+    "bench",
+    "methods",
+)  # the code that computes a record's numbers (config changes: config_hash)
 
 
 def _git(*args: str) -> str | None:
     """Output of `git ARGS` in the suite's folder; None when git or a checkout is missing (never raises)."""
     try:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, errors="replace",
-                              timeout=10, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=10,
+            check=True,
+        ).stdout.strip()
     except (OSError, ValueError, subprocess.SubprocessError):
         return None
 
@@ -41,7 +52,9 @@ def code_version() -> str | None:
     if commit is None:
         return None
     diff = _git("diff", "HEAD", "--binary", "--", *CODE_PATHS)
-    return commit if not diff else f"{commit}+dirty.{hashlib.sha256(diff.encode()).hexdigest()[:12]}"
+    return (
+        commit if not diff else f"{commit}+dirty.{hashlib.sha256(diff.encode()).hexdigest()[:12]}"
+    )
 
 
 def provenance(device: torch.device) -> dict:
@@ -57,7 +70,9 @@ def provenance(device: torch.device) -> dict:
         "torch": str(torch.__version__),
         "torchvision": torchvision_version,
         "ffcv": ffcv_version,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "platform": platform.platform(terse=True),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

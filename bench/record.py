@@ -1,5 +1,6 @@
 """The run record: record.json built from a finished run (make_record), the epoch its table reports
 (selected_epoch), and the per-epoch log.csv beside it."""
+
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,16 @@ from bench.config import RunSpec
 from bench.files import write_atomic
 
 SCHEMA_VERSION = 1
-LOG_COLUMNS = ["epoch", "train_loss", "train_acc", "test_acc", "test_top5", "lr", "train_time_s", "images_per_s"]
+LOG_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "test_acc",
+    "test_top5",
+    "lr",
+    "train_time_s",
+    "images_per_s",
+]
 
 
 def write_log_csv(path: Path, history: list[dict]) -> None:
@@ -22,7 +32,9 @@ def write_log_csv(path: Path, history: list[dict]) -> None:
     writer = csv.writer(buffer)
     writer.writerow(LOG_COLUMNS + [f"term_{t}" for t in terms])
     for h in history:
-        writer.writerow([h.get(c, "") for c in LOG_COLUMNS] + [h.get("terms", {}).get(t, "") for t in terms])
+        writer.writerow(
+            [h.get(c, "") for c in LOG_COLUMNS] + [h.get("terms", {}).get(t, "") for t in terms]
+        )
     write_atomic(path, buffer.getvalue().encode())
 
 
@@ -33,10 +45,21 @@ def selected_epoch(history: list[dict]) -> dict:
     if not history:
         return {"selection": "last", "selected_epoch": None, "selected_test_acc": None}
     if "val_acc" not in history[-1]:
-        return {"selection": "last", "selected_epoch": history[-1]["epoch"], "selected_test_acc": history[-1]["test_acc"]}
-    best = max(history, key=lambda h: (h["val_acc"] if math.isfinite(h["val_acc"]) else -math.inf, -h["epoch"]))
-    return {"selection": "best_val", "selected_epoch": best["epoch"], "selected_test_acc": best["test_acc"],
-            "best_val_acc": best["val_acc"]}
+        return {
+            "selection": "last",
+            "selected_epoch": history[-1]["epoch"],
+            "selected_test_acc": history[-1]["test_acc"],
+        }
+    best = max(
+        history,
+        key=lambda h: (h["val_acc"] if math.isfinite(h["val_acc"]) else -math.inf, -h["epoch"]),
+    )
+    return {
+        "selection": "best_val",
+        "selected_epoch": best["epoch"],
+        "selected_test_acc": best["test_acc"],
+        "best_val_acc": best["val_acc"],
+    }
 
 
 def make_record(spec: RunSpec, state: dict, model, optimizer, data, device, started: dict) -> dict:
@@ -46,19 +69,38 @@ def make_record(spec: RunSpec, state: dict, model, optimizer, data, device, star
     train_time = sum(h["train_time_s"] for h in history)
     images = sum(h["images_per_s"] * h["train_time_s"] for h in history)
     record = {
-        "schema_version": SCHEMA_VERSION, "dataset": spec.dataset, "arch": spec.arch, "method": spec.method,
-        "impl": spec.impl, "seed": spec.seed, "recipe": spec.recipe, "options": spec.options,
-        "config_hash": spec.config_hash(), "status": state["status"], "epochs": state["epoch"],
-        "epochs_planned": spec.recipe["epochs"], "num_classes": data.num_classes,
+        "schema_version": SCHEMA_VERSION,
+        "dataset": spec.dataset,
+        "arch": spec.arch,
+        "method": spec.method,
+        "impl": spec.impl,
+        "seed": spec.seed,
+        "recipe": spec.recipe,
+        "options": spec.options,
+        "config_hash": spec.config_hash(),
+        "status": state["status"],
+        "epochs": state["epoch"],
+        "epochs_planned": spec.recipe["epochs"],
+        "num_classes": data.num_classes,
         "test_acc": last.get("test_acc"),
         "test_top5": last.get("test_top5") if data.num_classes > 5 else None,
         "best_test_acc": max((h["test_acc"] for h in history), default=None),
         **selected_epoch(history),
-        "train_time_s": train_time, "images_per_s": images / train_time if train_time else None,
-        **measure.param_counts(model), "trainable_params_initial": state["trainable_params_initial"],
-        "memory": measure.memory_breakdown(model, optimizer, last.get("saved_activations", 0), device,
-                                           max((h["peak_memory"] for h in history if h.get("peak_memory") is not None),
-                                               default=None)),
-        "history": history, "provenance": started,
+        "train_time_s": train_time,
+        "images_per_s": images / train_time if train_time else None,
+        **measure.param_counts(model),
+        "trainable_params_initial": state["trainable_params_initial"],
+        "memory": measure.memory_breakdown(
+            model,
+            optimizer,
+            last.get("saved_activations", 0),
+            device,
+            max(
+                (h["peak_memory"] for h in history if h.get("peak_memory") is not None),
+                default=None,
+            ),
+        ),
+        "history": history,
+        "provenance": started,
     }
     return record

@@ -12,6 +12,7 @@ subset of the test split, through torchattacks, with the trained network's true 
 The gradient is the true one whatever rule trained the network: the network's plain forward (no graph
 cut), eval mode (BatchNorm's running statistics), float32, every feedback layer's exact backward.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,7 +27,9 @@ SUBSET_SEED = 0  # the attacked images: the same for every run (as the test spli
 START_SEED = 0  # PGD's random starts
 STEP_RATIO = 2.5  # PGD step size = STEP_RATIO * eps / steps
 ATTACKS = ("fgsm", "pgd")
-TABLE_BUDGET = "2"  # the table's column: PGD at 2/255, where the suite's small CPU-scale nets still differ
+TABLE_BUDGET = (
+    "2"  # the table's column: PGD at 2/255, where the suite's small CPU-scale nets still differ
+)
 
 
 def budget_key(eps_255: float) -> str:
@@ -48,12 +51,14 @@ class _Eager(nn.Module):
 def attack_subset(data, n: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(x normalised, y): `n` test images drawn with SUBSET_SEED, in test-split order (one pass over it)."""
     total = len(data.test_y)
-    chosen = torch.randperm(total, generator=torch.Generator().manual_seed(SUBSET_SEED))[:min(n, total)]
+    chosen = torch.randperm(total, generator=torch.Generator().manual_seed(SUBSET_SEED))[
+        : min(n, total)
+    ]
     keep = torch.zeros(total, dtype=torch.bool)
     keep[chosen] = True
     xs, ys, start = [], [], 0
     for x, y in data.test_batches(batch_size):
-        mask = keep[start:start + len(y)].to(y.device)
+        mask = keep[start : start + len(y)].to(y.device)
         start += len(y)
         if mask.any():
             xs.append(x[mask])
@@ -63,8 +68,10 @@ def attack_subset(data, n: int, batch_size: int) -> tuple[torch.Tensor, torch.Te
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
     with torch.no_grad():
-        hits = sum((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
-                   for i in range(0, len(y), batch_size))
+        hits = sum(
+            (model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum().item()
+            for i in range(0, len(y), batch_size)
+        )
     return 100.0 * hits / len(y)
 
 
@@ -77,8 +84,9 @@ def attacks(model: nn.Module, recipe: dict) -> dict:
     for eps_255 in recipe["attack_eps"]:
         eps = eps_255 / 255
         made["fgsm"][budget_key(eps_255)] = torchattacks.FGSM(model, eps=eps)
-        made["pgd"][budget_key(eps_255)] = torchattacks.PGD(model, eps=eps, alpha=STEP_RATIO * eps / steps,
-                                                            steps=steps, random_start=True)
+        made["pgd"][budget_key(eps_255)] = torchattacks.PGD(
+            model, eps=eps, alpha=STEP_RATIO * eps / steps, steps=steps, random_start=True
+        )
     return made
 
 
@@ -95,15 +103,22 @@ def robustness(model: nn.Module, data, recipe: dict, speed) -> dict | None:
     net = _Eager(model)
     was_training = model.training
     model.eval()
-    entry = {"subset": len(y), "eps_unit": "1/255", "pgd_steps": recipe["attack_steps"],
-             "pgd_step_size": f"{STEP_RATIO:g} eps / steps", "clean_acc": accuracy(net, x, y, recipe["eval_batch_size"])}
+    entry = {
+        "subset": len(y),
+        "eps_unit": "1/255",
+        "pgd_steps": recipe["attack_steps"],
+        "pgd_step_size": f"{STEP_RATIO:g} eps / steps",
+        "clean_acc": accuracy(net, x, y, recipe["eval_batch_size"]),
+    }
     try:
         with exact_backward():
             entry |= attacked(net, data, x, y, recipe)
         if recipe["attack_rule_gradient"]:
             # BioTorch's setting: the attacker differentiates through the rule's feedback weights. Only
             # layers with a feedback backward differ; the block-signal rules' forward has true gradients.
-            entry["rule_gradient"] = attacked(net, data, x, y, recipe) if feedback_layers(model) else None
+            entry["rule_gradient"] = (
+                attacked(net, data, x, y, recipe) if feedback_layers(model) else None
+            )
     finally:
         model.train(was_training)
     if x.is_cuda:
@@ -124,7 +139,9 @@ def attacked(net: nn.Module, data, x: torch.Tensor, y: torch.Tensor, recipe: dic
             found[kind] = {}
             for key, attack in by_budget.items():
                 attack.set_normalization_used(mean, std)  # takes and returns normalised batches
-                adversarial = torch.cat([attack(x[i:i + batch], y[i:i + batch]) for i in range(0, len(y), batch)])
+                adversarial = torch.cat(
+                    [attack(x[i : i + batch], y[i : i + batch]) for i in range(0, len(y), batch)]
+                )
                 found[kind][key] = accuracy(net, adversarial, y, batch)
     return found
 

@@ -1,5 +1,6 @@
 """The training device (resolve_device) and the recipe's speed options (channels_last, autocast, cudnn_benchmark, compile) resolved for a device,
 and how the trainer applies them. None changes what is computed beyond float rounding (bf16: more)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +18,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA device is available; use device=cpu or auto")
+        raise ValueError(
+            "device 'cuda' requested but no CUDA device is available; use device=cpu or auto"
+        )
     return torch.device(name)
 
 
@@ -41,9 +44,14 @@ class Speed:
     def from_recipe(cls, recipe: dict, device: torch.device) -> "Speed":
         def on(key: str) -> bool:
             value = recipe.get(key, "auto")
-            if key == "cudnn_benchmark" and recipe.get("deterministic"):  # a timed pick is not reproducible
+            if key == "cudnn_benchmark" and recipe.get(
+                "deterministic"
+            ):  # a timed pick is not reproducible
                 return False
-            return value == "on" or (value == "auto" and (device.type == "cuda" or key in AUTO_ON_CPU))
+            return value == "on" or (
+                value == "auto" and (device.type == "cuda" or key in AUTO_ON_CPU)
+            )
+
         return cls(**{key: on(key) for key in SPEED_KEYS})
 
     def prepare(self, model: BlockNet) -> BlockNet:
@@ -53,11 +61,19 @@ class Speed:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def batch(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
+        return (
+            x.contiguous(memory_format=torch.channels_last)
+            if self.channels_last and x.dim() == 4
+            else x
+        )
 
     def context(self, device: torch.device):
         """bf16 autocast around a training step (forward and the method's backward), or nothing."""
-        return torch.autocast(device.type, torch.bfloat16) if self.autocast else contextlib.nullcontext()
+        return (
+            torch.autocast(device.type, torch.bfloat16)
+            if self.autocast
+            else contextlib.nullcontext()
+        )
 
     def compile_model(self, model: BlockNet, x: torch.Tensor) -> bool:
         """torch.compile `model.forward` and `model.forward_blocks` (the local rules' entry) in place.
@@ -70,16 +86,25 @@ class Speed:
         if not self.compile:
             return False
         state = {k: v.clone() for k, v in model.state_dict().items()}
-        model.forward, model.forward_blocks = torch.compile(model.forward), torch.compile(model.forward_blocks)
+        model.forward, model.forward_blocks = (
+            torch.compile(model.forward),
+            torch.compile(model.forward_blocks),
+        )
         try:
             with self.context(x.device):
                 for cut in (True, False):
                     outputs, logits = model.forward_blocks(x, cut=cut)
                     sum(t.float().sum() for t in (*outputs, logits)).backward()
                 model(x).float().sum().backward()
-        except Exception as error:  # compiler failures have many types; any of them means: stay eager
-            log.warning("torch.compile failed on %s (%s: %s); training eager", type(model).__name__,
-                        type(error).__name__, str(error).splitlines()[0] if str(error) else "")
+        except (
+            Exception
+        ) as error:  # compiler failures have many types; any of them means: stay eager
+            log.warning(
+                "torch.compile failed on %s (%s: %s); training eager",
+                type(model).__name__,
+                type(error).__name__,
+                str(error).splitlines()[0] if str(error) else "",
+            )
             del model.forward, model.forward_blocks  # the class's eager methods again
             return False
         finally:

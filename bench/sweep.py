@@ -18,6 +18,7 @@ sweep's variants there. A grid may also name single points (`methods: [bp, ssa_r
 rerun the best points with more seeds); their recipe keys go with them. `methods: all` does not include sweeps. Variant names spell out what differs
 from the base, e.g. `ssa_rank-rank_ratio_0p25`, `ssa_rank-lr_0p002`, `ssa_rank-base`.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,7 +37,9 @@ def value_name(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, (list, tuple)):
         return "_".join(value_name(v) for v in value) or "none"
-    if isinstance(value, float):  # repr: the shortest text that reads back as the same float, so faithful
+    if isinstance(
+        value, float
+    ):  # repr: the shortest text that reads back as the same float, so faithful
         return repr(value).replace("-", "m").replace(".", "p").replace("+", "")
     return str(value).replace("-", "m").replace(".", "p")
 
@@ -46,7 +49,9 @@ def points(name: str, sweep: dict) -> dict[str, dict[str, Any]]:
     base, options = dict(sweep.get("base") or {}), dict(sweep.get("options") or {})
     design = sweep.get("design", "one_at_a_time")
     if design not in DESIGNS:
-        raise ValueError(f"config key sweeps.{name}.design: {design!r}; accepted: {', '.join(DESIGNS)}")
+        raise ValueError(
+            f"config key sweeps.{name}.design: {design!r}; accepted: {', '.join(DESIGNS)}"
+        )
     candidates: list[tuple[str, dict[str, Any]]] = []
     if design == "grid":
         for values in itertools.product(*options.values()):
@@ -55,18 +60,27 @@ def points(name: str, sweep: dict) -> dict[str, dict[str, Any]]:
             candidates.append((f"{name}-{label}" if label else f"{name}-base", base | changed))
     else:
         candidates.append((f"{name}-base", base))
-        candidates += [(f"{name}-{key}_{value_name(value)}", base | {key: value})
-                       for key, values in options.items() for value in values]
+        candidates += [
+            (f"{name}-{key}_{value_name(value)}", base | {key: value})
+            for key, values in options.items()
+            for value in values
+        ]
     result: dict[str, dict[str, Any]] = {}
     seen: dict[str, str] = {}
     defaults = _defaults(sweep.get("impl"))
     for variant, settings in candidates:
-        key = repr(sorted((defaults | settings).items()))  # a value equal to the default is the same run
+        key = repr(
+            sorted((defaults | settings).items())
+        )  # a value equal to the default is the same run
         if key in seen:
             continue
-        if variant in result:  # two different points under one name: one record would say it ran the other
-            raise ValueError(f"config key sweeps.{name}: points {result[variant]} and {settings} both get the "
-                             f"variant name {variant!r}; write their values so that they differ as text")
+        if (
+            variant in result
+        ):  # two different points under one name: one record would say it ran the other
+            raise ValueError(
+                f"config key sweeps.{name}: points {result[variant]} and {settings} both get the "
+                f"variant name {variant!r}; write their values so that they differ as text"
+            )
         seen[key] = variant
         result[variant] = settings
     return result
@@ -101,39 +115,60 @@ def expand(config: dict) -> dict:
     recipes: dict[str, dict[str, dict]] = {}
     for name, sweep in sweeps.items():
         if name in variants:
-            raise ValueError(f"config key sweeps.{name}: a variant of that name exists; give the sweep another name")
+            raise ValueError(
+                f"config key sweeps.{name}: a variant of that name exists; give the sweep another name"
+            )
         recipes[name] = {}
         for variant, settings in points(name, sweep).items():
             if variant in variants:
-                raise ValueError(f"config key sweeps.{name}: its point {variant!r} is already a variant")
-            variants[variant] = {"impl": sweep["impl"], **{k: v for k, v in settings.items() if k not in RECIPE}}
+                raise ValueError(
+                    f"config key sweeps.{name}: its point {variant!r} is already a variant"
+                )
+            variants[variant] = {
+                "impl": sweep["impl"],
+                **{k: v for k, v in settings.items() if k not in RECIPE},
+            }
             recipes[name][variant] = {k: v for k, v in settings.items() if k in RECIPE}
-    point_recipes = {variant: recipe for by_point in recipes.values() for variant, recipe in by_point.items()}
+    point_recipes = {
+        variant: recipe for by_point in recipes.values() for variant, recipe in by_point.items()
+    }
     for entry in (config.get("datasets") or {}).values():
         methods = entry.get("methods")
         if not isinstance(methods, list):
             continue
         entry["methods"] = [v for m in methods for v in (recipes[m] if m in sweeps else [m])]
         # a point's recipe keys go with it, whether the grid names its sweep or the point itself
-        own = {variant: point_recipes[variant] for variant in entry["methods"] if point_recipes.get(variant)}
+        own = {
+            variant: point_recipes[variant]
+            for variant in entry["methods"]
+            if point_recipes.get(variant)
+        }
         if own:
             entry["method_recipe"] = entry.get("method_recipe") or {}
             for variant, recipe in own.items():
-                entry["method_recipe"][variant] = {**entry["method_recipe"].get(variant, {}), **recipe}
+                entry["method_recipe"][variant] = {
+                    **entry["method_recipe"].get(variant, {}),
+                    **recipe,
+                }
     return config
 
 
 def sweep_of(config: dict, variant: str) -> str | None:
     """The sweep a variant name came from (None for a plain variant)."""
-    return next((name for name in config.get("sweeps") or {} if variant.startswith(f"{name}-")), None)
+    return next(
+        (name for name in config.get("sweeps") or {} if variant.startswith(f"{name}-")), None
+    )
 
 
 def merge(base: dict, overlay: dict) -> dict:
     """Snakemake's merge of config files: nested mappings merge key by key, anything else is replaced."""
     result = dict(base)
     for key, value in overlay.items():
-        result[key] = merge(result[key], value) if isinstance(value, dict) and isinstance(result.get(key), dict) \
+        result[key] = (
+            merge(result[key], value)
+            if isinstance(value, dict) and isinstance(result.get(key), dict)
             else value
+        )
     return result
 
 
@@ -163,6 +198,8 @@ def check_files(config: dict, paths: list[Path | str]) -> None:
     merged = load_files(paths)
     for key in ("variants", "sweeps"):
         if (merged.get(key) or {}) != (config.get(key) or {}):
-            raise ValueError(f"config key {key}: the pipeline's {key} differ from those of its config files "
-                             f"({', '.join(map(str, paths)) or 'none given'}); set {key} in a config file, "
-                             "not with --config")
+            raise ValueError(
+                f"config key {key}: the pipeline's {key} differ from those of its config files "
+                f"({', '.join(map(str, paths)) or 'none given'}); set {key} in a config file, "
+                "not with --config"
+            )

@@ -1,5 +1,6 @@
 """Optional TensorBoard logging of a run's per-epoch history (recipe key `tensorboard`, off by default), as
 BioTorch's users are used to. A view only: record.json and log.csv stay the source of truth."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,12 @@ def scalars(entry: dict, prefix: str = "") -> dict[str, float]:
         name = f"{prefix}{key}"
         if isinstance(value, (dict, list)):
             found |= scalars(value, f"{name}/")
-        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-                and name != "epoch":
+        elif (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and name != "epoch"
+        ):
             found[name] = float(value)
     return found
 
@@ -29,6 +34,7 @@ class EpochLog:
         self.writer = None
         if on:
             from torch.utils.tensorboard import SummaryWriter
+
             self.writer = SummaryWriter(log_dir=str(Path(folder) / "tensorboard"))
 
     def write(self, entry: dict) -> None:

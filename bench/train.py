@@ -1,4 +1,5 @@
 """The trainer: one run from spec to record (data, optimizer, schedule, eval, checkpoints, measurement)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -14,16 +15,16 @@ from bench import data as datasets
 from bench import distributed, measure
 from bench.blockwise import step_function
 from bench.checkpoint import load_checkpoint, save_checkpoint
+from bench.config import RunSpec
+from bench.data.tensors import hold_out
 from bench.determinism import determinism
 from bench.determinism import state as determinism_state
-from bench.evaluation import end_of_run, require_packages
-from bench.data.tensors import hold_out
 from bench.epoch import evaluate, train_epoch
-from bench.config import RunSpec
+from bench.evaluation import end_of_run, require_packages
+from bench.files import folder_lock, write_json
 from bench.method import get_method
 from bench.models import BlockNet, build_for
 from bench.optim import lr_at, make_optimizer, slice_optimizer_state, steps_per_epoch
-from bench.files import folder_lock, write_json
 from bench.provenance import provenance
 from bench.record import make_record, write_log_csv
 from bench.speed import Speed, resolve_device
@@ -43,30 +44,46 @@ def setup(spec: RunSpec, data_dir: Path | None):
     (init and feedback seeded from the run seed), the method."""
     device = resolve_device(spec.recipe["device"])
     require_packages(spec.recipe)  # a measure that cannot run fails now, not after training
-    data = datasets.load(spec.dataset, device, data_dir, datasets.DataOptions.from_recipe(spec.recipe))
+    data = datasets.load(
+        spec.dataset, device, data_dir, datasets.DataOptions.from_recipe(spec.recipe)
+    )
     validation = None
     if spec.recipe["val_split"]:
         if not isinstance(data, datasets.TensorData):
-            raise ValueError(f"'val_split' needs a dataset held on the device; {spec.dataset} streams "
-                             "(use its own validation folder as the test split instead)")
+            raise ValueError(
+                f"'val_split' needs a dataset held on the device; {spec.dataset} streams "
+                "(use its own validation folder as the test split instead)"
+            )
         data, validation = hold_out(data, spec.recipe["val_split"])
     if spec.recipe["keep_last_batch"] and not isinstance(data, datasets.TensorData):
-        raise ValueError(f"'keep_last_batch' needs a dataset held on the device; {spec.dataset} streams "
-                         "its full batches only")
-    if spec.recipe["norm_mean"]:  # constants instead of the training split's statistics (validation too)
+        raise ValueError(
+            f"'keep_last_batch' needs a dataset held on the device; {spec.dataset} streams "
+            "its full batches only"
+        )
+    if spec.recipe[
+        "norm_mean"
+    ]:  # constants instead of the training split's statistics (validation too)
         for part in (data, validation) if validation is not None else (data,):
             datasets.set_normalisation(part, spec.recipe["norm_mean"], spec.recipe["norm_std"])
     torch.manual_seed(derive_seed(spec.seed, "init"))
     model = build_for(spec.recipe, spec.arch, data.in_shape, data.num_classes)
     method = get_method(spec.impl)(**spec.options)
     if spec.recipe["batch_size"] > len(data.train_y):
-        raise ValueError(f"bad value {spec.recipe['batch_size']} for 'batch_size'; accepted: at most the "
-                         f"{len(data.train_y)} training images of {spec.dataset}")
+        raise ValueError(
+            f"bad value {spec.recipe['batch_size']} for 'batch_size'; accepted: at most the "
+            f"{len(data.train_y)} training images of {spec.dataset}"
+        )
     feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
     model = method.prepare(model, data.num_classes, feedback)
     # A stochastic rule's draws (fwdgrad's directions, brsf's magnitudes) on the device, per run seed.
     method.generator = torch.Generator(device).manual_seed(derive_seed(spec.seed, "method"))
-    return device, data, validation, Speed.from_recipe(spec.recipe, device).prepare(model.to(device)), method
+    return (
+        device,
+        data,
+        validation,
+        Speed.from_recipe(spec.recipe, device).prepare(model.to(device)),
+        method,
+    )
 
 
 @dataclass
@@ -88,9 +105,15 @@ class Training:
 def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
     """Train one run, checkpointing each epoch (resuming from `out`), and write out/record.json."""
     out = Path(out)
-    with determinism(spec.recipe["deterministic"]):  # first: cuBLAS reads its setting when CUDA starts
-        device, data, validation, model, method = setup(spec, data_dir)  # bad data fails here, before anything is written
-        main = distributed.is_main()  # under torchrun only rank 0 writes; the others train alongside
+    with determinism(
+        spec.recipe["deterministic"]
+    ):  # first: cuBLAS reads its setting when CUDA starts
+        device, data, validation, model, method = setup(
+            spec, data_dir
+        )  # bad data fails here, before anything is written
+        main = (
+            distributed.is_main()
+        )  # under torchrun only rank 0 writes; the others train alongside
         if main:
             out.mkdir(parents=True, exist_ok=True)
         # A second process training into the same folder (another pipeline from another working folder) is refused.
@@ -101,11 +124,19 @@ def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
 def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main: bool) -> dict:
     # The rule's file by content: git_commit and git_dirty miss an untracked (new) method file.
     # Threads change float summation order, so CPU results: recorded like the device.
-    started = provenance(device) | {"world_size": distributed.world_size(), "method_sha256": method.source_hash(),
-                                    "threads": torch.get_num_threads()}
+    started = provenance(device) | {
+        "world_size": distributed.world_size(),
+        "method_sha256": method.source_hash(),
+        "threads": torch.get_num_threads(),
+    }
     shuffle = torch.Generator().manual_seed(derive_seed(spec.seed, "shuffle"))
-    state = {"epoch": 0, "history": [], "status": "ok", "provenance": started,
-             "trainable_params_initial": measure.param_counts(model)["trainable_params"]}
+    state = {
+        "epoch": 0,
+        "history": [],
+        "status": "ok",
+        "provenance": started,
+        "trainable_params_initial": measure.param_counts(model)["trainable_params"],
+    }
     checkpoint = load_checkpoint(out, spec, model, method)
     optimizer = make_optimizer(model.parameters(), spec.recipe)
     if checkpoint:
@@ -115,18 +146,38 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
         method.load_state_dict(checkpoint["method_state"])
         state = checkpoint["state"]
     elif main:
-        (out / "record.json").unlink(missing_ok=True)  # a record of an earlier, different run is stale
+        (out / "record.json").unlink(
+            missing_ok=True
+        )  # a record of an earlier, different run is stale
     distributed.barrier()  # every rank has read the checkpoint before rank 0 writes the next one
     speed = Speed.from_recipe(spec.recipe, device)
-    compiled = speed.compile_model(model, speed.batch(torch.zeros(spec.recipe["batch_size"], *data.in_shape,
-                                                                   device=device)))
+    compiled = speed.compile_model(
+        model, speed.batch(torch.zeros(spec.recipe["batch_size"], *data.in_shape, device=device))
+    )
     # What `auto` resolved to on this device: the layout and precision the numbers were computed in.
     state["provenance"]["speed"] = {**asdict(speed), "compile": compiled}
-    state["provenance"]["determinism"] = {"requested": spec.recipe["deterministic"], **determinism_state()}
-    training = Training(spec, device, data, validation, model, method, speed, optimizer, shuffle,
-                        data.probe_batch(spec.recipe["probe_size"]))
-    getattr(data, "ready", lambda: None)()  # one-off data copies before the first epoch's memory clock
-    board = EpochLog(out, spec.recipe["tensorboard"] and main)  # a view of the history, off by default
+    state["provenance"]["determinism"] = {
+        "requested": spec.recipe["deterministic"],
+        **determinism_state(),
+    }
+    training = Training(
+        spec,
+        device,
+        data,
+        validation,
+        model,
+        method,
+        speed,
+        optimizer,
+        shuffle,
+        data.probe_batch(spec.recipe["probe_size"]),
+    )
+    getattr(
+        data, "ready", lambda: None
+    )()  # one-off data copies before the first epoch's memory clock
+    board = EpochLog(
+        out, spec.recipe["tensorboard"] and main
+    )  # a view of the history, off by default
     try:
         for epoch in range(state["epoch"] + 1, spec.recipe["epochs"] + 1):
             if state["status"] != "ok":
@@ -136,7 +187,9 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
             state["epoch"] = epoch
             if not math.isfinite(entry["train_loss"]):
                 state["status"] = "diverged"
-                log.warning("%s diverged in epoch %d (loss %s)", spec.method, epoch, entry["train_loss"])
+                log.warning(
+                    "%s diverged in epoch %d (loss %s)", spec.method, epoch, entry["train_loss"]
+                )
             if main:
                 save_checkpoint(out, spec, model, optimizer, shuffle, state, method)
                 write_log_csv(out / "log.csv", state["history"])
@@ -144,7 +197,9 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
     finally:
         board.close()
     record = make_record(spec, state, model, optimizer, data, device, state["provenance"])
-    if state["history"]:  # once, on the trained network: calibration, per-class accuracy, robustness
+    if state[
+        "history"
+    ]:  # once, on the trained network: calibration, per-class accuracy, robustness
         record |= end_of_run(model, data, spec.recipe, speed)
     if main:
         write_json(out / "record.json", record)
@@ -162,23 +217,53 @@ def run_epoch(training: Training, epoch: int) -> dict:
     if recipe["schedule_unit"] == "step":
         steps = steps_per_epoch(t.data, recipe["batch_size"], recipe["keep_last_batch"])
         lr_of_step = lambda i: lr_at(recipe, epoch - 1, i, steps)  # noqa: E731
-    stats = train_epoch(model, method, t.optimizer, t.data, recipe["batch_size"], t.shuffle, t.device, speed,
-                        recipe["keep_last_batch"], lr_of_step, step_function(method, recipe["locality"]))
+    stats = train_epoch(
+        model,
+        method,
+        t.optimizer,
+        t.data,
+        recipe["batch_size"],
+        t.shuffle,
+        t.device,
+        speed,
+        recipe["keep_last_batch"],
+        lr_of_step,
+        step_function(method, recipe["locality"]),
+    )
     slice_optimizer_state(t.optimizer, method.on_epoch_end(model, epoch))
     test_acc, test_top5 = evaluate(model, t.data, recipe["eval_batch_size"], speed)
     x, y = t.probe
-    entry = {"epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
-             "test_acc": test_acc, "test_top5": test_top5, "lr": lr,
-             "train_time_s": stats["train_time_s"], "images_per_s": stats["images"] / stats["train_time_s"],
-             "saved_activations": stats["saved_activations"], "peak_memory": stats["peak"], "terms": stats["terms"],
-             "alignment": measure.alignment_with_bp(model, method, x, y),
-             "update_alignment": measure.update_alignment(model, method, speed.batch(x), y,
-                                                          lambda: speed.context(t.device)),
-             "weight_alignment": weight_alignment(model),
-             "ranks": measure.layer_ranks(model), "trainable_params": measure.param_counts(model)["trainable_params"]}
+    entry = {
+        "epoch": epoch,
+        "train_loss": stats["train_loss"],
+        "train_acc": stats["train_acc"],
+        "test_acc": test_acc,
+        "test_top5": test_top5,
+        "lr": lr,
+        "train_time_s": stats["train_time_s"],
+        "images_per_s": stats["images"] / stats["train_time_s"],
+        "saved_activations": stats["saved_activations"],
+        "peak_memory": stats["peak"],
+        "terms": stats["terms"],
+        "alignment": measure.alignment_with_bp(model, method, x, y),
+        "update_alignment": measure.update_alignment(
+            model, method, speed.batch(x), y, lambda: speed.context(t.device)
+        ),
+        "weight_alignment": weight_alignment(model),
+        "ranks": measure.layer_ranks(model),
+        "trainable_params": measure.param_counts(model)["trainable_params"],
+    }
     if t.validation is not None:
         entry["val_acc"] = evaluate(model, t.validation, recipe["eval_batch_size"], speed)[0]
-    log.info("%-14s epoch %3d/%d  loss %7.4f  train %6.2f%%  test %6.2f%%  %7.1fs  %8.0f img/s",
-             t.spec.method, epoch, recipe["epochs"], entry["train_loss"], entry["train_acc"], test_acc,
-             entry["train_time_s"], entry["images_per_s"])
+    log.info(
+        "%-14s epoch %3d/%d  loss %7.4f  train %6.2f%%  test %6.2f%%  %7.1fs  %8.0f img/s",
+        t.spec.method,
+        epoch,
+        recipe["epochs"],
+        entry["train_loss"],
+        entry["train_acc"],
+        test_acc,
+        entry["train_time_s"],
+        entry["images_per_s"],
+    )
     return entry

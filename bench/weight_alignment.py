@@ -13,6 +13,7 @@ dfa, ssa and drtp project the output error straight to each block with a matrix 
 (classes x block size), which has no forward weight of its shape to compare with (their block signals'
 alignment with the true gradient is the history's `alignment`); bp and svd_bp use W itself.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,12 +24,16 @@ from torch import nn
 from bench.layers.feedback import feedback_layers
 
 
-def angle_and_ratio(weight: torch.Tensor, feedback: torch.Tensor) -> tuple[float | None, float | None]:
+def angle_and_ratio(
+    weight: torch.Tensor, feedback: torch.Tensor
+) -> tuple[float | None, float | None]:
     """(angle in degrees, ||feedback|| / ||weight||) of two tensors of one shape, in float64; the angle is
     None when either is all zeros, the ratio None when the weight is."""
     if weight.shape != feedback.shape:
-        raise ValueError(f"weight of shape {tuple(weight.shape)} and feedback of shape {tuple(feedback.shape)}: "
-                         "the angle needs one shape")
+        raise ValueError(
+            f"weight of shape {tuple(weight.shape)} and feedback of shape {tuple(feedback.shape)}: "
+            "the angle needs one shape"
+        )
     w, b = weight.detach().double().flatten(), feedback.detach().double().flatten()
     w_norm, b_norm = w.norm().item(), b.norm().item()
     ratio = b_norm / w_norm if w_norm > 0 else None
@@ -54,5 +59,9 @@ def weight_alignment(model: nn.Module) -> dict | None:
 def layer_mean(entry: dict | None, measure: str) -> float | None:
     """The mean over layers of a history entry's `measure` ("angle_deg" or "norm_ratio"); None when the
     entry has none (the rule has no per-layer feedback, or the record predates the measure)."""
-    values = [v for v in ((entry or {}).get("weight_alignment") or {}).get(measure, {}).values() if v is not None]
+    values = [
+        v
+        for v in ((entry or {}).get("weight_alignment") or {}).get(measure, {}).values()
+        if v is not None
+    ]
     return sum(values) / len(values) if values else None

@@ -5,6 +5,7 @@ the first, so a run labelled bp could train another rule) and expands aliases wi
 lines of nested aliases stand for millions of nodes, which a message or a dump then writes out). This
 loader refuses both, naming the file and the line.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +13,9 @@ from typing import Any
 
 import yaml
 
-MAX_NODES = 100_000  # nodes of the document with every alias expanded; real configs have a few hundred
+MAX_NODES = (
+    100_000  # nodes of the document with every alias expanded; real configs have a few hundred
+)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -26,7 +29,11 @@ class _StrictLoader(yaml.SafeLoader):
                 continue  # an unhashable key: the base constructor reports it
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark)
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first at line {seen[key] + 1})",
+                    key_node.start_mark,
+                )
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep=deep)
 
@@ -56,8 +63,10 @@ def loads(text: str, source: str = "<text>") -> Any:
             if node is None:
                 return None
             if _expanded_size(node, {}) > MAX_NODES:
-                raise ValueError(f"{source}: the YAML expands to more than {MAX_NODES} nodes through its "
-                                 "aliases (an alias bomb?); write the values out")
+                raise ValueError(
+                    f"{source}: the YAML expands to more than {MAX_NODES} nodes through its "
+                    "aliases (an alias bomb?); write the values out"
+                )
             return loader.construct_document(node)
         finally:
             loader.dispose()

@@ -1,4 +1,5 @@
 """bp: backpropagation of the mean cross-entropy through the whole network."""
+
 import torch.nn.functional as F
 
 from bench import Method

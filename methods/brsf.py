@@ -1,4 +1,5 @@
 """brsf: batchwise random-magnitude sign-concordant feedback (Moskovitz et al. 2018), |R_l| redrawn per batch."""
+
 import torch.nn.functional as F
 
 from bench import Method, Option

@@ -1,4 +1,5 @@
 """dfa: Direct Feedback Alignment (Nokland 2016), in TinyDFA's one-projection form."""
+
 import math
 
 import torch.nn.functional as F
@@ -16,19 +17,30 @@ class DFA(Method):
     `init: prior` is the authors' earlier feedback, uniform in [0, 1e-4) and not rescaled [prior].
     """
 
-    blockwise = True  # the head's CE and block_signals are the whole rule: `locality: blockwise` can run it
+    blockwise = (
+        True  # the head's CE and block_signals are the whole rule: `locality: blockwise` can run it
+    )
 
     options = {
-        "init": Option("uniform", "feedback entries: uniform in [-1, 1), standard gaussian (both times "
-                       "1/sqrt(size_i)), or prior: uniform in [0, 1e-4) as is", choices=FEEDBACK_INITS),
+        "init": Option(
+            "uniform",
+            "feedback entries: uniform in [-1, 1), standard gaussian (both times "
+            "1/sqrt(size_i)), or prior: uniform in [0, 1e-4) as is",
+            choices=FEEDBACK_INITS,
+        ),
         "scale": Option(1.0, "multiplier on every feedback matrix", minimum=0.0),
-        "signal_at": Option("output", "where the signal enters a block: its output, or the input of its "
-                            "last activation", choices=SIGNAL_POINTS),
+        "signal_at": Option(
+            "output",
+            "where the signal enters a block: its output, or the input of its last activation",
+            choices=SIGNAL_POINTS,
+        ),
     }
 
     def prepare(self, model, num_classes, generator):
         self.sizes = [math.prod(shape) for shape in model.block_output_shapes(self.signal_at)]
-        model.feedback.register_buffer("dfa", shared_feedback(num_classes, self.sizes, self.init, generator))
+        model.feedback.register_buffer(
+            "dfa", shared_feedback(num_classes, self.sizes, self.init, generator)
+        )
         norms = [1.0 if self.init == "prior" else 1 / math.sqrt(size) for size in self.sizes]
         self.multipliers = [self.scale * norm for norm in norms]
         return model
@@ -36,8 +48,10 @@ class DFA(Method):
     def block_signals(self, model, outputs, logits, y):
         error = output_error(logits, y) / len(y)  # gradient of the batch-mean CE at the logits
         projected = error @ model.feedback.dfa  # one matmul for every block
-        return [(projected[:, :size] * multiplier).view_as(h)
-                for size, multiplier, h in zip(self.sizes, self.multipliers, outputs)]
+        return [
+            (projected[:, :size] * multiplier).view_as(h)
+            for size, multiplier, h in zip(self.sizes, self.multipliers, outputs)
+        ]
 
     def block_signal(self, model, index, output, logits, y):
         """Block `index`'s signal alone (blockwise locality): its columns of B, one small matmul."""

@@ -1,4 +1,5 @@
 """drtp: Direct Random Target Projection (Frenkel, Lefebvre & Bol 2021), in TinyDFA's one-projection form."""
+
 import math
 
 import torch.nn.functional as F
@@ -26,27 +27,41 @@ class DRTP(Method):
     it before the pool); `signal_at: preactivation` skips the activation's derivative.
     """
 
-    blockwise = True  # the head's CE and block_signals are the whole rule: `locality: blockwise` can run it
+    blockwise = (
+        True  # the head's CE and block_signals are the whole rule: `locality: blockwise` can run it
+    )
 
     options = {
-        "init": Option("uniform", "feedback entries: uniform in [-1, 1) or standard gaussian, both times "
-                       "1/sqrt(size_i)", choices=("uniform", "gaussian")),
+        "init": Option(
+            "uniform",
+            "feedback entries: uniform in [-1, 1) or standard gaussian, both times 1/sqrt(size_i)",
+            choices=("uniform", "gaussian"),
+        ),
         "scale": Option(1.0, "multiplier on every feedback matrix", minimum=0.0),
-        "signal_at": Option("output", "where the signal enters a block: its output, or the input of its "
-                            "last activation", choices=SIGNAL_POINTS),
+        "signal_at": Option(
+            "output",
+            "where the signal enters a block: its output, or the input of its last activation",
+            choices=SIGNAL_POINTS,
+        ),
     }
 
     def prepare(self, model, num_classes, generator):
         self.sizes = [math.prod(shape) for shape in model.block_output_shapes(self.signal_at)]
-        model.feedback.register_buffer("drtp", shared_feedback(num_classes, self.sizes, self.init, generator))
+        model.feedback.register_buffer(
+            "drtp", shared_feedback(num_classes, self.sizes, self.init, generator)
+        )
         self.multipliers = [self.scale / math.sqrt(size) for size in self.sizes]
         return model
 
     def block_signals(self, model, outputs, logits, y):
         del logits  # the target alone sets the signal: that is the rule
-        projected = model.feedback.drtp[y] * (-1.0 / len(y))  # -onehot(y) B / N, every block at once
-        return [(projected[:, :size] * multiplier).view_as(h).to(h.dtype)
-                for size, multiplier, h in zip(self.sizes, self.multipliers, outputs)]
+        projected = model.feedback.drtp[y] * (
+            -1.0 / len(y)
+        )  # -onehot(y) B / N, every block at once
+        return [
+            (projected[:, :size] * multiplier).view_as(h).to(h.dtype)
+            for size, multiplier, h in zip(self.sizes, self.multipliers, outputs)
+        ]
 
     def block_signal(self, model, index, output, logits, y):
         """Block `index`'s signal alone (blockwise locality): its columns of row y of B."""

@@ -1,4 +1,5 @@
 """fa: feedback alignment (Lillicrap et al. 2016, Nat. Commun. 7:13276), a fixed random B per layer."""
+
 import torch.nn.functional as F
 
 from bench import Method, Option
@@ -22,8 +23,11 @@ class FA(Method):
     """
 
     options = {
-        "init": Option("uniform", "distribution of B, both with W's standard deviation at init",
-                       choices=("uniform", "gaussian")),
+        "init": Option(
+            "uniform",
+            "distribution of B, both with W's standard deviation at init",
+            choices=("uniform", "gaussian"),
+        ),
         "scale": Option(1.0, "multiplier on every B", above=0.0),
     }
 

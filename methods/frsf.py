@@ -1,4 +1,5 @@
 """frsf: fixed random-magnitude sign-concordant feedback (Moskovitz et al. 2018), B_l = sign(W_l) * |R_l|."""
+
 import torch.nn.functional as F
 
 from bench import Method, Option

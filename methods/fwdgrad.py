@@ -1,4 +1,5 @@
 """fwdgrad: the weight-perturbation forward gradient (Baydin et al. 2022), one forward-mode pass, no backward."""
+
 import torch
 import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
@@ -29,7 +30,9 @@ class ForwardGradient(Method):
     """
 
     options = {
-        "directions": Option(1, "random directions averaged per step (one forward-mode pass each)", minimum=1),
+        "directions": Option(
+            1, "random directions averaged per step (one forward-mode pass each)", minimum=1
+        ),
     }
 
     def step(self, model, x, y):
@@ -37,8 +40,10 @@ class ForwardGradient(Method):
         updates = [None] * len(named)
         with torch.no_grad():  # no graph: the forward-mode pass is all there is
             for k in range(self.directions):
-                tangents = [torch.randn(p.shape, generator=self.generator, device=p.device, dtype=p.dtype)
-                            for _, p in named]
+                tangents = [
+                    torch.randn(p.shape, generator=self.generator, device=p.device, dtype=p.dtype)
+                    for _, p in named
+                ]
                 copies = {} if k == 0 else {name: b.clone() for name, b in model.named_buffers()}
                 loss_k, slope, logits_k = self._directional(model, named, tangents, copies, x, y)
                 if k == 0:

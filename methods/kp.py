@@ -1,4 +1,5 @@
 """kp: Kolen-Pollack (Akrout et al. 2019, NeurIPS), a learned B_l per layer that gets W_l's update."""
+
 import torch.nn.functional as F
 
 from bench import Method
@@ -32,7 +33,9 @@ class KP(Method):
             register_feedback(layer, "kp_B", like_weight(layer, generator), learned=True)
 
         swap_layers(model, _learned_feedback, attach=draw)
-        self.layers = [layer for _, layer in feedback_layers(model)]  # found once, not on every step
+        self.layers = [
+            layer for _, layer in feedback_layers(model)
+        ]  # found once, not on every step
         return model
 
     def step(self, model, x, y):

@@ -1,4 +1,5 @@
 """ssa: SVD-Space Alignment, low-rank DFA with SVD-structured feedback (arXiv 2510.25594)."""
+
 import math
 
 import torch
@@ -33,21 +34,39 @@ class SSA(Method):
     """
 
     options = {
-        "rank_ratio": Option(1.0, "initial rank as a share of min(m, n) [paper: full rank]", above=0.0, maximum=1.0),
-        "decomposition": Option("channel", "conv factorisation; spatial is the paper's form", choices=DECOMPOSITIONS),
+        "rank_ratio": Option(
+            1.0, "initial rank as a share of min(m, n) [paper: full rank]", above=0.0, maximum=1.0
+        ),
+        "decomposition": Option(
+            "channel", "conv factorisation; spatial is the paper's form", choices=DECOMPOSITIONS
+        ),
         "lambda_align": Option(0.1, "weight of L_align [suite default]", minimum=0.0),
         "lambda_orth": Option(0.1, "weight of L_orth [suite default]", minimum=0.0),
-        "lambda_cos": Option(0.0, "weight of 1 - cos(h_i, g_i) (earlier paper version)", minimum=0.0),
-        "lambda_sparse": Option(0.0, "weight of the Hoyer sparsity of s (earlier paper version)", minimum=0.0),
-        "align_on": Option("top", "L_align against the top-k columns of U or all of U", choices=("top", "all")),
-        "rank_epochs": Option([2, 4, 6, 8], "epochs after which energy-threshold rank reduction runs", minimum=1),
+        "lambda_cos": Option(
+            0.0, "weight of 1 - cos(h_i, g_i) (earlier paper version)", minimum=0.0
+        ),
+        "lambda_sparse": Option(
+            0.0, "weight of the Hoyer sparsity of s (earlier paper version)", minimum=0.0
+        ),
+        "align_on": Option(
+            "top", "L_align against the top-k columns of U or all of U", choices=("top", "all")
+        ),
+        "rank_epochs": Option(
+            [2, 4, 6, 8], "epochs after which energy-threshold rank reduction runs", minimum=1
+        ),
         "rank_eps": Option(0.01, "energy share rank reduction may drop", minimum=0.0, maximum=1.0),
         "scale": Option(1.0, "multiplier on every feedback matrix", minimum=0.0),
-        "feedback": Option("broadcast", "conv blocks: the channel signal broadcast over H x W (method.md), "
-                           "times a fixed random H x W map [suite], or a dense random matrix as dfa",
-                           choices=FEEDBACK),
-        "signal_at": Option("output", "where the signal enters a block: its output, or the input of its "
-                            "last activation", choices=SIGNAL_POINTS),
+        "feedback": Option(
+            "broadcast",
+            "conv blocks: the channel signal broadcast over H x W (method.md), "
+            "times a fixed random H x W map [suite], or a dense random matrix as dfa",
+            choices=FEEDBACK,
+        ),
+        "signal_at": Option(
+            "output",
+            "where the signal enters a block: its output, or the input of its last activation",
+            choices=SIGNAL_POINTS,
+        ),
     }
 
     def prepare(self, model, num_classes, generator):
@@ -56,13 +75,21 @@ class SSA(Method):
         shapes = model.block_output_shapes(self.signal_at)
         for i, (block, shape) in enumerate(zip(model.blocks, shapes)):
             channels = shape[0]
-            layers = [layer for _, layer in svd_layers(block) if layer.channel_basis().shape[0] == channels]
+            layers = [
+                layer
+                for _, layer in svd_layers(block)
+                if layer.channel_basis().shape[0] == channels
+            ]
             if not layers:
-                raise ValueError(f"ssa: block {i} has no SVD layer producing its {channels} output channels")
+                raise ValueError(
+                    f"ssa: block {i} has no SVD layer producing its {channels} output channels"
+                )
             layer = layers[-1]
             self.out_layers.append(layer)
             k = min(num_classes, layer.rank)
-            gaussian = torch.randn(num_classes, channels, generator=generator) / math.sqrt(math.prod(shape))
+            gaussian = torch.randn(num_classes, channels, generator=generator) / math.sqrt(
+                math.prod(shape)
+            )
             u, beta, vh = torch.linalg.svd(gaussian, full_matrices=False)
             model.feedback.register_buffer(f"ssa_{i}_BV", u[:, :k].contiguous())
             model.feedback.register_buffer(f"ssa_{i}_beta", beta[:k].contiguous())
@@ -73,9 +100,13 @@ class SSA(Method):
             if not self.spatial[i]:
                 continue
             if self.feedback == "spatial_map":
-                model.feedback.register_buffer(f"ssa_{i}_map", torch.randn(shape[1:], generator=generator))
+                model.feedback.register_buffer(
+                    f"ssa_{i}_map", torch.randn(shape[1:], generator=generator)
+                )
             else:
-                dense = torch.randn(num_classes, math.prod(shape), generator=generator) / math.sqrt(math.prod(shape))
+                dense = torch.randn(num_classes, math.prod(shape), generator=generator) / math.sqrt(
+                    math.prod(shape)
+                )
                 model.feedback.register_buffer(f"ssa_{i}_full", dense)
         return model
 
@@ -103,24 +134,33 @@ class SSA(Method):
     def _signals(self, model, channel, outputs, logits, y):
         """Per block, the signal shaped like its output: the channel signal broadcast (or spatial feedback)."""
         error = output_error(logits, y) / len(y) if self.feedback == "full" else None
-        return [self._signal(model, i, g, h, error) for i, (g, h) in enumerate(zip(channel, outputs))]
+        return [
+            self._signal(model, i, g, h, error) for i, (g, h) in enumerate(zip(channel, outputs))
+        ]
 
     def _signal(self, model, i, g, h, error):
         if not self.spatial[i]:
             return broadcast(g, h)
         if self.feedback == "spatial_map":
-            return g[:, :, None, None] * getattr(model.feedback, f"ssa_{i}_map")  # g carries the scale
+            return g[:, :, None, None] * getattr(
+                model.feedback, f"ssa_{i}_map"
+            )  # g carries the scale
         return (error @ getattr(model.feedback, f"ssa_{i}_full") * self.scale).view_as(h)
 
     def penalty(self, model):
         """lambda_orth L_orth + lambda_sparse Hoyer + lambda_align L_align (parameters alone), and the logged terms."""
         penalty, terms = factor_penalties(model.blocks, self.lambda_orth, self.lambda_sparse)
         align = torch.zeros((), device=penalty.device)
-        with torch.set_grad_enabled(self.lambda_align != 0 and torch.is_grad_enabled()):  # logged even when off
+        with torch.set_grad_enabled(
+            self.lambda_align != 0 and torch.is_grad_enabled()
+        ):  # logged even when off
             for i, layer in enumerate(self.out_layers):
                 align = align + alignment_loss(layer, self._factors(model, i)[2], self.align_on)
         # Logged per-block means; the loss uses the sums (one term per block).
-        return penalty + self.lambda_align * align, {**terms, "align": align.detach() / len(self.out_layers)}
+        return penalty + self.lambda_align * align, {
+            **terms,
+            "align": align.detach() / len(self.out_layers),
+        }
 
     def blockwise_problem(self):
         if self.lambda_cos != 0:
@@ -135,9 +175,15 @@ class SSA(Method):
         penalty, logged = self.penalty(model)
         if self.lambda_cos != 0:  # a full pass over every block output: only when the term is on
             blocks = len(outputs)
-            cos = sum(1 - (F.cosine_similarity(h.flatten(1), signal.flatten(1)) if self.spatial[i]
-                           else broadcast_cosine(h, g)).mean()
-                      for i, (h, g, signal) in enumerate(zip(outputs, channel, signals)))
+            cos = sum(
+                1
+                - (
+                    F.cosine_similarity(h.flatten(1), signal.flatten(1))
+                    if self.spatial[i]
+                    else broadcast_cosine(h, g)
+                ).mean()
+                for i, (h, g, signal) in enumerate(zip(outputs, channel, signals))
+            )
             penalty = penalty + self.lambda_cos * cos
             logged["cos"] = cos.detach() / blocks
         deliver(loss + penalty, outputs, signals)
@@ -169,5 +215,7 @@ def broadcast_cosine(h: torch.Tensor, g: torch.Tensor, eps: float = 1e-8) -> tor
     pooled = h.flatten(2).sum(2) if h.dim() > 2 else h
     positions = h[0, 0].numel()
     dot = (pooled * g).sum(1)
-    norms = h.flatten(1).norm(dim=1).clamp_min(eps) * (g.norm(dim=1) * positions ** 0.5).clamp_min(eps)
+    norms = h.flatten(1).norm(dim=1).clamp_min(eps) * (g.norm(dim=1) * positions**0.5).clamp_min(
+        eps
+    )
     return dot / norms

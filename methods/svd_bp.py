@@ -1,4 +1,5 @@
 """svd_bp: backpropagation on the SVD-parameterised network [paper baseline "SVD-BP"]."""
+
 import torch.nn.functional as F
 
 from bench import Method, Option
@@ -17,8 +18,12 @@ class SVDBP(Method):
         "rank_ratio": Option(1.0, "initial rank as a share of min(m, n)", above=0.0, maximum=1.0),
         "decomposition": Option("channel", "conv factorisation", choices=DECOMPOSITIONS),
         "lambda_orth": Option(0.1, "weight of L_orth [suite default]", minimum=0.0),
-        "lambda_sparse": Option(0.0, "weight of the Hoyer sparsity of s (earlier paper version)", minimum=0.0),
-        "rank_epochs": Option([], "epochs after which energy-threshold rank reduction runs", minimum=1),
+        "lambda_sparse": Option(
+            0.0, "weight of the Hoyer sparsity of s (earlier paper version)", minimum=0.0
+        ),
+        "rank_epochs": Option(
+            [], "epochs after which energy-threshold rank reduction runs", minimum=1
+        ),
         "rank_eps": Option(0.01, "energy share rank reduction may drop", minimum=0.0, maximum=1.0),
     }
 

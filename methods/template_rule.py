@@ -11,6 +11,7 @@ seeded generator in `prepare`, randomness in `step` from `self.generator`, and p
 resumed run must restore. For other shapes of rule, see methods/dfa.py (signals delivered at block
 outputs, one backward call: bench.local) and methods/fa.py (a backward of its own: bench.layers.swap_layers).
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -34,8 +35,12 @@ class NoisyBP(Method):
         # Runs once on the CPU before the model moves to its device. Anything random comes from
         # `generator` (seeded from the run seed). A buffer is counted as feedback wherever it is
         # registered; this one only shows how (a K-vector of per-class noise multipliers).
-        model.feedback.register_buffer("template_class_scale", 1 + 0.1 * torch.rand(num_classes, generator=generator))
-        self.steps = 0  # private state: saved by state_dict below, so a resumed run continues the count
+        model.feedback.register_buffer(
+            "template_class_scale", 1 + 0.1 * torch.rand(num_classes, generator=generator)
+        )
+        self.steps = (
+            0  # private state: saved by state_dict below, so a resumed run continues the count
+        )
         return model
 
     def step(self, model, x, y):
@@ -44,7 +49,11 @@ class NoisyBP(Method):
         loss.backward()
         # The step count is what makes this rule stateful: without state_dict, a resumed run would restart
         # the annealing at t = 0 and differ from an uninterrupted one (the contract test checks this).
-        scale = self.noise / (1 + self.steps / 100) ** 0.5 * model.feedback.template_class_scale[y].mean()
+        scale = (
+            self.noise
+            / (1 + self.steps / 100) ** 0.5
+            * model.feedback.template_class_scale[y].mean()
+        )
         for p in model.parameters():
             if p.grad is None:
                 continue

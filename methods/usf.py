@@ -1,4 +1,5 @@
 """usf: uniform sign-concordant feedback (Liao, Leibo & Poggio 2016, AAAI), B_l = sign(W_l) * sigma_l."""
+
 import torch.nn.functional as F
 
 from bench import Method, Option

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny models, batches and the discovered methods."""
+
 import pytest
 import torch
 

@@ -1,34 +1,76 @@
 """Synthetic record.json files, shaped like the trainer's, for the table and figure tests."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 
-def write_record(runs: Path, arch: str, method: str, seed: int, acc: float, *, dataset: str = "toy",
-                 status: str = "ok", commit: str = "c0ffee", epochs: int = 3, params: int = 1000,
-                 ranks: dict | None = None) -> dict:
+def write_record(
+    runs: Path,
+    arch: str,
+    method: str,
+    seed: int,
+    acc: float,
+    *,
+    dataset: str = "toy",
+    status: str = "ok",
+    commit: str = "c0ffee",
+    epochs: int = 3,
+    params: int = 1000,
+    ranks: dict | None = None,
+) -> dict:
     """Write runs/dataset/arch/method/seed{seed}/record.json; accuracy rises linearly to `acc` at the end."""
     history = []
     for epoch in range(1, epochs + 1):
-        history.append({
-            "epoch": epoch, "train_loss": 1.0 / epoch, "train_acc": acc * epoch / epochs,
-            "test_acc": acc * epoch / epochs, "test_top5": 100.0, "lr": 1e-3, "train_time_s": 1.0,
-            "images_per_s": 100.0, "saved_activations": 3_000_000, "terms": {},
-            "alignment": [1.0, 1.0] if method == "bp" else [0.1 * epoch, 0.3 * epoch],
-            "ranks": {k: v - epoch for k, v in ranks.items()} if ranks else {},
-            "trainable_params": params,
-        })
+        history.append(
+            {
+                "epoch": epoch,
+                "train_loss": 1.0 / epoch,
+                "train_acc": acc * epoch / epochs,
+                "test_acc": acc * epoch / epochs,
+                "test_top5": 100.0,
+                "lr": 1e-3,
+                "train_time_s": 1.0,
+                "images_per_s": 100.0,
+                "saved_activations": 3_000_000,
+                "terms": {},
+                "alignment": [1.0, 1.0] if method == "bp" else [0.1 * epoch, 0.3 * epoch],
+                "ranks": {k: v - epoch for k, v in ranks.items()} if ranks else {},
+                "trainable_params": params,
+            }
+        )
     record = {
-        "schema_version": 1, "dataset": dataset, "arch": arch, "method": method, "impl": method.split("-")[0],
-        "seed": seed, "recipe": {"epochs": epochs}, "options": {}, "status": status, "epochs": epochs,
-        "epochs_planned": epochs, "num_classes": 10, "test_acc": acc, "test_top5": 100.0, "best_test_acc": acc,
-        "train_time_s": 1.0 * epochs, "images_per_s": 100.0, "trainable_params": params,
-        "trainable_params_initial": params + 10, "feedback_params": 0 if method == "bp" else 50,
+        "schema_version": 1,
+        "dataset": dataset,
+        "arch": arch,
+        "method": method,
+        "impl": method.split("-")[0],
+        "seed": seed,
+        "recipe": {"epochs": epochs},
+        "options": {},
+        "status": status,
+        "epochs": epochs,
+        "epochs_planned": epochs,
+        "num_classes": 10,
+        "test_acc": acc,
+        "test_top5": 100.0,
+        "best_test_acc": acc,
+        "train_time_s": 1.0 * epochs,
+        "images_per_s": 100.0,
+        "trainable_params": params,
+        "trainable_params_initial": params + 10,
+        "feedback_params": 0 if method == "bp" else 50,
         "inference_params": params,
-        "memory": {"params": 4_000_000, "grads": 4_000_000, "optimizer_state": 8_000_000,
-                   "saved_activations": 3_000_000, "peak": 100_000_000, "peak_kind": "process_peak_rss",
-                   "device": "cpu"},
+        "memory": {
+            "params": 4_000_000,
+            "grads": 4_000_000,
+            "optimizer_state": 8_000_000,
+            "saved_activations": 3_000_000,
+            "peak": 100_000_000,
+            "peak_kind": "process_peak_rss",
+            "device": "cpu",
+        },
         "history": history,
         "provenance": {"git_commit": commit, "git_dirty": False},
     }

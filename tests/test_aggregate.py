@@ -1,4 +1,5 @@
 """Tables from records: means, std, deltas to BP, missing and diverged runs, published figures, the CLI."""
+
 import json
 import logging
 import math
@@ -7,8 +8,8 @@ import pandas as pd
 import pytest
 from synthetic_records import write_record
 
-from bench.report.table import COLUMNS, aggregate
 from bench.cli import main
+from bench.report.table import COLUMNS, aggregate
 
 
 @pytest.fixture
@@ -118,7 +119,9 @@ def test_aggregate_notes_mixed_commits_and_dirty_trees_under_the_markdown_table(
     unclean = "1 of 3 runs ran on a working tree with uncommitted changes (git_dirty)"
     assert f"**Warning:** {mixed}." in md and f"**Warning:** {unclean}." in md
     assert mixed in caplog.text and unclean in caplog.text
-    assert list(table.columns) == COLUMNS  # the csv keeps its columns; the notes ride along in attrs
+    assert (
+        list(table.columns) == COLUMNS
+    )  # the csv keeps its columns; the notes ride along in attrs
     assert table.attrs["notes"] == [mixed, unclean]
 
 
@@ -130,9 +133,11 @@ def test_aggregate_of_one_clean_commit_has_no_warning(runs, tmp_path, caplog):
 
 def test_aggregate_published_column(runs, tmp_path):
     published = tmp_path / "published.csv"
-    published.write_text("dataset,arch,method,metric,value,source\n"
-                         "toy,mlp,bp,top1_error,8.63,BioTorch 2021\ntoy,mlp,dfa,test_acc,70.5,Someone 2020\n"
-                         "other,mlp,bp,test_acc,1.0,elsewhere\n")
+    published.write_text(
+        "dataset,arch,method,metric,value,source\n"
+        "toy,mlp,bp,top1_error,8.63,BioTorch 2021\ntoy,mlp,dfa,test_acc,70.5,Someone 2020\n"
+        "other,mlp,bp,test_acc,1.0,elsewhere\n"
+    )
     table = aggregate(runs, "toy", published_path=published)
     assert row(table, "bp").published == "91.37 [BioTorch 2021]"
     assert row(table, "dfa").published == "70.50 [Someone 2020]"
@@ -154,8 +159,25 @@ def test_aggregate_without_records_says_where_it_looked(tmp_path):
 
 
 def test_cli_aggregate_missing_exits_2_and_allow_missing_writes(runs, tmp_path, capsys):
-    args = ["aggregate", "--runs-dir", str(runs), "--dataset", "toy", "--out-dir", str(tmp_path / "out"),
-            "--archs", "mlp", "--methods", "bp", "dfa", "ssa", "--seeds", "0", "1", "2"]
+    args = [
+        "aggregate",
+        "--runs-dir",
+        str(runs),
+        "--dataset",
+        "toy",
+        "--out-dir",
+        str(tmp_path / "out"),
+        "--archs",
+        "mlp",
+        "--methods",
+        "bp",
+        "dfa",
+        "ssa",
+        "--seeds",
+        "0",
+        "1",
+        "2",
+    ]
     assert main(args) == 2
     assert "have no record" in capsys.readouterr().err
     assert not (tmp_path / "out" / "toy_table.csv").exists()
@@ -174,9 +196,13 @@ def test_the_shipped_published_figures_parse_and_join_by_dataset_arch_method():
 
     figures = published("imagenet", PUBLISHED)
     assert figures[("resnet18", "bp")] == [
-        ("sgd", "69.61 [BioTorch (Sanfiz & Akrout 2021, arXiv 2108.13446, Benchmarks.md), SGD, 75 epochs]"),
+        (
+            "sgd",
+            "69.61 [BioTorch (Sanfiz & Akrout 2021, arXiv 2108.13446, Benchmarks.md), SGD, 75 epochs]",
+        ),
         ("", "66.90 [FFCV (Leclerc et al. 2023), 16 epochs, 1 x A100, 35 min]"),
-        ("", "72.40 [FFCV (Leclerc et al. 2023), 88 epochs, 1 x A100, 187 min]")]
+        ("", "72.40 [FFCV (Leclerc et al. 2023), 88 epochs, 1 x A100, 187 min]"),
+    ]
     assert figures[("resnet18", "dfa")][0][1].startswith("17.55 [BioTorch")
     assert ("resnet20", "dfa") in published("cifar10", PUBLISHED)
 
@@ -191,15 +217,23 @@ def test_table_reports_the_selected_epoch_update_alignment_and_feedback_memory(t
         entry["update_alignment"] = {"blocks.0": value, "head": 1.0, "blocks.1": None}
     plain["history"][-1]["update_alignment"] = {"blocks.0": 1.0, "head": 1.0}
     for record in (plain, chosen):
-        (runs / "toy" / "mlp" / record["method"] / "seed0" / "record.json").write_text(json.dumps(record))
+        (runs / "toy" / "mlp" / record["method"] / "seed0" / "record.json").write_text(
+            json.dumps(record)
+        )
     table = aggregate(runs, "toy")
     fa, bp = row(table, "fa"), row(table, "bp")
-    assert fa.test_acc_mean == 75.0 and fa.selection == "best_val"  # the best-validation epoch, not the last
+    assert (
+        fa.test_acc_mean == 75.0 and fa.selection == "best_val"
+    )  # the best-validation epoch, not the last
     assert bp.test_acc_mean == 90.0 and bp.selection == "last"
     # last epoch, mean over the defined hidden layers: the head's 1 is left out
     assert fa.update_alignment == pytest.approx(0.4) and bp.update_alignment == 1.0
-    assert fa.feedback_mb == 2.0 and math.isnan(bp.feedback_mb)  # an old record without the field: unknown
-    md = (aggregate(runs, "toy", out_dir=tmp_path) is not None) and (tmp_path / "toy_table.md").read_text()
+    assert fa.feedback_mb == 2.0 and math.isnan(
+        bp.feedback_mb
+    )  # an old record without the field: unknown
+    md = (aggregate(runs, "toy", out_dir=tmp_path) is not None) and (
+        tmp_path / "toy_table.md"
+    ).read_text()
     assert "| best val |" in md and "| 0.400 |" in md
 
 
@@ -208,10 +242,20 @@ def test_published_figures_stand_beside_runs_of_the_same_optimizer_and_dataset_a
     for method, optimizer in (("bp", "adam"), ("dfa", "sgd"), ("fa", "adamw")):
         record = write_record(runs, "lenet", method, 0, 60.0, dataset="cifar10-jpeg")
         record["recipe"]["optimizer"] = optimizer
-        (runs / "cifar10-jpeg" / "lenet" / method / "seed0" / "record.json").write_text(json.dumps(record))
+        (runs / "cifar10-jpeg" / "lenet" / method / "seed0" / "record.json").write_text(
+            json.dumps(record)
+        )
     table = aggregate(runs, "cifar10-jpeg", published_as="cifar10")
     bp, dfa, fa = (row(table, m, "lenet") for m in ("bp", "dfa", "fa"))
-    assert bp.published.startswith("84.08 [") and "Adam" in bp.published and "SGD" not in bp.published
-    assert dfa.published.startswith("45.79 [") and "SGD" in dfa.published and "Adam" not in dfa.published
+    assert (
+        bp.published.startswith("84.08 [") and "Adam" in bp.published and "SGD" not in bp.published
+    )
+    assert (
+        dfa.published.startswith("45.79 [")
+        and "SGD" in dfa.published
+        and "Adam" not in dfa.published
+    )
     assert fa.published == ""  # BioTorch ran no AdamW: nothing like it to compare with
-    assert set(aggregate(runs, "cifar10-jpeg")["published"]) == {""}  # without the alias: its own name
+    assert set(aggregate(runs, "cifar10-jpeg")["published"]) == {
+        ""
+    }  # without the alias: its own name

@@ -1,4 +1,5 @@
 """The block-structured families (vgg13, resnets, mobilenetv1, lenet): shapes, counts, every rule runs."""
+
 import pytest
 import torch
 from torch import nn
@@ -15,19 +16,29 @@ NEW = ["mobilenetv1", "resnet18", "resnet32", "vgg13", "lenet", "resnet20"]
 DEEP = ["resnet56"]  # 55 convs: tested on small inputs only
 # Blocks per arch: vgg13 one per conv; resnets stem + residual blocks; mobilenetv1 stem + 13 separable;
 # lenet one per hidden conv or FC.
-BLOCKS = {"vgg13": 10, "resnet32": 1 + 15, "resnet18": 1 + 8, "mobilenetv1": 1 + 13,
-          "lenet": 4, "resnet20": 1 + 9, "resnet56": 1 + 27}
+BLOCKS = {
+    "vgg13": 10,
+    "resnet32": 1 + 15,
+    "resnet18": 1 + 8,
+    "mobilenetv1": 1 + 13,
+    "lenet": 4,
+    "resnet20": 1 + 9,
+    "resnet56": 1 + 27,
+}
 
 
 def _params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-SHAPE_CASES = [(a, s) for a in NEW for s in [(1, 8, 8), (3, 16, 16), (3, 32, 32)]] + [(a, (1, 8, 8)) for a in DEEP]
+SHAPE_CASES = [(a, s) for a in NEW for s in [(1, 8, 8), (3, 16, 16), (3, 32, 32)]] + [
+    (a, (1, 8, 8)) for a in DEEP
+]
 
 
-@pytest.mark.parametrize(("arch", "in_shape"), SHAPE_CASES,
-                         ids=[f"{a}-{'x'.join(map(str, s))}" for a, s in SHAPE_CASES])
+@pytest.mark.parametrize(
+    ("arch", "in_shape"), SHAPE_CASES, ids=[f"{a}-{'x'.join(map(str, s))}" for a, s in SHAPE_CASES]
+)
 def test_arch_gives_logits_and_block_shapes_match_forward(arch, in_shape):
     torch.manual_seed(0)
     model = build(arch, in_shape, 7)
@@ -43,7 +54,9 @@ def test_arch_gives_logits_and_block_shapes_match_forward(arch, in_shape):
 
 def test_parameter_counts_match_the_published_networks():
     # He et al. 2016: ResNet-32 has 0.46M (option A); the two 1x1 projections add 2,752.
-    assert _params(build("resnet32", (3, 32, 32), 10)) == 464_154 + 16 * 32 + 32 * 64 + 2 * (32 + 64)
+    assert _params(build("resnet32", (3, 32, 32), 10)) == 464_154 + 16 * 32 + 32 * 64 + 2 * (
+        32 + 64
+    )
     # torchvision resnet18 and the ImageNet MobileNetV1 1.0 (trainable) with 1000 classes.
     assert _params(build("resnet18", (3, 224, 224), 1000)) == 11_689_512
     assert _params(build("mobilenetv1", (3, 224, 224), 1000)) == 4_231_976
@@ -54,8 +67,18 @@ def _biotorch_resnet_params(n: int, num_classes: int = 10) -> int:
     counted from its layer list: bias-free 3x3 convs, BatchNorm (weight, bias) after each, option-A
     shortcuts (no parameters), Linear(64, K)."""
     conv, bn = (lambda c_in, c_out: 9 * c_in * c_out), (lambda c: 2 * c)
-    stage = (lambda c_in, c: conv(c_in, c) + conv(c, c) + 2 * bn(c) + (n - 1) * (2 * conv(c, c) + 2 * bn(c)))
-    return conv(3, 16) + bn(16) + stage(16, 16) + stage(16, 32) + stage(32, 64) + 64 * num_classes + num_classes
+    stage = lambda c_in, c: (
+        conv(c_in, c) + conv(c, c) + 2 * bn(c) + (n - 1) * (2 * conv(c, c) + 2 * bn(c))
+    )
+    return (
+        conv(3, 16)
+        + bn(16)
+        + stage(16, 16)
+        + stage(16, 32)
+        + stage(32, 64)
+        + 64 * num_classes
+        + num_classes
+    )
 
 
 def test_biotorch_cifar_nets_have_biotorch_parameter_counts():
@@ -66,7 +89,9 @@ def test_biotorch_cifar_nets_have_biotorch_parameter_counts():
     assert _params(build("resnet56", (3, 32, 32), 10)) == _biotorch_resnet_params(9) == 853_018
     # BioTorch's LeNetCIFAR (`biotorch/models/le_net.py`): convs 3x3 with bias 3->32, 32->64, 64->128,
     # Linear 128->256, Linear 256->10.
-    lenet = 9 * 3 * 32 + 32 + 9 * 32 * 64 + 64 + 9 * 64 * 128 + 128 + 128 * 256 + 256 + 256 * 10 + 10
+    lenet = (
+        9 * 3 * 32 + 32 + 9 * 32 * 64 + 64 + 9 * 64 * 128 + 128 + 128 * 256 + 256 + 256 * 10 + 10
+    )
     assert _params(build("lenet", (3, 32, 32), 10)) == lenet == 128_842
 
 
@@ -74,7 +99,9 @@ def test_option_a_shortcut_subsamples_and_zero_pads_the_channels():
     x = torch.randn(2, 16, 5, 5)
     out = PadShortcut(16, 32, 2)(x)
     assert out.shape == (2, 32, 3, 3)
-    assert torch.equal(out[:, 8:24], x[:, :, ::2, ::2])  # BioTorch's IdentityPadding: planes // 4 each side
+    assert torch.equal(
+        out[:, 8:24], x[:, :, ::2, ::2]
+    )  # BioTorch's IdentityPadding: planes // 4 each side
     assert not out[:, :8].any() and not out[:, 24:].any()
     with pytest.raises(ValueError, match="unknown shortcut 'c'; known: projection, pad"):
         BasicBlock(16, 32, 2, shortcut="c")
@@ -82,11 +109,15 @@ def test_option_a_shortcut_subsamples_and_zero_pads_the_channels():
 
 def test_biotorch_resnets_pad_where_the_width_doubles_and_keep_resnet32_projections():
     r20 = build("resnet20", (3, 32, 32), 10)
-    assert [i for i, b in enumerate(r20.blocks) if isinstance(getattr(b, "shortcut", None), PadShortcut)] == [4, 7]
+    assert [
+        i for i, b in enumerate(r20.blocks) if isinstance(getattr(b, "shortcut", None), PadShortcut)
+    ] == [4, 7]
     assert not any(m.kernel_size == (1, 1) for m in r20.modules() if isinstance(m, nn.Conv2d))
     assert r20.block_output_shapes() == [(16, 32, 32)] * 4 + [(32, 16, 16)] * 3 + [(64, 8, 8)] * 3
     r56 = build("resnet56", (3, 32, 32), 10)
-    assert [i for i, b in enumerate(r56.blocks) if isinstance(getattr(b, "shortcut", None), PadShortcut)] == [10, 19]
+    assert [
+        i for i, b in enumerate(r56.blocks) if isinstance(getattr(b, "shortcut", None), PadShortcut)
+    ] == [10, 19]
     r32 = build("resnet32", (3, 32, 32), 10)
     assert not any(isinstance(m, PadShortcut) for m in r32.modules())
 
@@ -108,11 +139,26 @@ def test_lenet_is_biotorchs_unpadded_net_on_cifar_and_pads_small_inputs():
 
 def test_shapes_on_cifar_follow_the_reference_downsampling():
     assert build("vgg13", (3, 32, 32), 10).block_output_shapes()[1::2] == [
-        (64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2), (512, 1, 1)]
+        (64, 16, 16),
+        (128, 8, 8),
+        (256, 4, 4),
+        (512, 2, 2),
+        (512, 1, 1),
+    ]
     r32 = build("resnet32", (3, 32, 32), 10).block_output_shapes()
-    assert r32[0] == (16, 32, 32) and r32[5] == (16, 32, 32) and r32[6] == (32, 16, 16) and r32[-1] == (64, 8, 8)
+    assert (
+        r32[0] == (16, 32, 32)
+        and r32[5] == (16, 32, 32)
+        and r32[6] == (32, 16, 16)
+        and r32[-1] == (64, 8, 8)
+    )
     assert build("resnet18", (3, 64, 64), 10).block_output_shapes()[0::2] == [
-        (64, 16, 16), (64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
+        (64, 16, 16),
+        (64, 16, 16),
+        (128, 8, 8),
+        (256, 4, 4),
+        (512, 2, 2),
+    ]
     assert build("mobilenetv1", (3, 32, 32), 10).block_output_shapes()[-1] == (1024, 2, 2)
 
 
@@ -167,8 +213,10 @@ def test_every_rule_fills_a_finite_gradient_for_every_parameter(arch, method):
         assert p.grad is not None, f"{arch}/{method}: no gradient for {name}"
         assert torch.isfinite(p.grad).all(), f"{arch}/{method}: non-finite gradient for {name}"
     if method in ("ssa", "svd_bp"):  # every groups=1 conv and Linear was factorised
-        assert not any(type(m) in (nn.Linear, nn.Conv2d) and getattr(m, "groups", 1) == 1
-                       for m in model.blocks.modules())
+        assert not any(
+            type(m) in (nn.Linear, nn.Conv2d) and getattr(m, "groups", 1) == 1
+            for m in model.blocks.modules()
+        )
         assert len(svd_layers(model.blocks)) > 0
 
 
@@ -200,8 +248,12 @@ def test_resnet32_ssa_trains_one_epoch_on_digits(tmp_path):
 @pytest.mark.parametrize("arch", ["mlp3", "smallconv", "lenet"])
 def test_batchnorm_option_adds_one_norm_before_each_hidden_relu(arch):
     plain, normed = build(arch, (3, 32, 32), 10), build(arch, (3, 32, 32), 10, batchnorm=True)
-    norms = [m for m in normed.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
-    assert len(norms) == len(normed.blocks) and not any("BatchNorm" in type(m).__name__ for m in plain.modules())
+    norms = [
+        m for m in normed.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))
+    ]
+    assert len(norms) == len(normed.blocks) and not any(
+        "BatchNorm" in type(m).__name__ for m in plain.modules()
+    )
     for block in normed.blocks:
         names = [type(m).__name__ for m in block]
         assert names[names.index("ReLU") - 1].startswith("BatchNorm")

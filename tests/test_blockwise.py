@@ -1,6 +1,6 @@
 """`locality: blockwise` (bench/blockwise.py, issue 20): for every rule that declares it, the same gradients
 and BatchNorm statistics as its own step, one block's graph at a time, and the memory that saves."""
-import copy
+
 import csv
 
 import pytest
@@ -35,9 +35,14 @@ def test_the_rules_that_declare_blockwise():
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHS))
-@pytest.mark.parametrize("method,options", [(m, {}) for m in BLOCKWISE] + [("dfa", {"signal_at": "preactivation"}),
-                                                                          ("ssa", {"lambda_sparse": 0.1})])
-def test_blockwise_gradients_and_batchnorm_statistics_equal_the_rules_own_step(arch, method, options):
+@pytest.mark.parametrize(
+    "method,options",
+    [(m, {}) for m in BLOCKWISE]
+    + [("dfa", {"signal_at": "preactivation"}), ("ssa", {"lambda_sparse": 0.1})],
+)
+def test_blockwise_gradients_and_batchnorm_statistics_equal_the_rules_own_step(
+    arch, method, options
+):
     model, rule = _prepared(arch, method, **options)
     twin, twin_rule = _prepared(arch, method, **options)
     g = torch.Generator().manual_seed(5)
@@ -52,7 +57,9 @@ def test_blockwise_gradients_and_batchnorm_statistics_equal_the_rules_own_step(a
         if p.grad is not None:
             assert torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7), name
     for (name, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
-        assert torch.equal(a, b), name  # BatchNorm running statistics: one update per step, as in graph mode
+        assert torch.equal(a, b), (
+            name
+        )  # BatchNorm running statistics: one update per step, as in graph mode
 
 
 @pytest.mark.parametrize("method", [m for m in BLOCKWISE if discover()[m].block_signal])
@@ -63,7 +70,9 @@ def test_a_rules_block_signal_is_its_block_signals_entry(method):
         outputs, logits = model.forward_blocks(x, at=getattr(rule, "signal_at", "output"))
     every = rule.block_signals(model, outputs, logits, y)
     for i, h in enumerate(outputs):
-        assert torch.allclose(rule.block_signal(model, i, h, logits, y), every[i], rtol=1e-6, atol=1e-9)
+        assert torch.allclose(
+            rule.block_signal(model, i, h, logits, y), every[i], rtol=1e-6, atol=1e-9
+        )
 
 
 @pytest.mark.parametrize("method", ["dfa", "ssa"])
@@ -75,7 +84,9 @@ def test_blockwise_saved_activations_on_resnet32_at_batch_128_are_at_most_0p35_o
     for name, local in (("bp", False), (method, False), (method, True)):
         torch.manual_seed(0)
         rule = discover()[name]()
-        model = rule.prepare(build("resnet32", (3, 32, 32), 10), 10, torch.Generator().manual_seed(1)).train()
+        model = rule.prepare(
+            build("resnet32", (3, 32, 32), 10), 10, torch.Generator().manual_seed(1)
+        ).train()
         counter = measure.SavedTensorBytes(model)
         with counter:
             blockwise_step(model, x, y, method=rule) if local else rule.step(model, x, y)
@@ -87,22 +98,44 @@ def test_blockwise_saved_activations_on_resnet32_at_batch_128_are_at_most_0p35_o
 def test_a_blockwise_run_trains_exactly_as_its_graph_run(tmp_path):
     recipe = {"epochs": 2, "batch_size": 128, "probe_size": 32, "device": "cpu", "batchnorm": True}
     graph = run(make_spec("digits", "mlp3", "dfa", 0, recipe, {}), tmp_path / "graph")
-    local = run(make_spec("digits", "mlp3", "dfa", 0, {**recipe, "locality": "blockwise"}, {}), tmp_path / "local")
+    local = run(
+        make_spec("digits", "mlp3", "dfa", 0, {**recipe, "locality": "blockwise"}, {}),
+        tmp_path / "local",
+    )
     assert local["recipe"]["locality"] == "blockwise"
     assert [h["test_acc"] for h in local["history"]] == [h["test_acc"] for h in graph["history"]]
-    assert [h["train_loss"] for h in local["history"]] == pytest.approx([h["train_loss"] for h in graph["history"]])
+    assert [h["train_loss"] for h in local["history"]] == pytest.approx(
+        [h["train_loss"] for h in graph["history"]]
+    )
     assert local["history"][0]["saved_activations"] < graph["history"][0]["saved_activations"]
 
 
-@pytest.mark.parametrize("method,sets,message", [
-    ("bp", [], "bp's hidden blocks do not learn from an output-error signal alone"),
-    ("fa", [], "fa's hidden blocks do not learn"),
-    ("ssa", ["lambda_cos=0.1"], "blockwise needs lambda_cos 0"),
-])
-def test_blockwise_for_a_rule_that_cannot_exits_2_naming_the_rules_that_can(method, sets, message, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "method,sets,message",
+    [
+        ("bp", [], "bp's hidden blocks do not learn from an output-error signal alone"),
+        ("fa", [], "fa's hidden blocks do not learn"),
+        ("ssa", ["lambda_cos=0.1"], "blockwise needs lambda_cos 0"),
+    ],
+)
+def test_blockwise_for_a_rule_that_cannot_exits_2_naming_the_rules_that_can(
+    method, sets, message, tmp_path, capsys
+):
     out = tmp_path / "run"
-    argv = ["train", "--dataset", "digits", "--arch", "mlp3", "--method", method, "--out", str(out),
-            "--set", "locality=blockwise", *[x for pair in sets for x in ("--set", pair)]]
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--arch",
+        "mlp3",
+        "--method",
+        method,
+        "--out",
+        str(out),
+        "--set",
+        "locality=blockwise",
+        *[x for pair in sets for x in ("--set", pair)],
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "rules that declare it: " + ", ".join(BLOCKWISE) in err
@@ -113,14 +146,38 @@ def test_blockwise_for_a_rule_that_cannot_exits_2_naming_the_rules_that_can(meth
 
 def test_perf_step_times_blockwise_beside_bp_and_counts_its_extra_forward(tmp_path):
     out = tmp_path / "step.csv"
-    assert main(["perf", "step", "--device", "cpu", "--arch", "smallconv", "--methods", "dfa",
-                 "dfa:locality=blockwise", "--steps", "1", "--warmup", "0", "--batch-size", "16", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "perf",
+                "step",
+                "--device",
+                "cpu",
+                "--arch",
+                "smallconv",
+                "--methods",
+                "dfa",
+                "dfa:locality=blockwise",
+                "--steps",
+                "1",
+                "--warmup",
+                "0",
+                "--batch-size",
+                "16",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     with open(out) as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
     assert set(rows) == {"bp", "dfa", "dfa:locality=blockwise"}
     graph, local = rows["dfa"], rows["dfa:locality=blockwise"]
     assert float(local["saved_mb"]) < float(graph["saved_mb"])
-    assert float(local["gflop_per_step"]) > float(graph["gflop_per_step"])  # the no-grad forward before the blocks learn
+    assert float(local["gflop_per_step"]) > float(
+        graph["gflop_per_step"]
+    )  # the no-grad forward before the blocks learn
 
 
 def test_claim_2_shows_ssas_blockwise_memory_beside_its_graph_memory_and_judges_by_it(tmp_path):
@@ -135,16 +192,22 @@ def test_claim_2_shows_ssas_blockwise_memory_beside_its_graph_memory_and_judges_
 
     def record(method, saved, time_s, params, locality=None):
         for seed in range(2):
-            r = write_record(tmp_path, "smallconv", method, seed, 60.0 + seed, dataset="cifar10", params=params)
+            r = write_record(
+                tmp_path, "smallconv", method, seed, 60.0 + seed, dataset="cifar10", params=params
+            )
             r["memory"]["saved_activations"] = saved
             r["train_time_s"] = time_s
             if locality:
                 r["recipe"]["locality"] = locality
-            (tmp_path / "cifar10" / "smallconv" / method / f"seed{seed}" / "record.json").write_text(json.dumps(r))
+            (
+                tmp_path / "cifar10" / "smallconv" / method / f"seed{seed}" / "record.json"
+            ).write_text(json.dumps(r))
 
     record("bp", 40_000_000, 10.0, 1000)
     record("dfa", 40_000_000, 9.0, 1000)
-    record("ssa", 40_000_000, 9.0, 600)  # graph mode: BP's saved activations, so memory is not below BP's
+    record(
+        "ssa", 40_000_000, 9.0, 600
+    )  # graph mode: BP's saved activations, so memory is not below BP's
     claim = {c.number: c for c in evaluate(load_records(["cifar10"], tmp_path), ["cifar10"])}[2]
     assert claim.rows[0][3] == "1.00x" and claim.rows[0][4] == "—" and claim.passes == [False]
     record("ssa-blockwise", 4_000_000, 9.5, 600, locality="blockwise")
@@ -162,12 +225,16 @@ def test_augmented_data_builds_its_padded_copy_before_training_and_serves_the_sa
     y = torch.arange(20) % 4
 
     def data():
-        return AugmentedData("tiny", x, y, x[:4], y[:4], list("abcd"), augment=Augment(pad=2, flip=True))
+        return AugmentedData(
+            "tiny", x, y, x[:4], y[:4], list("abcd"), augment=Augment(pad=2, flip=True)
+        )
 
     early, late = data(), data()
     early.ready()
     assert early._padded is not None and early._padded.shape == (40, 3, 12, 12)
     assert late._padded is None
-    for (xa, ya), (xb, yb) in zip(early.train_batches(8, torch.Generator().manual_seed(3)),
-                                  late.train_batches(8, torch.Generator().manual_seed(3))):
+    for (xa, ya), (xb, yb) in zip(
+        early.train_batches(8, torch.Generator().manual_seed(3)),
+        late.train_batches(8, torch.Generator().manual_seed(3)),
+    ):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)

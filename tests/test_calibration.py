@@ -1,5 +1,6 @@
 """End-of-run calibration and per-class accuracy (bench/calibration.py): ECE against a hand computation,
 per-class accuracy against the overall one, in every record; old records still aggregate."""
+
 import json
 import math
 
@@ -8,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from bench.report.table import aggregate
 from bench.calibration import ECE_BINS, final_evaluation
 from bench.cli import main
 from bench.data.tensors import TensorData
+from bench.report.table import aggregate
 from bench.speed import Speed
 
 
@@ -36,7 +37,7 @@ class Fixed(nn.Module):
         self.logits, self.at = logits, 0
 
     def forward(self, x):
-        out = self.logits[self.at:self.at + len(x)]
+        out = self.logits[self.at : self.at + len(x)]
         self.at += len(x)
         return out
 
@@ -61,22 +62,47 @@ def test_ece_equals_a_hand_computation_and_per_class_accuracy_adds_up():
 
 def test_a_confident_and_always_right_model_has_ece_near_0_and_a_wrong_one_near_1():
     labels = torch.arange(40) % 4
-    right, wrong = torch.nn.functional.one_hot(labels, 4).float() * 50, torch.nn.functional.one_hot((labels + 1) % 4, 4).float() * 50
+    right, wrong = (
+        torch.nn.functional.one_hot(labels, 4).float() * 50,
+        torch.nn.functional.one_hot((labels + 1) % 4, 4).float() * 50,
+    )
     images = torch.zeros(40, 1, 2, 2, dtype=torch.uint8)
     data = TensorData("toy", images[:8], labels[:8], images, labels, list("abcd"))
     assert final_evaluation(Fixed(right), data, 16, Speed())["ece"] == pytest.approx(0, abs=1e-6)
     assert final_evaluation(Fixed(wrong), data, 16, Speed())["ece"] == pytest.approx(1, abs=1e-6)
 
 
-def test_a_run_records_ece_per_class_accuracy_and_evaluation_time_and_the_table_shows_ece(tmp_path, capsys):
+def test_a_run_records_ece_per_class_accuracy_and_evaluation_time_and_the_table_shows_ece(
+    tmp_path, capsys
+):
     out = tmp_path / "runs" / "digits" / "mlp3" / "fa" / "seed0"
-    assert main(["train", "--dataset", "digits", "--arch", "mlp3", "--method", "fa", "--out", str(out),
-                 "--set", "epochs=1", "--set", "probe_size=32"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--arch",
+                "mlp3",
+                "--method",
+                "fa",
+                "--out",
+                str(out),
+                "--set",
+                "epochs=1",
+                "--set",
+                "probe_size=32",
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "record.json").read_text())
     assert 0 <= record["ece"] <= 1 and record["eval_time_s"] > 0
     per_class = record["per_class_acc"]
     assert len(per_class) == 10 and all(0 <= v <= 100 for v in per_class.values())
-    assert sum(per_class.values()) / 10 == pytest.approx(record["test_acc"])  # digits: 36 test images per class
+    assert sum(per_class.values()) / 10 == pytest.approx(
+        record["test_acc"]
+    )  # digits: 36 test images per class
     table = aggregate(tmp_path / "runs", "digits", None, out_dir=tmp_path / "table")
     assert table["ece"].iloc[0] == pytest.approx(record["ece"])
     assert "| ECE |" in (tmp_path / "table" / "digits_table.md").read_text()
@@ -95,5 +121,7 @@ def test_records_without_ece_still_aggregate_with_an_empty_column(tmp_path):
     bad = write_record(tmp_path, "mlp3", "dfa", 0, 50.0)
     bad["ece"] = 1.5
     (tmp_path / "toy" / "mlp3" / "dfa" / "seed0" / "record.json").write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match="bad value 1.5 for 'ece'; accepted: null or a number from 0 to 1"):
+    with pytest.raises(
+        ValueError, match="bad value 1.5 for 'ece'; accepted: null or a number from 0 to 1"
+    ):
         aggregate(tmp_path, "toy", None, out_dir=tmp_path / "out2")

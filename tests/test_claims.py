@@ -1,21 +1,43 @@
 """claims.md from synthetic records: each claim supported, not supported, and not run yet."""
+
 import json
 from pathlib import Path
 
 import pytest
 from synthetic_records import write_record
 
-from bench.report.claims import NOT_RUN, NOT_SUPPORTED, SUPPORTED, evaluate, load_records, write_claims
 from bench.cli import main
+from bench.report.claims import (
+    NOT_RUN,
+    NOT_SUPPORTED,
+    SUPPORTED,
+    evaluate,
+    load_records,
+    write_claims,
+)
 
 
-def grid(runs: Path, accs: dict[tuple[str, str], float], *, spread: float = 0.2, params: dict | None = None,
-         dataset: str = "cifar10", seeds: int = 3) -> None:
+def grid(
+    runs: Path,
+    accs: dict[tuple[str, str], float],
+    *,
+    spread: float = 0.2,
+    params: dict | None = None,
+    dataset: str = "cifar10",
+    seeds: int = 3,
+) -> None:
     """Records of every (arch, method) in `accs`, seeds spread around the given mean accuracy."""
     for (arch, method), acc in accs.items():
         for seed in range(seeds):
-            write_record(runs, arch, method, seed, acc + spread * (seed - 1), dataset=dataset,
-                         params=(params or {}).get(method, 1000))
+            write_record(
+                runs,
+                arch,
+                method,
+                seed,
+                acc + spread * (seed - 1),
+                dataset=dataset,
+                params=(params or {}).get(method, 1000),
+            )
 
 
 def verdicts(runs: Path, datasets=("cifar10",)) -> dict[int, str]:
@@ -24,10 +46,18 @@ def verdicts(runs: Path, datasets=("cifar10",)) -> dict[int, str]:
 
 
 # A world where the paper is right: SSA near BP, fewer params than DFA, ablations hurt, DFA worse on the CNN.
-GOOD = {("mlp3", "bp"): 55.0, ("mlp3", "dfa"): 50.0, ("mlp3", "ssa"): 54.8, ("mlp3", "ssa-no_align"): 50.0,
-        ("mlp3", "ssa-no_orth"): 51.0,
-        ("smallconv", "bp"): 70.0, ("smallconv", "dfa"): 55.0, ("smallconv", "ssa"): 69.5,
-        ("smallconv", "ssa-no_align"): 62.0, ("smallconv", "ssa-no_orth"): 64.0}
+GOOD = {
+    ("mlp3", "bp"): 55.0,
+    ("mlp3", "dfa"): 50.0,
+    ("mlp3", "ssa"): 54.8,
+    ("mlp3", "ssa-no_align"): 50.0,
+    ("mlp3", "ssa-no_orth"): 51.0,
+    ("smallconv", "bp"): 70.0,
+    ("smallconv", "dfa"): 55.0,
+    ("smallconv", "ssa"): 69.5,
+    ("smallconv", "ssa-no_align"): 62.0,
+    ("smallconv", "ssa-no_orth"): 64.0,
+}
 
 
 def test_every_claim_supported(tmp_path):
@@ -38,15 +68,25 @@ def test_every_claim_supported(tmp_path):
 
 
 def test_claims_not_supported_name_the_failing_pairs(tmp_path):
-    bad = dict(GOOD) | {("smallconv", "ssa"): 60.0,  # 10 points below BP
-                        ("smallconv", "ssa-no_orth"): 60.1,  # removing L_orth does not hurt
-                        ("mlp3", "dfa"): 40.0}  # DFA's gap is larger on the MLP than on the CNN
+    bad = dict(GOOD) | {
+        ("smallconv", "ssa"): 60.0,  # 10 points below BP
+        ("smallconv", "ssa-no_orth"): 60.1,  # removing L_orth does not hurt
+        ("mlp3", "dfa"): 40.0,
+    }  # DFA's gap is larger on the MLP than on the CNN
     grid(tmp_path, bad, params={"ssa": 1200, "dfa": 1000})
     claims = {c.number: c for c in evaluate(load_records(["cifar10"], tmp_path), ["cifar10"])}
-    assert claims[1].verdict == NOT_SUPPORTED and claims[1].passes == [True, False]  # mlp3 ok, smallconv not
+    assert claims[1].verdict == NOT_SUPPORTED and claims[1].passes == [
+        True,
+        False,
+    ]  # mlp3 ok, smallconv not
     assert claims[2].verdict == NOT_SUPPORTED and claims[2].rows[0][2] == "1.20x"
     assert claims[3].verdict == NOT_SUPPORTED
-    assert claims[4].verdict == NOT_SUPPORTED and claims[4].passes == [True, True, False, False]  # smallconv: SSA fell
+    assert claims[4].verdict == NOT_SUPPORTED and claims[4].passes == [
+        True,
+        True,
+        False,
+        False,
+    ]  # smallconv: SSA fell
 
 
 def test_one_seed_cannot_show_that_a_term_matters(tmp_path):
@@ -62,13 +102,17 @@ def test_missing_runs_are_not_run_yet(tmp_path):
 
 def test_convergence_compares_epochs_to_target(tmp_path):
     grid(tmp_path, {("smallconv", "ssa"): 60.0, ("smallconv", "dfa"): 60.0})
-    for seed in range(3):  # SSA's curve jumps to its final accuracy at epoch 1; DFA's rises linearly
+    for seed in range(
+        3
+    ):  # SSA's curve jumps to its final accuracy at epoch 1; DFA's rises linearly
         path = tmp_path / "cifar10" / "smallconv" / "ssa" / f"seed{seed}" / "record.json"
         record = json.loads(path.read_text())
         for epoch in record["history"]:
             epoch["test_acc"] = record["test_acc"]
         path.write_text(json.dumps(record))
-    claim = next(c for c in evaluate(load_records(["cifar10"], tmp_path), ["cifar10"]) if c.number == 5)
+    claim = next(
+        c for c in evaluate(load_records(["cifar10"], tmp_path), ["cifar10"]) if c.number == 5
+    )
     assert claim.verdict == SUPPORTED and claim.rows[0][3:5] == ["1", "3"]
 
 
@@ -83,16 +127,36 @@ def test_cli_writes_claims_md_with_conditions(tmp_path, capsys):
     runs = tmp_path / "runs"
     grid(runs, GOOD, params={"ssa": 600, "dfa": 1000})
     out = tmp_path / "paper" / "claims.md"
-    assert main(["claims", "--datasets", "cifar10", "imagenet", "--runs-dir", str(runs), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "claims",
+                "--datasets",
+                "cifar10",
+                "imagenet",
+                "--runs-dir",
+                str(runs),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "claim 1: supported (2/2 pairs)" in capsys.readouterr().out
     text = out.read_text()
     assert "Datasets checked: cifar10 (30 records), imagenet (no records: not run yet)" in text
     assert "Epochs: 3 (30 runs)" in text and "Code: c0ffee (30 runs)" in text
-    assert "| cifar10 | smallconv | 70.00 ± 0.20 (n=3) | 69.50 ± 0.20 (n=3) | -0.50 | supported |" in text
+    assert (
+        "| cifar10 | smallconv | 70.00 ± 0.20 (n=3) | 69.50 ± 0.20 (n=3) | -0.50 | supported |"
+        in text
+    )
     assert "not among those checked here: cifar100" in text
     # --records: exactly the files given (the pipeline's planned runs)
     some = sorted(runs.glob("cifar10/smallconv/*/seed*/record.json"))
-    assert main(["claims", "--datasets", "cifar10", "--records", *map(str, some), "--out", str(out)]) == 0
+    assert (
+        main(["claims", "--datasets", "cifar10", "--records", *map(str, some), "--out", str(out)])
+        == 0
+    )
     assert "Datasets checked: cifar10 (15 records)" in out.read_text()
 
 

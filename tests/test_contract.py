@@ -1,5 +1,6 @@
 """The rule contract (bench.Method's docstring), checked on every discovered method file with no test
 written for it, and on a copy of methods/template_rule.py trained as a user's new rule would be."""
+
 import math
 import shutil
 
@@ -16,13 +17,53 @@ from bench.models import ARCHS, build
 from tests.conftest import make, run_killed_in_epoch_2
 
 RULES = sorted(discover())
-RECORD_KEYS = {"schema_version", "dataset", "arch", "method", "impl", "seed", "recipe", "options", "status",
-               "epochs", "test_acc", "best_test_acc", "train_time_s", "images_per_s", "trainable_params",
-               "feedback_params", "inference_params", "memory", "history", "provenance", "ece", "per_class_acc",
-               "eval_time_s", "robustness"}
-EPOCH_KEYS = {"epoch", "train_loss", "train_acc", "test_acc", "lr", "terms", "alignment", "update_alignment", "ranks",
-              "weight_alignment"}
-TIMINGS = {"train_time_s", "images_per_s", "eval_time_s", "time_s", "started", "peak", "peak_memory"}
+RECORD_KEYS = {
+    "schema_version",
+    "dataset",
+    "arch",
+    "method",
+    "impl",
+    "seed",
+    "recipe",
+    "options",
+    "status",
+    "epochs",
+    "test_acc",
+    "best_test_acc",
+    "train_time_s",
+    "images_per_s",
+    "trainable_params",
+    "feedback_params",
+    "inference_params",
+    "memory",
+    "history",
+    "provenance",
+    "ece",
+    "per_class_acc",
+    "eval_time_s",
+    "robustness",
+}
+EPOCH_KEYS = {
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "test_acc",
+    "lr",
+    "terms",
+    "alignment",
+    "update_alignment",
+    "ranks",
+    "weight_alignment",
+}
+TIMINGS = {
+    "train_time_s",
+    "images_per_s",
+    "eval_time_s",
+    "time_s",
+    "started",
+    "peak",
+    "peak_memory",
+}
 
 
 def _spec(method, seed=0):
@@ -62,23 +103,34 @@ def test_rule_trains_two_epochs_into_a_complete_record(trained):
         assert EPOCH_KEYS <= set(entry), f"{rule}: history lacks {EPOCH_KEYS - set(entry)}"
         assert math.isfinite(entry["train_loss"]), rule
         assert len(entry["alignment"]) == 3 and all(map(_in_range_or_nan, entry["alignment"])), rule
-        assert entry["update_alignment"] and all(map(_in_range_or_nan, entry["update_alignment"].values())), rule
+        assert entry["update_alignment"] and all(
+            map(_in_range_or_nan, entry["update_alignment"].values())
+        ), rule
     # the trainable count is the network's; feedback is counted apart, and its bytes are in memory
     assert record["memory"]["feedback"] == 4 * record["feedback_params"], rule
 
 
 def test_every_rule_is_measured_for_robustness_and_weight_alignment(trained):
     rule, record, _, _ = trained
-    robustness = record["robustness"]  # the attacks run on every rule's network, with its true gradient
+    robustness = record[
+        "robustness"
+    ]  # the attacks run on every rule's network, with its true gradient
     assert set(robustness["pgd"]) == set(robustness["fgsm"]) == {"1", "2", "4", "8"}, rule
-    assert all(0 <= acc <= robustness["clean_acc"] + 1e-9 for acc in robustness["pgd"].values()), rule
-    assert robustness["clean_acc"] == pytest.approx(record["test_acc"]), rule  # digits: the whole test split
+    assert all(0 <= acc <= robustness["clean_acc"] + 1e-9 for acc in robustness["pgd"].values()), (
+        rule
+    )
+    assert robustness["clean_acc"] == pytest.approx(record["test_acc"]), (
+        rule
+    )  # digits: the whole test split
     angles = record["history"][-1]["weight_alignment"]
     swapped = any(isinstance(m, FeedbackLayer) for m in make("mlp3", rule)[0].modules())
-    assert (angles is not None) == swapped, f"{rule}: weight alignment defined iff the rule has per-layer feedback"
+    assert (angles is not None) == swapped, (
+        f"{rule}: weight alignment defined iff the rule has per-layer feedback"
+    )
     if angles:
-        assert all(0 <= a <= 180 for a in angles["angle_deg"].values()) and set(angles["norm_ratio"]) == set(
-            angles["angle_deg"]), rule
+        assert all(0 <= a <= 180 for a in angles["angle_deg"].values()) and set(
+            angles["norm_ratio"]
+        ) == set(angles["angle_deg"]), rule
 
 
 def test_same_seed_gives_the_same_record(trained):
@@ -90,7 +142,9 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(trained, monk
     rule, record, _, out = trained
     run_killed_in_epoch_2(monkeypatch, _spec(rule), out / "resumed")
     resumed = trainer.run(_spec(rule), out / "resumed")
-    assert _strip(resumed) == _strip(record), f"{rule}: the resumed run differs from the uninterrupted one"
+    assert _strip(resumed) == _strip(record), (
+        f"{rule}: the resumed run differs from the uninterrupted one"
+    )
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -98,7 +152,9 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(trained, monk
 def test_step_fills_a_finite_gradient_for_every_trainable_parameter(rule, arch, batch):
     model, method = make(arch, rule)
     stats = method.step(model, *batch)
-    assert {"loss", "correct"} <= set(stats) and all(torch.is_tensor(v) and v.dim() == 0 for v in stats.values())
+    assert {"loss", "correct"} <= set(stats) and all(
+        torch.is_tensor(v) and v.dim() == 0 for v in stats.values()
+    )
     for name, p in model.named_parameters():
         if p.requires_grad:
             assert p.grad is not None, f"{rule}/{arch}: no gradient for {name}"
@@ -110,7 +166,9 @@ def test_feedback_is_never_counted_as_trainable(rule):
     model, _ = make("smallconv", rule)
     feedback = feedback_tensors(model)
     network = dict(network_parameters(model))
-    assert not set(feedback) & set(network), f"{rule}: {set(feedback) & set(network)} counted as network parameters"
+    assert not set(feedback) & set(network), (
+        f"{rule}: {set(feedback) & set(network)} counted as network parameters"
+    )
     counts = param_counts(model)
     assert counts["trainable_params"] == sum(p.numel() for p in network.values() if p.requires_grad)
     assert counts["feedback_params"] == sum(t.numel() for t in feedback.values())
@@ -123,7 +181,9 @@ def test_step_draws_only_from_the_rules_generator(rule, batch):
     for global_seed in (1, 2):
         model, method = make("mlp3", rule)
         method.generator.manual_seed(7)
-        torch.manual_seed(global_seed)  # a rule that used the global RNG would differ between the two
+        torch.manual_seed(
+            global_seed
+        )  # a rule that used the global RNG would differ between the two
         method.step(model, *batch)
         grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
     assert all(torch.equal(a, b) for a, b in zip(*grads)), f"{rule}: step depends on the global RNG"
@@ -149,7 +209,12 @@ def test_a_copy_of_the_template_trains_as_a_new_rule(tmp_path, monkeypatch):
     assert all(0 < v < 1 for v in layers.values())  # noisy BP: aligned with BP, not equal to it
     # Its private state (the annealing step count) goes through the checkpoint: a resumed run is the same.
     run_killed_in_epoch_2(monkeypatch, _spec("noisy_bp"), tmp_path / "resumed")
-    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["method_state"]["steps"] > 0
+    assert (
+        torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["method_state"][
+            "steps"
+        ]
+        > 0
+    )
     assert _strip(trainer.run(_spec("noisy_bp"), tmp_path / "resumed")) == _strip(record)
 
 
@@ -159,8 +224,11 @@ def test_update_alignment_covers_every_layer_with_trainable_network_parameters(r
 
     model, method = make("smallconv", rule)
     network = {id(p) for _, p in network_parameters(model) if p.requires_grad}
-    owners = {name for name, module in model.named_modules()
-              if any(id(p) in network for p in module.parameters(recurse=False))}
+    owners = {
+        name
+        for name, module in model.named_modules()
+        if any(id(p) in network for p in module.parameters(recurse=False))
+    }
     alignment = update_alignment(model, method, *batch)
     assert set(alignment) == owners, f"{rule}: update alignment misses {owners - set(alignment)}"
     assert all(map(_in_range_or_nan, alignment.values()))
@@ -174,7 +242,9 @@ def test_no_tensor_hides_outside_parameters_and_buffers(rule):
         loose = [k for k, v in vars(module).items() if torch.is_tensor(v)]
         assert not loose, f"{rule}: module {name or 'model'} keeps tensor attribute(s) {loose}"
     loose = [k for k, v in vars(method).items() if torch.is_tensor(v)]
-    assert not loose, f"{rule}: the method keeps tensor attribute(s) {loose}; register them on the model"
+    assert not loose, (
+        f"{rule}: the method keeps tensor attribute(s) {loose}; register them on the model"
+    )
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -188,5 +258,10 @@ def test_the_bp_reference_of_a_prepared_network_is_true_backpropagation(rule, ba
     with exact_backward():
         torch.nn.functional.cross_entropy(model(batch[0]), batch[1]).backward()
     shared = {n: p for n, p in model.named_parameters() if n in dict(twin.named_parameters())}
-    for name, p in shared.items():  # layers a rule factorised (ssa, svd_bp) have other names: not compared
-        assert torch.allclose(p.grad, dict(twin.named_parameters())[name].grad, atol=1e-6), f"{rule}: {name}"
+    for (
+        name,
+        p,
+    ) in shared.items():  # layers a rule factorised (ssa, svd_bp) have other names: not compared
+        assert torch.allclose(p.grad, dict(twin.named_parameters())[name].grad, atol=1e-6), (
+            f"{rule}: {name}"
+        )

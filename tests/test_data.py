@@ -1,4 +1,5 @@
 """Embedded datasets load the real data, split it reproducibly, and serve normalised seeded batches."""
+
 import pytest
 import torch
 
@@ -49,5 +50,8 @@ def test_test_batches_cover_the_test_split_in_order(mnist):
 
 
 def test_unknown_dataset_names_the_known_ones():
-    with pytest.raises(ValueError, match="unknown dataset 'mnist'; known: cifar10, cifar100, digits, imagenet, mnist5k"):
+    with pytest.raises(
+        ValueError,
+        match="unknown dataset 'mnist'; known: cifar10, cifar100, digits, imagenet, mnist5k",
+    ):
         load("mnist")

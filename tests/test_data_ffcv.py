@@ -1,4 +1,5 @@
 """FFCV .beton files round-trip an image folder exactly (raw) or closely (JPEG); the imagenet loader serves them."""
+
 import gc
 import logging
 import threading
@@ -9,8 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.data import BetonSpec, DataOptions, StreamData, load
-from bench.data import ffcv_loader
+from bench.data import BetonSpec, DataOptions, StreamData, ffcv_loader, load
 from bench.data.beton import TEST_PAGE_SIZE, beton_path, write_split
 from bench.data.ffcv_loader import ffcv_available, read_beton, read_labels
 
@@ -22,7 +22,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 def _collect_ffcv_pipelines():
     yield
     gc.collect()  # free them inside the test, where the filter applies, not after pytest's summary
-needs_ffcv = pytest.mark.skipif(not ffcv_available(), reason="ffcv not installed (scripts/install_system_deps.sh)")
+
+
+needs_ffcv = pytest.mark.skipif(
+    not ffcv_available(), reason="ffcv not installed (scripts/install_system_deps.sh)"
+)
 RAW = BetonSpec(max_res=64, jpeg_proportion=0.0, quality=90)
 JPEG = BetonSpec(max_res=64, jpeg_proportion=1.0, quality=95)
 
@@ -30,7 +34,9 @@ JPEG = BetonSpec(max_res=64, jpeg_proportion=1.0, quality=95)
 def smooth(rng, size):
     """A smooth colour image (gradients plus a little noise): JPEG keeps it within a few levels."""
     yy, xx = np.mgrid[0:size, 0:size] / size
-    base = np.stack([yy, xx, (yy + xx) / 2], axis=-1) * rng.uniform(100, 200, 3) + rng.uniform(0, 50, 3)
+    base = np.stack([yy, xx, (yy + xx) / 2], axis=-1) * rng.uniform(100, 200, 3) + rng.uniform(
+        0, 50, 3
+    )
     return np.clip(base + rng.normal(0, 2, base.shape), 0, 255).astype(np.uint8)
 
 
@@ -54,7 +60,11 @@ def make_tree(root, classes=("b", "a", "c"), train=5, test=2, size=16, eval_name
 def test_raw_beton_reads_back_pixel_exact_with_labels(tmp_path):
     source = make_tree(tmp_path / "toy")
     path = write_split("toy", tmp_path, "train", RAW, workers=1, page_size=TEST_PAGE_SIZE)
-    assert path == tmp_path / "ffcv" / "toy" / "train_64_0.00_90.beton" == beton_path(tmp_path, "toy", "train", RAW)
+    assert (
+        path
+        == tmp_path / "ffcv" / "toy" / "train_64_0.00_90.beton"
+        == beton_path(tmp_path, "toy", "train", RAW)
+    )
     assert path.stat().st_size < 5 << 20 and not list(path.parent.glob(".*.tmp"))
     images, labels = read_beton(path)
     assert labels.tolist() == source["train"][1] == [0] * 5 + [1] * 5 + [2] * 5
@@ -102,7 +112,9 @@ def test_unknown_split_and_missing_folder_are_named(tmp_path):
 
 
 def _epoch_threads():
-    return [t for t in threading.enumerate() if type(t).__name__ == "EpochIterator" and t.is_alive()]
+    return [
+        t for t in threading.enumerate() if type(t).__name__ == "EpochIterator" and t.is_alive()
+    ]
 
 
 @needs_ffcv
@@ -110,9 +122,17 @@ def test_imagenet_streams_betons_seeded_and_closes_its_iterators(tmp_path):
     source = make_tree(tmp_path / "imagenet", train=6, test=3)
     for split in ("train", "val"):
         write_split("imagenet", tmp_path, split, RAW, workers=1, page_size=TEST_PAGE_SIZE)
-    data = load("imagenet", data_dir=tmp_path, options=DataOptions(image_size=8, beton=RAW, workers=1))
-    assert isinstance(data, StreamData) and data.classes == ["a", "b", "c"] and data.in_shape == (3, 8, 8)
-    order = lambda seed: [y.tolist() for _, y in data.train_batches(4, torch.Generator().manual_seed(seed))]  # noqa
+    data = load(
+        "imagenet", data_dir=tmp_path, options=DataOptions(image_size=8, beton=RAW, workers=1)
+    )
+    assert (
+        isinstance(data, StreamData)
+        and data.classes == ["a", "b", "c"]
+        and data.in_shape == (3, 8, 8)
+    )
+    order = lambda seed: [
+        y.tolist() for _, y in data.train_batches(4, torch.Generator().manual_seed(seed))
+    ]  # noqa
     first = order(3)
     assert first == order(3) and first != order(4) and len(first) == 4  # 18 images, 4 full batches
     batches = list(data.test_batches(4))
@@ -133,11 +153,15 @@ def test_imagenet_streams_betons_seeded_and_closes_its_iterators(tmp_path):
 def test_missing_beton_names_the_file_and_the_command(tmp_path):
     make_tree(tmp_path / "imagenet")
     expected = tmp_path / "ffcv" / "imagenet" / RAW.filename("train")
-    with pytest.raises(FileNotFoundError, match=f"{expected} not found.*python -m bench beton --dataset imagenet"):
+    with pytest.raises(
+        FileNotFoundError, match=f"{expected} not found.*python -m bench beton --dataset imagenet"
+    ):
         load("imagenet", data_dir=tmp_path, options=DataOptions(beton=RAW))
 
 
-def test_without_ffcv_the_folder_streams_through_torchvision_and_warns_once(tmp_path, monkeypatch, caplog):
+def test_without_ffcv_the_folder_streams_through_torchvision_and_warns_once(
+    tmp_path, monkeypatch, caplog
+):
     make_tree(tmp_path / "imagenet", train=3, test=1)
     monkeypatch.setattr(ffcv_loader, "ffcv_available", lambda: False)
     ffcv_loader._warn_fallback.cache_clear()
@@ -160,5 +184,7 @@ def test_run_inputs_name_the_betons_a_run_reads():
     from bench.data.beton import run_inputs
 
     assert run_inputs("imagenet", "data", {"beton_quality": 95}) == [
-        "data/ffcv/imagenet/train_500_0.50_95.beton", "data/ffcv/imagenet/val_500_0.50_95.beton"]
+        "data/ffcv/imagenet/train_500_0.50_95.beton",
+        "data/ffcv/imagenet/val_500_0.50_95.beton",
+    ]
     assert run_inputs("cifar10", "data", {}) == []

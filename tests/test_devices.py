@@ -1,4 +1,5 @@
 """GPU slot claims: lock files spread runs over GPUs, free on exit, and wait when every slot is taken."""
+
 import subprocess
 import sys
 import textwrap
@@ -47,8 +48,9 @@ def _claim_with_deadline(folder, seconds):
     import threading
 
     result = []
-    thread = threading.Thread(target=lambda: result.append(claim_slot(1, 1, poll_s=0.05, folder=folder)),
-                              daemon=True)
+    thread = threading.Thread(
+        target=lambda: result.append(claim_slot(1, 1, poll_s=0.05, folder=folder)), daemon=True
+    )
     thread.start()
     thread.join(seconds)
     if not result:
@@ -64,7 +66,20 @@ def test_bad_slot_counts_are_refused(tmp_path):
 def test_cli_refuses_zero_gpu_slots(tmp_path, capsys):
     from bench.cli import main
 
-    code = main(["train", "--dataset", "digits", "--arch", "mlp3", "--method", "bp", "--out", str(tmp_path / "r"),
-                 "--gpu-slots", "0"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--arch",
+            "mlp3",
+            "--method",
+            "bp",
+            "--out",
+            str(tmp_path / "r"),
+            "--gpu-slots",
+            "0",
+        ]
+    )
     assert code == 2 and "--gpu-slots 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()

@@ -4,6 +4,7 @@
 `sweep` is read as a config entry (and `--configfile F sweep` as a config file): such a command fails
 or builds the default target instead. Documented commands put `--` before their targets.
 """
+
 import re
 import shlex
 from pathlib import Path
@@ -12,8 +13,15 @@ import pytest
 from snakemake.cli import get_argument_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "Snakefile",
-               *(ROOT / "config").glob("*.yaml"), *(ROOT / "results").rglob("README.md")])
+DOCS = sorted(
+    [
+        ROOT / "README.md",
+        *(ROOT / "docs").glob("*.md"),
+        ROOT / "Snakefile",
+        *(ROOT / "config").glob("*.yaml"),
+        *(ROOT / "results").rglob("README.md"),
+    ]
+)
 
 
 def documented_commands(path: Path):
@@ -23,7 +31,7 @@ def documented_commands(path: Path):
         match = re.search(r"(?:^|[\s`/])snakemake\s+(-.*)", line)
         if not match:
             continue
-        text, following = match.group(1), iter(lines[number + 1:])
+        text, following = match.group(1), iter(lines[number + 1 :])
         while True:  # join backslash continuations and quotes that span lines
             text = text.split("`")[0]  # inline code ends at a backtick
             text = re.split(r"\s{2,}(?=[a-z])|\s#\s", text)[0]  # a comment column after the command
@@ -37,7 +45,11 @@ def documented_commands(path: Path):
         yield number + 1, text
 
 
-COMMANDS = [(f"{path.relative_to(ROOT)}:{line}", text) for path in DOCS for line, text in documented_commands(path)]
+COMMANDS = [
+    (f"{path.relative_to(ROOT)}:{line}", text)
+    for path in DOCS
+    for line, text in documented_commands(path)
+]
 
 
 def test_the_docs_show_the_commands_this_test_checks():
@@ -51,4 +63,6 @@ def test_documented_snakemake_command_keeps_its_targets(where, text):
     swallowed = [entry for entry in args.config or [] if "=" not in entry]
     assert not swallowed, f"{where}: --config took the target(s) {swallowed}; put -- before them"
     for configfile in args.configfile or []:
-        assert (ROOT / configfile).is_file(), f"{where}: --configfile took {configfile}; put -- before targets"
+        assert (ROOT / configfile).is_file(), (
+            f"{where}: --configfile took {configfile}; put -- before targets"
+        )

@@ -1,10 +1,17 @@
 """Feedback layers (bench/layers/feedback.py) and fa: the input gradient goes through B, W gets its own."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.layers import exact_backward, feedback_layers, feedback_tensors, register_feedback, swap_layers
+from bench.layers import (
+    exact_backward,
+    feedback_layers,
+    feedback_tensors,
+    register_feedback,
+    swap_layers,
+)
 from bench.measure import param_counts, update_alignment
 from bench.models.blocknet import BlockNet
 from tests.conftest import make
@@ -17,6 +24,7 @@ def _feedback_of(layer):
 def _attach(generator):
     def attach(layer):
         register_feedback(layer, "B", torch.randn(layer.weight.shape, generator=generator))
+
     return attach
 
 
@@ -35,13 +43,25 @@ def test_linear_backward_sends_the_input_gradient_through_b_and_gives_w_its_true
     assert not torch.allclose(x.grad, upstream @ layer.weight.detach())
 
 
-@pytest.mark.parametrize("stride, padding, groups, dilation, bias, channels_last", [
-    (1, 1, 1, 1, True, False), (2, 0, 1, 1, True, False), (1, 1, 2, 1, True, False), (1, 2, 1, 2, False, False),
-    (2, 1, 1, 1, False, True), (1, "same", 1, 1, True, False), (1, "valid", 2, 1, True, True)])
-def test_conv_backward_is_the_transposed_convolution_with_bs_kernel(stride, padding, groups, dilation, bias,
-                                                                    channels_last):
+@pytest.mark.parametrize(
+    "stride, padding, groups, dilation, bias, channels_last",
+    [
+        (1, 1, 1, 1, True, False),
+        (2, 0, 1, 1, True, False),
+        (1, 1, 2, 1, True, False),
+        (1, 2, 1, 2, False, False),
+        (2, 1, 1, 1, False, True),
+        (1, "same", 1, 1, True, False),
+        (1, "valid", 2, 1, True, True),
+    ],
+)
+def test_conv_backward_is_the_transposed_convolution_with_bs_kernel(
+    stride, padding, groups, dilation, bias, channels_last
+):
     g = torch.Generator().manual_seed(1)
-    layer = nn.Conv2d(4, 6, 3, stride=stride, padding=padding, groups=groups, dilation=dilation, bias=bias)
+    layer = nn.Conv2d(
+        4, 6, 3, stride=stride, padding=padding, groups=groups, dilation=dilation, bias=bias
+    )
     swap_layers(layer, _feedback_of, _attach(g))
     x = torch.randn(2, 4, 9, 9)
     if channels_last:
@@ -60,7 +80,9 @@ def test_conv_backward_is_the_transposed_convolution_with_bs_kernel(stride, padd
     F.conv2d(x.detach(), w, b, stride, pad, dilation, groups).backward(upstream)
     assert torch.allclose(x.grad, xb.grad, atol=1e-5)
     assert torch.allclose(layer.weight.grad, w.grad, atol=1e-5)
-    assert (layer.bias is None) == (not bias) and (not bias or torch.allclose(layer.bias.grad, b.grad, atol=1e-5))
+    assert (layer.bias is None) == (not bias) and (
+        not bias or torch.allclose(layer.bias.grad, b.grad, atol=1e-5)
+    )
 
 
 def test_a_layer_the_swap_cannot_give_a_feedback_backward_is_refused_never_left_as_bp():
@@ -71,7 +93,9 @@ def test_a_layer_the_swap_cannot_give_a_feedback_backward_is_refused_never_left_
         swap_layers(nn.Conv2d(2, 3, 2, padding="same"), _feedback_of, attach)
     net = nn.Sequential(nn.Linear(4, 4), nn.Conv1d(4, 4, 3), nn.BatchNorm1d(4), nn.Linear(4, 2))
     with pytest.raises(ValueError, match=r"only nn.Linear and nn.Conv2d\): 1 \(Conv1d\)$"):
-        swap_layers(net, _feedback_of, attach)  # the BatchNorm is fine: it learns from what reaches it
+        swap_layers(
+            net, _feedback_of, attach
+        )  # the BatchNorm is fine: it learns from what reaches it
 
 
 def test_no_input_gradient_is_computed_where_autograd_would_skip_it():
@@ -124,7 +148,9 @@ def test_fa_gradients_equal_a_hand_computed_feedback_alignment_pass():
     assert torch.allclose(head.weight.grad, delta2.T @ h1, atol=1e-6)
     assert torch.allclose(hidden.weight.grad, delta1.T @ x, atol=1e-6)
     assert torch.allclose(hidden.bias.grad, delta1.sum(0), atol=1e-6)
-    assert not torch.allclose(hidden.weight.grad, ((delta2 @ head.weight.detach()) * (z1 > 0)).T @ x, atol=1e-4)
+    assert not torch.allclose(
+        hidden.weight.grad, ((delta2 @ head.weight.detach()) * (z1 > 0)).T @ x, atol=1e-4
+    )
 
 
 def test_fa_feedback_is_seeded_counted_as_feedback_and_scaled_like_w():
@@ -150,15 +176,17 @@ def test_update_alignment_is_exactly_one_for_bp_and_between_0_and_1_for_fa(batch
     assert alignment["head"] == 1.0  # the head's update is its true gradient
     hidden = [v for k, v in alignment.items() if k != "head"]
     assert all(0.01 < abs(v) < 0.999 for v in hidden)  # neither BP's direction nor orthogonal to it
-    assert all(torch.equal(before[k], v) for k, v in fa_model.state_dict().items())  # measuring changed nothing
+    assert all(
+        torch.equal(before[k], v) for k, v in fa_model.state_dict().items()
+    )  # measuring changed nothing
     assert all(p.grad is None for p in fa_model.parameters())
 
 
 def test_records_on_digits_fa_between_0_and_1_bp_exactly_1_and_no_signals_is_nan(tmp_path):
     import json
 
-    from bench.report.records import final_update_alignment
     from bench.config import load_variants, make_spec
+    from bench.report.records import final_update_alignment
     from bench.train import run
 
     recipe = {"epochs": 1, "batch_size": 64, "probe_size": 64, "device": "cpu"}
@@ -169,5 +197,7 @@ def test_records_on_digits_fa_between_0_and_1_bp_exactly_1_and_no_signals_is_nan
     assert set(records["bp"]["history"][0]["update_alignment"].values()) == {1.0}
     assert final_update_alignment(records["bp"]) == 1.0
     assert 0 < final_update_alignment(records["fa"]) < 1
-    for record in records.values():  # neither defines block signals: undefined, written as null, never 1.0
+    for (
+        record
+    ) in records.values():  # neither defines block signals: undefined, written as null, never 1.0
         assert record["history"][0]["alignment"] == [None, None, None]

@@ -10,6 +10,7 @@ indices and labels per epoch and step to SHARES_DIR/rank<R>.json:
     python tests/test_ffcv_distributed.py epochs {ffcv,folder} SHARES_DIR DATA_DIR   (train_batches alone)
     python tests/test_ffcv_distributed.py train {ffcv,folder} SHARES_DIR ARGS...      (`bench ARGS`)
 """
+
 import gc
 import json
 import os
@@ -29,10 +30,19 @@ from bench.data import BetonSpec
 from bench.data.ffcv_loader import ffcv_available
 from bench.data.stream import ShareSampler, worker_start_method
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # numba finalizers
-needs_ffcv = pytest.mark.skipif(not ffcv_available(), reason="ffcv not installed (scripts/install_system_deps.sh)")
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning"
+)  # numba finalizers
+needs_ffcv = pytest.mark.skipif(
+    not ffcv_available(), reason="ffcv not installed (scripts/install_system_deps.sh)"
+)
 RAW = BetonSpec(max_res=64, jpeg_proportion=0.0, quality=90)
-CLASSES, PER_CLASS, BATCH, EPOCHS = ("a", "b", "c"), 6, 5, 2  # 18 images: 3 global batches of 5 (2 + 3)
+CLASSES, PER_CLASS, BATCH, EPOCHS = (
+    ("a", "b", "c"),
+    6,
+    5,
+    2,
+)  # 18 images: 3 global batches of 5 (2 + 3)
 
 
 def colour(index: int) -> int:
@@ -47,7 +57,11 @@ def make_tree(root: Path) -> None:
             (root / split / name).mkdir(parents=True)
             for i in range(count):
                 index = label * count + i
-                pixel = (colour(index), 60 + 60 * label, 128) if split == "train" else (128, 60 + 60 * label, 0)
+                pixel = (
+                    (colour(index), 60 + 60 * label, 128)
+                    if split == "train"
+                    else (128, 60 + 60 * label, 0)
+                )
                 Image.new("RGB", (16, 16), pixel).save(root / split / name / f"{i:02d}.png")
 
 
@@ -60,14 +74,21 @@ def decoded_indices(x: torch.Tensor, data) -> list[int]:
 def stream(data_dir: Path):
     from bench.data import DataOptions, load
 
-    return load("imagenet", data_dir=data_dir, options=DataOptions(image_size=8, beton=RAW, workers=1))
+    return load(
+        "imagenet", data_dir=data_dir, options=DataOptions(image_size=8, beton=RAW, workers=1)
+    )
 
 
 def epochs_of(data, seed: int = 7) -> list:
     """EPOCHS epochs of data.train_batches(BATCH) from one generator: per step, decoded indices and labels."""
     generator = torch.Generator().manual_seed(seed)
-    return [[{"ids": decoded_indices(x, data), "labels": y.tolist(), "rank_share": data.rank_share}
-             for x, y in data.train_batches(BATCH, generator)] for _ in range(EPOCHS)]
+    return [
+        [
+            {"ids": decoded_indices(x, data), "labels": y.tolist(), "rank_share": data.rank_share}
+            for x, y in data.train_batches(BATCH, generator)
+        ]
+        for _ in range(EPOCHS)
+    ]
 
 
 def ffcv_one_process(seed: int = 7) -> list:
@@ -79,10 +100,20 @@ def ffcv_one_process(seed: int = 7) -> list:
     generator, n, epochs = torch.Generator().manual_seed(seed), len(CLASSES) * PER_CLASS, []
     for _ in range(EPOCHS):
         epoch_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
-        loader = SimpleNamespace(indices=np.arange(n, dtype="uint64"), seed=epoch_seed, distributed=False)
+        loader = SimpleNamespace(
+            indices=np.arange(n, dtype="uint64"), seed=epoch_seed, distributed=False
+        )
         order = Random(loader).sample_order(0).tolist()
-        epochs.append([{"ids": order[k:k + BATCH], "labels": [i // PER_CLASS for i in order[k:k + BATCH]],
-                        "rank_share": True} for k in range(0, n // BATCH * BATCH, BATCH)])
+        epochs.append(
+            [
+                {
+                    "ids": order[k : k + BATCH],
+                    "labels": [i // PER_CLASS for i in order[k : k + BATCH]],
+                    "rank_share": True,
+                }
+                for k in range(0, n // BATCH * BATCH, BATCH)
+            ]
+        )
     return epochs
 
 
@@ -99,7 +130,13 @@ def record_shares(folder: Path) -> None:
         steps = []
         epochs.append(steps)
         for x, y in original(self, batch_size, generator):
-            steps.append({"ids": decoded_indices(x, self), "labels": y.tolist(), "rank_share": self.rank_share})
+            steps.append(
+                {
+                    "ids": decoded_indices(x, self),
+                    "labels": y.tolist(),
+                    "rank_share": self.rank_share,
+                }
+            )
             yield x, y
 
     StreamData.train_batches = train_batches
@@ -117,11 +154,21 @@ def launch(processes: int, *args: str) -> subprocess.Popen:
     """This file as a script on `processes` processes (torchrun, gloo, when more than one)."""
     args = [__file__, *args]
     if processes > 1:
-        args = ["-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr", "127.0.0.1",
-                "--master_port", str(_free_port()), *args]
+        args = [
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(processes),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(_free_port()),
+            *args,
+        ]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+    return subprocess.Popen(
+        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def finish(job: subprocess.Popen, shares: Path, processes: int) -> list:
@@ -135,12 +182,36 @@ def start_train(tmp_path: Path, kind: str, processes: int) -> tuple[subprocess.P
     """`bench train` (bp, mlp3) on tiny imagenet through `kind` on `processes` processes, started."""
     out, shares = tmp_path / f"run{processes}", tmp_path / f"shares{processes}"
     shares.mkdir()
-    args = ["train", kind, str(shares), "train", "--dataset", "imagenet", "--arch", "mlp3", "--method", "bp",
-            "--seed", "3", "--data-dir", str(tmp_path), "--out", str(out)]
-    for key, value in (("epochs", EPOCHS), ("batch_size", BATCH), ("device", "cpu"), ("probe_size", 6),
-                       ("eval_batch_size", 4), ("image_size", 8), ("data_workers", 1),
-                       ("beton_max_res", RAW.max_res), ("beton_jpeg_proportion", RAW.jpeg_proportion),
-                       ("beton_quality", RAW.quality)):
+    args = [
+        "train",
+        kind,
+        str(shares),
+        "train",
+        "--dataset",
+        "imagenet",
+        "--arch",
+        "mlp3",
+        "--method",
+        "bp",
+        "--seed",
+        "3",
+        "--data-dir",
+        str(tmp_path),
+        "--out",
+        str(out),
+    ]
+    for key, value in (
+        ("epochs", EPOCHS),
+        ("batch_size", BATCH),
+        ("device", "cpu"),
+        ("probe_size", 6),
+        ("eval_batch_size", 4),
+        ("image_size", 8),
+        ("data_workers", 1),
+        ("beton_max_res", RAW.max_res),
+        ("beton_jpeg_proportion", RAW.jpeg_proportion),
+        ("beton_quality", RAW.quality),
+    ):
         args += ["--set", f"{key}={value}"]
     return launch(processes, *args), shares, out
 
@@ -154,12 +225,21 @@ def check_shares(one: list, two: list) -> None:
         seen = []
         for step, (batch, a, b) in enumerate(zip(batches, left, right)):
             assert a["rank_share"] and b["rank_share"]
-            assert len(batch["ids"]) == BATCH and (len(a["ids"]), len(b["ids"])) == (2, 3)  # bounds(5): [0,2), [2,5)
+            assert len(batch["ids"]) == BATCH and (len(a["ids"]), len(b["ids"])) == (
+                2,
+                3,
+            )  # bounds(5): [0,2), [2,5)
             assert a["ids"] + b["ids"] == batch["ids"], (epoch, step)  # contiguous slices, in order
             assert not set(a["ids"]) & set(b["ids"])  # disjoint
-            assert a["labels"] + b["labels"] == batch["labels"] == [i // PER_CLASS for i in batch["ids"]]
+            assert (
+                a["labels"] + b["labels"]
+                == batch["labels"]
+                == [i // PER_CLASS for i in batch["ids"]]
+            )
             seen += batch["ids"]
-        assert len(set(seen)) == len(seen) == 18 // BATCH * BATCH and set(seen) <= set(range(18))  # each once
+        assert len(set(seen)) == len(seen) == 18 // BATCH * BATCH and set(seen) <= set(
+            range(18)
+        )  # each once
     assert whole[0] != whole[1]  # the run's generator draws a new order each epoch
 
 
@@ -168,7 +248,9 @@ def check_records(one: dict, two: dict) -> None:
     assert len(one["history"]) == len(two["history"]) == EPOCHS
     for a, b in zip(one["history"], two["history"]):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4, abs=1e-5)
-        assert b["train_acc"] == pytest.approx(a["train_acc"], abs=100 / 15 + 1e-6)  # one borderline argmax
+        assert b["train_acc"] == pytest.approx(
+            a["train_acc"], abs=100 / 15 + 1e-6
+        )  # one borderline argmax
         assert b["test_acc"] == pytest.approx(a["test_acc"], abs=1e-6)
         assert b["alignment"] == pytest.approx(a["alignment"], abs=1e-3)
     assert one["history"][0]["train_loss"] != one["history"][1]["train_loss"]  # it trained
@@ -218,8 +300,9 @@ def test_share_sampler_ranks_partition_the_one_process_batches(batch_size, world
     for step, batch in enumerate(one):
         shares = [batches[step] for batches in ranks]
         assert sum(shares, []) == batch  # rank r holds [B*r//W, B*(r+1)//W) of the global batch
-        assert [len(s) for s in shares] == [len(range(*distributed.bounds(batch_size, r, world)))
-                                            for r in range(world)]
+        assert [len(s) for s in shares] == [
+            len(range(*distributed.bounds(batch_size, r, world))) for r in range(world)
+        ]
     assert {seed for seed, _ in sum(one, [])} == {11}
     assert one != list(ShareSampler(50, batch_size, seed=12))
 
@@ -230,8 +313,12 @@ def test_share_of_batches_matches_shard_of_each_global_batch():
         for r in range(world):
             start, stop = distributed.bounds(6, r, world)
             mine = distributed.share_of_batches(order, 6, r, world)
-            assert torch.equal(mine, torch.cat([order[k:k + 6][start:stop] for k in range(0, 18, 6)]))
-            assert np.array_equal(distributed.share_of_batches(order.numpy(), 6, r, world), mine.numpy())
+            assert torch.equal(
+                mine, torch.cat([order[k : k + 6][start:stop] for k in range(0, 18, 6)])
+            )
+            assert np.array_equal(
+                distributed.share_of_batches(order.numpy(), 6, r, world), mine.numpy()
+            )
 
 
 def test_a_global_batch_smaller_than_the_world_is_refused():
@@ -248,7 +335,9 @@ def test_per_image_augmentation_depends_on_seed_and_index_only(tmp_path):
         (root / "train" / name).mkdir(parents=True)
         (root / "val" / name).mkdir(parents=True)
         rng = np.random.default_rng(label)
-        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(root / "train" / name / "00.png")
+        Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(
+            root / "train" / name / "00.png"
+        )
         Image.new("RGB", (24, 24)).save(root / "val" / name / "00.png")
     train, _ = read_tree(root)
     images = FileImages(train, folder_transforms(8)[0])
@@ -258,7 +347,9 @@ def test_per_image_augmentation_depends_on_seed_and_index_only(tmp_path):
     assert torch.equal(torch.get_rng_state(), state)  # the global generator is left alone
     images[(9, 2)]  # another image in between (another worker's or rank's history) changes nothing
     assert torch.equal(images[(5, 1)][0], first)
-    assert any(not torch.equal(images[(seed, 1)][0], first) for seed in range(6, 12))  # a new epoch, a new crop
+    assert any(
+        not torch.equal(images[(seed, 1)][0], first) for seed in range(6, 12)
+    )  # a new epoch, a new crop
 
 
 if __name__ == "__main__":
@@ -273,5 +364,7 @@ if __name__ == "__main__":
 
         sys.exit(main(sys.argv[4:]))
     distributed.init_from_env()
-    (shares / f"rank{distributed.rank()}.json").write_text(json.dumps(epochs_of(stream(Path(sys.argv[4])))))
+    (shares / f"rank{distributed.rank()}.json").write_text(
+        json.dumps(epochs_of(stream(Path(sys.argv[4]))))
+    )
     distributed.shutdown()

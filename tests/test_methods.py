@@ -1,4 +1,5 @@
 """The learning rules compute exactly what method.md defines; every discovered method obeys the API."""
+
 import math
 
 import pytest
@@ -22,11 +23,15 @@ def test_every_method_fills_every_gradient_and_logs_loss(name, batch):
     model, rule = make("smallconv", name)
     stats = rule.step(model, *batch)
     assert {"loss", "correct"} <= set(stats)
-    assert all(torch.is_tensor(v) and v.dim() == 0 for v in stats.values()), f"{name}: step must return 0-d tensors"
+    assert all(torch.is_tensor(v) and v.dim() == 0 for v in stats.values()), (
+        f"{name}: step must return 0-d tensors"
+    )
     for pname, p in model.named_parameters():
         assert p.grad is not None, f"{name}: no gradient for {pname}"
         assert torch.isfinite(p.grad).all(), f"{name}: non-finite gradient for {pname}"
-    assert stats["loss"].item() == pytest.approx(F.cross_entropy(model(batch[0]), batch[1]).item(), rel=1e-5)
+    assert stats["loss"].item() == pytest.approx(
+        F.cross_entropy(model(batch[0]), batch[1]).item(), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -86,7 +91,9 @@ def test_dfa_feedback_is_one_seeded_buffer_in_the_state_dict():
 @pytest.mark.parametrize("arch", ARCHS)
 def test_ssa_without_penalties_delivers_structured_feedback(arch, batch):
     x, y = batch
-    model, rule = make(arch, "ssa", lambda_align=0.0, lambda_orth=0.0, feedback="broadcast")  # method.md's form
+    model, rule = make(
+        arch, "ssa", lambda_align=0.0, lambda_orth=0.0, feedback="broadcast"
+    )  # method.md's form
     rule.step(model, x, y)
     ssa = _grads(model)
     outputs, logits = model.forward_blocks(x, cut=True)
@@ -193,8 +200,11 @@ def test_a_new_method_file_is_discovered_and_trains(tmp_path, batch):
         "        loss.backward()\n"
         "        for p in model.parameters():\n"
         "            p.grad.sign_()\n"
-        "        return step_stats(loss, logits, y)\n")
-    (tmp_path / "_helper.py").write_text("raise RuntimeError('files starting with _ are not methods')\n")
+        "        return step_stats(loss, logits, y)\n"
+    )
+    (tmp_path / "_helper.py").write_text(
+        "raise RuntimeError('files starting with _ are not methods')\n"
+    )
     found = discover(tmp_path)
     assert list(found) == ["sign_sgd"] and found["sign_sgd"].name == "sign_sgd"
     from bench.models import build
@@ -225,7 +235,6 @@ def test_dfa_signal_at_preactivation_skips_the_activation_gate(arch, batch):
     points, logits = _preactivations(model, x)
     assert [tuple(p.shape[1:]) for p in points] == model.block_output_shapes("preactivation")
     e = output_error(logits, y)
-    gated = []
     for i, (block, a) in enumerate(zip(model.blocks, points)):
         size = a[0].numel()
         g = (e @ model.feedback.dfa[:, :size] / math.sqrt(size)).view_as(a) / len(y)
@@ -234,8 +243,9 @@ def test_dfa_signal_at_preactivation_skips_the_activation_gate(arch, batch):
             assert torch.allclose(got[f"blocks.{i}.{name}"], grad, atol=1e-6), f"blocks.{i}.{name}"
     output_model, output_rule = make(arch, "dfa")
     output_rule.step(output_model, x, y)
-    assert not torch.allclose(_grads(output_model)["blocks.1.0.weight"], got["blocks.1.0.weight"], atol=1e-6), \
-        "the pre-activation signal equals the output one: the activation gate was not skipped"
+    assert not torch.allclose(
+        _grads(output_model)["blocks.1.0.weight"], got["blocks.1.0.weight"], atol=1e-6
+    ), "the pre-activation signal equals the output one: the activation gate was not skipped"
 
 
 def test_dfa_prior_init_is_small_positive_and_not_rescaled(batch):
@@ -257,19 +267,29 @@ def test_alignment_at_preactivation_compares_with_the_true_gradient_there(batch)
         signal_at = "preactivation"
 
         def block_signals(self, model, points, logits, y):
-            points, logits = model.forward_blocks(x, at="preactivation")  # a fresh graph (logits come detached)
+            points, logits = model.forward_blocks(
+                x, at="preactivation"
+            )  # a fresh graph (logits come detached)
             return [g.neg() for g in torch.autograd.grad(F.cross_entropy(logits, y), points)]
 
     model, _ = make("smallconv", "bp")
-    assert [a for a in alignment_with_bp(model, MinusTrueGradient(), x, y)] == pytest.approx([-1.0] * 4, abs=1e-6)
+    assert [a for a in alignment_with_bp(model, MinusTrueGradient(), x, y)] == pytest.approx(
+        [-1.0] * 4, abs=1e-6
+    )
 
 
-@pytest.mark.parametrize("feedback", ["spatial_map", "full"])  # broadcast (the default) is the baseline
+@pytest.mark.parametrize(
+    "feedback", ["spatial_map", "full"]
+)  # broadcast (the default) is the baseline
 def test_ssa_spatial_feedback_options(feedback, batch):
     x, y = batch
     model, rule = make("smallconv", "ssa", feedback=feedback, lambda_align=0.0, lambda_orth=0.0)
     plain, _ = make("smallconv", "ssa", feedback="broadcast")
-    for name in ("ssa_0_BV", "ssa_0_beta", "ssa_3_BU"):  # the structured factors are drawn as before
+    for name in (
+        "ssa_0_BV",
+        "ssa_0_beta",
+        "ssa_3_BU",
+    ):  # the structured factors are drawn as before
         assert torch.equal(getattr(model.feedback, name), getattr(plain.feedback, name))
     rule.step(model, x, y)
     got = _grads(model)
@@ -287,14 +307,23 @@ def test_ssa_spatial_feedback_options(feedback, batch):
         expected = torch.autograd.grad((g * h).sum(), list(block.parameters()))
         for (name, _), grad in zip(block.named_parameters(), expected):
             assert torch.allclose(got[f"blocks.{i}.{name}"], grad, atol=1e-6), f"blocks.{i}.{name}"
-    assert (hasattr(model.feedback, "ssa_0_map") == (feedback == "spatial_map")
-            and not hasattr(model.feedback, "ssa_3_map") and not hasattr(model.feedback, "ssa_3_full"))
+    assert (
+        hasattr(model.feedback, "ssa_0_map") == (feedback == "spatial_map")
+        and not hasattr(model.feedback, "ssa_3_map")
+        and not hasattr(model.feedback, "ssa_3_full")
+    )
 
 
 def test_ssa_signal_at_preactivation_broadcasts_over_the_unpooled_map(batch):
     x, y = batch
-    model, rule = make("smallconv", "ssa", signal_at="preactivation", lambda_align=0.0, lambda_orth=0.0,
-                       feedback="broadcast")
+    model, rule = make(
+        "smallconv",
+        "ssa",
+        signal_at="preactivation",
+        lambda_align=0.0,
+        lambda_orth=0.0,
+        feedback="broadcast",
+    )
     rule.step(model, x, y)
     got = _grads(model)
     points, logits = _preactivations(model, x)

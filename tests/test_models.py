@@ -1,4 +1,5 @@
 """Architectures: shapes for any input size, the block structure, clear errors."""
+
 import pytest
 import torch
 
@@ -16,7 +17,9 @@ def test_build_gives_blocknet_with_logits_per_class(arch, in_shape):
     outputs, cut_logits = model.forward_blocks(torch.zeros(2, *in_shape), cut=True)
     assert [tuple(h.shape[1:]) for h in outputs] == shapes
     assert torch.equal(cut_logits, logits)
-    assert convolutional(arch) == any(isinstance(m, torch.nn.Conv2d) for m in model.modules())  # the declared fact
+    assert convolutional(arch) == any(
+        isinstance(m, torch.nn.Conv2d) for m in model.modules()
+    )  # the declared fact
 
 
 def test_smallconv_is_the_reference_network():
@@ -40,5 +43,7 @@ def test_cut_forward_stops_gradient_between_blocks():
 
 
 def test_unknown_arch_names_the_known_ones():
-    with pytest.raises(ValueError, match="unknown arch 'resnet9'; known: " + ", ".join(sorted(ARCHS))):
+    with pytest.raises(
+        ValueError, match="unknown arch 'resnet9'; known: " + ", ".join(sorted(ARCHS))
+    ):
         build("resnet9", (1, 8, 8), 10)

@@ -1,5 +1,6 @@
 """`perf step` and the speed paths it measures: the table's columns, the SVD layers' two forms, the
 closed-form L_orth gradient, SSA's broadcast cosine, and the trainer's speed options with compile fallback."""
+
 import argparse
 import csv
 import functools
@@ -10,13 +11,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.perf import step as perf_step
 from bench.cli import main as cli
+from bench.layers import (
+    SVDConv2d,
+    SVDLinear,
+    convert_to_svd,
+    factor_penalties,
+    hoyer,
+    orthogonality_loss,
+)
 from bench.layers.svd import is_channels_last
 from bench.local import in_layout_of
-from bench.layers import SVDConv2d, SVDLinear, convert_to_svd, factor_penalties, hoyer, orthogonality_loss
 from bench.method import get_method
 from bench.models import build
+from bench.perf import step as perf_step
 from bench.speed import Speed
 from methods.ssa import broadcast_cosine
 
@@ -25,20 +33,48 @@ def _run(tmp_path, *extra):
     parser = argparse.ArgumentParser()
     perf_step.add_arguments(parser)
     out = tmp_path / "step.csv"
-    args = parser.parse_args(["--device", "cpu", "--arch", "smallconv", "--batch-size", "8", "--image-size", "16",
-                              "--steps", "2", "--warmup", "0", "--peak-size", "128", "--out", str(out), *extra])
+    args = parser.parse_args(
+        [
+            "--device",
+            "cpu",
+            "--arch",
+            "smallconv",
+            "--batch-size",
+            "8",
+            "--image-size",
+            "16",
+            "--steps",
+            "2",
+            "--warmup",
+            "0",
+            "--peak-size",
+            "128",
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
     assert perf_step.main(args) == 0
     with open(out) as f:
         return list(csv.DictReader(f))
 
 
-def test_perf_step_puts_bp_first_at_ratio_one_and_counts_fewer_flops_for_local_and_low_rank(tmp_path):
+def test_perf_step_puts_bp_first_at_ratio_one_and_counts_fewer_flops_for_local_and_low_rank(
+    tmp_path,
+):
     rows = _run(tmp_path, "--methods", "dfa", "ssa-r0.25", "ssa:rank_ratio=0.5,lambda_orth=0")
-    assert [r["method"] for r in rows] == ["bp", "dfa", "ssa-r0.25", "ssa:rank_ratio=0.5,lambda_orth=0"]
+    assert [r["method"] for r in rows] == [
+        "bp",
+        "dfa",
+        "ssa-r0.25",
+        "ssa:rank_ratio=0.5,lambda_orth=0",
+    ]
     flops = {r["method"]: float(r["gflop_per_step"]) for r in rows}
     assert float(rows[0]["ratio_to_bp"]) == 1.0
     for r in rows:
-        assert float(r["ratio_to_bp"]) == pytest.approx(float(r["median_ms"]) / float(rows[0]["median_ms"]))
+        assert float(r["ratio_to_bp"]) == pytest.approx(
+            float(r["median_ms"]) / float(rows[0]["median_ms"])
+        )
         assert float(r["saved_mb"]) > 0 and 0 < float(r["peak_share"])
     # DFA skips the input gradient at every cut block input; rank 0.25 runs factored layers.
     assert flops["dfa"] < flops["bp"] and flops["ssa-r0.25"] < flops["bp"]
@@ -51,7 +87,9 @@ def test_perf_step_bad_input_exits_2_naming_what_is_accepted(capsys):
     assert "autocast" in capsys.readouterr().err
     assert cli(["perf", "step", "--device", "cpu", "--set", "lr=1"]) == 2
     assert "unknown --set key 'lr'" in capsys.readouterr().err
-    assert cli(["perf", "step", "--device", "cpu", "--arch", "mlp3", "--methods", "ssa:rank=3"]) == 2
+    assert (
+        cli(["perf", "step", "--device", "cpu", "--arch", "mlp3", "--methods", "ssa:rank=3"]) == 2
+    )
     assert "unknown option 'rank'" in capsys.readouterr().err
 
 
@@ -74,17 +112,23 @@ def _forms_agree(layer, x):
 @pytest.mark.parametrize("decomposition", ["channel", "spatial"])
 def test_svd_conv_forms_agree_and_auto_picks_by_cost(decomposition):
     torch.manual_seed(0)
-    layer = SVDConv2d(nn.Conv2d(32, 64, 3, stride=2, padding=1), rank=16, decomposition=decomposition)
+    layer = SVDConv2d(
+        nn.Conv2d(32, 64, 3, stride=2, padding=1), rank=16, decomposition=decomposition
+    )
     _forms_agree(layer, torch.randn(4, 32, 9, 9))
     # 16 x (m + n) per position against m x n (+ composing), m x n = 64 x 288 or 192 x 96: factored
     assert layer.runs_factored(128 * 256)
     thin = SVDConv2d(nn.Conv2d(16, 16, 3, padding=1), rank=4)
-    assert not thin.runs_factored(128 * 1024)  # 4 middle channels: slower than the dense conv, measured
+    assert not thin.runs_factored(
+        128 * 1024
+    )  # 4 middle channels: slower than the dense conv, measured
 
 
 def test_svd_conv_on_channels_last_input_runs_factored_up_to_a_higher_flop_share():
     torch.manual_seed(0)
-    layer = SVDConv2d(nn.Conv2d(64, 128, 3, padding=1), rank=64)  # factored at 0.61 of the dense FLOPs
+    layer = SVDConv2d(
+        nn.Conv2d(64, 128, 3, padding=1), rank=64
+    )  # factored at 0.61 of the dense FLOPs
     positions = 128 * 8 * 8
     assert not layer.runs_factored(positions) and layer.runs_factored(positions, channels_last=True)
     x = torch.randn(2, 64, 8, 8)
@@ -96,7 +140,9 @@ def test_svd_conv_on_channels_last_input_runs_factored_up_to_a_higher_flop_share
 def test_factor_penalties_equal_the_per_layer_sums_with_their_autograd_gradients():
     torch.manual_seed(0)
     # Repeated small shapes share a batched Gram, the 600 x 40 factor goes alone; 0-weight terms are logged.
-    model = nn.Sequential(nn.Linear(10, 12), nn.Linear(12, 12), nn.Linear(12, 12), nn.Linear(600, 80))
+    model = nn.Sequential(
+        nn.Linear(10, 12), nn.Linear(12, 12), nn.Linear(12, 12), nn.Linear(600, 80)
+    )
     convert_to_svd(model, 0.5)
     with torch.no_grad():
         for p in model.parameters():
@@ -105,24 +151,35 @@ def test_factor_penalties_equal_the_per_layer_sums_with_their_autograd_gradients
     penalty, terms = factor_penalties(model, 0.3, 0.0)
     penalty.backward()
     fast = [(layer.U.grad.clone(), layer.V.grad.clone()) for layer in layers]
-    assert all(layer.s.grad is None for layer in layers)  # lambda_sparse 0: measured without a graph
+    assert all(
+        layer.s.grad is None for layer in layers
+    )  # lambda_sparse 0: measured without a graph
     model.zero_grad()
     eye = torch.eye
-    plain = sum(((l.U.T @ l.U - eye(l.rank)).pow(2).sum() + (l.V.T @ l.V - eye(l.rank)).pow(2).sum()) / l.rank ** 2
-                for l in layers)
+    plain = sum(
+        ((l.U.T @ l.U - eye(l.rank)).pow(2).sum() + (l.V.T @ l.V - eye(l.rank)).pow(2).sum())
+        / l.rank**2
+        for l in layers
+    )
     (0.3 * plain).backward()
     assert penalty.item() == pytest.approx(0.3 * plain.item(), rel=1e-6)
     assert terms["orth"].item() == pytest.approx(plain.item() / 4, rel=1e-6)
-    assert terms["sparse"].item() == pytest.approx(sum(hoyer(l).item() for l in layers) / 4, rel=1e-6)
+    assert terms["sparse"].item() == pytest.approx(
+        sum(hoyer(l).item() for l in layers) / 4, rel=1e-6
+    )
     for (u, v), layer in zip(fast, layers):
-        assert torch.allclose(u, layer.U.grad, atol=1e-6) and torch.allclose(v, layer.V.grad, atol=1e-6)
+        assert torch.allclose(u, layer.U.grad, atol=1e-6) and torch.allclose(
+            v, layer.V.grad, atol=1e-6
+        )
     model.zero_grad()
     penalty, _ = factor_penalties(model, 0.0, 0.5)
     penalty.backward()
     sparse = [layer.s.grad.clone() for layer in layers]
     model.zero_grad()
     (0.5 * sum(hoyer(l) for l in layers)).backward()
-    assert all(torch.allclose(a, l.s.grad, atol=1e-6) and l.U.grad is None for a, l in zip(sparse, layers))
+    assert all(
+        torch.allclose(a, l.s.grad, atol=1e-6) and l.U.grad is None for a, l in zip(sparse, layers)
+    )
 
 
 def test_svd_linear_full_rank_runs_factored_when_composing_w_costs_more():
@@ -154,15 +211,24 @@ def test_broadcast_cosine_equals_cosine_with_the_broadcast_signal():
     h, g = torch.randn(5, 3, 4, 6), torch.randn(5, 3)
     expected = F.cosine_similarity(h.flatten(1), g[:, :, None, None].expand_as(h).flatten(1), dim=1)
     assert torch.allclose(broadcast_cosine(h, g), expected, atol=1e-6)
-    assert torch.allclose(broadcast_cosine(h[:, :, 0, 0], g), F.cosine_similarity(h[:, :, 0, 0], g, dim=1))
+    assert torch.allclose(
+        broadcast_cosine(h[:, :, 0, 0], g), F.cosine_similarity(h[:, :, 0, 0], g, dim=1)
+    )
 
 
 def test_speed_options_auto_means_cuda_only_but_channels_last_everywhere():
-    auto = {"channels_last": "auto", "autocast": "auto", "cudnn_benchmark": "auto", "compile": "auto"}
+    auto = {
+        "channels_last": "auto",
+        "autocast": "auto",
+        "cudnn_benchmark": "auto",
+        "compile": "auto",
+    }
     assert Speed.from_recipe(auto, torch.device("cpu")) == Speed(channels_last=True)
     assert Speed.from_recipe({**auto, "channels_last": "off"}, torch.device("cpu")) == Speed()
     assert Speed.from_recipe(auto, torch.device("cuda")) == Speed(True, True, True, True)
-    forced = Speed.from_recipe({**auto, "channels_last": "on", "compile": "off"}, torch.device("cuda"))
+    forced = Speed.from_recipe(
+        {**auto, "channels_last": "on", "compile": "off"}, torch.device("cuda")
+    )
     assert forced == Speed(channels_last=True, autocast=True, cudnn_benchmark=True, compile=False)
 
 
@@ -180,6 +246,7 @@ def test_compile_failure_warns_and_leaves_the_model_eager_and_unchanged(monkeypa
     def broken(fn):
         def run(*args, **kwargs):
             raise RuntimeError("no compiler here")
+
         return run
 
     monkeypatch.setattr(torch, "compile", broken)
@@ -194,11 +261,15 @@ def test_compile_failure_warns_and_leaves_the_model_eager_and_unchanged(monkeypa
 def test_compiled_local_step_gives_the_eager_gradients(monkeypatch):
     x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 0, 1])
     grads = []
-    monkeypatch.setattr(torch._dynamo.config, "suppress_errors", False)  # compile_model sets it; restore after
+    monkeypatch.setattr(
+        torch._dynamo.config, "suppress_errors", False
+    )  # compile_model sets it; restore after
     for compiled in (False, True):
         model, rule = _dfa_model()
         if compiled:  # dynamo's graph capture with the graph cuts, without a C++ compiler's minutes
-            monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+            monkeypatch.setattr(
+                torch, "compile", functools.partial(torch.compile, backend="aot_eager")
+            )
             assert Speed(compile=True).compile_model(model, x)
             assert "forward_blocks" in vars(model)
         rule.step(model, x, y)
@@ -213,10 +284,14 @@ def test_channels_last_and_bf16_autocast_step_fills_every_gradient():
     model = speed.prepare(model)
     assert model.blocks[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     with speed.context(torch.device("cpu")):
-        stats = rule.step(model, speed.batch(torch.randn(6, 1, 8, 8)), torch.tensor([0, 1, 2, 3, 0, 1]))
+        stats = rule.step(
+            model, speed.batch(torch.randn(6, 1, 8, 8)), torch.tensor([0, 1, 2, 3, 0, 1])
+        )
     assert torch.isfinite(stats["loss"])
-    assert all(p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
-               for p in model.parameters())
+    assert all(
+        p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+        for p in model.parameters()
+    )
 
 
 def test_signals_reach_a_channels_last_graph_in_its_layout(monkeypatch):
@@ -227,8 +302,11 @@ def test_signals_reach_a_channels_last_graph_in_its_layout(monkeypatch):
     model = speed.prepare(model)
     handed = []
     real_backward = torch.autograd.backward
-    monkeypatch.setattr(torch.autograd, "backward",
-                        lambda tensors, grads: handed.extend(grads) or real_backward(tensors, grads))
+    monkeypatch.setattr(
+        torch.autograd,
+        "backward",
+        lambda tensors, grads: handed.extend(grads) or real_backward(tensors, grads),
+    )
     rule.step(model, speed.batch(torch.randn(6, 1, 8, 8)), torch.tensor([0, 1, 2, 3, 0, 1]))
     images = [g for g in handed if g.dim() == 4]
     assert images and all(is_channels_last(g) for g in images)

@@ -1,12 +1,13 @@
 """Figures from records: every file written, the plotted numbers are the records', empty data says so."""
+
 import numpy as np
 import pytest
 from synthetic_records import write_record
 
+from bench.cli import main
 from bench.report import curves
 from bench.report import figures as plots
 from bench.report.records import collect
-from bench.cli import main
 
 RANKS = {"blocks.0.0": 20, "blocks.1.0": 10}
 
@@ -37,7 +38,9 @@ def test_plot_writes_every_figure_as_png_and_pdf(runs, tmp_path):
 
 
 def test_plot_without_runs_still_writes_files_that_say_so(tmp_path):
-    written = plots.plot(tmp_path / "runs", "toy", tmp_path / "figures", expected=[("mlp", "bp", 0)])
+    written = plots.plot(
+        tmp_path / "runs", "toy", tmp_path / "figures", expected=[("mlp", "bp", 0)]
+    )
     assert len(written) == 2 * len(plots.FIGURES)
     assert all(p.stat().st_size > 0 for p in written)
     for draw in plots.FIGURES.values():  # one line: the figure, "nothing to show" and why
@@ -55,7 +58,9 @@ def test_accuracy_bars_are_seed_means(runs):
 
 def test_diverged_runs_are_marked_not_dropped(runs):
     write_record(runs, "mlp", "dfa", 2, 10.0, status="diverged")
-    write_record(runs, "cnn", "ssa", 0, 10.0, status="diverged")  # no finished seed at all: still shown
+    write_record(
+        runs, "cnn", "ssa", 0, 10.0, status="diverged"
+    )  # no finished seed at all: still shown
     records, _ = collect(runs, "toy")
     fig = plots.fig_accuracy(records, "toy")
     assert "diverged 1/3" in texts(fig) and "diverged 1/1" in texts(fig)
@@ -98,8 +103,15 @@ def test_memory_stack_adds_the_four_parts(runs):
 
 
 def test_cli_plot(runs, tmp_path):
-    assert main(["plot", "--runs-dir", str(runs), "--dataset", "toy", "--out-dir", str(tmp_path / "f")]) == 0
-    assert (tmp_path / "f" / "toy_accuracy.png").is_file() and (tmp_path / "f" / "toy_rank.pdf").is_file()
+    assert (
+        main(
+            ["plot", "--runs-dir", str(runs), "--dataset", "toy", "--out-dir", str(tmp_path / "f")]
+        )
+        == 0
+    )
+    assert (tmp_path / "f" / "toy_accuracy.png").is_file() and (
+        tmp_path / "f" / "toy_rank.pdf"
+    ).is_file()
 
 
 def test_figure_bytes_are_the_same_for_the_same_figure():

@@ -1,6 +1,7 @@
 """Adversarial robustness after training (bench/robustness.py): the attacks against a closed-form reference
 on a linear model, the true gradient whatever rule trained the network, the seeded subset, the record,
 the table, the figure, and a missing package refused before training."""
+
 import copy
 import json
 import math
@@ -11,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from bench.report.table import aggregate
 from bench.cli import main
 from bench.config import RECIPE
 from bench.data.tensors import TensorData
 from bench.evaluation import require_packages
 from bench.models import build
+from bench.report.table import aggregate
 from bench.robustness import ATTACKS, attack_subset, robustness
 from bench.speed import Speed
 from tests.conftest import make
@@ -62,13 +63,21 @@ def test_attacks_on_a_two_class_linear_model_match_the_closed_form_worst_case():
     for budget in ("1", "2", "4", "8"):
         adversarial = (x01 + float(budget) / 255 * direction).clamp(0, 1)
         with torch.no_grad():
-            expected = 100.0 * (model(data.normalise((adversarial * 255))).argmax(1) == y).float().mean().item()
+            expected = (
+                100.0
+                * (model(data.normalise((adversarial * 255))).argmax(1) == y).float().mean().item()
+            )
         for kind in ATTACKS:
-            assert entry[kind][budget] == pytest.approx(expected, abs=100 / len(y) + 1e-9), (kind, budget)
+            assert entry[kind][budget] == pytest.approx(expected, abs=100 / len(y) + 1e-9), (
+                kind,
+                budget,
+            )
     with torch.no_grad():
         clean = 100.0 * (model(data.normalise(data.test_x)).argmax(1) == y).float().mean().item()
     assert entry["clean_acc"] == pytest.approx(clean)
-    assert entry["pgd"]["8"] <= entry["pgd"]["1"] <= clean  # a larger budget never helps the network
+    assert (
+        entry["pgd"]["8"] <= entry["pgd"]["1"] <= clean
+    )  # a larger budget never helps the network
 
 
 def _normalise_float(data, x01):
@@ -89,7 +98,7 @@ def test_pgd_matches_a_hand_written_pgd_on_a_small_mlp():
     for _ in range(steps):
         adv.requires_grad_(True)
         loss = nn.functional.cross_entropy(model(_normalise_float(data, adv)), y)
-        grad, = torch.autograd.grad(loss, adv)
+        (grad,) = torch.autograd.grad(loss, adv)
         adv = adv.detach() + 2.5 * eps / steps * grad.sign()
         adv = (x01 + (adv - x01).clamp(-eps, eps)).clamp(0, 1)
     with torch.no_grad():
@@ -103,15 +112,26 @@ def test_the_attack_uses_the_true_gradient_whatever_rule_trained_the_network(rul
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (104, 1, 8, 8), generator=g, dtype=torch.uint8)
     labels = torch.arange(104) % 10
-    data = TensorData("toy", images[:64], labels[:64], images[64:], labels[64:], [str(c) for c in range(10)])
+    data = TensorData(
+        "toy", images[:64], labels[:64], images[64:], labels[64:], [str(c) for c in range(10)]
+    )
     prepared, _ = make("mlp3", rule)
     plain = build("mlp3", (1, 8, 8), 10)
-    plain.load_state_dict({k: v for k, v in prepared.state_dict().items() if k in plain.state_dict()})
-    recipe = _recipe(attack_subset=1000, attack_eps=[8.0], attack_steps=3, attack_rule_gradient=True)
-    swapped, reference = robustness(prepared, data, recipe, Speed()), robustness(plain, data, recipe, Speed())
+    plain.load_state_dict(
+        {k: v for k, v in prepared.state_dict().items() if k in plain.state_dict()}
+    )
+    recipe = _recipe(
+        attack_subset=1000, attack_eps=[8.0], attack_steps=3, attack_rule_gradient=True
+    )
+    swapped, reference = (
+        robustness(prepared, data, recipe, Speed()),
+        robustness(plain, data, recipe, Speed()),
+    )
     for kind in ATTACKS:
         assert swapped[kind] == reference[kind], kind
-    assert reference["rule_gradient"] is None  # no feedback layers: no second gradient to attack with
+    assert (
+        reference["rule_gradient"] is None
+    )  # no feedback layers: no second gradient to attack with
     assert set(swapped["rule_gradient"]) == set(ATTACKS)  # BioTorch's setting, measured beside it
 
 
@@ -129,15 +149,38 @@ def test_no_attack_when_the_subset_is_zero():
 
 def test_a_missing_attack_package_is_refused_before_training(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchattacks", None)  # importing it now raises ImportError
-    with pytest.raises(ValueError, match="attack_subset: 1000 asks for the robustness attacks.*pip install torchattacks"):
+    with pytest.raises(
+        ValueError,
+        match="attack_subset: 1000 asks for the robustness attacks.*pip install torchattacks",
+    ):
         require_packages(_recipe())
     require_packages(_recipe(attack_subset=0))  # not asked for: no package needed
 
 
 def test_a_digits_run_records_robustness_and_the_table_and_figure_show_it(tmp_path):
     out = tmp_path / "runs" / "digits" / "mlp3" / "fa" / "seed0"
-    assert main(["train", "--dataset", "digits", "--arch", "mlp3", "--method", "fa", "--out", str(out),
-                 "--set", "epochs=1", "--set", "probe_size=32", "--set", "attack_subset=100"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--arch",
+                "mlp3",
+                "--method",
+                "fa",
+                "--out",
+                str(out),
+                "--set",
+                "epochs=1",
+                "--set",
+                "probe_size=32",
+                "--set",
+                "attack_subset=100",
+            ]
+        )
+        == 0
+    )
     record = json.loads((out / "record.json").read_text())
     entry = record["robustness"]
     assert entry["subset"] == 100 and set(entry["pgd"]) == {"1", "2", "4", "8"}
@@ -145,8 +188,20 @@ def test_a_digits_run_records_robustness_and_the_table_and_figure_show_it(tmp_pa
     table = aggregate(tmp_path / "runs", "digits", None, out_dir=tmp_path / "table")
     assert table["pgd_acc"].iloc[0] == pytest.approx(entry["pgd"]["2"])
     assert "| PGD acc @2/255 (%) |" in (tmp_path / "table" / "digits_table.md").read_text()
-    assert main(["plot", "--runs-dir", str(tmp_path / "runs"), "--dataset", "digits",
-                 "--out-dir", str(tmp_path / "figures")]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "--runs-dir",
+                str(tmp_path / "runs"),
+                "--dataset",
+                "digits",
+                "--out-dir",
+                str(tmp_path / "figures"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "figures" / "digits_robustness.png").stat().st_size > 10_000
 
 
@@ -159,5 +214,8 @@ def test_records_without_robustness_aggregate_and_a_bad_value_is_refused(tmp_pat
     bad = write_record(tmp_path, "mlp3", "dfa", 0, 50.0)
     bad["robustness"] = {"clean_acc": 50.0, "fgsm": {"2": 40.0}, "pgd": {"2": 150.0}}
     (tmp_path / "toy" / "mlp3" / "dfa" / "seed0" / "record.json").write_text(json.dumps(bad))
-    with pytest.raises(ValueError, match=r"bad value 150.0 for 'robustness.pgd.2'; accepted: a number from 0 to 100"):
+    with pytest.raises(
+        ValueError,
+        match=r"bad value 150.0 for 'robustness.pgd.2'; accepted: a number from 0 to 100",
+    ):
         aggregate(tmp_path, "toy", None, out_dir=tmp_path / "out2")

@@ -1,4 +1,5 @@
 """drtp computes what method.md defines: -onehot(y) B_i / N at each block, the true gradient at the head."""
+
 import math
 
 import pytest
@@ -34,7 +35,12 @@ def _local_gradients(model, x, y, at_preactivation=False, scale=1.0):
         point = inside(h.detach())
         g = _target_signal(model, y, point[0].numel(), scale).view_as(point)
         grads = torch.autograd.grad((g * point).sum(), list(inside.parameters()))
-        expected.update({f"blocks.{i}.{name}": grad for (name, _), grad in zip(inside.named_parameters(), grads)})
+        expected.update(
+            {
+                f"blocks.{i}.{name}": grad
+                for (name, _), grad in zip(inside.named_parameters(), grads)
+            }
+        )
         h = block(h.detach())
     return expected
 
@@ -52,7 +58,9 @@ def test_drtp_hidden_gradients_are_local_target_projections(arch, batch):
     assert set(expected) == {n for n in got if n.startswith("blocks.")}
     for name, grad in expected.items():
         assert torch.allclose(got[name], grad, atol=1e-7), name
-        assert not torch.allclose(got[name], bp_grads[name], atol=1e-4), f"{name}: drtp is silently doing BP"
+        assert not torch.allclose(got[name], bp_grads[name], atol=1e-4), (
+            f"{name}: drtp is silently doing BP"
+        )
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -62,8 +70,12 @@ def test_drtp_head_gets_the_bp_gradient(arch, batch):
     bp_model, bp = make(arch, "bp")
     bp.step(bp_model, *batch)
     for name in ("head.weight", "head.bias"):
-        assert torch.allclose(model.get_parameter(name).grad, bp_model.get_parameter(name).grad, atol=1e-7), name
-    assert stats["loss"].item() == pytest.approx(F.cross_entropy(bp_model(batch[0]), batch[1]).item(), rel=1e-6)
+        assert torch.allclose(
+            model.get_parameter(name).grad, bp_model.get_parameter(name).grad, atol=1e-7
+        ), name
+    assert stats["loss"].item() == pytest.approx(
+        F.cross_entropy(bp_model(batch[0]), batch[1]).item(), rel=1e-6
+    )
     assert stats["correct"].item() == (bp_model(batch[0]).argmax(1) == batch[1]).sum().item()
 
 
@@ -101,7 +113,7 @@ def test_drtp_block_signals_are_the_scaled_target_rows(arch, batch):
     # Two samples of one class get the same signal; the sign is the target's: <s, B row of y> < 0.
     same = (y == y[0]).nonzero().flatten()
     assert len(same) >= 2 and torch.equal(signals[0][same[0]], signals[0][same[1]])
-    row = model.feedback.drtp[y[0], :outputs[0][0].numel()]
+    row = model.feedback.drtp[y[0], : outputs[0][0].numel()]
     assert (signals[0][0].flatten() @ row).item() < 0
 
 
@@ -129,7 +141,9 @@ def test_drtp_scale_and_init_options_act_on_the_feedback(batch):
     assert torch.allclose(b["blocks.1.0.weight"], 2 * a["blocks.1.0.weight"], atol=1e-7)
     assert torch.equal(b["head.weight"], a["head.weight"])  # the head never sees the feedback
     gaussian, _ = make("mlp3", "drtp", init="gaussian")
-    assert gaussian.feedback.drtp.min() < -1 or gaussian.feedback.drtp.max() > 1  # not uniform in [-1, 1)
+    assert (
+        gaussian.feedback.drtp.min() < -1 or gaussian.feedback.drtp.max() > 1
+    )  # not uniform in [-1, 1)
     assert base.feedback.drtp.abs().max() <= 1
     with pytest.raises(ValueError, match="init"):
         make("mlp3", "drtp", init="prior")
@@ -161,7 +175,9 @@ def test_drtp_signal_and_update_alignment_are_measured(batch):
     x, y = batch
     model, rule = make("smallconv", "drtp")
     signal = measure.alignment_with_bp(model, rule, x, y)
-    assert len(signal) == len(model.blocks) and all(-1 <= c <= 1 for c in signal)  # NaN would fail both
+    assert len(signal) == len(model.blocks) and all(
+        -1 <= c <= 1 for c in signal
+    )  # NaN would fail both
     update = measure.update_alignment(model, rule, x, y)
     assert update["head"] == pytest.approx(1.0)  # the head's true local gradient is BP's
     assert all(-1 <= c <= 1 for c in update.values())

@@ -1,4 +1,5 @@
 """fwdgrad computes (grad L . v) v from one forward-mode pass: exact, unbiased, seeded, BatchNorm-safe."""
+
 import copy
 
 import pytest
@@ -7,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench import measure
-from bench.models import BlockNet, build
 from bench.method import discover
+from bench.models import BlockNet, build
 from tests.conftest import make
 
 
@@ -29,7 +30,10 @@ def _bp_gradients(model, x, y):
 def _directions(model, seed, count):
     """`count` directions re-drawn the rule's way: per parameter, in order, from a generator seeded `seed`."""
     g = torch.Generator().manual_seed(seed)
-    return [{n: torch.randn(p.shape, generator=g) for n, p in model.named_parameters()} for _ in range(count)]
+    return [
+        {n: torch.randn(p.shape, generator=g) for n, p in model.named_parameters()}
+        for _ in range(count)
+    ]
 
 
 def _expected(true, directions):
@@ -53,8 +57,16 @@ def _model(arch, batchnorm=False, seed=0):
     return build(arch, (1, 8, 8), 10, batchnorm=batchnorm)
 
 
-CASES = [("mlp3", False), ("smallconv", False), ("smallconv", True), ("mlp3", True), ("resnet32", False),
-         ("mobilenetv1", False), ("lenet", False), ("vgg13", False)]
+CASES = [
+    ("mlp3", False),
+    ("smallconv", False),
+    ("smallconv", True),
+    ("mlp3", True),
+    ("resnet32", False),
+    ("mobilenetv1", False),
+    ("lenet", False),
+    ("vgg13", False),
+]
 
 
 @pytest.mark.parametrize(("arch", "batchnorm"), CASES)
@@ -90,7 +102,9 @@ def test_fwdgrad_averages_its_directions(batch):
 def test_fwdgrad_is_unbiased():
     # 226 parameters: the mean of M estimates has cosine about 1 / sqrt(1 + n / M) with the gradient.
     torch.manual_seed(0)
-    model = BlockNet([nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh())], nn.Linear(8, 10), (1, 4, 4))
+    model = BlockNet(
+        [nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh())], nn.Linear(8, 10), (1, 4, 4)
+    )
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(32, 1, 4, 4, generator=g), torch.arange(32) % 10
     true = torch.cat([grad.flatten() for grad in _bp_gradients(model, x, y).values()])
@@ -101,7 +115,9 @@ def test_fwdgrad_is_unbiased():
         mean = torch.cat([p.grad.flatten() for p in model.parameters()])
         cosines[count] = F.cosine_similarity(mean, true, dim=0).item()
     assert cosines[2000] > 0.9, cosines
-    assert cosines[1] < 0.5, cosines  # one direction alone is far off: it is the averaging that converges
+    assert cosines[1] < 0.5, (
+        cosines
+    )  # one direction alone is far off: it is the averaging that converges
 
 
 @pytest.mark.parametrize("arch", ["smallconv", "resnet32"])
@@ -116,7 +132,9 @@ def test_fwdgrad_updates_batchnorm_statistics_as_one_forward(arch, directions, b
     before = {n: b.clone() for n, b in model.named_buffers()}
     _rule(directions=directions).step(model, x, y)
     buffers = dict(model.named_buffers())
-    assert any("running_mean" in n for n in buffers) and any("num_batches_tracked" in n for n in buffers)
+    assert any("running_mean" in n for n in buffers) and any(
+        "num_batches_tracked" in n for n in buffers
+    )
     for name, b in forward.named_buffers():
         torch.testing.assert_close(buffers[name], b, rtol=1e-5, atol=1e-6, msg=name)
         assert not torch.equal(buffers[name], before[name]), f"{name} did not move"
@@ -175,6 +193,8 @@ def test_fwdgrad_update_alignment_is_measured_and_signals_are_undefined(batch):
     model, rule = make("smallconv", "fwdgrad")
     update = measure.update_alignment(model, rule, x, y)
     assert set(update) >= {"head", "blocks.0.0"} and all(-1 <= c <= 1 for c in update.values())
-    assert all(c != c for c in measure.alignment_with_bp(model, rule, x, y))  # NaN: no block signals
+    assert all(
+        c != c for c in measure.alignment_with_bp(model, rule, x, y)
+    )  # NaN: no block signals
     with pytest.raises(ValueError, match="directions"):
         make("mlp3", "fwdgrad", directions=0)

@@ -1,4 +1,5 @@
 """Kolen-Pollack (methods/kp.py): hand-computed gradients, B.grad = W.grad, learned feedback, W - B shrinking."""
+
 import math
 
 import pytest
@@ -11,14 +12,19 @@ from bench.measure import network_parameters, param_counts
 from bench.method import discover
 from bench.models import BlockNet
 
-INIT_SEED, FEEDBACK_SEED = 0, 101  # distinct: a feedback stream equal to W's would make B a copy of W
+INIT_SEED, FEEDBACK_SEED = (
+    0,
+    101,
+)  # distinct: a feedback stream equal to W's would make B a copy of W
 K = 5
 
 
 def tiny_net(width: int = 8) -> BlockNet:
     """6 -> width -> width -> K: two Linear-ReLU blocks and a Linear head."""
-    blocks = [nn.Sequential(nn.Flatten(), nn.Linear(6, width), nn.ReLU()),
-              nn.Sequential(nn.Linear(width, width), nn.ReLU())]
+    blocks = [
+        nn.Sequential(nn.Flatten(), nn.Linear(6, width), nn.ReLU()),
+        nn.Sequential(nn.Linear(width, width), nn.ReLU()),
+    ]
     return BlockNet(blocks, nn.Linear(width, K), (6,))
 
 
@@ -65,7 +71,9 @@ def test_kp_grads_equal_hand_computed_and_b_grad_is_w_grad():
         assert torch.allclose(layer.weight.grad, dw.detach(), rtol=1e-4, atol=1e-7)
         assert torch.allclose(layer.bias.grad, delta.sum(0).detach(), rtol=1e-4, atol=1e-7)
         assert torch.equal(layer.kp_B.grad, layer.weight.grad)
-        assert layer.kp_B.grad.data_ptr() != layer.weight.grad.data_ptr()  # a copy: clipping one spares the other
+        assert (
+            layer.kp_B.grad.data_ptr() != layer.weight.grad.data_ptr()
+        )  # a copy: clipping one spares the other
     # Through W (BP) the first layer's gradient would differ: the backward really runs through B.
     d1_bp = (((d3 @ l3.weight) * (z2 > 0)) @ l2.weight) * (z1 > 0)
     assert not torch.allclose(l1.weight.grad, (d1_bp.T @ x).detach(), rtol=1e-2, atol=1e-4)
@@ -77,13 +85,17 @@ def test_kp_b_is_learned_feedback_not_a_trainable_parameter():
     plain = tiny_net()
     names = {f"{name}.kp_B" for name, _ in feedback_layers(model)}
     params = dict(model.named_parameters())
-    assert all(isinstance(params[n], nn.Parameter) for n in names)  # in parameters(): the optimizer updates it
+    assert all(
+        isinstance(params[n], nn.Parameter) for n in names
+    )  # in parameters(): the optimizer updates it
     assert names <= set(feedback_tensors(model)) and names <= set(model.state_dict())
     assert not names & {n for n, _ in network_parameters(model)}
     counts, plain_counts = param_counts(model), param_counts(plain)
     assert counts["trainable_params"] == plain_counts["trainable_params"]
     assert counts["inference_params"] == plain_counts["inference_params"]
-    assert counts["feedback_params"] == sum(layer.weight.numel() for _, layer in feedback_layers(model))
+    assert counts["feedback_params"] == sum(
+        layer.weight.numel() for _, layer in feedback_layers(model)
+    )
 
 
 def _train(optimizer: str, steps: int, lr: float, weight_decay: float, momentum: float = 0.0):
@@ -102,7 +114,9 @@ def _train(optimizer: str, steps: int, lr: float, weight_decay: float, momentum:
 
     before = gaps()
     g = torch.Generator().manual_seed(9)
-    teacher = torch.randn(6, K, generator=g)  # a learnable task: W keeps its size while W - B decays
+    teacher = torch.randn(
+        6, K, generator=g
+    )  # a learnable task: W keeps its size while W - B decays
     for _ in range(steps):
         x = torch.randn(32, 6, generator=g)
         y = (x @ teacher).argmax(1)

@@ -1,4 +1,5 @@
 """Sign-concordant feedback (usf, brsf, frsf; bench/layers/sign.py): hand-computed gradients, magnitudes, scale."""
+
 import functools
 import math
 
@@ -13,20 +14,29 @@ from bench.method import discover
 from bench.models import BlockNet, build
 
 SIGN_RULES = ("usf", "brsf", "frsf")
-INIT_SEED, FEEDBACK_SEED, METHOD_SEED = 0, 101, 202  # distinct: a feedback stream equal to W's would copy W
+INIT_SEED, FEEDBACK_SEED, METHOD_SEED = (
+    0,
+    101,
+    202,
+)  # distinct: a feedback stream equal to W's would copy W
 K = 5  # classes of the hand-built nets
 
 
 def linear_net() -> BlockNet:
     """6 -> 8 -> 8 -> 5: two Linear-ReLU blocks and a Linear head."""
-    blocks = [nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.ReLU()), nn.Sequential(nn.Linear(8, 8), nn.ReLU())]
+    blocks = [
+        nn.Sequential(nn.Flatten(), nn.Linear(6, 8), nn.ReLU()),
+        nn.Sequential(nn.Linear(8, 8), nn.ReLU()),
+    ]
     return BlockNet(blocks, nn.Linear(8, K), (6,))
 
 
 def conv_net() -> BlockNet:
     """1x4x4 -> conv3x3 3 -> conv3x3 2 -> flatten -> Linear K (each conv followed by ReLU)."""
-    blocks = [nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU()),
-              nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.Flatten())]
+    blocks = [
+        nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU()),
+        nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.Flatten()),
+    ]
     return BlockNet(blocks, nn.Linear(2 * 4 * 4, K), (1, 4, 4))
 
 
@@ -47,7 +57,10 @@ def expected_magnitudes(method: str, layers, stds) -> list[torch.Tensor]:
     if method == "usf":
         return list(stds)
     g = torch.Generator().manual_seed(FEEDBACK_SEED if method == "frsf" else METHOD_SEED)
-    return [torch.rand(layer.weight.shape, generator=g) * math.sqrt(3) * std for layer, std in zip(layers, stds)]
+    return [
+        torch.rand(layer.weight.shape, generator=g) * math.sqrt(3) * std
+        for layer, std in zip(layers, stds)
+    ]
 
 
 def hand_grads(layers, x, y, feedback) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -58,11 +71,16 @@ def hand_grads(layers, x, y, feedback) -> list[tuple[torch.Tensor, torch.Tensor]
     for i, layer in enumerate(layers):
         h = h.flatten(1) if isinstance(layer, nn.Linear) else h
         inputs.append(h)
-        z = (F.linear(h, layer.weight, layer.bias) if isinstance(layer, nn.Linear)
-             else F.conv2d(h, layer.weight, layer.bias, padding=layer.padding))
+        z = (
+            F.linear(h, layer.weight, layer.bias)
+            if isinstance(layer, nn.Linear)
+            else F.conv2d(h, layer.weight, layer.bias, padding=layer.padding)
+        )
         pre.append(z)
         h = z if i == len(layers) - 1 else torch.relu(z)
-    delta = (torch.softmax(h, 1) - F.one_hot(y, h.shape[1]).float()) / len(y)  # dL/dlogits of the mean CE
+    delta = (torch.softmax(h, 1) - F.one_hot(y, h.shape[1]).float()) / len(
+        y
+    )  # dL/dlogits of the mean CE
     grads = [None] * len(layers)
     for i in reversed(range(len(layers))):
         layer, inp, B = layers[i], inputs[i], feedback[i]
@@ -70,8 +88,10 @@ def hand_grads(layers, x, y, feedback) -> list[tuple[torch.Tensor, torch.Tensor]
             grads[i] = (delta.T @ inp, delta.sum(0))
             down = delta @ B
         else:
-            grads[i] = (torch.nn.grad.conv2d_weight(inp, layer.weight.shape, delta, padding=layer.padding),
-                        delta.sum((0, 2, 3)))
+            grads[i] = (
+                torch.nn.grad.conv2d_weight(inp, layer.weight.shape, delta, padding=layer.padding),
+                delta.sum((0, 2, 3)),
+            )
             down = torch.nn.grad.conv2d_input(inp.shape, B, delta, padding=layer.padding)
         if i:
             delta = down.reshape(pre[i - 1].shape) * (pre[i - 1] > 0)
@@ -83,7 +103,9 @@ def hand_grads(layers, x, y, feedback) -> list[tuple[torch.Tensor, torch.Tensor]
 def test_sign_rule_grads_equal_hand_computed(method, build_net, in_shape):
     model, rule, stds = prepared(build_net, method)
     layers = [layer for _, layer in feedback_layers(model)]
-    with torch.no_grad():  # new weights: the sign must come from the current W, not the one at prepare
+    with (
+        torch.no_grad()
+    ):  # new weights: the sign must come from the current W, not the one at prepare
         g = torch.Generator().manual_seed(7)
         for layer in layers:
             layer.weight.copy_(torch.randn(layer.weight.shape, generator=g) * 0.5)
@@ -91,8 +113,10 @@ def test_sign_rule_grads_equal_hand_computed(method, build_net, in_shape):
     y = torch.arange(16) % K
     rule.step(model, x, y)
 
-    feedback = [torch.sign(layer.weight.detach()) * m
-                for layer, m in zip(layers, expected_magnitudes(method, layers, stds))]
+    feedback = [
+        torch.sign(layer.weight.detach()) * m
+        for layer, m in zip(layers, expected_magnitudes(method, layers, stds))
+    ]
     expected = hand_grads(layers, x, y, feedback)
     for layer, (dw, db) in zip(layers, expected):
         assert dw.norm() > 1e-3  # a live signal reaches every layer: the comparison is not 0 == 0
@@ -105,7 +129,9 @@ def test_sign_rule_grads_equal_hand_computed(method, build_net, in_shape):
 
 def test_usf_sigma_is_the_std_of_w_at_init():
     model, _, stds = prepared(linear_net, "usf")
-    assert [layer.sign_scale.item() for _, layer in feedback_layers(model)] == pytest.approx([s.item() for s in stds])
+    assert [layer.sign_scale.item() for _, layer in feedback_layers(model)] == pytest.approx(
+        [s.item() for s in stds]
+    )
 
 
 @pytest.mark.parametrize("method", ["brsf", "frsf"])
@@ -119,7 +145,9 @@ def test_random_magnitudes_are_uniform_up_to_sqrt3_sigma(method):
     m, sigma = layer.sign_magnitude, layer.sign_scale
     assert m.min() >= 0 and m.max() <= math.sqrt(3) * sigma
     assert (m.mean() / (math.sqrt(3) * sigma)).item() == pytest.approx(0.5, abs=0.01)
-    assert (m.pow(2).mean().sqrt() / sigma).item() == pytest.approx(1.0, abs=0.02)  # E[M^2] = sigma^2, as usf
+    assert (m.pow(2).mean().sqrt() / sigma).item() == pytest.approx(
+        1.0, abs=0.02
+    )  # E[M^2] = sigma^2, as usf
 
 
 def _brsf_run(seed: int, steps: int = 2):
@@ -138,10 +166,20 @@ def _brsf_run(seed: int, steps: int = 2):
 def test_brsf_redraws_per_batch_reproducibly_from_its_generator():
     draws, grads = _brsf_run(METHOD_SEED)
     assert all(not torch.equal(a, b) for a, b in zip(*draws))  # a new magnitude every batch
-    assert not torch.equal(grads[0][0], grads[1][0])  # same batch, same weights: only the draw changed
+    assert not torch.equal(
+        grads[0][0], grads[1][0]
+    )  # same batch, same weights: only the draw changed
     again, grads_again = _brsf_run(METHOD_SEED)
-    assert all(torch.equal(a, b) for step, step_again in zip(draws, again) for a, b in zip(step, step_again))
-    assert all(torch.equal(a, b) for step, step_again in zip(grads, grads_again) for a, b in zip(step, step_again))
+    assert all(
+        torch.equal(a, b)
+        for step, step_again in zip(draws, again)
+        for a, b in zip(step, step_again)
+    )
+    assert all(
+        torch.equal(a, b)
+        for step, step_again in zip(grads, grads_again)
+        for a, b in zip(step, step_again)
+    )
     other, _ = _brsf_run(METHOD_SEED + 1)
     assert not torch.equal(draws[0][0], other[0][0])
 

@@ -1,5 +1,6 @@
 """The one summary of a group of runs (bench/report/summary.py) and the one markdown writer, which the
 table, the figures, claims.md and findings.md share: a figure's number is the table's."""
+
 import json
 import math
 
@@ -7,9 +8,9 @@ import pytest
 from synthetic_records import write_record
 
 from bench.report import markdown as md
-from bench.report.plotting import plt
 from bench.report import summary
 from bench.report.figures import fig_accuracy, fig_memory, fig_params
+from bench.report.plotting import plt
 from bench.report.records import collect
 from bench.report.table import aggregate
 
@@ -42,15 +43,20 @@ def test_standard_errors_of_a_difference_own_and_pooled():
     a, b = summary.Summary.of([1.0, 3.0]), summary.Summary.of([2.0, 4.0, 6.0])
     assert summary.diff_se(a, b) == pytest.approx(math.sqrt(2 / 2 + 4 / 3))
     assert math.isnan(summary.diff_se(a, summary.Summary.of([1.0])))
-    std, used = summary.pooled_std([a, b, summary.Summary.of([7.0])])  # the 1-value group has no std
+    std, used = summary.pooled_std(
+        [a, b, summary.Summary.of([7.0])]
+    )  # the 1-value group has no std
     assert used == 2 and std == pytest.approx(math.sqrt((1 * 2 + 2 * 4) / 3))
     assert summary.pooled_std([summary.Summary.of([7.0])]) == (None, 0)
     assert summary.pooled_diff_se(2.0, 4, 4) == pytest.approx(2.0 * math.sqrt(0.5))
 
 
 def test_memory_mb_sums_parts_per_record_and_skips_unmeasured_records():
-    records = [{"memory": {"params": 1_000_000, "grads": 3_000_000}}, {"memory": {"params": 2_000_000}},
-               {"memory": {}}]
+    records = [
+        {"memory": {"params": 1_000_000, "grads": 3_000_000}},
+        {"memory": {"params": 2_000_000}},
+        {"memory": {}},
+    ]
     assert summary.memory_mb(records, "params", "grads") == pytest.approx(3.0)  # (4 + 2) / 2 MB
     assert math.isnan(summary.memory_mb(records, "feedback"))
 
@@ -63,11 +69,17 @@ def test_markdown_table_and_cells():
 
 def _grid(runs):
     for seed in (0, 1, 2):
-        for method, acc, feedback in (("bp", 90.0, 0), ("fa", 70.0 + seed, 2_000_000), ("dfa", 60.0, 500_000)):
+        for method, acc, feedback in (
+            ("bp", 90.0, 0),
+            ("fa", 70.0 + seed, 2_000_000),
+            ("dfa", 60.0, 500_000),
+        ):
             record = write_record(runs, "mlp", method, seed, acc + seed)
             record["memory"]["feedback"] = feedback
             record["feedback_params"] = feedback // 4
-            (runs / "toy" / "mlp" / method / f"seed{seed}" / "record.json").write_text(json.dumps(record))
+            (runs / "toy" / "mlp" / method / f"seed{seed}" / "record.json").write_text(
+                json.dumps(record)
+            )
 
 
 def test_a_figure_shows_the_tables_numbers(tmp_path):
@@ -75,17 +87,27 @@ def test_a_figure_shows_the_tables_numbers(tmp_path):
     table = aggregate(tmp_path, "toy").set_index("method")
     records, _ = collect(tmp_path, "toy")
     bars = fig_accuracy(records, "toy").axes[0].patches
-    assert sorted(p.get_height() for p in bars) == sorted(table["test_acc_mean"])  # the same floats, not approx
+    assert sorted(p.get_height() for p in bars) == sorted(
+        table["test_acc_mean"]
+    )  # the same floats, not approx
     below = fig_memory(records, "toy").axes[1]  # the feedback alone, one bar per method
     shown = [label.get_text() for label in below.get_xticklabels()]
     assert [p.get_height() for p in below.patches] == list(table.loc[shown, "feedback_mb"])
-    assert len({p.get_height() for p in below.patches}) == 3  # the rules' feedback differs, so do the bars
+    assert (
+        len({p.get_height() for p in below.patches}) == 3
+    )  # the rules' feedback differs, so do the bars
 
 
 def test_params_figure_marks_trainable_plus_feedback(tmp_path):
     _grid(tmp_path)
     records, _ = collect(tmp_path, "toy")
     ax = fig_params(records, "toy").axes[0]
-    hollow = {tuple(line.get_xydata()[0]) for line in ax.lines
-              if line.get_markerfacecolor() == "none" and len(line.get_xdata()) == 1}
-    assert {x for x, _ in hollow} == {1000 + 500_000, 1000 + 125_000}  # fa and dfa; bp has no feedback
+    hollow = {
+        tuple(line.get_xydata()[0])
+        for line in ax.lines
+        if line.get_markerfacecolor() == "none" and len(line.get_xdata()) == 1
+    }
+    assert {x for x, _ in hollow} == {
+        1000 + 500_000,
+        1000 + 125_000,
+    }  # fa and dfa; bp has no feedback

@@ -1,10 +1,17 @@
 """SVD layers equal their dense layers; the losses and rank reduction do what method.md says."""
+
 import pytest
 import torch
 from torch import nn
 
 from bench.layers import (
-    SVDConv2d, SVDLinear, alignment_loss, convert_to_svd, energy_rank, orthogonality_loss, reduce_rank,
+    SVDConv2d,
+    SVDLinear,
+    alignment_loss,
+    convert_to_svd,
+    energy_rank,
+    orthogonality_loss,
+    reduce_rank,
 )
 
 
@@ -26,7 +33,9 @@ def test_svd_linear_equals_dense_matrix(rank):
 
 
 @pytest.mark.parametrize("decomposition", ["channel", "spatial"])
-@pytest.mark.parametrize("stride,padding,kernel", [(1, 1, 3), (2, 1, 3), (2, (2, 1), (5, 3)), (1, 0, (3, 1))])
+@pytest.mark.parametrize(
+    "stride,padding,kernel", [(1, 1, 3), (2, 1, 3), (2, (2, 1), (5, 3)), (1, 0, (3, 1))]
+)
 @pytest.mark.parametrize("ratio", [1.0, 0.3])
 def test_svd_conv_equals_dense_conv_of_its_kernel(decomposition, stride, padding, kernel, ratio):
     torch.manual_seed(0)
@@ -111,7 +120,7 @@ def test_energy_rank_keeps_the_energy_share(eps):
     k = energy_rank(s, eps)
     energy = s.pow(2).sort(descending=True).values
     assert energy[:k].sum() >= (1 - eps) * energy.sum()
-    assert energy[:k - 1].sum() < (1 - eps) * energy.sum()
+    assert energy[: k - 1].sum() < (1 - eps) * energy.sum()
 
 
 def test_reduce_rank_keeps_strongest_columns_in_order():

@@ -1,5 +1,6 @@
 """The optional TensorBoard log (recipe key tensorboard): off by default, and when on, each epoch's
 history scalars in <run folder>/tensorboard/, equal to the record's."""
+
 import pytest
 
 import bench.train as trainer
@@ -8,13 +9,33 @@ from bench.tensorboard_log import scalars
 
 
 def _spec(**recipe):
-    return make_spec("digits", "mlp3", "fa", 0, {"epochs": 2, "batch_size": 64, "probe_size": 32, "device": "cpu",
-                                                 "attack_subset": 0, **recipe}, load_variants())
+    return make_spec(
+        "digits",
+        "mlp3",
+        "fa",
+        0,
+        {
+            "epochs": 2,
+            "batch_size": 64,
+            "probe_size": 32,
+            "device": "cpu",
+            "attack_subset": 0,
+            **recipe,
+        },
+        load_variants(),
+    )
 
 
 def test_scalars_flatten_a_history_entry_and_drop_what_is_no_finite_number():
-    entry = {"epoch": 3, "test_acc": 50.0, "alignment": [0.5, float("nan")], "terms": {"ce": 1.0},
-             "weight_alignment": None, "flag": True, "name": "x"}
+    entry = {
+        "epoch": 3,
+        "test_acc": 50.0,
+        "alignment": [0.5, float("nan")],
+        "terms": {"ce": 1.0},
+        "weight_alignment": None,
+        "flag": True,
+        "name": "x",
+    }
     assert scalars(entry) == {"test_acc": 50.0, "alignment/0": 0.5, "terms/ce": 1.0}
 
 

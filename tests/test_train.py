@@ -1,4 +1,5 @@
 """The trainer: records are complete and reproducible, checkpoints resume exactly, divergence is a result."""
+
 import copy
 import json
 
@@ -6,13 +7,20 @@ import pytest
 import torch
 
 import bench.checkpoint
-from tests.conftest import run_killed_in_epoch_2
-import bench.train as trainer
 from bench.config import load_variants, make_spec
 from bench.optim import lr_at, make_optimizer
 from bench.train import run
+from tests.conftest import run_killed_in_epoch_2
 
-TIMING_KEYS = {"train_time_s", "images_per_s", "eval_time_s", "time_s", "started", "peak", "peak_memory"}  # measurements, not results
+TIMING_KEYS = {
+    "train_time_s",
+    "images_per_s",
+    "eval_time_s",
+    "time_s",
+    "started",
+    "peak",
+    "peak_memory",
+}  # measurements, not results
 
 
 def spec(method="ssa", seed=0, **overrides):
@@ -37,17 +45,54 @@ def ssa_record(tmp_path_factory):
 def test_record_holds_every_field_of_the_design(ssa_record):
     record, out = ssa_record
     assert json.loads((out / "record.json").read_text()) == json.loads(json.dumps(record))
-    for key in ["schema_version", "dataset", "arch", "method", "impl", "seed", "options", "status", "epochs",
-                "test_acc", "test_top5", "best_test_acc", "train_time_s", "images_per_s", "trainable_params",
-                "feedback_params", "inference_params", "memory", "history", "provenance"]:
+    for key in [
+        "schema_version",
+        "dataset",
+        "arch",
+        "method",
+        "impl",
+        "seed",
+        "options",
+        "status",
+        "epochs",
+        "test_acc",
+        "test_top5",
+        "best_test_acc",
+        "train_time_s",
+        "images_per_s",
+        "trainable_params",
+        "feedback_params",
+        "inference_params",
+        "memory",
+        "history",
+        "provenance",
+    ]:
         assert key in record, key
     assert record["schema_version"] == 1 and record["status"] == "ok" and record["epochs"] == 2
-    assert set(record["memory"]) >= {"params", "grads", "optimizer_state", "saved_activations", "peak", "device"}
+    assert set(record["memory"]) >= {
+        "params",
+        "grads",
+        "optimizer_state",
+        "saved_activations",
+        "peak",
+        "device",
+    }
     assert record["memory"]["saved_activations"] > 0 and record["memory"]["optimizer_state"] > 0
-    assert set(record["provenance"]) >= {"git_commit", "git_dirty", "python", "torch", "device_name", "platform"}
+    assert set(record["provenance"]) >= {
+        "git_commit",
+        "git_dirty",
+        "python",
+        "torch",
+        "device_name",
+        "platform",
+    }
     # the speed options as resolved on this CPU: NHWC (channels_last auto), no bf16, eager
-    assert record["provenance"]["speed"] == {"channels_last": True, "autocast": False, "cudnn_benchmark": False,
-                                             "compile": False}
+    assert record["provenance"]["speed"] == {
+        "channels_last": True,
+        "autocast": False,
+        "cudnn_benchmark": False,
+        "compile": False,
+    }
     for epoch in record["history"]:
         assert len(epoch["alignment"]) == 3 and all(-1 <= c <= 1 for c in epoch["alignment"])
         assert set(epoch["ranks"]) == {"blocks.0.1", "blocks.1.0", "blocks.2.0"}
@@ -66,7 +111,9 @@ def test_same_seed_gives_the_same_record_apart_from_timings(ssa_record, tmp_path
     assert other["history"][0]["train_loss"] != record["history"][0]["train_loss"]
 
 
-def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_record(ssa_record, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_record(
+    ssa_record, tmp_path, monkeypatch
+):
     record, _ = ssa_record
     run_killed_in_epoch_2(monkeypatch, spec(rank_epochs=[1]), tmp_path)
     assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "record.json").exists()
@@ -103,14 +150,18 @@ def test_every_method_reports_saved_activation_bytes(method, tmp_path):
 
 def test_lr_schedules():
     recipe = {"lr": 1.0, "epochs": 4, "schedule": "cosine", "step_size": 2, "gamma": 0.5}
-    assert [lr_at(recipe, e) for e in range(4)] == pytest.approx([1.0, 0.853553, 0.5, 0.146447], abs=1e-6)
+    assert [lr_at(recipe, e) for e in range(4)] == pytest.approx(
+        [1.0, 0.853553, 0.5, 0.146447], abs=1e-6
+    )
     step = {**recipe, "schedule": "step"}
     assert [lr_at(step, e) for e in range(4)] == [1.0, 1.0, 0.5, 0.5]
     assert lr_at({**recipe, "schedule": "constant"}, 3) == 1.0
 
 
-@pytest.mark.parametrize("optimizer,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
-                                           ("adamw", torch.optim.AdamW)])
+@pytest.mark.parametrize(
+    "optimizer,cls",
+    [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)],
+)
 def test_optimizer_by_name(optimizer, cls):
     s = spec(optimizer=optimizer)
     opt = make_optimizer([torch.nn.Parameter(torch.zeros(2))], s.recipe)
@@ -162,17 +213,34 @@ def test_checkpoint_of_another_code_version_is_not_resumed(tmp_path, caplog, mon
     run_killed_in_epoch_2(monkeypatch, spec("dfa"), tmp_path)
     monkeypatch.setattr(bench.checkpoint, "code_version", lambda: "another-commit")
     record = run(spec("dfa"), tmp_path)
-    assert "was written by code version" in caplog.text and "starting dfa from scratch" in caplog.text
+    assert (
+        "was written by code version" in caplog.text and "starting dfa from scratch" in caplog.text
+    )
     assert [h["epoch"] for h in record["history"]] == [1, 2]
 
 
 def test_counting_saved_bytes_leaves_no_graph_alive_across_a_rank_reduction(tmp_path):
     # The counted step's saved tensors once formed reference cycles with their grad_fn; the stale graph
     # then kept pre-reduction parameter shapes in autograd and the step after the reduction failed.
-    record = run(make_spec("digits", "smallconv", "ssa", 0, {"epochs": 2, "batch_size": 128, "probe_size": 64,
-                                                              "device": "cpu", "signal_at": "preactivation",
-                                                              "rank_epochs": [1], "rank_eps": 0.2},
-                           load_variants()), tmp_path)
+    record = run(
+        make_spec(
+            "digits",
+            "smallconv",
+            "ssa",
+            0,
+            {
+                "epochs": 2,
+                "batch_size": 128,
+                "probe_size": 64,
+                "device": "cpu",
+                "signal_at": "preactivation",
+                "rank_epochs": [1],
+                "rank_eps": 0.2,
+            },
+            load_variants(),
+        ),
+        tmp_path,
+    )
     assert record["status"] == "ok" and record["epochs"] == 2
     assert record["trainable_params"] < record["trainable_params_initial"]  # the reduction happened
 
@@ -199,12 +267,19 @@ def test_validation_split_holds_images_out_and_selects_the_best_validation_epoch
     train, validation = hold_out(data, 300)
     assert len(train.train_y) == len(data.train_y) - 300 and len(validation.test_y) == 300
     seen = {tuple(x.flatten().tolist()) for x in train.train_x}
-    assert not any(tuple(x.flatten().tolist()) in seen for x in validation.test_x[:50])  # held out, not copied
-    assert torch.equal(validation.test_x, hold_out(data, 300)[1].test_x)  # the same images for every run
+    assert not any(
+        tuple(x.flatten().tolist()) in seen for x in validation.test_x[:50]
+    )  # held out, not copied
+    assert torch.equal(
+        validation.test_x, hold_out(data, 300)[1].test_x
+    )  # the same images for every run
     record = run(spec("bp", epochs=3, val_split=300), tmp_path)
     assert all("val_acc" in h for h in record["history"]) and record["selection"] == "best_val"
     best = max(record["history"], key=lambda h: (h["val_acc"], -h["epoch"]))
-    assert record["selected_epoch"] == best["epoch"] and record["selected_test_acc"] == best["test_acc"]
+    assert (
+        record["selected_epoch"] == best["epoch"]
+        and record["selected_test_acc"] == best["test_acc"]
+    )
     plain = run(spec("bp", epochs=1), tmp_path / "plain")
     assert plain["selection"] == "last" and plain["selected_test_acc"] == plain["test_acc"]
 

@@ -1,5 +1,6 @@
 """Weight alignment (bench/weight_alignment.py): angles and norm ratios on matrices with known angles, on
 swapped layers, per epoch in the history, and undefined where a rule has no per-layer feedback weight."""
+
 import math
 
 import pytest
@@ -11,13 +12,16 @@ from bench.weight_alignment import angle_and_ratio, layer_mean, weight_alignment
 from tests.conftest import make
 
 
-@pytest.mark.parametrize("weight, feedback, angle, ratio", [
-    ([[1.0, 0.0]], [[1.0, 1.0]], 45.0, math.sqrt(2)),
-    ([[1.0, 0.0]], [[0.0, 3.0]], 90.0, 3.0),
-    ([[1.0, 2.0], [3.0, 4.0]], [[-2.0, -4.0], [-6.0, -8.0]], 180.0, 2.0),
-    ([[1.0, 2.0], [3.0, 4.0]], [[0.5, 1.0], [1.5, 2.0]], 0.0, 0.5),
-    ([[1.0, 0.0, 0.0]], [[1.0, math.sqrt(3), 0.0]], 60.0, 2.0),
-])
+@pytest.mark.parametrize(
+    "weight, feedback, angle, ratio",
+    [
+        ([[1.0, 0.0]], [[1.0, 1.0]], 45.0, math.sqrt(2)),
+        ([[1.0, 0.0]], [[0.0, 3.0]], 90.0, 3.0),
+        ([[1.0, 2.0], [3.0, 4.0]], [[-2.0, -4.0], [-6.0, -8.0]], 180.0, 2.0),
+        ([[1.0, 2.0], [3.0, 4.0]], [[0.5, 1.0], [1.5, 2.0]], 0.0, 0.5),
+        ([[1.0, 0.0, 0.0]], [[1.0, math.sqrt(3), 0.0]], 60.0, 2.0),
+    ],
+)
 def test_angle_and_norm_ratio_of_matrices_with_known_angles(weight, feedback, angle, ratio):
     found_angle, found_ratio = angle_and_ratio(torch.tensor(weight), torch.tensor(feedback))
     assert found_angle == pytest.approx(angle, abs=1e-6) and found_ratio == pytest.approx(ratio)
@@ -33,9 +37,15 @@ def test_the_angle_of_a_swapped_conv_layer_is_that_of_its_flattened_kernels():
     net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Flatten())
     weight = net[0].weight.detach().clone()
     rotated = torch.randn(weight.shape, generator=torch.Generator().manual_seed(0))
-    rotated -= (rotated.flatten() @ weight.flatten()) / weight.flatten().norm() ** 2 * weight  # orthogonal to W
-    feedback = weight + rotated * (weight.norm() / rotated.norm())  # 45 degrees from W, norm sqrt(2) ||W||
-    swap_layers(net, lambda layer: layer.B, attach=lambda layer: register_feedback(layer, "B", feedback))
+    rotated -= (
+        (rotated.flatten() @ weight.flatten()) / weight.flatten().norm() ** 2 * weight
+    )  # orthogonal to W
+    feedback = weight + rotated * (
+        weight.norm() / rotated.norm()
+    )  # 45 degrees from W, norm sqrt(2) ||W||
+    swap_layers(
+        net, lambda layer: layer.B, attach=lambda layer: register_feedback(layer, "B", feedback)
+    )
     measured = weight_alignment(net)
     assert measured["angle_deg"]["0"] == pytest.approx(45.0, abs=1e-4)
     assert measured["norm_ratio"]["0"] == pytest.approx(math.sqrt(2), rel=1e-5)
@@ -44,7 +54,11 @@ def test_the_angle_of_a_swapped_conv_layer_is_that_of_its_flattened_kernels():
 def test_sign_symmetry_feedback_is_closer_to_w_than_random_feedback():
     # usf's B = sign(W) sigma is within 90 degrees of W by construction; fa's fixed random B is near 90.
     usf, fa = weight_alignment(make("mlp3", "usf")[0]), weight_alignment(make("mlp3", "fa")[0])
-    assert set(usf["angle_deg"]) == set(fa["angle_deg"]) == {"blocks.0.1", "blocks.1.0", "blocks.2.0", "head"}
+    assert (
+        set(usf["angle_deg"])
+        == set(fa["angle_deg"])
+        == {"blocks.0.1", "blocks.1.0", "blocks.2.0", "head"}
+    )
     assert all(a < 60 for a in usf["angle_deg"].values())
     assert all(80 < a < 100 for a in fa["angle_deg"].values())
 
@@ -55,9 +69,17 @@ def test_rules_without_per_layer_feedback_weights_have_no_weight_alignment(rule)
 
 
 def test_layer_mean_of_a_history_entry():
-    entry = {"weight_alignment": {"angle_deg": {"a": 80.0, "b": None, "c": 60.0}, "norm_ratio": {"a": 1.0}}}
+    entry = {
+        "weight_alignment": {
+            "angle_deg": {"a": 80.0, "b": None, "c": 60.0},
+            "norm_ratio": {"a": 1.0},
+        }
+    }
     assert layer_mean(entry, "angle_deg") == 70.0 and layer_mean(entry, "norm_ratio") == 1.0
-    assert layer_mean({"weight_alignment": None}, "angle_deg") is None and layer_mean({}, "angle_deg") is None
+    assert (
+        layer_mean({"weight_alignment": None}, "angle_deg") is None
+        and layer_mean({}, "angle_deg") is None
+    )
 
 
 def test_kp_feedback_turns_toward_w_over_training(tmp_path):
@@ -65,8 +87,21 @@ def test_kp_feedback_turns_toward_w_over_training(tmp_path):
     import bench.train as trainer
     from bench.config import load_variants, make_spec
 
-    spec = make_spec("digits", "mlp3", "kp", 0, {"epochs": 3, "batch_size": 64, "probe_size": 32, "device": "cpu",
-                                                 "weight_decay": 0.05, "attack_subset": 0}, load_variants())
+    spec = make_spec(
+        "digits",
+        "mlp3",
+        "kp",
+        0,
+        {
+            "epochs": 3,
+            "batch_size": 64,
+            "probe_size": 32,
+            "device": "cpu",
+            "weight_decay": 0.05,
+            "attack_subset": 0,
+        },
+        load_variants(),
+    )
     record = trainer.run(spec, tmp_path / "kp")
     angles = [layer_mean(h, "angle_deg") for h in record["history"]]
     assert angles[-1] < angles[0] < 90

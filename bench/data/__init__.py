@@ -3,6 +3,7 @@
 Names: the registered ones below, and any image folder under the data directory by its folder name
 (`cifar10-jpeg` -> DATA_DIR/cifar10-jpeg/{train,test|val}/<class>/<image>; see imagefolder.py).
 """
+
 from __future__ import annotations
 
 import re
@@ -33,8 +34,12 @@ FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 def is_image_folder(name: str, data_dir: Path | str | None) -> bool:
     """Whether `name` is an image-folder dataset: an unregistered folder name with DATA_DIR/name/train."""
-    return (name not in DATASETS and data_dir is not None and FOLDER_NAME.fullmatch(name) is not None
-            and (Path(data_dir) / name / "train").is_dir())
+    return (
+        name not in DATASETS
+        and data_dir is not None
+        and FOLDER_NAME.fullmatch(name) is not None
+        and (Path(data_dir) / name / "train").is_dir()
+    )
 
 
 def check_name(name: str, data_dir: Path | str | None = None) -> None:
@@ -42,8 +47,10 @@ def check_name(name: str, data_dir: Path | str | None = None) -> None:
     if name in DATASETS or is_image_folder(name, data_dir):
         return
     where = f"DATA_DIR/{name}/train" if data_dir is None else str(Path(data_dir) / name / "train")
-    raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}, "
-                     f"or an image folder's name ({where} not found)")
+    raise ValueError(
+        f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}, "
+        f"or an image folder's name ({where} not found)"
+    )
 
 
 def image_folders(data_dir: Path | str | None) -> list[str]:
@@ -53,8 +60,12 @@ def image_folders(data_dir: Path | str | None) -> list[str]:
     return sorted(p.name for p in Path(data_dir).iterdir() if is_image_folder(p.name, data_dir))
 
 
-def load(name: str, device: torch.device | str = "cpu", data_dir: Path | str | None = None,
-         options: DataOptions | None = None) -> TensorData | StreamData:
+def load(
+    name: str,
+    device: torch.device | str = "cpu",
+    data_dir: Path | str | None = None,
+    options: DataOptions | None = None,
+) -> TensorData | StreamData:
     """Dataset `name`, its tensors moved to `device`; data_dir is where on-disk datasets live."""
     check_name(name, data_dir)
     options = options or DataOptions()
@@ -70,13 +81,26 @@ def set_normalisation(data: TensorData | StreamData, mean: list[float], std: lis
     channels = data.in_shape[0]
     for key, values in (("norm_mean", mean), ("norm_std", std)):
         if len(values) != channels:
-            raise ValueError(f"bad value {values!r} for {key!r}; accepted: {channels} numbers, one per channel "
-                             f"of {data.name}")
+            raise ValueError(
+                f"bad value {values!r} for {key!r}; accepted: {channels} numbers, one per channel "
+                f"of {data.name}"
+            )
     device = data.mean.device
     data.mean = torch.tensor(mean, dtype=torch.float32, device=device)
     data.std = torch.tensor(std, dtype=torch.float32, device=device)
 
 
-__all__ = ["DATASETS", "Augment", "AugmentedData", "BetonSpec", "DataOptions", "StreamData", "TensorData",
-           "check_name", "image_folders", "is_image_folder", "load",
-           "set_normalisation"]
+__all__ = [
+    "DATASETS",
+    "Augment",
+    "AugmentedData",
+    "BetonSpec",
+    "DataOptions",
+    "StreamData",
+    "TensorData",
+    "check_name",
+    "image_folders",
+    "is_image_folder",
+    "load",
+    "set_normalisation",
+]

@@ -4,6 +4,7 @@ Every random number is drawn on the CPU from the run's seeded `torch.Generator` 
 data's device, so the same seed gives the same batches on any device (the airbench way: whole batches
 are augmented with a few tensor ops, never image by image on the host).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -33,7 +34,9 @@ class Augment:
         for key in ("pad", "cutout"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"bad value {value!r} for augment {key!r}; accepted: an integer >= 0")
+                raise ValueError(
+                    f"bad value {value!r} for augment {key!r}; accepted: an integer >= 0"
+                )
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """uint8 N x C x H x W -> the augmented batch, same shape and dtype."""
@@ -84,8 +87,12 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tens
     top, left = centres[:, 0] - size // 2, centres[:, 1] - size // 2
     r = torch.arange(h, device=x.device).view(1, h, 1)
     s = torch.arange(w, device=x.device).view(1, 1, w)
-    inside = ((r >= top.view(-1, 1, 1)) & (r < (top + size).view(-1, 1, 1))
-              & (s >= left.view(-1, 1, 1)) & (s < (left + size).view(-1, 1, 1)))
+    inside = (
+        (r >= top.view(-1, 1, 1))
+        & (r < (top + size).view(-1, 1, 1))
+        & (s >= left.view(-1, 1, 1))
+        & (s < (left + size).view(-1, 1, 1))
+    )
     return x.masked_fill(inside.unsqueeze(1), 0)
 
 
@@ -112,27 +119,36 @@ class AugmentedData(TensorData):
         scale = (1 / (255 * self.std)).view(1, -1, 1, 1)
         return x.to(torch.float32).sub_((255 * self.mean).view(1, -1, 1, 1)).mul_(scale)
 
-    def train_batches(self, batch_size: int, generator: torch.Generator,
-                      keep_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, keep_last: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled, augmented, normalised training batches, seeded from `generator`; remainder dropped
         unless `keep_last` (tensors.batch_bounds).
 
         Augmentation draws from its own generator, seeded by one draw of `generator` per epoch, so
         switching flip or cutout on or off leaves the order of every epoch's batches unchanged.
         """
-        augment = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        augment = torch.Generator().manual_seed(
+            int(torch.randint(0, 2**62, (1,), generator=generator))
+        )
         order = torch.randperm(len(self.train_y), generator=generator).to(self.train_y.device)
         for start, stop in batch_bounds(len(order), batch_size, keep_last):
             index = order[start:stop]
-            yield self.normalise(self._augmented(index, augment)), self.train_y.index_select(0, index)
+            yield (
+                self.normalise(self._augmented(index, augment)),
+                self.train_y.index_select(0, index),
+            )
 
     def ready(self) -> None:
         """Build the padded training set of the fast path now (the trainer calls this before its clock
         starts, so a CPU record's training peak is the steps' own allocations, not this one-off copy)."""
         a = self.augment
         c, h, w = self.train_x.shape[1:]
-        if self._padded is None and (a.pad or a.flip) and \
-                2 * len(self.train_x) * c * (h + 2 * a.pad) * (w + 2 * a.pad) <= FUSED_MAX_BYTES:
+        if (
+            self._padded is None
+            and (a.pad or a.flip)
+            and 2 * len(self.train_x) * c * (h + 2 * a.pad) * (w + 2 * a.pad) <= FUSED_MAX_BYTES
+        ):
             padded = F.pad(self.train_x, (a.pad,) * 4)
             self._padded = torch.cat([padded, padded.flip(-1)])
 
@@ -151,8 +167,14 @@ class AugmentedData(TensorData):
             return a(self.train_x.index_select(0, index), generator)
         self.ready()
         device = self.train_x.device
-        offsets = torch.randint(0, 2 * a.pad + 1, (n, 2), generator=generator) if a.pad else torch.zeros(n, 2).long()
-        flip = torch.rand(n, generator=generator) < 0.5 if a.flip else torch.zeros(n, dtype=torch.bool)
+        offsets = (
+            torch.randint(0, 2 * a.pad + 1, (n, 2), generator=generator)
+            if a.pad
+            else torch.zeros(n, 2).long()
+        )
+        flip = (
+            torch.rand(n, generator=generator) < 0.5 if a.flip else torch.zeros(n, dtype=torch.bool)
+        )
         (dy, dx), flip = offsets.to(device).unbind(1), flip.to(device)
         source = index + flip.long() * len(self.train_x)
         x = windows(self._padded, h, w)[source, dy, torch.where(flip, 2 * a.pad - dx, dx)]
@@ -165,7 +187,9 @@ def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     From each channel's histogram of the 256 values: exact sums, with no float copy of the images
     (float64 passes over CIFAR-10 took 1.5 s of a 2.7 s cached load).
     """
-    counts = torch.stack([torch.bincount(x[:, c].reshape(-1), minlength=256) for c in range(x.shape[1])])
+    counts = torch.stack(
+        [torch.bincount(x[:, c].reshape(-1), minlength=256) for c in range(x.shape[1])]
+    )
     values = torch.arange(256, dtype=torch.float64, device=x.device) / 255
     total, squares = counts.double() @ values, counts.double() @ values.square()
     count = x.numel() // x.shape[1]

@@ -7,6 +7,7 @@ Each batch is a pickled dict: 'data' uint8 N x 3072 (1024 red, 1024 green, 1024 
 labels a list of N ints. torchvision checks every file's md5, which files written by a test fail,
 so the suite reads the batches itself and uses torchvision only to download when they are absent.
 """
+
 from __future__ import annotations
 
 import logging
@@ -36,18 +37,40 @@ class CifarLayout:
     num_classes: int
 
 
-CIFAR10 = CifarLayout("cifar10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
-                      "test_batch", "batches.meta", "labels", "label_names", 10)
-CIFAR100 = CifarLayout("cifar100", "cifar-100-python", ("train",), "test", "meta",
-                       "fine_labels", "fine_label_names", 100)
+CIFAR10 = CifarLayout(
+    "cifar10",
+    "cifar-10-batches-py",
+    tuple(f"data_batch_{i}" for i in range(1, 6)),
+    "test_batch",
+    "batches.meta",
+    "labels",
+    "label_names",
+    10,
+)
+CIFAR100 = CifarLayout(
+    "cifar100",
+    "cifar-100-python",
+    ("train",),
+    "test",
+    "meta",
+    "fine_labels",
+    "fine_label_names",
+    100,
+)
 
 
 class _ArraysOnly(pickle.Unpickler):
     """Unpickler that rebuilds numpy arrays and plain containers and refuses any other class."""
 
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -65,11 +88,15 @@ def read_pickle(path: Path) -> dict:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
         raise ValueError(f"{path} is not a CIFAR pickle: {error}") from None
     if not isinstance(entry, dict):
-        raise ValueError(f"{path} is not a CIFAR pickle: holds a {type(entry).__name__}, expected a dict")
+        raise ValueError(
+            f"{path} is not a CIFAR pickle: holds a {type(entry).__name__}, expected a dict"
+        )
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in entry.items()}
 
 
-def read_batches(paths: list[Path], labels_key: str, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def read_batches(
+    paths: list[Path], labels_key: str, num_classes: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 N x 3 x 32 x 32 images, int64 N labels) from CIFAR batch files, in file order."""
     images, labels = [], []
     for path in paths:
@@ -78,16 +105,24 @@ def read_batches(paths: list[Path], labels_key: str, num_classes: int) -> tuple[
             raise ValueError(f"{path} lacks key 'data' or {labels_key!r}; it has {sorted(entry)}")
         data, y = np.asarray(entry["data"]), np.asarray(entry[labels_key])
         if data.dtype != np.uint8:  # a cast would wrap or truncate: 300 -> 44, 0.7 -> 0
-            raise ValueError(f"{path}: 'data' holds {data.dtype}; accepted: uint8 pixels (0..255), as the "
-                             "official batches")
+            raise ValueError(
+                f"{path}: 'data' holds {data.dtype}; accepted: uint8 pixels (0..255), as the "
+                "official batches"
+            )
         if y.dtype.kind not in "iu":
-            raise ValueError(f"{path}: {labels_key!r} holds {y.dtype}; accepted: integer class indices")
+            raise ValueError(
+                f"{path}: {labels_key!r} holds {y.dtype}; accepted: integer class indices"
+            )
         y = y.astype(np.int64)
         if data.ndim != 2 or data.shape[1] != 3072 or len(y) != len(data):
-            raise ValueError(f"{path}: 'data' has shape {data.shape} and {len(y)} labels; "
-                             "expected N x 3072 uint8 and N labels")
+            raise ValueError(
+                f"{path}: 'data' has shape {data.shape} and {len(y)} labels; "
+                "expected N x 3072 uint8 and N labels"
+            )
         if len(y) and (y.min() < 0 or y.max() >= num_classes):
-            raise ValueError(f"{path}: labels span {y.min()}..{y.max()}; expected 0..{num_classes - 1}")
+            raise ValueError(
+                f"{path}: labels span {y.min()}..{y.max()}; expected 0..{num_classes - 1}"
+            )
         images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32)))
         labels.append(torch.from_numpy(y))
     return torch.cat(images), torch.cat(labels)
@@ -117,20 +152,31 @@ def fetch(layout: CifarLayout, data_dir: Path) -> Path:
             f"{', '.join(path.name for path in needed)}); the download failed ({error}). "
             f"Get cifar-{layout.name[5:]}-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html "
             f"and unpack it in {data_dir}, or run torchvision.datasets.{dataset.__name__}"
-            f"('{data_dir}', download=True) on a machine with network and copy {folder} here") from None
+            f"('{data_dir}', download=True) on a machine with network and copy {folder} here"
+        ) from None
     return folder
 
 
-def load_cifar(layout: CifarLayout, data_dir: Path | None, augment: Augment | None = None) -> AugmentedData:
+def load_cifar(
+    layout: CifarLayout, data_dir: Path | None, augment: Augment | None = None
+) -> AugmentedData:
     """CIFAR-10/100 from `data_dir` (downloaded there when absent) as uint8 tensors with training augmentation."""
     if data_dir is None:
-        raise ValueError(f"dataset {layout.name!r} needs a data directory (--data-dir DIR or the config's "
-                         f"data_dir); its files go in DIR/{layout.folder}/")
+        raise ValueError(
+            f"dataset {layout.name!r} needs a data directory (--data-dir DIR or the config's "
+            f"data_dir); its files go in DIR/{layout.folder}/"
+        )
     folder = fetch(layout, Path(data_dir))
-    train_x, train_y = read_batches([folder / name for name in layout.train], layout.labels, layout.num_classes)
+    train_x, train_y = read_batches(
+        [folder / name for name in layout.train], layout.labels, layout.num_classes
+    )
     test_x, test_y = read_batches([folder / layout.test], layout.labels, layout.num_classes)
     classes = [str(name) for name in read_pickle(folder / layout.meta).get(layout.names, [])]
     if len(classes) != layout.num_classes:
-        raise ValueError(f"{folder / layout.meta}: {layout.names!r} lists {len(classes)} class names; "
-                         f"expected {layout.num_classes}")
-    return AugmentedData(layout.name, train_x, train_y, test_x, test_y, classes, augment or Augment())
+        raise ValueError(
+            f"{folder / layout.meta}: {layout.names!r} lists {len(classes)} class names; "
+            f"expected {layout.num_classes}"
+        )
+    return AugmentedData(
+        layout.name, train_x, train_y, test_x, test_y, classes, augment or Augment()
+    )

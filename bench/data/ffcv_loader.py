@@ -11,6 +11,7 @@ Under torchrun each rank's training loader decodes only its share of every globa
 [B*r//W, B*(r+1)//W) of the global batch one process would see (RankShareOrder). ffcv's own
 `distributed=True` is not used; see RankShareOrder for what it does in ffcv 0.0.3rc1 and why.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,7 +32,11 @@ from bench.data.stream import CROP_RATIO, StreamData, folder_stream
 log = logging.getLogger("bench.data")
 
 DEFAULT_SIZE = 224
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # [published] torchvision's ImageNet statistics, as ffcv-imagenet uses
+IMAGENET_MEAN = (
+    0.485,
+    0.456,
+    0.406,
+)  # [published] torchvision's ImageNet statistics, as ffcv-imagenet uses
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
@@ -45,41 +50,69 @@ def ffcv_available() -> bool:
 
 @functools.cache
 def _warn_fallback(name: str) -> None:
-    log.warning("ffcv is not installed: %s streams from its image folder through torchvision (slower); "
-                "run scripts/install_system_deps.sh for the FFCV path", name)
+    log.warning(
+        "ffcv is not installed: %s streams from its image folder through torchvision (slower); "
+        "run scripts/install_system_deps.sh for the FFCV path",
+        name,
+    )
 
 
-def load_imagenet(data_dir: Path | None, options: DataOptions, name: str = "imagenet") -> StreamData:
+def load_imagenet(
+    data_dir: Path | None, options: DataOptions, name: str = "imagenet"
+) -> StreamData:
     """Dataset `name` from DATA_DIR/ffcv/<name>/*.beton through FFCV, or from DATA_DIR/<name> without ffcv."""
     if data_dir is None:
-        raise ValueError(f"dataset {name!r} needs a data directory (--data-dir DIR or the config's data_dir) "
-                         f"holding DIR/{name}/train and val/, and its .beton files in DIR/ffcv/{name}/")
+        raise ValueError(
+            f"dataset {name!r} needs a data directory (--data-dir DIR or the config's data_dir) "
+            f"holding DIR/{name}/train and val/, and its .beton files in DIR/ffcv/{name}/"
+        )
     size = options.image_size or DEFAULT_SIZE
     if not ffcv_available():
         _warn_fallback(name)
         train, test = read_tree(Path(data_dir) / name)
         return folder_stream(name, train, test, size, options.workers)
-    paths = {split: beton_path(data_dir, name, split, options.beton) for split in ("train", "val", "test")}
+    paths = {
+        split: beton_path(data_dir, name, split, options.beton)
+        for split in ("train", "val", "test")
+    }
     eval_split = "val" if paths["val"].is_file() or not paths["test"].is_file() else "test"
     for split in ("train", eval_split):
         if not paths[split].is_file():
-            raise FileNotFoundError(f"{paths[split]} not found; write it from {Path(data_dir) / name / split} with "
-                                    f"`python -m bench beton --dataset {name} --split {split} --data-dir {data_dir}` "
-                                    "(the pipeline's beton rule does this)")
-    return beton_stream(name, paths["train"], paths[eval_split], size, options.workers,
-                        _class_names(Path(data_dir) / name))
+            raise FileNotFoundError(
+                f"{paths[split]} not found; write it from {Path(data_dir) / name / split} with "
+                f"`python -m bench beton --dataset {name} --split {split} --data-dir {data_dir}` "
+                "(the pipeline's beton rule does this)"
+            )
+    return beton_stream(
+        name,
+        paths["train"],
+        paths[eval_split],
+        size,
+        options.workers,
+        _class_names(Path(data_dir) / name),
+    )
 
 
 def _class_names(tree: Path) -> list[str] | None:
     """Class folder names of the source tree when it is present (a .beton stores labels only)."""
     try:
-        return sorted(p.name for p in split_dirs(tree)[0].iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(
+            p.name
+            for p in split_dirs(tree)[0].iterdir()
+            if p.is_dir() and not p.name.startswith(".")
+        )
     except FileNotFoundError:
         return None
 
 
-def beton_stream(name: str, train_path: Path, test_path: Path, size: int, workers: int,
-                 classes: list[str] | None = None) -> StreamData:
+def beton_stream(
+    name: str,
+    train_path: Path,
+    test_path: Path,
+    size: int,
+    workers: int,
+    classes: list[str] | None = None,
+) -> StreamData:
     """StreamData over two .beton files (fields image, label) at `size` x `size`, `workers` ffcv threads."""
     train_y, test_y = read_labels(train_path), read_labels(test_path)
     num_classes = int(max(train_y.max(), test_y.max())) + 1
@@ -90,8 +123,9 @@ def beton_stream(name: str, train_path: Path, test_path: Path, size: int, worker
     def train_loader(batch_size: int, seed: int):
         key = batch_size, distributed.rank(), distributed.world_size()
         if key not in train_loaders:
-            train_loaders[key] = make_loader(train_path, batch_size, size, workers, train=True,
-                                             rank=key[1], world=key[2])
+            train_loaders[key] = make_loader(
+                train_path, batch_size, size, workers, train=True, rank=key[1], world=key[2]
+            )
         loader = train_loaders[key]
         # The run's generator decides the order: it permutes with seed + epoch, so pin its epoch to 0.
         loader.seed = loader.traversal_order.seed = seed
@@ -100,22 +134,36 @@ def beton_stream(name: str, train_path: Path, test_path: Path, size: int, worker
 
     def test_loader(batch_size: int):
         if batch_size not in test_loaders:
-            test_loaders[batch_size] = make_loader(test_path, batch_size, size, workers, train=False)
+            test_loaders[batch_size] = make_loader(
+                test_path, batch_size, size, workers, train=False
+            )
         return iter_closing(test_loaders[batch_size])
 
     def probe(n: int) -> torch.Tensor:
         # Loaders are kept: each holds numba-compiled code, which numba's finalizer mishandles when freed.
         if ("probe", n) not in test_loaders:
-            test_loaders["probe", n] = make_loader(train_path, n, size, workers, train=False,
-                                                   indices=np.arange(min(n, len(train_y))))
+            test_loaders["probe", n] = make_loader(
+                train_path, n, size, workers, train=False, indices=np.arange(min(n, len(train_y)))
+            )
         batches = iter_closing(test_loaders["probe", n])
         try:
             return next(batches)[0].clone()
         finally:
             batches.close()
 
-    return StreamData(name, classes, train_y, test_y, (3, size, size), torch.tensor(IMAGENET_MEAN),
-                      torch.tensor(IMAGENET_STD), train_loader, test_loader, probe, rank_share=True)
+    return StreamData(
+        name,
+        classes,
+        train_y,
+        test_y,
+        (3, size, size),
+        torch.tensor(IMAGENET_MEAN),
+        torch.tensor(IMAGENET_STD),
+        train_loader,
+        test_loader,
+        probe,
+        rank_share=True,
+    )
 
 
 def iter_closing(loader):
@@ -172,32 +220,64 @@ class RankShareOrder:
         return distributed.share_of_batches(order, self.batch_size, self.rank, self.world)
 
 
-def make_loader(path: Path, batch_size: int, size: int, workers: int, train: bool, indices=None,
-                rank: int = 0, world: int = 1):
+def make_loader(
+    path: Path,
+    batch_size: int,
+    size: int,
+    workers: int,
+    train: bool,
+    indices=None,
+    rank: int = 0,
+    world: int = 1,
+):
     """An ffcv Loader over `path`: (uint8 N x 3 x size x size, int64 N) batches, augmented when `train`.
 
     When `train`, batch_size is the global batch and the loader serves rank `rank`'s share of each full
     global batch (RankShareOrder): `distributed.bounds(batch_size, rank, world)` images a batch.
     """
     import_ffcv()
-    from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder
+    from ffcv.fields.decoders import (
+        CenterCropRGBImageDecoder,
+        IntDecoder,
+        RandomResizedCropRGBImageDecoder,
+    )
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import RandomHorizontalFlip, Squeeze, ToTensor, ToTorchImage
 
     if train:
-        image = [RandomResizedCropRGBImageDecoder((size, size)), RandomHorizontalFlip(), ToTensor(), ToTorchImage()]
+        image = [
+            RandomResizedCropRGBImageDecoder((size, size)),
+            RandomHorizontalFlip(),
+            ToTensor(),
+            ToTorchImage(),
+        ]
     else:
-        image = [CenterCropRGBImageDecoder((size, size), ratio=CROP_RATIO), ToTensor(), ToTorchImage()]
+        image = [
+            CenterCropRGBImageDecoder((size, size), ratio=CROP_RATIO),
+            ToTensor(),
+            ToTorchImage(),
+        ]
     label = [IntDecoder(), ToTensor(), Squeeze(1)]
     share = len(range(*distributed.bounds(batch_size, rank, world))) if train else batch_size
     if train and batch_size < world:  # some rank's share would be empty
-        raise ValueError(f"bad value {batch_size} for 'batch_size'; accepted: at least the {world} processes")
-    loader = Loader(str(path), batch_size=share, num_workers=max(1, workers), indices=indices,
-                    order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL, drop_last=train,
-                    os_cache=True, pipelines={"image": image, "label": label})
+        raise ValueError(
+            f"bad value {batch_size} for 'batch_size'; accepted: at least the {world} processes"
+        )
+    loader = Loader(
+        str(path),
+        batch_size=share,
+        num_workers=max(1, workers),
+        indices=indices,
+        order=OrderOption.RANDOM if train else OrderOption.SEQUENTIAL,
+        drop_last=train,
+        os_cache=True,
+        pipelines={"image": image, "label": label},
+    )
     if train:
         loader.traversal_order = RankShareOrder(loader, batch_size, rank, world)
-        loader.first_traversal_order = loader.next_traversal_order()  # len(loader) counts its batches
+        loader.first_traversal_order = (
+            loader.next_traversal_order()
+        )  # len(loader) counts its batches
     return loader
 
 
@@ -209,9 +289,17 @@ def read_beton(path: Path, workers: int = 1) -> tuple[torch.Tensor, torch.Tensor
     from ffcv.transforms import Squeeze, ToTensor, ToTorchImage
 
     labels = read_labels(path)
-    loader = Loader(str(path), batch_size=256, num_workers=workers, order=OrderOption.SEQUENTIAL, drop_last=False,
-                    pipelines={"image": [SimpleRGBImageDecoder(), ToTensor(), ToTorchImage()],
-                               "label": [IntDecoder(), ToTensor(), Squeeze(1)]})
+    loader = Loader(
+        str(path),
+        batch_size=256,
+        num_workers=workers,
+        order=OrderOption.SEQUENTIAL,
+        drop_last=False,
+        pipelines={
+            "image": [SimpleRGBImageDecoder(), ToTensor(), ToTorchImage()],
+            "label": [IntDecoder(), ToTensor(), Squeeze(1)],
+        },
+    )
     images = [x.contiguous().clone() for x, _ in iter_closing(loader)]
     return torch.cat(images), labels
 
@@ -227,7 +315,9 @@ def read_labels(path: Path) -> torch.Tensor:
         raise ValueError(f"{path} is not a readable .beton: {error}") from None
     if "label" not in reader.field_names or "image" not in reader.field_names:
         raise ValueError(f"{path} has fields {reader.field_names}; expected image and label")
-    labels = reader.metadata[f"f{reader.field_names.index('label')}"]  # ffcv names metadata columns f0, f1, ...
+    labels = reader.metadata[
+        f"f{reader.field_names.index('label')}"
+    ]  # ffcv names metadata columns f0, f1, ...
     return torch.from_numpy(labels.astype(np.int64))
 
 
@@ -243,16 +333,24 @@ def check_beton(path: Path) -> None:
         raise FileNotFoundError(f".beton file {path} not found")
     size = Path(path).stat().st_size
     if size < HeaderType.itemsize:
-        raise ValueError(f"{path} is truncated or not a .beton: {size} bytes, smaller than its header")
+        raise ValueError(
+            f"{path} is truncated or not a .beton: {size} bytes, smaller than its header"
+        )
     header = np.fromfile(path, dtype=HeaderType, count=1)[0]
     if header["version"] != CURRENT_VERSION:
-        raise ValueError(f"{path} is not a .beton of format {CURRENT_VERSION} (header says {header['version']})")
+        raise ValueError(
+            f"{path} is not a .beton of format {CURRENT_VERSION} (header says {header['version']})"
+        )
     table_start = int(header["alloc_table_ptr"])
     fields_end = HeaderType.itemsize + int(header["num_fields"]) * FieldDescType.itemsize
     if not fields_end <= table_start <= size or (size - table_start) % ALLOC_TABLE_TYPE.itemsize:
-        raise ValueError(f"{path} is truncated: {size} bytes, its allocation table starts at byte {table_start}")
+        raise ValueError(
+            f"{path} is truncated: {size} bytes, its allocation table starts at byte {table_start}"
+        )
     table = np.fromfile(path, dtype=ALLOC_TABLE_TYPE, offset=table_start)
     samples = int(header["num_samples"])
     data_end = int((table["ptr"] + table["size"]).max()) if len(table) else 0
     if len(np.unique(table["sample_id"])) < samples or data_end > table_start:
-        raise ValueError(f"{path} is truncated: its allocation table covers {len(table)} of {samples} samples")
+        raise ValueError(
+            f"{path} is truncated: its allocation table covers {len(table)} of {samples} samples"
+        )

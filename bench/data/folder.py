@@ -5,6 +5,7 @@ name). Class folders sorted by name give the label indices (torchvision's ImageF
 CIFAR-10 JPEG tree gives airplane 0 ... truck 9. Hidden files are skipped; every other file must be
 an image PIL can read.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,7 +42,9 @@ class Split:
         prefix = os.path.join(str(self.root), "")
         for path, label, size, mtime in self.files:
             # paths are listed under root: cutting the prefix is relpath's answer, 10x faster on 60k files
-            relative = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, self.root)
+            relative = (
+                path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, self.root)
+            )
             digest.update(f"{relative}\0{label}\0{size}\0{mtime}\n".encode())
         return digest.hexdigest()
 
@@ -49,31 +52,50 @@ class Split:
 def split_dirs(tree: Path) -> tuple[Path, Path]:
     """(train folder, evaluation folder: test/ or else val/) of the tree at `tree`."""
     if not tree.is_dir():
-        raise FileNotFoundError(f"image folder {tree} not found; expected {tree}/train/<class>/<image> "
-                                f"and {tree}/test/<class>/<image> (or val/)")
+        raise FileNotFoundError(
+            f"image folder {tree} not found; expected {tree}/train/<class>/<image> "
+            f"and {tree}/test/<class>/<image> (or val/)"
+        )
     if not (tree / "train").is_dir():
-        raise FileNotFoundError(f"image folder {tree} has no train/ folder; expected train/<class>/<image>")
+        raise FileNotFoundError(
+            f"image folder {tree} has no train/ folder; expected train/<class>/<image>"
+        )
     for name in EVAL_SPLITS:
         if (tree / name).is_dir():
             return tree / "train", tree / name
-    raise FileNotFoundError(f"image folder {tree} has no test/ or val/ folder; expected test/<class>/<image>")
+    raise FileNotFoundError(
+        f"image folder {tree} has no test/ or val/ folder; expected test/<class>/<image>"
+    )
 
 
 def list_split(root: Path, classes: tuple[str, ...] | None = None) -> Split:
     """The classes and files of one split folder; `classes` (from train) must match its class folders."""
-    found = tuple(sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith(".")))
+    found = tuple(
+        sorted(
+            entry.name
+            for entry in os.scandir(root)
+            if entry.is_dir() and not entry.name.startswith(".")
+        )
+    )
     if not found:
         raise ValueError(f"{root} has no class folders; expected {root}/<class>/<image>")
     if classes is not None and found != classes:
         extra, missing = sorted(set(found) - set(classes)), sorted(set(classes) - set(found))
-        raise ValueError(f"{root} has classes that differ from train/: extra {extra}, missing {missing}")
+        raise ValueError(
+            f"{root} has classes that differ from train/: extra {extra}, missing {missing}"
+        )
     files = []
     for label, name in enumerate(found):
         with os.scandir(root / name) as entries:
-            rows = sorted((e.path, label, e.stat().st_size, e.stat().st_mtime_ns)
-                          for e in entries if e.is_file() and not e.name.startswith("."))
+            rows = sorted(
+                (e.path, label, e.stat().st_size, e.stat().st_mtime_ns)
+                for e in entries
+                if e.is_file() and not e.name.startswith(".")
+            )
         if not rows:
-            raise ValueError(f"class folder {root / name} is empty; every class needs at least one image")
+            raise ValueError(
+                f"class folder {root / name} is empty; every class needs at least one image"
+            )
         files.extend(rows)
     return Split(root, found, tuple(files))
 
@@ -98,8 +120,10 @@ def open_rgb(path: str):
     with _decoding(path):
         with Image.open(path) as image:
             if image.mode not in EIGHT_BIT_MODES:
-                raise ValueError(f"mode {image.mode!r} (more than 8 bits per channel) would be clipped to 8 bits; "
-                                 f"accepted: 8-bit images ({', '.join(EIGHT_BIT_MODES)}); convert the file first")
+                raise ValueError(
+                    f"mode {image.mode!r} (more than 8 bits per channel) would be clipped to 8 bits; "
+                    f"accepted: 8-bit images ({', '.join(EIGHT_BIT_MODES)}); convert the file first"
+                )
             return image.convert("RGB")
 
 
@@ -110,10 +134,18 @@ def _decoding(path: str):
 
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # a bomb is refused, not decoded
+            warnings.simplefilter(
+                "error", Image.DecompressionBombWarning
+            )  # a bomb is refused, not decoded
             yield
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning, OSError,
-            SyntaxError, ValueError) as error:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as error:
         raise ValueError(f"cannot decode image {path}: {error}") from None
 
 

@@ -8,6 +8,7 @@ Under torchrun both loaders here read only this rank's share of each global trai
 bench/distributed.py): the global order is cut into full global batches and rank r decodes the slice
 [B*r//W, B*(r+1)//W) of each, the slice one process would keep of the same batch (`rank_share`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -21,7 +22,9 @@ from bench.data.folder import Split, load_rgb, open_rgb
 
 log = logging.getLogger("bench.data")
 
-CROP_RATIO = 224 / 256  # evaluation: resize to size / CROP_RATIO, centre crop `size` (the ImageNet recipe)
+CROP_RATIO = (
+    224 / 256
+)  # evaluation: resize to size / CROP_RATIO, centre crop `size` (the ImageNet recipe)
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
@@ -32,7 +35,11 @@ class _Head:
         self.probe, self.device = probe, device
 
     def __getitem__(self, index: slice) -> torch.Tensor:
-        if not isinstance(index, slice) or index.start not in (None, 0) or index.step not in (None, 1):
+        if (
+            not isinstance(index, slice)
+            or index.start not in (None, 0)
+            or index.step not in (None, 1)
+        ):
             raise ValueError(f"a streamed dataset's train_x supports only [:n]; got {index!r}")
         return self.probe(index.stop).to(self.device)
 
@@ -49,10 +56,20 @@ class StreamData:
     whole global batches, and every rank slices its share (`distributed.shard`).
     """
 
-    def __init__(self, name: str, classes: list[str], train_y: torch.Tensor, test_y: torch.Tensor,
-                 in_shape: tuple[int, int, int], mean: torch.Tensor, std: torch.Tensor,
-                 train_loader: Callable[[int, int], Batches], test_loader: Callable[[int], Batches],
-                 probe: Callable[[int], torch.Tensor], rank_share: bool = False):
+    def __init__(
+        self,
+        name: str,
+        classes: list[str],
+        train_y: torch.Tensor,
+        test_y: torch.Tensor,
+        in_shape: tuple[int, int, int],
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        train_loader: Callable[[int, int], Batches],
+        test_loader: Callable[[int], Batches],
+        probe: Callable[[int], torch.Tensor],
+        rank_share: bool = False,
+    ):
         self.rank_share = rank_share
         self.name, self.classes, self.train_y, self.test_y = name, classes, train_y, test_y
         self._in_shape, self.mean, self.std = tuple(in_shape), mean, std
@@ -88,15 +105,18 @@ class StreamData:
         """uint8 N x C x H x W -> float, scaled to [0, 1] and standardised per channel."""
         return (x.float().div_(255) - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
 
-    def train_batches(self, batch_size: int, generator: torch.Generator,
-                      keep_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, keep_last: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled, augmented, normalised training batches; order seeded from `generator`, remainder dropped
         (`keep_last` is refused: a stream's loaders serve full global batches only).
 
         With `rank_share`, under torchrun: this rank's share of each global batch of `batch_size`."""
         if keep_last:
-            raise ValueError(f"'keep_last_batch' needs a dataset held on the device; {self.name} streams "
-                             "its full batches only")
+            raise ValueError(
+                f"'keep_last_batch' needs a dataset held on the device; {self.name} streams "
+                "its full batches only"
+            )
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
         yield from self._serve(self._train_loader(batch_size, seed))
 
@@ -141,8 +161,12 @@ class FileImages(torch.utils.data.Dataset):
             return self.transform(open_rgb(self.paths[item])), self.labels[item]
         seed, index = item
         image = open_rgb(self.paths[index])
-        with torch.random.fork_rng(devices=[]):  # torchvision's transforms draw from torch's global generator
-            torch.manual_seed(int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0]))
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # torchvision's transforms draw from torch's global generator
+            torch.manual_seed(
+                int(np.random.SeedSequence([seed, index]).generate_state(1, np.uint64)[0])
+            )
             return self.transform(image), self.labels[index]
 
 
@@ -155,7 +179,9 @@ class ShareSampler(torch.utils.data.Sampler):
         self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
         self.share = len(range(*distributed.bounds(batch_size, rank, world)))
         if batch_size < world:  # some rank's share would be empty
-            raise ValueError(f"bad value {batch_size} for 'batch_size'; accepted: at least the {world} processes")
+            raise ValueError(
+                f"bad value {batch_size} for 'batch_size'; accepted: at least the {world} processes"
+            )
 
     def __len__(self) -> int:
         return self.n // self.batch_size
@@ -164,7 +190,7 @@ class ShareSampler(torch.utils.data.Sampler):
         order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
         mine = distributed.share_of_batches(order, self.batch_size, self.rank, self.world).tolist()
         for start in range(0, len(mine), self.share):
-            yield [(self.seed, index) for index in mine[start:start + self.share]]
+            yield [(self.seed, index) for index in mine[start : start + self.share]]
 
 
 def worker_start_method(workers: int) -> str | None:
@@ -196,26 +222,49 @@ def folder_stream(name: str, train: Split, test: Split, size: int, workers: int)
     def train_loader(batch_size: int, seed: int):
         # Every rank draws the same global order and reads its share of each global batch; each image's
         # augmentation is seeded by (seed, index). The generator keeps worker seeding off torch's global one.
-        sampler = ShareSampler(len(train_set), batch_size, seed, distributed.rank(), distributed.world_size())
-        return torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
-                                           generator=torch.Generator().manual_seed(seed),
-                                           multiprocessing_context=worker_start_method(workers))
+        sampler = ShareSampler(
+            len(train_set), batch_size, seed, distributed.rank(), distributed.world_size()
+        )
+        return torch.utils.data.DataLoader(
+            train_set,
+            batch_sampler=sampler,
+            num_workers=workers,
+            generator=torch.Generator().manual_seed(seed),
+            multiprocessing_context=worker_start_method(workers),
+        )
 
     def test_loader(batch_size: int):
-        return torch.utils.data.DataLoader(test_set, batch_size, num_workers=workers,
-                                           multiprocessing_context=worker_start_method(workers))
+        return torch.utils.data.DataLoader(
+            test_set,
+            batch_size,
+            num_workers=workers,
+            multiprocessing_context=worker_start_method(workers),
+        )
 
     def probe(n: int) -> torch.Tensor:
         return torch.stack([test_tf(open_rgb(path)) for path in train.paths[:n]])
 
     mean, std = sample_stats(train, size)
-    return StreamData(name, list(train.classes), torch.tensor(train.labels), torch.tensor(test.labels),
-                      (3, size, size), mean, std, train_loader, test_loader, probe, rank_share=True)
+    return StreamData(
+        name,
+        list(train.classes),
+        torch.tensor(train.labels),
+        torch.tensor(test.labels),
+        (3, size, size),
+        mean,
+        std,
+        train_loader,
+        test_loader,
+        probe,
+        rank_share=True,
+    )
 
 
 def sample_stats(split: Split, size: int, count: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (mean, std) in [0, 1] estimated on `count` training images drawn with a fixed seed (0)."""
     pick = torch.randperm(len(split.files), generator=torch.Generator().manual_seed(0))[:count]
-    pixels = torch.stack([torch.from_numpy(np.array(load_rgb(split.paths[i], size))) for i in pick.tolist()])
+    pixels = torch.stack(
+        [torch.from_numpy(np.array(load_rgb(split.paths[i], size))) for i in pick.tolist()]
+    )
     pixels = pixels.permute(3, 0, 1, 2).reshape(3, -1).double().div_(255)
     return pixels.mean(dim=1).float(), pixels.std(dim=1).float().clamp_min(1e-6)

@@ -1,4 +1,5 @@
 """TensorData: a dataset held as uint8 tensors on the training device, served in normalised batches."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -47,8 +48,9 @@ class TensorData:
         """uint8 N x C x H x W -> float, scaled to [0, 1] and standardised per channel."""
         return (x.float().div_(255) - self.mean.view(1, -1, 1, 1)) / self.std.view(1, -1, 1, 1)
 
-    def train_batches(self, batch_size: int, generator: torch.Generator,
-                      keep_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def train_batches(
+        self, batch_size: int, generator: torch.Generator, keep_last: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Shuffled training batches from `generator`; the last partial batch is dropped [suite] unless
         `keep_last` (see `batch_bounds`)."""
         order = torch.randperm(len(self.train_y), generator=generator).to(self.train_y.device)
@@ -59,7 +61,10 @@ class TensorData:
     def test_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The test split in order, every image once."""
         for start in range(0, len(self.test_y), batch_size):
-            yield self.normalise(self.test_x[start:start + batch_size]), self.test_y[start:start + batch_size]
+            yield (
+                self.normalise(self.test_x[start : start + batch_size]),
+                self.test_y[start : start + batch_size],
+            )
 
     def probe_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """A fixed batch of n training images (normalised) and labels for the alignment probe.
@@ -84,7 +89,9 @@ def batch_bounds(n: int, batch_size: int, keep_last: bool = False) -> list[tuple
     return bounds
 
 
-def stratified_split(labels: torch.Tensor, test_per_class: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(
+    labels: torch.Tensor, test_per_class: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(train_index, test_index): `test_per_class` random images of every class go to test.
 
     [suite] The split seed is fixed (0), independent of the run seed, so every run of every
@@ -109,9 +116,13 @@ def hold_out(data: TensorData, n: int, seed: int = 0) -> tuple[TensorData, Tenso
     split (`test_batches`), so the trainer evaluates it as it evaluates the test set.
     """
     if not 0 < n < len(data.train_y):
-        raise ValueError(f"bad value {n!r} for 'val_split'; accepted: 0 (no validation split) or fewer than the "
-                         f"{len(data.train_y)} training images of {data.name}")
-    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed)).to(data.train_y.device)
+        raise ValueError(
+            f"bad value {n!r} for 'val_split'; accepted: 0 (no validation split) or fewer than the "
+            f"{len(data.train_y)} training images of {data.name}"
+        )
+    order = torch.randperm(len(data.train_y), generator=torch.Generator().manual_seed(seed)).to(
+        data.train_y.device
+    )
     held, kept = order[:n].sort().values, order[n:].sort().values
     train = replace(data, train_x=data.train_x[kept], train_y=data.train_y[kept])
     validation = replace(train, test_x=data.train_x[held], test_y=data.train_y[held])

@@ -1,15 +1,54 @@
 """Layers the learning rules swap into a BlockNet: SVD-factored Linear and Conv2d, and layers whose
 backward a rule replaces (feedback layers)."""
+
 from bench.layers.feedback import (
-    FeedbackConv2d, FeedbackLayer, FeedbackLinear, exact_backward, feedback_layers, feedback_tensors,
-    like_weight, register_feedback, swap_layers, weight_std,
+    FeedbackConv2d,
+    FeedbackLayer,
+    FeedbackLinear,
+    exact_backward,
+    feedback_layers,
+    feedback_tensors,
+    like_weight,
+    register_feedback,
+    swap_layers,
+    weight_std,
 )
 from bench.layers.svd import (
-    SVDConv2d, SVDLayer, SVDLinear, alignment_loss, convert_to_svd, energy_rank, factor_penalties,
-    hoyer, orthogonality_loss, reduce_rank, reduce_ranks, svd_layers,
+    SVDConv2d,
+    SVDLayer,
+    SVDLinear,
+    alignment_loss,
+    convert_to_svd,
+    energy_rank,
+    factor_penalties,
+    hoyer,
+    orthogonality_loss,
+    reduce_rank,
+    reduce_ranks,
+    svd_layers,
 )
 
-__all__ = ["FeedbackConv2d", "FeedbackLayer", "FeedbackLinear", "SVDConv2d", "SVDLayer", "SVDLinear",
-           "alignment_loss", "convert_to_svd", "energy_rank", "exact_backward", "factor_penalties",
-           "feedback_layers", "feedback_tensors", "hoyer", "like_weight", "orthogonality_loss", "reduce_rank", "reduce_ranks",
-           "register_feedback", "svd_layers", "swap_layers", "weight_std"]
+__all__ = [
+    "FeedbackConv2d",
+    "FeedbackLayer",
+    "FeedbackLinear",
+    "SVDConv2d",
+    "SVDLayer",
+    "SVDLinear",
+    "alignment_loss",
+    "convert_to_svd",
+    "energy_rank",
+    "exact_backward",
+    "factor_penalties",
+    "feedback_layers",
+    "feedback_tensors",
+    "hoyer",
+    "like_weight",
+    "orthogonality_loss",
+    "reduce_rank",
+    "reduce_ranks",
+    "register_feedback",
+    "svd_layers",
+    "swap_layers",
+    "weight_std",
+]

@@ -7,6 +7,7 @@ whose backward sends the input gradient through `feedback_weight(layer)` instead
 gets its ordinary gradient delta_l h_{l-1}^T. Inside `exact_backward()` these layers run their true
 backward: that is how the trainer computes the BP reference of the same forward weights.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,7 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _NormBase
 
-FeedbackWeight = Callable[[nn.Module], torch.Tensor]  # layer -> the tensor used in place of its weight (W's shape)
+FeedbackWeight = Callable[
+    [nn.Module], torch.Tensor
+]  # layer -> the tensor used in place of its weight (W's shape)
 
 # A plain module global (not a ContextVar): torch.compile guards on globals, so both modes compile.
 _exact = False
@@ -46,7 +49,9 @@ class _LinearFeedback(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, feedback = ctx.saved_tensors
-        needs_x, needs_w, needs_b, _ = ctx.needs_input_grad  # as autograd would: no input gradient for the stem
+        needs_x, needs_w, needs_b, _ = (
+            ctx.needs_input_grad
+        )  # as autograd would: no input gradient for the stem
         grad_x = grad @ feedback.to(grad.dtype) if needs_x else None
         flat_grad, flat_x = grad.reshape(-1, grad.shape[-1]), x.reshape(-1, x.shape[-1])
         grad_w = flat_grad.T @ flat_x.to(grad.dtype) if needs_w else None
@@ -70,10 +75,22 @@ class _ConvFeedback(torch.autograd.Function):
         stride, padding, dilation, groups = ctx.conv
         # One kernel call: the input gradient through B's kernel; the weight gradient does not depend on
         # the kernel's values, so it is W's true gradient.
-        needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]  # the stem's input needs no gradient: skip it
+        needs_x, needs_w, needs_b = ctx.needs_input_grad[
+            :3
+        ]  # the stem's input needs no gradient: skip it
         grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
-            grad, x.to(grad.dtype), feedback.to(grad.dtype), [feedback.shape[0]] if ctx.has_bias else None,
-            stride, padding, dilation, False, [0, 0], groups, [needs_x, needs_w, ctx.has_bias and needs_b])
+            grad,
+            x.to(grad.dtype),
+            feedback.to(grad.dtype),
+            [feedback.shape[0]] if ctx.has_bias else None,
+            stride,
+            padding,
+            dilation,
+            False,
+            [0, 0],
+            groups,
+            [needs_x, needs_w, ctx.has_bias and needs_b],
+        )
         return grad_x, grad_w, grad_b, None, None, None, None, None
 
 
@@ -98,16 +115,31 @@ class FeedbackConv2d(FeedbackLayer, nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _exact or not torch.is_grad_enabled():
             return super().forward(x)  # the true backward: the BP reference, or inference
-        return _ConvFeedback.apply(x, self.weight, self.bias, self.backward_weight(), self.stride, self.padding,
-                                   self.dilation, self.groups)
+        return _ConvFeedback.apply(
+            x,
+            self.weight,
+            self.bias,
+            self.backward_weight(),
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+        )
 
 
 SWAPS = {nn.Linear: FeedbackLinear, nn.Conv2d: FeedbackConv2d}
-NORMS = (_NormBase, nn.GroupNorm, nn.LayerNorm)  # their own parameters learn from the gradient that reaches them
+NORMS = (
+    _NormBase,
+    nn.GroupNorm,
+    nn.LayerNorm,
+)  # their own parameters learn from the gradient that reaches them
 
 
-def swap_layers(root: nn.Module, feedback_weight: FeedbackWeight,
-                attach: Callable[[nn.Module], None] | None = None) -> list[str]:
+def swap_layers(
+    root: nn.Module,
+    feedback_weight: FeedbackWeight,
+    attach: Callable[[nn.Module], None] | None = None,
+) -> list[str]:
     """Give every Linear and Conv2d under `root` a backward through `feedback_weight(layer)`; their names.
 
     The layer object stays the same (its class becomes FeedbackLinear / FeedbackConv2d), so its
@@ -120,7 +152,9 @@ def swap_layers(root: nn.Module, feedback_weight: FeedbackWeight,
     for name, layer in root.named_modules():
         target = SWAPS.get(type(layer))
         if target is None:
-            if not isinstance(layer, (FeedbackLayer, *NORMS)) and any(True for _ in layer.parameters(recurse=False)):
+            if not isinstance(layer, (FeedbackLayer, *NORMS)) and any(
+                True for _ in layer.parameters(recurse=False)
+            ):
                 kept.append(f"{name or type(root).__name__} ({type(layer).__name__})")
             continue
         if target is FeedbackConv2d:
@@ -133,23 +167,31 @@ def swap_layers(root: nn.Module, feedback_weight: FeedbackWeight,
     # A layer left with its true backward would mix BP into the rule's numbers without a word (BioTorch's
     # converter reports what it did not convert; here it is an error).
     if kept:
-        raise ValueError(f"cannot give these layers a feedback backward (only nn.Linear and nn.Conv2d): "
-                         f"{', '.join(kept)}")
+        raise ValueError(
+            f"cannot give these layers a feedback backward (only nn.Linear and nn.Conv2d): "
+            f"{', '.join(kept)}"
+        )
     if not swapped:
-        raise ValueError(f"{type(root).__name__} has no Linear or Conv2d layer to give a feedback backward")
+        raise ValueError(
+            f"{type(root).__name__} has no Linear or Conv2d layer to give a feedback backward"
+        )
     return swapped
 
 
 def _explicit_padding(name: str, conv: nn.Conv2d) -> None:
     """Give `conv` integer padding (the feedback backward's form), or refuse a padding it cannot take."""
     if conv.padding_mode != "zeros":
-        raise ValueError(f"conv {name}: padding_mode {conv.padding_mode!r} has no feedback backward; accepted: zeros")
+        raise ValueError(
+            f"conv {name}: padding_mode {conv.padding_mode!r} has no feedback backward; accepted: zeros"
+        )
     if conv.padding == "valid":
         conv.padding = (0, 0)
     elif conv.padding == "same":
         total = [d * (k - 1) for d, k in zip(conv.dilation, conv.kernel_size)]
         if any(t % 2 for t in total):
-            raise ValueError(f"conv {name}: padding 'same' with an even kernel pads unevenly; give it integer padding")
+            raise ValueError(
+                f"conv {name}: padding 'same' with an even kernel pads unevenly; give it integer padding"
+            )
         conv.padding = tuple(t // 2 for t in total)
 
 
@@ -163,22 +205,28 @@ def weight_std(layer: nn.Module) -> float:
     feedback drawn at that scale would carry no error at all."""
     std = layer.weight.detach().float().std().item() if layer.weight.numel() > 1 else 0.0
     if not std > 0:
-        raise ValueError(f"{type(layer).__name__} of weight shape {tuple(layer.weight.shape)} has a constant weight "
-                         "at init (std 0): no feedback can be scaled like it")
+        raise ValueError(
+            f"{type(layer).__name__} of weight shape {tuple(layer.weight.shape)} has a constant weight "
+            "at init (std 0): no feedback can be scaled like it"
+        )
     return std
 
 
-def like_weight(layer: nn.Module, generator: torch.Generator, init: str = "uniform") -> torch.Tensor:
+def like_weight(
+    layer: nn.Module, generator: torch.Generator, init: str = "uniform"
+) -> torch.Tensor:
     """A random tensor of `layer.weight`'s shape with its standard deviation at init (fa's and kp's B):
     uniform, or gaussian, from `generator`."""
     if init == "uniform":
-        noise = (torch.rand(layer.weight.shape, generator=generator) * 2 - 1) * 3 ** 0.5
+        noise = (torch.rand(layer.weight.shape, generator=generator) * 2 - 1) * 3**0.5
     else:
         noise = torch.randn(layer.weight.shape, generator=generator)
     return noise * weight_std(layer)
 
 
-def register_feedback(module: nn.Module, name: str, tensor: torch.Tensor, learned: bool = False) -> torch.Tensor:
+def register_feedback(
+    module: nn.Module, name: str, tensor: torch.Tensor, learned: bool = False
+) -> torch.Tensor:
     """Register `tensor` on `module` as feedback; returns what was registered.
 
     A fixed tensor is a buffer (saved in the state_dict, moved by `.to()`, never in `parameters()`).
@@ -203,7 +251,11 @@ def feedback_tensors(root: nn.Module) -> dict[str, torch.Tensor]:
     """
     found = {}
     for prefix, module in root.named_modules():
-        names = [] if isinstance(module, _NormBase) else [n for n, _ in module.named_buffers(recurse=False)]
+        names = (
+            []
+            if isinstance(module, _NormBase)
+            else [n for n, _ in module.named_buffers(recurse=False)]
+        )
         for name in [*names, *sorted(getattr(module, "_feedback_names", ()))]:
             found[f"{prefix}.{name}" if prefix else name] = getattr(module, name)
     return found

@@ -22,6 +22,7 @@ formula gives in expectation, and a measured sigma follows any other init. It is
 `step` (from the run's generator), and the one drawn at `prepare` serves any backward before the first
 step (the trainer's compile trial).
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,9 @@ def fill_magnitude(layer: nn.Module, out: torch.Tensor, generator: torch.Generat
     return out.copy_(draw.mul_(getattr(layer, SCALE) * math.sqrt(3.0)))
 
 
-def swap_sign_layers(model: nn.Module, random: bool, generator: torch.Generator | None = None,
-                     scale: float = 1.0) -> list[str]:
+def swap_sign_layers(
+    model: nn.Module, random: bool, generator: torch.Generator | None = None, scale: float = 1.0
+) -> list[str]:
     """Give every Linear and Conv2d under `model` the backward through sign(W_l) * M_l; their names.
 
     Registers sigma_l (times `scale`) on each layer and, with `random`, a magnitude M_l drawn from
@@ -68,9 +70,13 @@ def swap_sign_layers(model: nn.Module, random: bool, generator: torch.Generator 
         sigma = weight_std(layer) * scale
         register_feedback(layer, SCALE, torch.tensor(sigma))
         if random:
-            register_feedback(layer, MAGNITUDE, fill_magnitude(layer, torch.empty(layer.weight.shape), generator))
+            register_feedback(
+                layer, MAGNITUDE, fill_magnitude(layer, torch.empty(layer.weight.shape), generator)
+            )
 
-    return swap_layers(model, random_sign_feedback if random else uniform_sign_feedback, attach=attach)
+    return swap_layers(
+        model, random_sign_feedback if random else uniform_sign_feedback, attach=attach
+    )
 
 
 @torch.no_grad()

@@ -4,6 +4,7 @@
 by the SVD of a standard (Kaiming) initial weight. [suite] conv decompositions: `channel` (default,
 kernel N x C x kh x kw as N x (C*kh*kw)) and `spatial` (the paper's form, (N*kw) x (C*kh)).
 """
+
 from __future__ import annotations
 
 import torch
@@ -113,7 +114,9 @@ class SVDConv2d(SVDLayer):
     def __init__(self, dense: nn.Conv2d, rank: int, decomposition: str = "channel"):
         super().__init__()
         if decomposition not in DECOMPOSITIONS:
-            raise ValueError(f"unknown decomposition {decomposition!r}; known: {', '.join(DECOMPOSITIONS)}")
+            raise ValueError(
+                f"unknown decomposition {decomposition!r}; known: {', '.join(DECOMPOSITIONS)}"
+            )
         if dense.groups != 1 or dense.padding_mode != "zeros" or isinstance(dense.padding, str):
             raise ValueError("SVDConv2d needs groups=1, zero padding given as numbers")
         self.decomposition = decomposition
@@ -143,18 +146,30 @@ class SVDConv2d(SVDLayer):
 
     def output_positions(self, x: torch.Tensor) -> int:
         """Batch x output pixels of this conv on input `x` (N x C x H x W)."""
-        sides = [(size + 2 * p - d * (k - 1) - 1) // st + 1 for size, p, d, k, st in
-                 zip(x.shape[-2:], self.padding, self.dilation, (self.kh, self.kw), self.stride)]
+        sides = [
+            (size + 2 * p - d * (k - 1) - 1) // st + 1
+            for size, p, d, k, st in zip(
+                x.shape[-2:], self.padding, self.dilation, (self.kh, self.kw), self.stride
+            )
+        ]
         return (x.shape[0] if x.dim() == 4 else 1) * max(1, sides[0]) * max(1, sides[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.runs_factored(self.output_positions(x), is_channels_last(x)):
             return F.conv2d(x, self.kernel(), self.bias, self.stride, self.padding, self.dilation)
         r, n, c = self.rank, self.out_channels, self.in_channels
-        scaled = self.U * self.s  # s folds into the small factor, not into the N x r x H x W activations
+        scaled = (
+            self.U * self.s
+        )  # s folds into the small factor, not into the N x r x H x W activations
         if self.decomposition == "channel":
-            mid = F.conv2d(x, self.V.T.reshape(r, c, self.kh, self.kw), None,
-                           self.stride, self.padding, self.dilation)
+            mid = F.conv2d(
+                x,
+                self.V.T.reshape(r, c, self.kh, self.kw),
+                None,
+                self.stride,
+                self.padding,
+                self.dilation,
+            )
             return F.conv2d(mid, scaled.view(n, r, 1, 1), self.bias)
         (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
         mid = F.conv2d(x, self.V.T.reshape(r, c, self.kh, 1), None, (sh, 1), (ph, 0), (dh, 1))
@@ -164,7 +179,11 @@ class SVDConv2d(SVDLayer):
 
 def is_channels_last(x: torch.Tensor) -> bool:
     """Whether `x` (N x C x H x W) is laid out channels_last (and not also plainly contiguous)."""
-    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return (
+        x.dim() == 4
+        and not x.is_contiguous()
+        and x.is_contiguous(memory_format=torch.channels_last)
+    )
 
 
 def rank_for(ratio: float, m: int, n: int) -> int:
@@ -172,7 +191,9 @@ def rank_for(ratio: float, m: int, n: int) -> int:
     return max(1, min(m, n, round(ratio * min(m, n))))
 
 
-def convert_to_svd(module: nn.Module, rank_ratio: float, decomposition: str = "channel") -> tuple[list[str], list[str]]:
+def convert_to_svd(
+    module: nn.Module, rank_ratio: float, decomposition: str = "channel"
+) -> tuple[list[str], list[str]]:
     """Replace every Linear and groups=1 Conv2d under `module` by its SVD form, in place.
 
     Returns (converted, left_dense) qualified names; depthwise/grouped convs stay dense.
@@ -247,7 +268,9 @@ class _GramDistances(torch.autograd.Function):
         grads: list[torch.Tensor | None] = [None] * ctx.count
         with torch.autocast(grad.device.type, enabled=False):
             for members, a, gap in zip(ctx.members, saved[::2], saved[1::2]):
-                da = a @ (gap * (4 * grad.float() / a.shape[-1] ** 2))  # the scale on the r x r side
+                da = a @ (
+                    gap * (4 * grad.float() / a.shape[-1] ** 2)
+                )  # the scale on the r x r side
                 if len(members) == 1:
                     grads[members[0]] = da
                 else:
@@ -295,7 +318,9 @@ def reduce_rank(layer: SVDLayer, eps: float) -> Resize:
     return layer.keep(torch.topk(layer.s.detach().abs(), k).indices)
 
 
-def factor_penalties(module: nn.Module, lambda_orth: float, lambda_sparse: float) -> tuple[torch.Tensor, dict]:
+def factor_penalties(
+    module: nn.Module, lambda_orth: float, lambda_sparse: float
+) -> tuple[torch.Tensor, dict]:
     """lambda_orth * sum L_orth + lambda_sparse * sum Hoyer(s) over the SVD layers of `module`.
 
     Returns (penalty to add to the loss, {"orth": .., "sparse": ..} per-layer means for the log).

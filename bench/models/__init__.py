@@ -1,11 +1,13 @@
 """Architectures by name: `build(name, in_shape, num_classes)` returns a BlockNet."""
+
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
 
 from bench.models.blocknet import BlockNet
-from bench.models.init import SCHEMES, initialise
+from bench.models.init import SCHEMES as SCHEMES  # the weight_init names, for the recipe
+from bench.models.init import initialise
 from bench.models.mobilenet import mobilenetv1
 from bench.models.resnet import resnet18, resnet20, resnet32, resnet56
 from bench.models.small import lenet, mlp3, smallconv
@@ -34,8 +36,15 @@ def convolutional(name: str) -> bool:
     return name not in FULLY_CONNECTED
 
 
-def build(name: str, in_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False,
-          batchnorm_fc: bool = True, conv_bias: bool = True, weight_init: str = "default") -> BlockNet:
+def build(
+    name: str,
+    in_shape: tuple[int, ...],
+    num_classes: int,
+    batchnorm: bool = False,
+    batchnorm_fc: bool = True,
+    conv_bias: bool = True,
+    weight_init: str = "default",
+) -> BlockNet:
     """Build architecture `name` for inputs of per-sample shape `in_shape` (C, H, W) and K classes.
 
     The structure keys ensure a property, so one recipe can ask for it over a grid of archs:
@@ -57,5 +66,12 @@ def build(name: str, in_shape: tuple[int, ...], num_classes: int, batchnorm: boo
 
 def build_for(recipe: dict, name: str, in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
     """Architecture `name` as a resolved recipe asks for it (its structure and init keys)."""
-    return build(name, in_shape, num_classes, batchnorm=recipe["batchnorm"], batchnorm_fc=recipe["batchnorm_fc"],
-                 conv_bias=recipe["conv_bias"], weight_init=recipe["weight_init"])
+    return build(
+        name,
+        in_shape,
+        num_classes,
+        batchnorm=recipe["batchnorm"],
+        batchnorm_fc=recipe["batchnorm_fc"],
+        conv_bias=recipe["conv_bias"],
+        weight_init=recipe["weight_init"],
+    )

@@ -1,4 +1,5 @@
 """BlockNet: the one model shape every learning rule sees (a list of blocks, then a head)."""
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,9 @@ class BlockNet(nn.Module):
             x = block(x)
         return self.head(x)
 
-    def forward_blocks(self, x: torch.Tensor, cut: bool = False,
-                       at: str = "output") -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward_blocks(
+        self, x: torch.Tensor, cut: bool = False, at: str = "output"
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Per block, the tensor at signal point `at` (its output h_i by default), and the logits;
         with `cut`, every block input is detached.
 
@@ -40,7 +42,9 @@ class BlockNet(nn.Module):
         backward call computes every block's local gradient independently.
         """
         if at not in SIGNAL_POINTS:
-            raise ValueError(f"bad value {at!r} for 'signal_at'; accepted: one of {', '.join(SIGNAL_POINTS)}")
+            raise ValueError(
+                f"bad value {at!r} for 'signal_at'; accepted: one of {', '.join(SIGNAL_POINTS)}"
+            )
         points = []
         for i in range(len(self.blocks)):
             point, x = self.run_block(i, x.detach() if cut else x, at)
@@ -48,7 +52,9 @@ class BlockNet(nn.Module):
         logits = self.head(x.detach() if cut else x)
         return points, logits
 
-    def run_block(self, index: int, x: torch.Tensor, at: str = "output") -> tuple[torch.Tensor, torch.Tensor]:
+    def run_block(
+        self, index: int, x: torch.Tensor, at: str = "output"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(the tensor at signal point `at`, the output) of block `index` on input `x`."""
         block = self.blocks[index]
         if at == "output":
@@ -56,7 +62,9 @@ class BlockNet(nn.Module):
             return x, x
         captured = []
         # The last call wins: a residual block applies its one ReLU module twice, last after the sum.
-        hook = self._last_activation(index).register_forward_hook(lambda m, inputs, out: captured.append(inputs[0]))
+        hook = self._last_activation(index).register_forward_hook(
+            lambda m, inputs, out: captured.append(inputs[0])
+        )
         try:
             x = block(x)
         finally:
@@ -67,9 +75,11 @@ class BlockNet(nn.Module):
         """The last activation module of block `index` (whose input is the block's pre-activation)."""
         found = [m for m in self.blocks[index].modules() if isinstance(m, ACTIVATIONS)]
         if not found or getattr(found[-1], "inplace", False):
-            raise ValueError(f"signal_at 'preactivation' needs block {index} to end in an activation module "
-                             f"(not in place), one of {', '.join(a.__name__ for a in ACTIVATIONS)}; it has "
-                             f"{'an in-place one' if found else 'none'}")
+            raise ValueError(
+                f"signal_at 'preactivation' needs block {index} to end in an activation module "
+                f"(not in place), one of {', '.join(a.__name__ for a in ACTIVATIONS)}; it has "
+                f"{'an in-place one' if found else 'none'}"
+            )
         return found[-1]
 
     @torch.no_grad()

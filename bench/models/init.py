@@ -1,4 +1,5 @@
 """Weight-init schemes of the hidden blocks [suite]: the recipe key `weight_init`."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -28,7 +29,9 @@ def initialise(model: BlockNet, scheme: str) -> BlockNet:
     seeds per run before building the model, so a scheme is as reproducible as the default.
     """
     if scheme not in SCHEMES:
-        raise ValueError(f"bad value {scheme!r} for 'weight_init'; accepted: one of {', '.join(SCHEMES)}")
+        raise ValueError(
+            f"bad value {scheme!r} for 'weight_init'; accepted: one of {', '.join(SCHEMES)}"
+        )
     draw = SCHEMES[scheme]
     if draw is None:
         return model

@@ -1,5 +1,6 @@
 """ResNets as BlockNets: CIFAR style `resnet32` [paper] and `resnet20`, `resnet56` [BioTorch]; ImageNet style
 `resnet18` [suite]."""
+
 from __future__ import annotations
 
 import torch
@@ -24,7 +25,7 @@ class PadShortcut(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x[:, :, ::self.stride, ::self.stride]
+        x = x[:, :, :: self.stride, :: self.stride]
         return nn.functional.pad(x, (0, 0, 0, 0, self.before, self.after))
 
 
@@ -51,8 +52,9 @@ class BasicBlock(nn.Module):
         if (stride != 1 or c_in != c_out) and shortcut == "pad":
             self.shortcut = PadShortcut(c_in, c_out, stride)
         elif stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
-                                          nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
@@ -65,8 +67,9 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-def _stages(c_in: int, widths: tuple[int, ...], depth: int, first_stride: int,
-            shortcut: str = "projection") -> list[nn.Module]:
+def _stages(
+    c_in: int, widths: tuple[int, ...], depth: int, first_stride: int, shortcut: str = "projection"
+) -> list[nn.Module]:
     """`depth` basic blocks per width; each stage after the first starts with stride 2."""
     blocks: list[nn.Module] = []
     for i, c_out in enumerate(widths):
@@ -91,10 +94,16 @@ def resnet32(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
     return _cifar_resnet(in_shape, num_classes, 5, "projection")
 
 
-def _cifar_resnet(in_shape: tuple[int, ...], num_classes: int, depth: int, shortcut: str) -> BlockNet:
+def _cifar_resnet(
+    in_shape: tuple[int, ...], num_classes: int, depth: int, shortcut: str
+) -> BlockNet:
     """Stem conv3x3 16-BN-ReLU, 3 stages x `depth` blocks (16, 32, 64), global average pool, Linear."""
-    stem = nn.Sequential(nn.Conv2d(in_shape[0], 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
-    return BlockNet([stem, *_stages(16, (16, 32, 64), depth, 1, shortcut)], _head(64, num_classes), in_shape)
+    stem = nn.Sequential(
+        nn.Conv2d(in_shape[0], 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU()
+    )
+    return BlockNet(
+        [stem, *_stages(16, (16, 32, 64), depth, 1, shortcut)], _head(64, num_classes), in_shape
+    )
 
 
 def resnet20(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
@@ -122,6 +131,12 @@ def resnet18(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
     (sides stop shrinking at 1, and the head's adaptive pool makes small inputs work).
     11.69M parameters for K = 1000, as torchvision's resnet18.
     """
-    stem = nn.Sequential(nn.Conv2d(in_shape[0], 64, 7, stride=2, padding=3, bias=False), nn.BatchNorm2d(64),
-                         nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1))
-    return BlockNet([stem, *_stages(64, (64, 128, 256, 512), 2, 1)], _head(512, num_classes), in_shape)
+    stem = nn.Sequential(
+        nn.Conv2d(in_shape[0], 64, 7, stride=2, padding=3, bias=False),
+        nn.BatchNorm2d(64),
+        nn.ReLU(),
+        nn.MaxPool2d(3, stride=2, padding=1),
+    )
+    return BlockNet(
+        [stem, *_stages(64, (64, 128, 256, 512), 2, 1)], _head(512, num_classes), in_shape
+    )

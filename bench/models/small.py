@@ -1,5 +1,6 @@
 """The small reference architectures: `mlp3`, `smallconv` [paper: the authors' small CNN and MLP], `lenet`
 [BioTorch]."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,13 @@ from bench.models.blocknet import BlockNet
 LENET_MIN_UNPADDED_SIDE = 18
 
 
-def mlp3(in_shape: tuple[int, ...], num_classes: int, width: int = 512, batchnorm: bool = False,
-         batchnorm_fc: bool = True) -> BlockNet:
+def mlp3(
+    in_shape: tuple[int, ...],
+    num_classes: int,
+    width: int = 512,
+    batchnorm: bool = False,
+    batchnorm_fc: bool = True,
+) -> BlockNet:
     """Three hidden Linear-ReLU blocks of `width` units, then a Linear head (Linear-BN-ReLU with `batchnorm`;
     every block is a fully connected one, so `batchnorm_fc: false` leaves it without any)."""
     in_features = math.prod(in_shape)
@@ -27,8 +33,13 @@ def mlp3(in_shape: tuple[int, ...], num_classes: int, width: int = 512, batchnor
     return BlockNet(blocks, nn.Linear(width, num_classes), in_shape)
 
 
-def smallconv(in_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False, batchnorm_fc: bool = True,
-              conv_bias: bool = True) -> BlockNet:
+def smallconv(
+    in_shape: tuple[int, ...],
+    num_classes: int,
+    batchnorm: bool = False,
+    batchnorm_fc: bool = True,
+    conv_bias: bool = True,
+) -> BlockNet:
     """conv3x3 32 -> pool -> conv 64 -> pool -> conv 128 -> adaptive avg pool 2x2 -> FC 512 -> FC K.
 
     One block per layer: conv-ReLU-maxpool, conv-ReLU-maxpool, conv-ReLU-avgpool(2x2),
@@ -39,17 +50,31 @@ def smallconv(in_shape: tuple[int, ...], num_classes: int, batchnorm: bool = Fal
     """
     channels, bn, bias = in_shape[0], batchnorm, conv_bias
     blocks = [
-        nn.Sequential(*_unit(nn.Conv2d(channels, 32, 3, padding=1, bias=bias), nn.BatchNorm2d, bn), nn.MaxPool2d(2)),
-        nn.Sequential(*_unit(nn.Conv2d(32, 64, 3, padding=1, bias=bias), nn.BatchNorm2d, bn), nn.MaxPool2d(2)),
-        nn.Sequential(*_unit(nn.Conv2d(64, 128, 3, padding=1, bias=bias), nn.BatchNorm2d, bn),
-                      nn.AdaptiveAvgPool2d(2)),
-        nn.Sequential(nn.Flatten(), *_unit(nn.Linear(128 * 2 * 2, 512), nn.BatchNorm1d, bn and batchnorm_fc)),
+        nn.Sequential(
+            *_unit(nn.Conv2d(channels, 32, 3, padding=1, bias=bias), nn.BatchNorm2d, bn),
+            nn.MaxPool2d(2),
+        ),
+        nn.Sequential(
+            *_unit(nn.Conv2d(32, 64, 3, padding=1, bias=bias), nn.BatchNorm2d, bn), nn.MaxPool2d(2)
+        ),
+        nn.Sequential(
+            *_unit(nn.Conv2d(64, 128, 3, padding=1, bias=bias), nn.BatchNorm2d, bn),
+            nn.AdaptiveAvgPool2d(2),
+        ),
+        nn.Sequential(
+            nn.Flatten(), *_unit(nn.Linear(128 * 2 * 2, 512), nn.BatchNorm1d, bn and batchnorm_fc)
+        ),
     ]
     return BlockNet(blocks, nn.Linear(512, num_classes), in_shape)
 
 
-def lenet(in_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False, batchnorm_fc: bool = True,
-          conv_bias: bool = True) -> BlockNet:
+def lenet(
+    in_shape: tuple[int, ...],
+    num_classes: int,
+    batchnorm: bool = False,
+    batchnorm_fc: bool = True,
+    conv_bias: bool = True,
+) -> BlockNet:
     """BioTorch's CIFAR-10 LeNet (`biotorch/models/le_net.py`, LeNetCIFAR): four blocks, then a Linear head.
 
     conv3x3 32 -> pool -> conv3x3 64 -> pool -> conv3x3 128 -> global avg pool -> FC 256 -> FC K; one block
@@ -65,12 +90,21 @@ def lenet(in_shape: tuple[int, ...], num_classes: int, batchnorm: bool = False, 
     pad = 0 if min(in_shape[1:]) >= LENET_MIN_UNPADDED_SIDE else 1
     bn, bias = batchnorm, conv_bias
     blocks = [
-        nn.Sequential(*_unit(nn.Conv2d(in_shape[0], 32, 3, padding=pad, bias=bias), nn.BatchNorm2d, bn),
-                      nn.MaxPool2d(2)),
-        nn.Sequential(*_unit(nn.Conv2d(32, 64, 3, padding=pad, bias=bias), nn.BatchNorm2d, bn), nn.MaxPool2d(2)),
-        nn.Sequential(*_unit(nn.Conv2d(64, 128, 3, padding=pad, bias=bias), nn.BatchNorm2d, bn),
-                      nn.AdaptiveAvgPool2d(1)),
-        nn.Sequential(nn.Flatten(), *_unit(nn.Linear(128, 256), nn.BatchNorm1d, bn and batchnorm_fc)),
+        nn.Sequential(
+            *_unit(nn.Conv2d(in_shape[0], 32, 3, padding=pad, bias=bias), nn.BatchNorm2d, bn),
+            nn.MaxPool2d(2),
+        ),
+        nn.Sequential(
+            *_unit(nn.Conv2d(32, 64, 3, padding=pad, bias=bias), nn.BatchNorm2d, bn),
+            nn.MaxPool2d(2),
+        ),
+        nn.Sequential(
+            *_unit(nn.Conv2d(64, 128, 3, padding=pad, bias=bias), nn.BatchNorm2d, bn),
+            nn.AdaptiveAvgPool2d(1),
+        ),
+        nn.Sequential(
+            nn.Flatten(), *_unit(nn.Linear(128, 256), nn.BatchNorm1d, bn and batchnorm_fc)
+        ),
     ]
     return BlockNet(blocks, nn.Linear(256, num_classes), in_shape)
 

@@ -1,4 +1,5 @@
 """VGG-13 with BatchNorm, CIFAR style [paper]: one conv-BN-ReLU[-maxpool] block per conv, then a head."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -26,8 +27,13 @@ def vgg13(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
                 blocks[-1].append(nn.MaxPool2d(2))
                 height, width = height // 2, width // 2
             continue
-        blocks.append(nn.Sequential(nn.Conv2d(channels, entry, 3, padding=1, bias=False),
-                                    nn.BatchNorm2d(entry), nn.ReLU()))
+        blocks.append(
+            nn.Sequential(
+                nn.Conv2d(channels, entry, 3, padding=1, bias=False),
+                nn.BatchNorm2d(entry),
+                nn.ReLU(),
+            )
+        )
         channels = entry
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
     return BlockNet(blocks, head, in_shape)

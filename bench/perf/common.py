@@ -1,5 +1,6 @@
 """What more than one perf tool uses: the model build, the torchvision CIFAR baseline, timers, speed
 options, output files and tables."""
+
 from __future__ import annotations
 
 import csv
@@ -56,13 +57,21 @@ class PilImages(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
 
 
-def torchvision_cifar(images: torch.Tensor, labels: torch.Tensor, mean: list, std: list) -> PilImages:
+def torchvision_cifar(
+    images: torch.Tensor, labels: torch.Tensor, mean: list, std: list
+) -> PilImages:
     """A typical CIFAR script's training set over uint8 N x 3 x H x W images: per item a PIL image,
     RandomCrop(H, padding=4), RandomHorizontalFlip, ToTensor, Normalize(mean, std)."""
     from torchvision import transforms as T
 
-    transform = T.Compose([T.RandomCrop(images.shape[-1], padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                           T.Normalize(mean, std)])
+    transform = T.Compose(
+        [
+            T.RandomCrop(images.shape[-1], padding=4),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
     return PilImages(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), transform)
 
 
@@ -96,8 +105,13 @@ def wall_clock(fn, device: torch.device):
 def add_speed_arguments(parser, whose: str) -> None:
     """--threads, and --set KEY=VALUE speed options (`whose`: which side they apply to, for the help)."""
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help=f"speed option {whose}: {', '.join(SPEED_KEYS)} = auto|on|off")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"speed option {whose}: {', '.join(SPEED_KEYS)} = auto|on|off",
+    )
 
 
 def speed_options(args, hint: str = "") -> dict:
@@ -106,7 +120,9 @@ def speed_options(args, hint: str = "") -> dict:
     sets = parse_sets(args.set)
     bad = sorted(set(sets) - set(SPEED_KEYS))
     if bad:
-        raise ValueError(f"unknown --set key {bad[0]!r}; accepted: {', '.join(SPEED_KEYS)} {hint}".rstrip())
+        raise ValueError(
+            f"unknown --set key {bad[0]!r}; accepted: {', '.join(SPEED_KEYS)} {hint}".rstrip()
+        )
     for key, value in sets.items():
         RECIPE[key].parse(key, value)
     if args.threads:
@@ -117,10 +133,17 @@ def speed_options(args, hint: str = "") -> dict:
 def table(columns, rows: list[dict]) -> list[str]:
     """Fixed-column lines: the titles, then one line per row. `columns` are (title, width, cell) with
     cell(row) the row's text; a negative width left-aligns the column (names), a positive one right-aligns it."""
+
     def line(texts) -> str:
-        return " ".join(f"{text:<{-width}}" if width < 0 else f"{text:>{width}}"
-                        for text, (_, width, _) in zip(texts, columns))
-    return [line(title for title, _, _ in columns), *(line(cell(row) for _, _, cell in columns) for row in rows)]
+        return " ".join(
+            f"{text:<{-width}}" if width < 0 else f"{text:>{width}}"
+            for text, (_, width, _) in zip(texts, columns)
+        )
+
+    return [
+        line(title for title, _, _ in columns),
+        *(line(cell(row) for _, _, cell in columns) for row in rows),
+    ]
 
 
 def write_json(path: Path, value) -> None:

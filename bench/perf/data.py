@@ -12,6 +12,7 @@ Images come from DATA_DIR/<dataset> (an image folder, e.g. cifar10-jpeg) when gi
 synthetic JPEG tree in a temporary folder. Each timing skips the first batch (worker start-up, JIT);
 each loader's best of `rounds` interleaved rounds is reported.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,7 +28,15 @@ from bench.data.augment import Augment, AugmentedData
 from bench.data.folder import Split, read_tree
 from bench.data.imagefolder import decode_all
 from bench.data.options import BetonSpec
-from bench.perf.common import dataset_folder, log, subset, sync, table, torchvision_cifar, write_json
+from bench.perf.common import (
+    dataset_folder,
+    log,
+    subset,
+    sync,
+    table,
+    torchvision_cifar,
+    write_json,
+)
 
 
 def time_batches(batches: Iterable, count: int, sync=lambda: None) -> tuple[float, int]:
@@ -56,29 +65,52 @@ def synthetic_tree(root: Path, classes: int = 10, per_class: int = 500, size: in
             folder = root / split / f"c{c:02d}"
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
-                image = np.stack([yy, xx, yy * xx], -1) * rng.uniform(0, 255, 3) + rng.normal(0, 20, (size, size, 3))
-                Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"{i:04d}.jpg", quality=90)
+                image = np.stack([yy, xx, yy * xx], -1) * rng.uniform(0, 255, 3) + rng.normal(
+                    0, 20, (size, size, 3)
+                )
+                Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(
+                    folder / f"{i:04d}.jpg", quality=90
+                )
     return root
 
 
-def cifar_pair(images: torch.Tensor, labels: torch.Tensor, batch_size: int, batches: int, workers: int,
-               device: torch.device, rounds: int = 3) -> tuple[dict, dict]:
+def cifar_pair(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    batches: int,
+    workers: int,
+    device: torch.device,
+    rounds: int = 3,
+) -> tuple[dict, dict]:
     """(on-device path, torchvision DataLoader path) rows on the same uint8 N x 3 x 32 x 32 images."""
-    data = AugmentedData("perf", images, labels, images[:1], labels[:1], ["x"], Augment()).to(device)
+    data = AugmentedData("perf", images, labels, images[:1], labels[:1], ["x"], Augment()).to(
+        device
+    )
     dataset = torchvision_cifar(images, labels, data.mean.tolist(), data.std.tolist())
-    loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=True, drop_last=True, num_workers=workers)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size, shuffle=True, drop_last=True, num_workers=workers
+    )
     synced = functools.partial(sync, device)
 
     def on_device():
         # The same cores for both paths: torch's threads here, `workers` processes for the baseline.
-        return time_batches(data.train_batches(batch_size, torch.Generator().manual_seed(0)), batches, synced)
+        return time_batches(
+            data.train_batches(batch_size, torch.Generator().manual_seed(0)), batches, synced
+        )
 
     def baseline():
         return time_batches(((x.to(device), y.to(device)) for x, y in loader), batches, synced)
 
     (fast, n), (slow, m) = best_of(rounds, on_device, baseline)
-    return ({"loader": "on-device CIFAR path", "images_per_s": fast, "images": n},
-            {"loader": f"torchvision DataLoader ({workers} workers)", "images_per_s": slow, "images": m})
+    return (
+        {"loader": "on-device CIFAR path", "images_per_s": fast, "images": n},
+        {
+            "loader": f"torchvision DataLoader ({workers} workers)",
+            "images_per_s": slow,
+            "images": m,
+        },
+    )
 
 
 def best_of(rounds: int, *timers) -> list[tuple[float, int]]:
@@ -91,8 +123,15 @@ def best_of(rounds: int, *timers) -> list[tuple[float, int]]:
     return [max(column) for column in zip(*results)]
 
 
-def ffcv_pair(split: Split, size: int, batch_size: int, batches: int, workers: int, scratch: Path,
-              rounds: int = 3) -> tuple[dict, dict]:
+def ffcv_pair(
+    split: Split,
+    size: int,
+    batch_size: int,
+    batches: int,
+    workers: int,
+    scratch: Path,
+    rounds: int = 3,
+) -> tuple[dict, dict]:
     """(FFCV path, torchvision ImageFolder path) rows on the same JPEG files at `size` x `size`."""
     import torchvision
     from torchvision import transforms as T
@@ -101,27 +140,54 @@ def ffcv_pair(split: Split, size: int, batch_size: int, batches: int, workers: i
     folder = torchvision.datasets.ImageFolder(str(split.root), transform=transform)
     index = {path: i for i, (path, _) in enumerate(folder.samples)}
     chosen = torch.utils.data.Subset(folder, [index[path] for path in split.paths])
-    loader = torch.utils.data.DataLoader(chosen, batch_size, shuffle=True, drop_last=True, num_workers=workers)
+    loader = torch.utils.data.DataLoader(
+        chosen, batch_size, shuffle=True, drop_last=True, num_workers=workers
+    )
     baseline = {"loader": f"torchvision ImageFolder ({workers} workers)"}
     try:
         from bench.data.beton import write_beton
         from bench.data.ffcv_loader import iter_closing, make_loader
     except ImportError:
-        log.warning("ffcv is not installed: no FFCV row (scripts/install_system_deps.sh installs it)")
+        log.warning(
+            "ffcv is not installed: no FFCV row (scripts/install_system_deps.sh installs it)"
+        )
         slow, m = best_of(rounds, lambda: time_batches(loader, batches))[0]
-        return ({"loader": "FFCV path (ffcv not installed)", "images_per_s": None, "images": 0},
-                {**baseline, "images_per_s": slow, "images": m})
+        return (
+            {"loader": "FFCV path (ffcv not installed)", "images_per_s": None, "images": 0},
+            {**baseline, "images_per_s": slow, "images": m},
+        )
     spec = BetonSpec(max_res=max(size, 32), jpeg_proportion=1.0, quality=90)
-    ffcv = make_loader(write_beton(split, scratch / "perf.beton", spec, workers, page_size=1 << 21),
-                       batch_size, size, workers, train=True)
+    ffcv = make_loader(
+        write_beton(split, scratch / "perf.beton", spec, workers, page_size=1 << 21),
+        batch_size,
+        size,
+        workers,
+        train=True,
+    )
     time_batches(iter_closing(ffcv), 1)  # compile ffcv's pipeline before timing
-    (fast, n), (slow, m) = best_of(rounds, lambda: time_batches(iter_closing(ffcv), batches),
-                                   lambda: time_batches(loader, batches))
-    return {"loader": "FFCV path", "images_per_s": fast, "images": n}, {**baseline, "images_per_s": slow, "images": m}
+    (fast, n), (slow, m) = best_of(
+        rounds,
+        lambda: time_batches(iter_closing(ffcv), batches),
+        lambda: time_batches(loader, batches),
+    )
+    return {"loader": "FFCV path", "images_per_s": fast, "images": n}, {
+        **baseline,
+        "images_per_s": slow,
+        "images": m,
+    }
 
 
-def run(data_dir: Path | None = None, dataset: str | None = None, batch_size: int = 512, batches: int = 20,
-        workers: int = 2, image_size: int = 32, limit: int = 20000, device: str = "cpu", rounds: int = 3) -> list[dict]:
+def run(
+    data_dir: Path | None = None,
+    dataset: str | None = None,
+    batch_size: int = 512,
+    batches: int = 20,
+    workers: int = 2,
+    image_size: int = 32,
+    limit: int = 20000,
+    device: str = "cpu",
+    rounds: int = 3,
+) -> list[dict]:
     """Both pairs; each row: loader, images_per_s, images, baseline and ratio (to its torchvision row)."""
     with tempfile.TemporaryDirectory(prefix="bench-perf-") as scratch:
         if dataset:
@@ -133,17 +199,38 @@ def run(data_dir: Path | None = None, dataset: str | None = None, batch_size: in
             train, _ = read_tree(synthetic_tree(Path(scratch) / "synthetic", per_class=per_class))
         train = subset(train, limit)
         if len(train.files) < batch_size * (batches + 1):
-            raise ValueError(f"perf data needs at least {batch_size * (batches + 1)} training images "
-                             f"(--batch-size x (--batches + 1)); {source} gives {len(train.files)} (--limit {limit})")
-        log.info("perf data: %d images from %s, batch %d, %d timed batches, %d workers, device %s",
-                 len(train.files), source, batch_size, batches, workers, device)
+            raise ValueError(
+                f"perf data needs at least {batch_size * (batches + 1)} training images "
+                f"(--batch-size x (--batches + 1)); {source} gives {len(train.files)} (--limit {limit})"
+            )
+        log.info(
+            "perf data: %d images from %s, batch %d, %d timed batches, %d workers, device %s",
+            len(train.files),
+            source,
+            batch_size,
+            batches,
+            workers,
+            device,
+        )
         images = decode_all(train.paths, 32, (32, 32), workers)
         rows = []
-        for fast, slow in (cifar_pair(images, torch.tensor(train.labels), batch_size, batches, workers,
-                                      torch.device(device), rounds),
-                           ffcv_pair(train, image_size, batch_size, batches, workers, Path(scratch), rounds)):
+        for fast, slow in (
+            cifar_pair(
+                images,
+                torch.tensor(train.labels),
+                batch_size,
+                batches,
+                workers,
+                torch.device(device),
+                rounds,
+            ),
+            ffcv_pair(train, image_size, batch_size, batches, workers, Path(scratch), rounds),
+        ):
             ratio = fast["images_per_s"] / slow["images_per_s"] if fast["images_per_s"] else None
-            rows += [{**fast, "baseline": slow["loader"], "ratio": ratio}, {**slow, "baseline": None, "ratio": None}]
+            rows += [
+                {**fast, "baseline": slow["loader"], "ratio": ratio},
+                {**slow, "baseline": None, "ratio": None},
+            ]
     for row in rows:
         row["source"] = source
     return rows
@@ -151,16 +238,32 @@ def run(data_dir: Path | None = None, dataset: str | None = None, batch_size: in
 
 def report(rows: list[dict]) -> list[str]:
     """Fixed-column lines: loader, images/s, ratio to its baseline."""
-    return table((("loader", -36, lambda r: r["loader"]),
-                  ("images/s", 10, lambda r: f"{r['images_per_s']:.0f}" if r["images_per_s"] else "-"),
-                  ("ratio", 8, lambda r: f"{r['ratio']:.1f}x" if r["ratio"] else "")), rows)
+    return table(
+        (
+            ("loader", -36, lambda r: r["loader"]),
+            ("images/s", 10, lambda r: f"{r['images_per_s']:.0f}" if r["images_per_s"] else "-"),
+            ("ratio", 8, lambda r: f"{r['ratio']:.1f}x" if r["ratio"] else ""),
+        ),
+        rows,
+    )
 
 
 def main(args) -> int:
     """CLI entry: run, log the table, write --out as JSON when given."""
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    rows = run(args.data_dir, args.dataset, args.batch_size, args.batches, args.workers, args.image_size,
-               args.limit, device, args.rounds)
+    device = (
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    rows = run(
+        args.data_dir,
+        args.dataset,
+        args.batch_size,
+        args.batches,
+        args.workers,
+        args.image_size,
+        args.limit,
+        device,
+        args.rounds,
+    )
     for line in report(rows):
         log.info("%s", line)
     if args.out:
@@ -171,12 +274,26 @@ def main(args) -> int:
 def add_arguments(parser) -> None:
     """The `perf data` options, for the CLI's subparser."""
     parser.add_argument("--data-dir", type=Path, default=None, help="where on-disk datasets live")
-    parser.add_argument("--dataset", default=None, help="an image folder under --data-dir (default: synthetic JPEGs)")
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="an image folder under --data-dir (default: synthetic JPEGs)",
+    )
     parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--batches", type=int, default=20, help="timed batches per loader (after one untimed)")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers and FFCV threads")
-    parser.add_argument("--image-size", type=int, default=32, help="output side of the FFCV and ImageFolder paths")
-    parser.add_argument("--limit", type=int, default=20000, help="at most this many training images")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each loader's best counts")
+    parser.add_argument(
+        "--batches", type=int, default=20, help="timed batches per loader (after one untimed)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=2, help="DataLoader workers and FFCV threads"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=32, help="output side of the FFCV and ImageFolder paths"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=20000, help="at most this many training images"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds; each loader's best counts"
+    )
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")

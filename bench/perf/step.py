@@ -15,6 +15,7 @@ achieved FLOP/s by the best of a square matmul timed in the same run (float32, o
 autocast). Saved activations: the bytes autograd saves for backward in one step
 (bench.measure.SavedTensorBytes, parameters excluded).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -26,7 +27,15 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench import measure
 from bench.config import DEFAULT_CONFIG, load_variants, make_spec, parse_sets
 from bench.models import ARCHS
-from bench.perf.common import add_speed_arguments, log, speed_options, table, training_parts, wall_clock, write_csv
+from bench.perf.common import (
+    add_speed_arguments,
+    log,
+    speed_options,
+    table,
+    training_parts,
+    wall_clock,
+    write_csv,
+)
 from bench.speed import Speed, resolve_device
 from bench.train import derive_seed
 
@@ -45,7 +54,9 @@ def parse_method(token: str) -> tuple[str, str, dict]:
 class Contender:
     """One (arch, method variant): its prepared model, optimizer, fixed batch and step timer."""
 
-    def __init__(self, row: str, spec, in_shape, num_classes: int, batch_size: int, device, speed: Speed):
+    def __init__(
+        self, row: str, spec, in_shape, num_classes: int, batch_size: int, device, speed: Speed
+    ):
         self.row, self.spec, self.device, self.speed = row, spec, device, speed
         # every method starts from the same weights; the trainer's step: graph or blockwise
         parts = training_parts(spec, in_shape, num_classes, device, speed)
@@ -87,7 +98,9 @@ def time_call(fn, device: torch.device) -> float:
     return wall_clock(fn, device)[1]
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 3) -> float:
+def matmul_peak(
+    device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 3
+) -> float:
     """FLOP/s of the best of `repeats` size x size matmuls: the peak the share column divides by.
 
     A product of that size is timed twice: by torch.mm and as a 1x1 convolution of a channels_last
@@ -97,16 +110,22 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repe
     Winograd, which does fewer multiplications than the direct convolution the FLOP counter counts.
     """
     a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
-    image = torch.randn(1, size, 1, size, device=device).to(dtype).contiguous(memory_format=torch.channels_last)
+    image = (
+        torch.randn(1, size, 1, size, device=device)
+        .to(dtype)
+        .contiguous(memory_format=torch.channels_last)
+    )
     kernel = b.view(size, size, 1, 1)
     products = (lambda: a @ b, lambda: torch.nn.functional.conv2d(image, kernel))
     for product in products:
         product()  # warm-up: library initialisation and kernel choice
     best = min(time_call(product, device) for product in products for _ in range(repeats))
-    return 2 * size ** 3 / best
+    return 2 * size**3 / best
 
 
-def measure_arch(arch: str, methods: list[tuple[str, str, dict]], variants: dict, args, device) -> list[dict]:
+def measure_arch(
+    arch: str, methods: list[tuple[str, str, dict]], variants: dict, args, device
+) -> list[dict]:
     """Rows for every method on `arch`, timed interleaved; BP is always measured (the ratio's 1.0)."""
     bp = [m for m in methods if m[1] == "bp" and not m[2]][:1] or [("bp", "bp", {})]
     methods = [*bp, *[m for m in methods if m not in bp]]  # BP first: the ratio's 1.0
@@ -114,7 +133,9 @@ def measure_arch(arch: str, methods: list[tuple[str, str, dict]], variants: dict
     for row, variant, options in methods:
         spec = make_spec("synthetic", arch, variant, 0, {**options, **args.speed_sets}, variants)
         speed = Speed.from_recipe(spec.recipe, device)
-        contenders.append(Contender(row, spec, args.in_shape, args.classes, args.batch_size, device, speed))
+        contenders.append(
+            Contender(row, spec, args.in_shape, args.classes, args.batch_size, device, speed)
+        )
     counts = [c.count() for c in contenders]
     for contender in contenders:
         contender.speed.compile_model(contender.model, contender.x)
@@ -130,21 +151,39 @@ def measure_arch(arch: str, methods: list[tuple[str, str, dict]], variants: dict
     rows = []
     for contender, (flops, saved) in zip(contenders, counts):
         median = statistics.median(contender.times)
-        rows.append({"arch": arch, "method": contender.row, "median_ms": 1000 * median, "ratio_to_bp": median / bp,
-                     "gflop_per_step": flops / 1e9, "peak_share": flops / median / peak, "saved_mb": saved / 1e6,
-                     "peak_gflops": peak / 1e9, "device": str(device), "batch_size": args.batch_size,
-                     "steps": args.steps, "threads": torch.get_num_threads()})
+        rows.append(
+            {
+                "arch": arch,
+                "method": contender.row,
+                "median_ms": 1000 * median,
+                "ratio_to_bp": median / bp,
+                "gflop_per_step": flops / 1e9,
+                "peak_share": flops / median / peak,
+                "saved_mb": saved / 1e6,
+                "peak_gflops": peak / 1e9,
+                "device": str(device),
+                "batch_size": args.batch_size,
+                "steps": args.steps,
+                "threads": torch.get_num_threads(),
+            }
+        )
     return rows
 
 
 def report(rows: list[dict]) -> list[str]:
     """Fixed-column lines of the table."""
-    return table((("arch", -10, lambda r: r["arch"]), ("method", -16, lambda r: r["method"]),
-                  ("median ms", 10, lambda r: f"{r['median_ms']:.1f}"),
-                  ("vs bp", 6, lambda r: f"{r['ratio_to_bp']:.2f}x"),
-                  ("GFLOP", 8, lambda r: f"{r['gflop_per_step']:.2f}"),
-                  ("of peak", 8, lambda r: f"{100 * r['peak_share']:.1f}%"),
-                  ("saved MB", 9, lambda r: f"{r['saved_mb']:.1f}")), rows)
+    return table(
+        (
+            ("arch", -10, lambda r: r["arch"]),
+            ("method", -16, lambda r: r["method"]),
+            ("median ms", 10, lambda r: f"{r['median_ms']:.1f}"),
+            ("vs bp", 6, lambda r: f"{r['ratio_to_bp']:.2f}x"),
+            ("GFLOP", 8, lambda r: f"{r['gflop_per_step']:.2f}"),
+            ("of peak", 8, lambda r: f"{100 * r['peak_share']:.1f}%"),
+            ("saved MB", 9, lambda r: f"{r['saved_mb']:.1f}"),
+        ),
+        rows,
+    )
 
 
 def plot_saved(rows: list[dict], archs: list[str], path: Path) -> None:
@@ -158,8 +197,13 @@ def plot_saved(rows: list[dict], archs: list[str], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     for method in dict.fromkeys(r["method"] for r in rows):
         mine = {r["arch"]: r["saved_mb"] for r in rows if r["method"] == method}
-        ax.plot(archs, [mine.get(a, float("nan")) for a in archs], marker="o",
-                linestyle="--" if "blockwise" in method else "-", label=method)
+        ax.plot(
+            archs,
+            [mine.get(a, float("nan")) for a in archs],
+            marker="o",
+            linestyle="--" if "blockwise" in method else "-",
+            label=method,
+        )
     ax.set_ylabel("saved activations per step (MB)")
     batch = rows[0]["batch_size"] if rows else "?"
     ax.set_title(f"training memory per step, batch {batch} ({rows[0]['device'] if rows else ''})")
@@ -181,16 +225,31 @@ def main(args) -> int:
     device = resolve_device(args.device)
     variants = {**load_variants(args.config), **EXTRA_VARIANTS}
     methods = [parse_method(token) for token in (args.methods or list(variants))]
-    args.speed_sets = speed_options(args, "(method options go after the method name: ssa:rank_ratio=0.5)")
+    args.speed_sets = speed_options(
+        args, "(method options go after the method name: ssa:rank_ratio=0.5)"
+    )
     args.in_shape = (3, args.image_size, args.image_size)
-    log.info("perf step: batch %d of %s, %d classes, %d warm-up + %d timed steps per method, device %s, "
-             "%d threads", args.batch_size, "x".join(map(str, args.in_shape)), args.classes, args.warmup,
-             args.steps, device, torch.get_num_threads())
+    log.info(
+        "perf step: batch %d of %s, %d classes, %d warm-up + %d timed steps per method, device %s, "
+        "%d threads",
+        args.batch_size,
+        "x".join(map(str, args.in_shape)),
+        args.classes,
+        args.warmup,
+        args.steps,
+        device,
+        torch.get_num_threads(),
+    )
     rows = []
     for arch in args.arch:
         done = measure_arch(arch, methods, variants, args, device)
         rows += done
-        log.info("%s done; matmul peak %.1f GFLOP/s:\n%s", arch, done[0]["peak_gflops"], "\n".join(report(done)))
+        log.info(
+            "%s done; matmul peak %.1f GFLOP/s:\n%s",
+            arch,
+            done[0]["peak_gflops"],
+            "\n".join(report(done)),
+        )
     for line in report(rows):
         log.info("%s", line)
     if args.plot:
@@ -203,17 +262,35 @@ def main(args) -> int:
 def add_arguments(parser) -> None:
     """The `perf step` options, for the CLI's subparser."""
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--arch", nargs="+", default=list(DEFAULT_ARCHS), help="architectures to measure")
-    parser.add_argument("--methods", nargs="+", default=None,
-                        help="variants, or name:key=value,.. (default: every config variant and ssa-r0.25)")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="config file with the variants")
+    parser.add_argument(
+        "--arch", nargs="+", default=list(DEFAULT_ARCHS), help="architectures to measure"
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="variants, or name:key=value,.. (default: every config variant and ssa-r0.25)",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help="config file with the variants"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--image-size", type=int, default=32, help="side of the synthetic 3-channel images")
+    parser.add_argument(
+        "--image-size", type=int, default=32, help="side of the synthetic 3-channel images"
+    )
     parser.add_argument("--classes", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per method (interleaved)")
+    parser.add_argument(
+        "--steps", type=int, default=10, help="timed steps per method (interleaved)"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per method first")
-    parser.add_argument("--peak-size", type=int, default=2048, help="side of the square matmul giving the peak")
+    parser.add_argument(
+        "--peak-size", type=int, default=2048, help="side of the square matmul giving the peak"
+    )
     add_speed_arguments(parser, "for every method")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as CSV here")
-    parser.add_argument("--plot", type=Path, default=None,
-                        help="also draw saved activations per step against arch (in --arch order) as PNG here")
+    parser.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        help="also draw saved activations per step against arch (in --arch order) as PNG here",
+    )

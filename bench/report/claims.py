@@ -10,6 +10,7 @@ threshold below is the suite's own [suite]: the paper states its claims in words
   - claims 2 and 3 compare measured quantities directly (params, memory, time; DFA's gap to BP).
 A verdict over several (dataset, arch) pairs is `supported` only if every measured pair supports it.
 """
+
 from __future__ import annotations
 
 import math
@@ -79,136 +80,227 @@ def _pairs(grouped: dict, *methods: str):
 
 
 def claim_accuracy(grouped: dict, datasets: list[str]) -> Claim:
-    claim = Claim(1, "SSA reaches accuracy comparable to BP on CIFAR-10, CIFAR-100 and ImageNet.",
-                  f"SSA's mean test accuracy at most {COMPARABLE_POINTS:g} point below BP's on the same arch "
-                  "(the earlier version reported VGG-13 on CIFAR-10 within about 0.2 points).",
-                  ["dataset", "arch", "BP (%)", "SSA (%)", "Δ SSA − BP"])
+    claim = Claim(
+        1,
+        "SSA reaches accuracy comparable to BP on CIFAR-10, CIFAR-100 and ImageNet.",
+        f"SSA's mean test accuracy at most {COMPARABLE_POINTS:g} point below BP's on the same arch "
+        "(the earlier version reported VGG-13 on CIFAR-10 within about 0.2 points).",
+        ["dataset", "arch", "BP (%)", "SSA (%)", "Δ SSA − BP"],
+    )
     for dataset, arch, _, accs in _pairs(grouped, "bp", "ssa"):
         delta = accs["ssa"].mean - accs["bp"].mean
-        claim.add([dataset, arch, _cell(accs["bp"]), _cell(accs["ssa"]), f"{delta:+.2f}"],
-                  delta >= -COMPARABLE_POINTS)
+        claim.add(
+            [dataset, arch, _cell(accs["bp"]), _cell(accs["ssa"]), f"{delta:+.2f}"],
+            delta >= -COMPARABLE_POINTS,
+        )
     unrun = [d for d in PAPER_DATASETS if d not in datasets]
     if unrun:
-        claim.notes.append(f"The paper's datasets not among those checked here: {', '.join(unrun)} (not run yet).")
+        claim.notes.append(
+            f"The paper's datasets not among those checked here: {', '.join(unrun)} (not run yet)."
+        )
     return claim
 
 
 def claim_cost(grouped: dict) -> Claim:
-    claim = Claim(2, "SSA trains fewer parameters than DFA, and cuts memory and compute "
-                     "(earlier version: about 50% memory, about 40% compute).",
-                  "SSA's trainable parameters (at the end of training) below DFA's, its training memory "
-                  "(parameters + gradients + optimizer state + saved activations) below BP's, and its "
-                  "training time per run below BP's, all on the same arch. Where the records also hold SSA "
-                  "trained with `locality: blockwise` (one block's graph at a time, the same rule otherwise), "
-                  "its memory is shown beside and is the one the criterion uses.",
-                  ["dataset", "arch", "trainable SSA / DFA", "memory SSA / BP", "memory SSA blockwise / BP",
-                   "time SSA / BP"])
+    claim = Claim(
+        2,
+        "SSA trains fewer parameters than DFA, and cuts memory and compute "
+        "(earlier version: about 50% memory, about 40% compute).",
+        "SSA's trainable parameters (at the end of training) below DFA's, its training memory "
+        "(parameters + gradients + optimizer state + saved activations) below BP's, and its "
+        "training time per run below BP's, all on the same arch. Where the records also hold SSA "
+        "trained with `locality: blockwise` (one block's graph at a time, the same rule otherwise), "
+        "its memory is shown beside and is the one the criterion uses.",
+        [
+            "dataset",
+            "arch",
+            "trainable SSA / DFA",
+            "memory SSA / BP",
+            "memory SSA blockwise / BP",
+            "time SSA / BP",
+        ],
+    )
     memory = ("params", "grads", "optimizer_state", "saved_activations")
     for dataset, arch, runs, accs in _pairs(grouped, "bp", "dfa", "ssa"):
         ssa, dfa, bp = runs["ssa"], runs["dfa"], runs["bp"]
-        params = mean(r.get("trainable_params") for r in ssa) / mean(r.get("trainable_params") for r in dfa)
+        params = mean(r.get("trainable_params") for r in ssa) / mean(
+            r.get("trainable_params") for r in dfa
+        )
         mem = memory_mb(ssa, *memory) / memory_mb(bp, *memory)
         blockwise = blockwise_twin(runs, accs, "ssa")
         local = memory_mb(blockwise, *memory) / memory_mb(bp, *memory) if blockwise else None
         time = mean(r.get("train_time_s") for r in ssa) / mean(r.get("train_time_s") for r in bp)
-        claim.add([dataset, arch, f"{params:.2f}x", f"{mem:.2f}x", md.EMPTY if local is None else f"{local:.2f}x",
-                   f"{time:.2f}x"], params < 1 and (mem if local is None else local) < 1 and time < 1)
-    claim.notes.append("Times are wall-clock training time (evaluation excluded) on the device named under "
-                       "Conditions; runs that shared a machine make them noisier than the other columns.")
+        claim.add(
+            [
+                dataset,
+                arch,
+                f"{params:.2f}x",
+                f"{mem:.2f}x",
+                md.EMPTY if local is None else f"{local:.2f}x",
+                f"{time:.2f}x",
+            ],
+            params < 1 and (mem if local is None else local) < 1 and time < 1,
+        )
+    claim.notes.append(
+        "Times are wall-clock training time (evaluation excluded) on the device named under "
+        "Conditions; runs that shared a machine make them noisier than the other columns."
+    )
     return claim
 
 
 def blockwise_twin(by_method: dict, accs: dict, method: str) -> list[dict] | None:
     """The runs of `method`'s rule, options and recipe trained with `locality: blockwise`, under any
     variant name in the same (dataset, arch); None where the records hold none that finished."""
+
     def without_locality(record: dict) -> dict:
         return {k: v for k, v in (record.get("recipe") or {}).items() if k != "locality"}
 
     reference = by_method[method][0]
     for name, runs in by_method.items():
         first = runs[0]
-        if (name != method and first.get("impl") == reference.get("impl")
-                and first.get("options") == reference.get("options")
-                and (first.get("recipe") or {}).get("locality") == "blockwise"
-                and without_locality(first) == without_locality(reference) and accs[name].n):
+        if (
+            name != method
+            and first.get("impl") == reference.get("impl")
+            and first.get("options") == reference.get("options")
+            and (first.get("recipe") or {}).get("locality") == "blockwise"
+            and without_locality(first) == without_locality(reference)
+            and accs[name].n
+        ):
             return runs
     return None
 
 
 def claim_dfa_scaling(grouped: dict) -> Claim:
-    claim = Claim(3, "Plain DFA scales poorly to deep and convolutional networks.",
-                  "DFA's gap to BP (BP − DFA, points) on every convolutional or deeper arch exceeds its gap on "
-                  "the dataset's shallowest fully connected arch (or, without one, its shallowest arch).",
-                  ["dataset", "arch", "blocks", "convolutional", "BP − DFA", "reference arch", "reference gap"])
+    claim = Claim(
+        3,
+        "Plain DFA scales poorly to deep and convolutional networks.",
+        "DFA's gap to BP (BP − DFA, points) on every convolutional or deeper arch exceeds its gap on "
+        "the dataset's shallowest fully connected arch (or, without one, its shallowest arch).",
+        [
+            "dataset",
+            "arch",
+            "blocks",
+            "convolutional",
+            "BP − DFA",
+            "reference arch",
+            "reference gap",
+        ],
+    )
     from bench.models import convolutional  # a declared fact of each arch: no network is built
 
     by_dataset: dict[str, list] = {}
     for dataset, arch, runs, accs in _pairs(grouped, "bp", "dfa"):
         blocks = len(finished(runs["dfa"])[0]["history"][-1].get("alignment") or [])
-        by_dataset.setdefault(dataset, []).append((arch, blocks, convolutional(arch),
-                                                   accs["bp"].mean - accs["dfa"].mean))
+        by_dataset.setdefault(dataset, []).append(
+            (arch, blocks, convolutional(arch), accs["bp"].mean - accs["dfa"].mean)
+        )
     for dataset, archs in by_dataset.items():
         if len(archs) < 2:
-            claim.notes.append(f"{dataset}: one arch only ({archs[0][0]}); the claim compares archs.")
+            claim.notes.append(
+                f"{dataset}: one arch only ({archs[0][0]}); the claim compares archs."
+            )
             continue
-        reference = min(archs, key=lambda a: (a[2], a[1]))  # fully connected first, then fewest blocks
+        reference = min(
+            archs, key=lambda a: (a[2], a[1])
+        )  # fully connected first, then fewest blocks
         for arch, blocks, conv, gap in archs:
             if arch == reference[0]:
                 continue
-            claim.add([dataset, arch, blocks, "yes" if conv else "no", f"{gap:+.2f}", reference[0],
-                       f"{reference[3]:+.2f}"], gap > reference[3])
+            claim.add(
+                [
+                    dataset,
+                    arch,
+                    blocks,
+                    "yes" if conv else "no",
+                    f"{gap:+.2f}",
+                    reference[0],
+                    f"{reference[3]:+.2f}",
+                ],
+                gap > reference[3],
+            )
     return claim
 
 
 def claim_ablation(grouped: dict) -> Claim:
-    claim = Claim(4, "Each loss term (alignment, orthogonality) matters in the low-rank setting.",
-                  "For each term, ssa minus the variant without it is more than twice the standard error of "
-                  "that difference (seeds as samples).",
-                  ["dataset", "arch", "term", "SSA (%)", "without it (%)", "Δ", "2 × SE"])
+    claim = Claim(
+        4,
+        "Each loss term (alignment, orthogonality) matters in the low-rank setting.",
+        "For each term, ssa minus the variant without it is more than twice the standard error of "
+        "that difference (seeds as samples).",
+        ["dataset", "arch", "term", "SSA (%)", "without it (%)", "Δ", "2 × SE"],
+    )
     for dataset, arch, _, accs in _pairs(grouped, "ssa"):
         for variant, term in ABLATIONS.items():
             if variant not in accs or not accs[variant].n:
                 continue
             delta, se = accs["ssa"].mean - accs[variant].mean, diff_se(accs["ssa"], accs[variant])
-            claim.add([dataset, arch, term, _cell(accs["ssa"]), _cell(accs[variant]), f"{delta:+.2f}",
-                       md.number(2 * se)], not math.isnan(se) and delta > 2 * se)
-    informative = [v for v in ("ssa-ce_only", "ssa-fixed_rank")
-                   if any(v in accs and accs[v].n for _, _, _, accs in _pairs(grouped, "ssa"))]
+            claim.add(
+                [
+                    dataset,
+                    arch,
+                    term,
+                    _cell(accs["ssa"]),
+                    _cell(accs[variant]),
+                    f"{delta:+.2f}",
+                    md.number(2 * se),
+                ],
+                not math.isnan(se) and delta > 2 * se,
+            )
+    informative = [
+        v
+        for v in ("ssa-ce_only", "ssa-fixed_rank")
+        if any(v in accs and accs[v].n for _, _, _, accs in _pairs(grouped, "ssa"))
+    ]
     if informative:
-        claim.notes.append(f"Also in the tables, not part of the verdict: {', '.join(informative)}.")
+        claim.notes.append(
+            f"Also in the tables, not part of the verdict: {', '.join(informative)}."
+        )
     return claim
 
 
 def claim_convergence(grouped: dict) -> Claim:
-    claim = Claim(5, "SSA converges faster than DFA.",
-                  f"SSA's mean test-accuracy curve reaches {CONVERGE_SHARE:.0%} of the lower of the two final "
-                  "mean accuracies in fewer epochs than DFA's curve does.",
-                  ["dataset", "arch", "target (%)", "epochs SSA", "epochs DFA", "epoch-1 SSA / DFA (%)"])
+    claim = Claim(
+        5,
+        "SSA converges faster than DFA.",
+        f"SSA's mean test-accuracy curve reaches {CONVERGE_SHARE:.0%} of the lower of the two final "
+        "mean accuracies in fewer epochs than DFA's curve does.",
+        ["dataset", "arch", "target (%)", "epochs SSA", "epochs DFA", "epoch-1 SSA / DFA (%)"],
+    )
     for dataset, arch, runs, _ in _pairs(grouped, "ssa", "dfa"):
         ssa, dfa = _curve(runs["ssa"]), _curve(runs["dfa"])
         if not ssa or not dfa:
             continue
         target = CONVERGE_SHARE * min(ssa[-1], dfa[-1])
         e_ssa, e_dfa = _epochs_to(ssa, target), _epochs_to(dfa, target)
-        claim.add([dataset, arch, f"{target:.2f}", e_ssa, e_dfa, f"{ssa[0]:.2f} / {dfa[0]:.2f}"],
-                  e_ssa is not None and (e_dfa is None or e_ssa < e_dfa))
+        claim.add(
+            [dataset, arch, f"{target:.2f}", e_ssa, e_dfa, f"{ssa[0]:.2f} / {dfa[0]:.2f}"],
+            e_ssa is not None and (e_dfa is None or e_ssa < e_dfa),
+        )
     return claim
 
 
 def conditions(records: list[dict]) -> list[str]:
     """What the evidence was measured under: epochs, devices, seeds, code."""
+
     def counted(values) -> str:
         return ", ".join(f"{v} ({n} runs)" for v, n in Counter(values).most_common())
 
-    device = [f"{r['memory'].get('device', '?')}: {(r.get('provenance') or {}).get('device_name', '?')}"
-              for r in records]
-    commits = [str((r.get("provenance") or {}).get("git_commit") or "unknown")[:10]
-               + (" (dirty)" if (r.get("provenance") or {}).get("git_dirty") else "") for r in records]
-    return [f"Records: {len(records)} ({counted(r['status'] for r in records)}).",
-            f"Epochs: {counted(r.get('epochs_planned') for r in records)}.",
-            f"Devices: {counted(device)}.",
-            f"Seeds: {counted(r['seed'] for r in records)}.",
-            f"Code: {counted(commits)}."]
+    device = [
+        f"{r['memory'].get('device', '?')}: {(r.get('provenance') or {}).get('device_name', '?')}"
+        for r in records
+    ]
+    commits = [
+        str((r.get("provenance") or {}).get("git_commit") or "unknown")[:10]
+        + (" (dirty)" if (r.get("provenance") or {}).get("git_dirty") else "")
+        for r in records
+    ]
+    return [
+        f"Records: {len(records)} ({counted(r['status'] for r in records)}).",
+        f"Epochs: {counted(r.get('epochs_planned') for r in records)}.",
+        f"Devices: {counted(device)}.",
+        f"Seeds: {counted(r['seed'] for r in records)}.",
+        f"Code: {counted(commits)}.",
+    ]
 
 
 CLAIMS = (claim_cost, claim_dfa_scaling, claim_ablation, claim_convergence)
@@ -219,28 +311,50 @@ def evaluate(records: list[dict], datasets: list[str]) -> list[Claim]:
     grouped: dict[tuple[str, str], dict[str, list[dict]]] = {}
     for r in records:
         grouped.setdefault((r["dataset"], r["arch"]), {}).setdefault(r["method"], []).append(r)
-    grouped = dict(sorted(grouped.items()))  # rows by (dataset, arch), whatever order the records came in
+    grouped = dict(
+        sorted(grouped.items())
+    )  # rows by (dataset, arch), whatever order the records came in
     return [claim_accuracy(grouped, datasets), *(check(grouped) for check in CLAIMS)]
 
 
 def _coverage(records: list[dict], datasets: list[str]) -> str:
     counts = Counter(r["dataset"] for r in records)
-    return ", ".join(f"{d} ({counts[d]} records)" if counts[d] else f"{d} (no records: {NOT_RUN})" for d in datasets)
+    return ", ".join(
+        f"{d} ({counts[d]} records)" if counts[d] else f"{d} (no records: {NOT_RUN})"
+        for d in datasets
+    )
 
 
 def render(claims: list[Claim], records: list[dict], datasets: list[str]) -> str:
-    lines = ["# The paper's claims, checked against this suite's records", "",
-             "Paper: arXiv 2510.25594 (claims as listed in the suite's spec, method.md). Generated by "
-             "`python -m bench claims` from the run records; every threshold is the suite's [suite], "
-             "stated under each claim.", "",
-             f"Datasets checked: {_coverage(records, datasets)}.", "", "## Conditions", ""]
+    lines = [
+        "# The paper's claims, checked against this suite's records",
+        "",
+        "Paper: arXiv 2510.25594 (claims as listed in the suite's spec, method.md). Generated by "
+        "`python -m bench claims` from the run records; every threshold is the suite's [suite], "
+        "stated under each claim.",
+        "",
+        f"Datasets checked: {_coverage(records, datasets)}.",
+        "",
+        "## Conditions",
+        "",
+    ]
     lines += [f"- {line}" for line in conditions(records)]
     lines += ["", "## Verdicts", ""]
-    lines += md.table(["claim", "verdict", "pairs supporting"],
-                      [[f"{c.number}. {c.text}", f"**{c.verdict}**", f"{sum(c.passes)}/{len(c.passes)}"]
-                       for c in claims])
+    lines += md.table(
+        ["claim", "verdict", "pairs supporting"],
+        [
+            [f"{c.number}. {c.text}", f"**{c.verdict}**", f"{sum(c.passes)}/{len(c.passes)}"]
+            for c in claims
+        ],
+    )
     for c in claims:
-        lines += ["", f"## Claim {c.number}: {c.text}", "", f"**Verdict: {c.verdict}.** Criterion: {c.criterion}", ""]
+        lines += [
+            "",
+            f"## Claim {c.number}: {c.text}",
+            "",
+            f"**Verdict: {c.verdict}.** Criterion: {c.criterion}",
+            "",
+        ]
         if c.rows:
             lines += md.table([*c.header, "verdict"], c.rows)
         else:
@@ -249,8 +363,9 @@ def render(claims: list[Claim], records: list[dict], datasets: list[str]) -> str
     return "\n".join(lines) + "\n"
 
 
-def load_records(datasets: list[str], runs_dir: Path | str | None = None,
-                 paths: list[Path | str] | None = None) -> list[dict]:
+def load_records(
+    datasets: list[str], runs_dir: Path | str | None = None, paths: list[Path | str] | None = None
+) -> list[dict]:
     """The records of `datasets`: the files `paths` if given, else every record under runs_dir."""
     if paths:
         records = [read_record(Path(p)) for p in paths]
@@ -260,8 +375,12 @@ def load_records(datasets: list[str], runs_dir: Path | str | None = None,
     return [r for d in datasets for r in find_records(runs_dir, d).values()]
 
 
-def write_claims(datasets: list[str], out: Path | str, runs_dir: Path | str | None = None,
-                 paths: list[Path | str] | None = None) -> list[Claim]:
+def write_claims(
+    datasets: list[str],
+    out: Path | str,
+    runs_dir: Path | str | None = None,
+    paths: list[Path | str] | None = None,
+) -> list[Claim]:
     """Evaluate every claim on the records and write `out` (markdown) atomically."""
     records = load_records(datasets, runs_dir, paths)
     claims = evaluate(records, datasets)

@@ -1,5 +1,6 @@
 """The one markdown table writer of the reports (the dataset table, claims.md, the sweep table and
 findings.md), and the cell formats they share."""
+
 from __future__ import annotations
 
 import math

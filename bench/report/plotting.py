@@ -1,5 +1,6 @@
 """What the figures share: matplotlib without a window, records grouped by arch and method, one color and
 line style per method, the legend, the figure that has nothing to show, and a figure's bytes."""
+
 from __future__ import annotations
 
 import io
@@ -37,8 +38,14 @@ def colors(names: list[str]) -> dict[str, tuple]:
 def line_styles(names: list[str]) -> dict[str, dict]:
     """Color, dash and marker per method, so lines that coincide (ssa and its ablations) stay visible."""
     by_name = colors(names)
-    return {m: {"color": by_name[m], "linestyle": ("-", "--", "-.", ":")[i % 4], "marker": "os^vD<>p"[i % 8]}
-            for i, m in enumerate(names)}
+    return {
+        m: {
+            "color": by_name[m],
+            "linestyle": ("-", "--", "-.", ":")[i % 4],
+            "marker": "os^vD<>p"[i % 8],
+        }
+        for i, m in enumerate(names)
+    }
 
 
 def legend(ax, **kwargs) -> None:
@@ -46,34 +53,50 @@ def legend(ax, **kwargs) -> None:
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     if unique:
-        ax.legend(unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), **kwargs)
+        ax.legend(
+            unique.values(), unique.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), **kwargs
+        )
 
 
 def figure_legend(fig, axes, title: str = "method") -> None:
     """The legend of every panel's labelled lines, once, right of the last panel of the first row."""
     handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels())}
-    axes[0][-1].legend(handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), title=title)
+    axes[0][-1].legend(
+        handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0), title=title
+    )
 
 
 def nothing_to_show(title: str, reason: str):
     """A figure of one line, `<title>: nothing to show: <reason>`, for a figure whose data the records lack."""
     fig, ax = plt.subplots(figsize=(8.0, 0.5))
     ax.axis("off")
-    ax.text(0.5, 0.5, f"{title}: nothing to show: {reason}", ha="center", va="center", fontsize=11,
-            transform=ax.transAxes)
+    ax.text(
+        0.5,
+        0.5,
+        f"{title}: nothing to show: {reason}",
+        ha="center",
+        va="center",
+        fontsize=11,
+        transform=ax.transAxes,
+    )
     return fig
 
 
 def is_empty(fig) -> bool:
     """Whether `fig` is a nothing_to_show figure."""
-    return len(fig.axes) == 1 and not fig.axes[0].axison and any("nothing to show" in t.get_text()
-                                                                  for t in fig.axes[0].texts)
+    return (
+        len(fig.axes) == 1
+        and not fig.axes[0].axison
+        and any("nothing to show" in t.get_text() for t in fig.axes[0].texts)
+    )
 
 
 def figure_bytes(fig, fmt: str, **options) -> bytes:
     """The figure as `fmt` bytes, the same for the same figure: PDFs carry no creation date."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None, **options)
+    fig.savefig(
+        buffer, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None, **options
+    )
     return buffer.getvalue()
 
 

@@ -3,6 +3,7 @@ record that the reports show (the accuracy a table reports, the update alignment
 
 Every report module reads records through here and summarises them through bench/report/summary.py.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,9 @@ def read_record(path: Path) -> dict:
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: not a readable record.json ({error})") from None
     if record.get("schema_version") != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {record.get('schema_version')!r}; accepted: {SCHEMA_VERSION}")
+        raise ValueError(
+            f"{path}: schema_version {record.get('schema_version')!r}; accepted: {SCHEMA_VERSION}"
+        )
     for key in ("dataset", "arch", "method", "seed", "status", "test_acc", "memory", "history"):
         if key not in record:
             raise ValueError(f"{path}: record has no {key!r}")
@@ -40,16 +43,25 @@ def read_record(path: Path) -> dict:
 def check_record(record: dict, path: Path | str) -> None:
     """Refuse a record whose values cannot come from the trainer (a hand-edited or foreign file), naming
     the file and the key: a table must never average NaN, 150 % or `true` into a result."""
+
     def bad(key: str, accepted: str) -> ValueError:
-        return ValueError(f"{path}: bad value {record.get(key)!r} for {key!r}; accepted: {accepted}")
+        return ValueError(
+            f"{path}: bad value {record.get(key)!r} for {key!r}; accepted: {accepted}"
+        )
 
     def is_number(value) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
 
     for key in ("dataset", "arch", "method"):
         if not isinstance(record[key], str) or not record[key]:
             raise bad(key, "a non-empty string")
-    if not isinstance(record["seed"], int) or isinstance(record["seed"], bool) or record["seed"] < 0:
+    if (
+        not isinstance(record["seed"], int)
+        or isinstance(record["seed"], bool)
+        or record["seed"] < 0
+    ):
         raise bad("seed", "an integer >= 0")
     if record["status"] not in STATUSES:
         raise bad("status", f"one of {', '.join(STATUSES)}")
@@ -61,13 +73,17 @@ def check_record(record: dict, path: Path | str) -> None:
         raise bad("test_acc", "a number from 0 to 100 for a finished run (status ok)")
     for key in ("epochs", "epochs_planned", *COUNTS):
         value = record.get(key)
-        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        if value is not None and not (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        ):
             raise bad(key, "null or an integer >= 0")
     for key in ("train_time_s", "images_per_s"):
         value = record.get(key)
         if value is not None and not (is_number(value) and value >= 0):
             raise bad(key, "null or a finite number >= 0")
-    if not isinstance(record["history"], list) or not all(isinstance(h, dict) for h in record["history"]):
+    if not isinstance(record["history"], list) or not all(
+        isinstance(h, dict) for h in record["history"]
+    ):
         raise bad("history", "a list of per-epoch objects")
     ece = record.get("ece")
     if ece is not None and not (is_number(ece) and 0 <= ece <= 1):
@@ -76,8 +92,14 @@ def check_record(record: dict, path: Path | str) -> None:
     if not isinstance(record["memory"], dict):
         raise bad("memory", "an object of byte counts")
     for key, value in record["memory"].items():
-        if key not in ("peak_kind", "device") and value is not None and not (is_number(value) and value >= 0):
-            raise ValueError(f"{path}: bad value {value!r} for 'memory.{key}'; accepted: null or a byte count >= 0")
+        if (
+            key not in ("peak_kind", "device")
+            and value is not None
+            and not (is_number(value) and value >= 0)
+        ):
+            raise ValueError(
+                f"{path}: bad value {value!r} for 'memory.{key}'; accepted: null or a byte count >= 0"
+            )
 
 
 def check_robustness(entry, path: Path | str) -> None:
@@ -85,18 +107,30 @@ def check_robustness(entry, path: Path | str) -> None:
     if entry is None:
         return
     if not isinstance(entry, dict) or not all(isinstance(entry.get(k), dict) for k in ATTACKS):
-        raise ValueError(f"{path}: bad value for 'robustness'; accepted: null or an object with "
-                         f"{' and '.join(ATTACKS)} accuracies by budget")
+        raise ValueError(
+            f"{path}: bad value for 'robustness'; accepted: null or an object with "
+            f"{' and '.join(ATTACKS)} accuracies by budget"
+        )
     rule = entry.get("rule_gradient")  # optional: the attacks through the rule's own backward
-    if rule is not None and not (isinstance(rule, dict) and all(isinstance(rule.get(k), dict) for k in ATTACKS)):
-        raise ValueError(f"{path}: bad value for 'robustness.rule_gradient'; accepted: null or an object with "
-                         f"{' and '.join(ATTACKS)} accuracies by budget")
+    if rule is not None and not (
+        isinstance(rule, dict) and all(isinstance(rule.get(k), dict) for k in ATTACKS)
+    ):
+        raise ValueError(
+            f"{path}: bad value for 'robustness.rule_gradient'; accepted: null or an object with "
+            f"{' and '.join(ATTACKS)} accuracies by budget"
+        )
     values = {"clean_acc": entry.get("clean_acc")}
     for prefix, part in (("", entry), ("rule_gradient.", rule or {})):
-        values |= {f"{prefix}{kind}.{budget}": acc for kind in ATTACKS for budget, acc in part.get(kind, {}).items()}
+        values |= {
+            f"{prefix}{kind}.{budget}": acc
+            for kind in ATTACKS
+            for budget, acc in part.get(kind, {}).items()
+        }
     for key, value in values.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
-            raise ValueError(f"{path}: bad value {value!r} for 'robustness.{key}'; accepted: a number from 0 to 100")
+            raise ValueError(
+                f"{path}: bad value {value!r} for 'robustness.{key}'; accepted: a number from 0 to 100"
+            )
 
 
 def find_records(runs_dir: Path | str, dataset: str) -> dict[Run, dict]:
@@ -106,14 +140,20 @@ def find_records(runs_dir: Path | str, dataset: str) -> dict[Run, dict]:
         record = read_record(path)
         key = (record["arch"], record["method"], record["seed"])
         if (record["dataset"], *key) != (dataset, arch, method, seed):
-            raise ValueError(f"{path}: record is for {record['dataset']}/{'/'.join(map(str, key))}, "
-                             "not the run its folder names")
+            raise ValueError(
+                f"{path}: record is for {record['dataset']}/{'/'.join(map(str, key))}, "
+                "not the run its folder names"
+            )
         found[key] = record
     return found
 
 
-def collect(runs_dir: Path | str, dataset: str, expected: list[Run] | None = None,
-            allow_missing: bool = False) -> tuple[dict[Run, dict], list[Run]]:
+def collect(
+    runs_dir: Path | str,
+    dataset: str,
+    expected: list[Run] | None = None,
+    allow_missing: bool = False,
+) -> tuple[dict[Run, dict], list[Run]]:
     """(records by run, missing runs). With `expected`, only planned runs count; a missing one is an error
     naming the record paths unless `allow_missing`."""
     found = find_records(runs_dir, dataset)
@@ -127,8 +167,10 @@ def collect(runs_dir: Path | str, dataset: str, expected: list[Run] | None = Non
     if missing and not allow_missing:
         paths = [str(layout.record_path(runs_dir, dataset, *run)) for run in missing]
         more = f" and {len(paths) - 10} more" if len(paths) > 10 else ""
-        raise FileNotFoundError(f"{len(missing)} planned run(s) of {dataset} have no record: "
-                                f"{', '.join(paths[:10])}{more}; run them, or pass --allow-missing")
+        raise FileNotFoundError(
+            f"{len(missing)} planned run(s) of {dataset} have no record: "
+            f"{', '.join(paths[:10])}{more}; run them, or pass --allow-missing"
+        )
     return {run: found[run] for run in expected if run in found}, missing
 
 
@@ -156,6 +198,9 @@ def final_update_alignment(record: dict) -> float | None:
 def mean_update_alignment(entry: dict) -> float | None:
     """One history entry's update alignment, mean over its hidden layers (not the head) where defined."""
     layers = entry.get("update_alignment") or {}
-    defined = [v for name, v in layers.items()
-               if name != "head" and not name.startswith("head.") and v is not None and math.isfinite(v)]
+    defined = [
+        v
+        for name, v in layers.items()
+        if name != "head" and not name.startswith("head.") and v is not None and math.isfinite(v)
+    ]
     return sum(defined) / len(defined) if defined else None

@@ -11,6 +11,7 @@ A group is the runs of one (arch, method), of one sweep point, of one epoch or o
   `pooled_std(groups)` and `pooled_diff_se`: the same with one std pooled over groups (findings.md).
 - `mean(values)` and `memory_mb(records, *parts)`: the means of the other columns (counts, times, memory).
 """
+
 from __future__ import annotations
 
 import math
@@ -105,7 +106,7 @@ def diff_se(a: Summary, b: Summary) -> float:
     """Standard error of a.mean - b.mean, each with its own std; NaN with fewer than two values on either side."""
     if a.n < 2 or b.n < 2:
         return math.nan
-    return math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
+    return math.sqrt(a.std**2 / a.n + b.std**2 / b.n)
 
 
 def pooled_std(groups: Iterable[Summary]) -> tuple[float | None, int]:
@@ -115,7 +116,9 @@ def pooled_std(groups: Iterable[Summary]) -> tuple[float | None, int]:
     freedom = sum(g.n - 1 for g in multi)
     if not freedom:
         return None, 0
-    return math.sqrt(float(np.sum(np.array([(g.n - 1) * g.std ** 2 for g in multi]))) / freedom), len(multi)
+    return math.sqrt(float(np.sum(np.array([(g.n - 1) * g.std**2 for g in multi]))) / freedom), len(
+        multi
+    )
 
 
 def pooled_diff_se(std: float, n_a: int, n_b: int) -> float:

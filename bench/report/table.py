@@ -7,6 +7,7 @@ and memory are means over every record found (they do not depend on divergence);
 (10^6 bytes), as measured by the trainer (bench/measure.py). Every mean and std is bench/report/summary.py's,
 the one the figures use too; the markdown is bench/report/markdown.py's.
 """
+
 from __future__ import annotations
 
 import io
@@ -25,12 +26,40 @@ from bench.robustness import TABLE_BUDGET
 
 log = logging.getLogger(__name__)
 
-PUBLISHED = REPO / "config" / "published.csv"  # dataset,arch,method,metric,value,source (one cited figure a row)
-MEMORY = {"params_mb": "params", "grads_mb": "grads", "optimizer_state_mb": "optimizer_state",
-          "feedback_mb": "feedback", "saved_activations_mb": "saved_activations", "peak_mb": "peak"}
-COLUMNS = ["arch", "method", "n_seeds", "n_ok", "n_diverged", "n_missing", "epochs", "selection", "test_acc_mean",
-           "test_acc_std", "delta_to_bp", "best_test_acc_mean", "update_alignment", "ece", "pgd_acc", *COUNTS,
-           *MEMORY, "train_time_s_mean", "images_per_s_mean", "status", "published"]
+PUBLISHED = (
+    REPO / "config" / "published.csv"
+)  # dataset,arch,method,metric,value,source (one cited figure a row)
+MEMORY = {
+    "params_mb": "params",
+    "grads_mb": "grads",
+    "optimizer_state_mb": "optimizer_state",
+    "feedback_mb": "feedback",
+    "saved_activations_mb": "saved_activations",
+    "peak_mb": "peak",
+}
+COLUMNS = [
+    "arch",
+    "method",
+    "n_seeds",
+    "n_ok",
+    "n_diverged",
+    "n_missing",
+    "epochs",
+    "selection",
+    "test_acc_mean",
+    "test_acc_std",
+    "delta_to_bp",
+    "best_test_acc_mean",
+    "update_alignment",
+    "ece",
+    "pgd_acc",
+    *COUNTS,
+    *MEMORY,
+    "train_time_s_mean",
+    "images_per_s_mean",
+    "status",
+    "published",
+]
 
 
 def _row(arch: str, method: str, records: list[dict], n_missing: int) -> dict:
@@ -39,19 +68,29 @@ def _row(arch: str, method: str, records: list[dict], n_missing: int) -> dict:
     status = [f"diverged {acc.n_diverged}/{n_seeds}"] if acc.n_diverged else []
     status += [f"missing {n_missing}/{n_seeds}"] if n_missing else []
     epochs = sorted({r.get("epochs_planned") for r in records} - {None})
-    row = {"arch": arch, "method": method, "n_seeds": n_seeds, "n_ok": acc.n_ok, "n_diverged": acc.n_diverged,
-           "n_missing": n_missing, "epochs": "/".join(map(str, epochs)),
-           "selection": "/".join(sorted({r.get("selection", "last") for r in ok})),
-           "test_acc_mean": acc.mean, "test_acc_std": acc.std,
-           "best_test_acc_mean": mean(r.get("best_test_acc") for r in ok),
-           "update_alignment": mean(final_update_alignment(r) for r in ok),
-           "ece": mean(r.get("ece") for r in ok),  # records before issue 21 have none: empty
-           "pgd_acc": mean(robust_acc(r) for r in ok)}
+    row = {
+        "arch": arch,
+        "method": method,
+        "n_seeds": n_seeds,
+        "n_ok": acc.n_ok,
+        "n_diverged": acc.n_diverged,
+        "n_missing": n_missing,
+        "epochs": "/".join(map(str, epochs)),
+        "selection": "/".join(sorted({r.get("selection", "last") for r in ok})),
+        "test_acc_mean": acc.mean,
+        "test_acc_std": acc.std,
+        "best_test_acc_mean": mean(r.get("best_test_acc") for r in ok),
+        "update_alignment": mean(final_update_alignment(r) for r in ok),
+        "ece": mean(r.get("ece") for r in ok),  # records before issue 21 have none: empty
+        "pgd_acc": mean(robust_acc(r) for r in ok),
+    }
     row |= {key: mean(r.get(key) for r in records) for key in COUNTS}
     row |= {col: memory_mb(records, key) for col, key in MEMORY.items()}
-    row |= {"train_time_s_mean": mean(r.get("train_time_s") for r in ok),
-            "images_per_s_mean": mean(r.get("images_per_s") for r in ok),
-            "status": ", ".join(status) or "ok"}
+    row |= {
+        "train_time_s_mean": mean(r.get("train_time_s") for r in ok),
+        "images_per_s_mean": mean(r.get("images_per_s") for r in ok),
+        "status": ", ".join(status) or "ok",
+    }
     return row
 
 
@@ -60,7 +99,9 @@ def _order(runs: list[Run]) -> list[tuple[str, str]]:
     return list(dict.fromkeys((a, m) for a, m, _ in runs))
 
 
-Published = dict[tuple[str, str], list[tuple[str, str]]]  # (arch, method) -> [(optimizer or "", "acc [source]")]
+Published = dict[
+    tuple[str, str], list[tuple[str, str]]
+]  # (arch, method) -> [(optimizer or "", "acc [source]")]
 
 
 def published(dataset: str, path: Path | str | None = PUBLISHED) -> Published:
@@ -72,14 +113,18 @@ def published(dataset: str, path: Path | str | None = PUBLISHED) -> Published:
     missing = {"dataset", "arch", "method", "metric", "value", "source"} - set(table.columns)
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    if "optimizer" not in table.columns:  # optional: a file without it compares every figure with every run
+    if (
+        "optimizer" not in table.columns
+    ):  # optional: a file without it compares every figure with every run
         table["optimizer"] = ""
     figures: Published = {}
     for row in table[table["dataset"] == dataset].itertuples():
         if row.metric not in ("test_acc", "top1_error"):
             continue  # other metrics (time, memory) have no column of their own yet
         acc = row.value if row.metric == "test_acc" else 100.0 - row.value
-        figures.setdefault((row.arch, row.method), []).append((row.optimizer, f"{acc:.2f} [{row.source}]"))
+        figures.setdefault((row.arch, row.method), []).append(
+            (row.optimizer, f"{acc:.2f} [{row.source}]")
+        )
     return figures
 
 
@@ -90,7 +135,9 @@ def like_with_like(figures: list[tuple[str, str]], records: list[dict]) -> str:
     runs. A row without records (every run missing) shows every figure.
     """
     used = {(r.get("recipe") or {}).get("optimizer") for r in records} - {None}
-    return "; ".join(text for optimizer, text in figures if not optimizer or not used or optimizer in used)
+    return "; ".join(
+        text for optimizer, text in figures if not optimizer or not used or optimizer in used
+    )
 
 
 def provenance_notes(records: list[dict], dataset: str) -> list[str]:
@@ -103,15 +150,23 @@ def provenance_notes(records: list[dict], dataset: str) -> list[str]:
         notes.append(f"the rows mix records from {len(commits)} git commits: {listed}")
     dirty = sum(1 for p in sources if p.get("git_dirty"))
     if dirty:
-        notes.append(f"{dirty} of {len(records)} runs ran on a working tree with uncommitted changes (git_dirty)")
+        notes.append(
+            f"{dirty} of {len(records)} runs ran on a working tree with uncommitted changes (git_dirty)"
+        )
     for note in notes:
         log.warning("%s: %s", dataset, note)
     return notes
 
 
-def aggregate(runs_dir: Path | str, dataset: str, expected: list[Run] | None = None, allow_missing: bool = False,
-              out_dir: Path | str | None = None, published_path: Path | str | None = PUBLISHED,
-              published_as: str | None = None) -> pd.DataFrame:
+def aggregate(
+    runs_dir: Path | str,
+    dataset: str,
+    expected: list[Run] | None = None,
+    allow_missing: bool = False,
+    out_dir: Path | str | None = None,
+    published_path: Path | str | None = PUBLISHED,
+    published_as: str | None = None,
+) -> pd.DataFrame:
     """The dataset's table, one row per (arch, method); written to out_dir/{dataset}_table.csv|md if given.
 
     `expected` lists the planned (arch, method, seed) runs (None: every record found). A planned run
@@ -121,7 +176,11 @@ def aggregate(runs_dir: Path | str, dataset: str, expected: list[Run] | None = N
     image folder beside CIFAR-10's), default `dataset` itself.
     """
     records, missing = collect(runs_dir, dataset, expected, allow_missing)
-    runs = list(expected) if expected is not None else sorted(records, key=lambda r: (r[0], r[1] != "bp", r[1], r[2]))
+    runs = (
+        list(expected)
+        if expected is not None
+        else sorted(records, key=lambda r: (r[0], r[1] != "bp", r[1], r[2]))
+    )
     if not runs:
         raise FileNotFoundError(f"no records of {dataset} under {Path(runs_dir, dataset)}")
     notes = provenance_notes(list(records.values()), dataset)
@@ -130,9 +189,14 @@ def aggregate(runs_dir: Path | str, dataset: str, expected: list[Run] | None = N
     for arch, method in _order(runs):
         mine = [r for (a, m, _), r in records.items() if (a, m) == (arch, method)]
         n_missing = sum(1 for a, m, _ in missing if (a, m) == (arch, method))
-        rows.append(_row(arch, method, mine, n_missing) | {"published": like_with_like(cited.get((arch, method), []), mine)})
+        rows.append(
+            _row(arch, method, mine, n_missing)
+            | {"published": like_with_like(cited.get((arch, method), []), mine)}
+        )
     table = pd.DataFrame(rows, columns=COLUMNS)
-    table[COUNTS] = table[COUNTS].round().astype("Int64")  # counts print as integers, <NA> when unknown
+    table[COUNTS] = (
+        table[COUNTS].round().astype("Int64")
+    )  # counts print as integers, <NA> when unknown
     bp = table[table["method"] == "bp"].set_index("arch")["test_acc_mean"]
     table["delta_to_bp"] = table["test_acc_mean"] - table["arch"].map(bp)
     table.attrs["notes"] = notes  # shown under the markdown table; the csv keeps its fixed columns
@@ -161,7 +225,13 @@ def write_tables(table: pd.DataFrame, dataset: str, out_dir: Path | str) -> tupl
 def _count(value) -> str:
     if value is None or pd.isna(value):
         return md.EMPTY
-    return f"{value / 1e6:.2f} M" if value >= 1e6 else f"{value / 1e3:.1f} k" if value >= 1e3 else f"{value:.0f}"
+    return (
+        f"{value / 1e6:.2f} M"
+        if value >= 1e6
+        else f"{value / 1e3:.1f} k"
+        if value >= 1e3
+        else f"{value:.0f}"
+    )
 
 
 MARKDOWN = [  # (header, cell from a table row)
@@ -169,7 +239,12 @@ MARKDOWN = [  # (header, cell from a table row)
     ("method", lambda r: r.method),
     ("seeds ok/planned", lambda r: f"{r.n_ok}/{r.n_seeds}"),
     ("epochs", lambda r: r.epochs),
-    ("epoch chosen", lambda r: {"last": "last", "best_val": "best val"}.get(r.selection, r.selection or md.EMPTY)),
+    (
+        "epoch chosen",
+        lambda r: {"last": "last", "best_val": "best val"}.get(
+            r.selection, r.selection or md.EMPTY
+        ),
+    ),
     ("test acc (%)", lambda r: md.mean_std(r.test_acc_mean, r.test_acc_std)),
     ("Δ to BP (points)", lambda r: md.number(r.delta_to_bp, "{:+.2f}")),
     ("best acc (%)", lambda r: md.number(r.best_test_acc_mean)),
@@ -179,7 +254,10 @@ MARKDOWN = [  # (header, cell from a table row)
     ("trainable params", lambda r: _count(r.trainable_params)),
     ("feedback params", lambda r: _count(r.feedback_params)),
     ("inference params", lambda r: _count(r.inference_params)),
-    ("params+grads+optim (MB)", lambda r: md.number(r.params_mb + r.grads_mb + r.optimizer_state_mb, "{:.1f}")),
+    (
+        "params+grads+optim (MB)",
+        lambda r: md.number(r.params_mb + r.grads_mb + r.optimizer_state_mb, "{:.1f}"),
+    ),
     ("feedback (MB)", lambda r: md.number(r.feedback_mb, "{:.2f}")),
     ("saved activations (MB)", lambda r: md.number(r.saved_activations_mb, "{:.1f}")),
     ("peak in training (MB)", lambda r: md.number(r.peak_mb, "{:.0f}")),
@@ -193,15 +271,21 @@ MARKDOWN = [  # (header, cell from a table row)
 def markdown(table: pd.DataFrame, dataset: str) -> str:
     """The table as GitHub markdown: accuracy as mean ± std over the seeds that finished."""
     lines = [f"# {dataset}: test accuracy, mean ± std over seeds that finished", ""]
-    lines += md.table([h for h, _ in MARKDOWN], [[cell(row) for _, cell in MARKDOWN] for row in table.itertuples()])
-    lines += ["", "Memory in MB (10^6 bytes) per training step; peak in training is what the training steps "
-              "allocated at most: CUDA's max_memory_allocated, or on CPU the growth of the resident set over "
-              "a training epoch (records before this measure: the process's peak RSS); feedback is the rule's "
-              "feedback tensors (fixed or learned), apart from the network's parameters. Δ to BP: mean accuracy minus bp's on the same arch. Update align.: the "
-              "cosine between the rule's parameter update and the true BP gradient on a fixed probe batch, "
-              "last epoch, mean over hidden layers (the head, trained by its true gradient in every local rule, "
-              "left out) and seeds (1 for BP). ECE: expected calibration error (15 bins). PGD acc: test accuracy "
-              f"under PGD at L-inf budget {TABLE_BUDGET}/255 on the fixed attacked subset (the record's robustness)."]
+    lines += md.table(
+        [h for h, _ in MARKDOWN],
+        [[cell(row) for _, cell in MARKDOWN] for row in table.itertuples()],
+    )
+    lines += [
+        "",
+        "Memory in MB (10^6 bytes) per training step; peak in training is what the training steps "
+        "allocated at most: CUDA's max_memory_allocated, or on CPU the growth of the resident set over "
+        "a training epoch (records before this measure: the process's peak RSS); feedback is the rule's "
+        "feedback tensors (fixed or learned), apart from the network's parameters. Δ to BP: mean accuracy minus bp's on the same arch. Update align.: the "
+        "cosine between the rule's parameter update and the true BP gradient on a fixed probe batch, "
+        "last epoch, mean over hidden layers (the head, trained by its true gradient in every local rule, "
+        "left out) and seeds (1 for BP). ECE: expected calibration error (15 bins). PGD acc: test accuracy "
+        f"under PGD at L-inf budget {TABLE_BUDGET}/255 on the fixed attacked subset (the record's robustness).",
+    ]
     for note in table.attrs.get("notes", []):
         lines += ["", f"**Warning:** {note}."]
     lines += [""]
