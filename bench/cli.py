@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
 
+from bench import stop
 from bench.config import DEFAULT_CONFIG, RECIPE, load_variants, make_spec, parse_sets
 from bench.layout import Layout
 
@@ -422,23 +422,12 @@ def cmd_beton(args) -> int:
         raise UsageError(str(error)) from None
 
 
-class Terminated(Exception):
-    """SIGTERM (a scheduler's or `kill`'s stop), raised where the process is so that cleanup runs."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
     args = _parser().parse_args(argv)
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    else:
-        previous = None
+    previous = stop.install() if threading.current_thread() is threading.main_thread() else None
     try:
         return {
             "train": cmd_train,
@@ -454,18 +443,17 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (
-        OSError
-    ) as error:  # a full disk, a path that is a folder, no permission: say which file, no traceback
+    # a full disk, a path that is a folder, no permission: say which file, no traceback
+    except OSError as error:
         where = f" ({error.filename})" if error.filename else ""
         print(f"error: {error.strerror or error}{where}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, Terminated) as stop:
+    except (KeyboardInterrupt, stop.Terminated) as stopped:
         # Files are written through temp file + rename and the run-folder lock is released on the way out,
         # so what is on disk is the last complete checkpoint and record: the same command resumes.
         code, name = (
             (130, "interrupted (Ctrl-C)")
-            if isinstance(stop, KeyboardInterrupt)
+            if isinstance(stopped, KeyboardInterrupt)
             else (143, "terminated (SIGTERM)")
         )
         print(
@@ -475,4 +463,4 @@ def main(argv: list[str] | None = None) -> int:
         return code
     finally:
         if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            stop.restore(previous)

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from bench import distributed, measure
+from bench import distributed, measure, stop
 from bench.calibration import test_outputs
 from bench.models import BlockNet
 from bench.speed import Speed
@@ -88,6 +88,7 @@ def train_epoch(
         else data.train_batches(batch_size, generator)
     )
     for x, y, total in distributed.rank_batches(data, batches, batch_size):
+        stop.check()  # a Ctrl-C or SIGTERM dropped inside a finaliser during the last step
         images += total
         x = speed.batch(x)
         if lr_of_step is not None:
