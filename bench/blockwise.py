@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _NormBase
 
-from bench import measure
+from bench import memory
 from bench.local import in_layout_of, step_stats
 
 LOCALITIES = ("graph", "blockwise")
@@ -62,7 +62,7 @@ def blockwise_step(model, x: torch.Tensor, y: torch.Tensor, method) -> dict[str,
     logits = logits.detach()
     signals = None if method.block_signal else method.block_signals(model, points, logits, y)
     del points
-    measure.note_kept(
+    memory.note_kept(
         [*inputs[1:], *(signals or [])]
     )  # what this step holds beside one block's graph
     # Last block first: each block's input is let go once the block has learned, so the inputs of the
@@ -73,9 +73,9 @@ def blockwise_step(model, x: torch.Tensor, y: torch.Tensor, method) -> dict[str,
         # A rule with block_signal makes each signal just before its block learns: one held at a time.
         made = signals is None
         signal = method.block_signal(model, i, point.detach(), logits, y) if made else signals[i]
-        measure.note_kept([signal] if made else [])
+        memory.note_kept([signal] if made else [])
         point.backward(in_layout_of(point, signal))
-        measure.note_released(([signal] if made else []) + ([inputs[i]] if i > 0 else []))
+        memory.note_released(([signal] if made else []) + ([inputs[i]] if i > 0 else []))
         inputs[i] = None
         del point, signal  # this block's graph is freed here, before the next block's is built
     penalty, logged = method.penalty(model)

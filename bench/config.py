@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import yamlfile
-from bench.method import Option, get_method, resolve_options
+from bench.method import get_method
 from bench.models import SCHEMES
+from bench.option import Option, resolve_options
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"

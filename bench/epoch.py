@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from bench import distributed, measure, stop
+from bench import distributed, memory, stop
 from bench.calibration import test_outputs
 from bench.models import BlockNet
 from bench.speed import Speed
@@ -39,7 +39,7 @@ class _Clock:
             )
             self.begin.record()
         else:
-            self.host = measure.HostPeak()  # the peak of training alone, as on CUDA
+            self.host = memory.HostPeak()  # the peak of training alone, as on CUDA
             self.begin = time.perf_counter()
 
     def seconds(self) -> float:
@@ -73,7 +73,7 @@ def train_epoch(
     model.train()
     sums: dict[str, torch.Tensor] = {}
     steps = 0
-    counter = measure.SavedTensorBytes(model)
+    counter = memory.SavedTensorBytes(model)
     if batch_size < distributed.world_size():
         raise ValueError(
             f"bad value {batch_size} for 'batch_size'; accepted: at least the "

@@ -19,7 +19,6 @@ import csv
 import json
 import logging
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -28,19 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import grid
+from bench.grid_epochs import estimate_epochs
+from bench.grid_status import write_status
 from bench.layout import Layout
 
 log = logging.getLogger("bench.grid")
-STATUS_FIELDS = (
-    "arch",
-    "method",
-    "seed",
-    "status",
-    "exit_code",
-    "seconds",
-    "epochs_done",
-    "test_acc",
-)
 STOP_GRACE_S = 20  # after SIGTERM, time to finish the step and release the folder, before SIGKILL
 
 
@@ -55,54 +46,6 @@ class Job:
     seconds: float | None = None
     status: str = "not_started"  # finished | diverged | failed | cut | not_started
     exit_code: int | None = None
-
-
-def estimate_epochs(
-    perf_rows: list[dict],
-    runs: list[tuple[str, str, int]],
-    train_images: int,
-    batch_size: int,
-    seconds: float,
-    jobs: int,
-    packing_gain: float,
-    overhead: float = 1.3,
-    startup_s: float = 15.0,
-    most: int = 30,
-) -> tuple[int, str]:
-    """(epochs, how): the most epochs every run of `runs` can train within `seconds`, from a perf table.
-
-    One run-epoch costs steps x its median step time (the `perf step` row of its arch and method on
-    this device); `overhead` covers evaluation and the per-epoch probes, `startup_s` each process's
-    start (imports, data onto the device). The grid's runs share the device `jobs` at a time;
-    `packing_gain` is how much more work per second `jobs` packed runs get done than one alone (1:
-    none; small networks leave a large GPU mostly idle, so packing gains), an assumption the log
-    states. The result is capped at `most` and at least 1. A run with no perf row (a method the table
-    lacks) is costed as the slowest row of its arch.
-    """
-    times = {(r["arch"], r["method"]): float(r["median_ms"]) / 1000 for r in perf_rows}
-    steps = max(1, train_images // batch_size)
-    per_epoch = 0.0
-    for arch, method, _ in runs:
-        per_step = times.get((arch, method))
-        if per_step is None:
-            same_arch = [t for (a, _), t in times.items() if a == arch]
-            if not same_arch:
-                raise ValueError(
-                    f"the perf table has no row for arch {arch!r}; measure it first (perf step --arch {arch})"
-                )
-            per_step = max(same_arch)
-        per_epoch += steps * per_step * overhead
-    gain = max(1.0, min(packing_gain, jobs))
-    starting = startup_s * math.ceil(len(runs) / jobs)  # the runs start in waves of `jobs`
-    room = max(0.0, seconds - starting) * gain
-    epochs = max(1, min(most, math.floor(room / per_epoch))) if per_epoch else most
-    how = (
-        f"{len(runs)} runs cost {per_epoch:.0f} s per epoch one at a time ({steps} steps of the perf table's "
-        f"median x {overhead} for evaluation and probes) and {startup_s:g} s each to start; {jobs} at a time "
-        f"with an assumed packing gain of {gain:g}, {seconds:.0f} s hold {room / per_epoch if per_epoch else math.inf:.1f} "
-        f"epochs; epochs = {epochs} (at most {most})"
-    )
-    return epochs, how
 
 
 def train_command(
@@ -222,41 +165,6 @@ def _stop(running: list[Job]) -> None:
 
 def _record_status(path: Path) -> str:
     return "diverged" if json.loads(path.read_text()).get("status") == "diverged" else "finished"
-
-
-def write_status(jobs: list[Job], path: Path) -> None:
-    """RESULTS/status.csv: one row per planned run with its outcome (written whole, then renamed)."""
-    rows = []
-    for job in jobs:
-        epochs = _epochs_done(job.folder / "log.csv")
-        acc = None
-        if job.status in ("finished", "diverged"):
-            acc = json.loads((job.folder / "record.json").read_text()).get("test_acc")
-        rows.append(
-            {
-                "arch": job.arch,
-                "method": job.method,
-                "seed": job.seed,
-                "status": job.status,
-                "exit_code": job.exit_code,
-                "seconds": None if job.seconds is None else round(job.seconds, 1),
-                "epochs_done": epochs,
-                "test_acc": acc,
-            }
-        )
-    temporary = path.with_suffix(".csv.tmp")
-    with open(temporary, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=STATUS_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, path)
-
-
-def _epochs_done(log_csv: Path) -> int:
-    if not log_csv.is_file():
-        return 0
-    with open(log_csv) as f:
-        return max(0, sum(1 for _ in f) - 1)
 
 
 def add_arguments(parser) -> None:

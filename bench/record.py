@@ -8,7 +8,7 @@ import io
 import math
 from pathlib import Path
 
-from bench import measure
+from bench import measure, memory
 from bench.config import RunSpec
 from bench.files import write_atomic
 
@@ -90,7 +90,7 @@ def make_record(spec: RunSpec, state: dict, model, optimizer, data, device, star
         "images_per_s": images / train_time if train_time else None,
         **measure.param_counts(model),
         "trainable_params_initial": state["trainable_params_initial"],
-        "memory": measure.memory_breakdown(
+        "memory": memory.memory_breakdown(
             model,
             optimizer,
             last.get("saved_activations", 0),

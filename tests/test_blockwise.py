@@ -6,7 +6,7 @@ import csv
 import pytest
 import torch
 
-from bench import measure
+from bench import memory
 from bench.blockwise import blockwise_step, step_function
 from bench.cli import main
 from bench.config import make_spec
@@ -87,7 +87,7 @@ def test_blockwise_saved_activations_on_resnet32_at_batch_128_are_at_most_0p35_o
         model = rule.prepare(
             build("resnet32", (3, 32, 32), 10), 10, torch.Generator().manual_seed(1)
         ).train()
-        counter = measure.SavedTensorBytes(model)
+        counter = memory.SavedTensorBytes(model)
         with counter:
             blockwise_step(model, x, y, method=rule) if local else rule.step(model, x, y)
         saved[(name, local)] = counter.bytes
@@ -188,7 +188,8 @@ def test_claim_2_shows_ssas_blockwise_memory_beside_its_graph_memory_and_judges_
     sys.path.insert(0, str(Path(__file__).parent))
     from synthetic_records import write_record
 
-    from bench.report.claims import evaluate, load_records
+    from bench.report.claims import evaluate
+    from bench.report.claims_md import load_records
 
     def record(method, saved, time_s, params, locality=None):
         for seed in range(2):

@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import gridrun
+from bench import grid_epochs, grid_status, gridrun
 from bench.cli import main
 from bench.config import make_spec
 
@@ -143,7 +143,7 @@ def test_a_run_cut_at_the_deadline_is_reported_as_cut_and_has_no_record(tmp_path
         for i, job in enumerate(jobs)
     }
     gridrun.run_grid(jobs, commands, parallel=1, deadline_s=8, logs=tmp_path / "logs")
-    gridrun.write_status(jobs, tmp_path / "status.csv")
+    grid_status.write_status(jobs, tmp_path / "status.csv")
     assert [job.status for job in jobs] == ["cut", "not_started"]
     assert not (tmp_path / "bp" / "record.json").exists()
     with open(tmp_path / "status.csv") as f:
@@ -164,21 +164,22 @@ def test_estimate_epochs_fills_the_budget_with_the_perf_tables_step_times():
         ("vgg13", "ssa", 0),
     ]
     # steps 390; per epoch one at a time: 390 x (2 + 1 + 5 + 5 (ssa: vgg13's slowest)) ms x 1.3 = 6.591 s
-    epochs, how = gridrun.estimate_epochs(
+    epochs, how = grid_epochs.estimate_epochs(
         rows, runs, 50000, 128, seconds=115, jobs=4, packing_gain=2, startup_s=15
     )
     assert epochs == 30 and "at most 30" in how  # (115 - 15) x 2 / 6.591 = 30.3
     assert (
-        gridrun.estimate_epochs(rows, runs, 50000, 128, 115, 4, 2, startup_s=15, most=50)[0] == 30
+        grid_epochs.estimate_epochs(rows, runs, 50000, 128, 115, 4, 2, startup_s=15, most=50)[0]
+        == 30
     )
     assert (
-        gridrun.estimate_epochs(rows, runs, 50000, 128, 60, 4, 1, startup_s=15)[0] == 6
+        grid_epochs.estimate_epochs(rows, runs, 50000, 128, 60, 4, 1, startup_s=15)[0] == 6
     )  # 45 / 6.591
     assert (
-        gridrun.estimate_epochs(rows, runs, 50000, 128, 10, 4, 1, startup_s=15)[0] == 1
+        grid_epochs.estimate_epochs(rows, runs, 50000, 128, 10, 4, 1, startup_s=15)[0] == 1
     )  # never 0
     with pytest.raises(ValueError, match="no row for arch 'resnet32'"):
-        gridrun.estimate_epochs(rows, [("resnet32", "bp", 0)], 50000, 128, 60, 4, 1)
+        grid_epochs.estimate_epochs(rows, [("resnet32", "bp", 0)], 50000, 128, 60, 4, 1)
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import pytest
 from synthetic_records import write_record
 
 from bench.cli import main
-from bench.report import curves
+from bench.report import curves, memory_figure
 from bench.report import figures as plots
 from bench.report.records import collect
 
@@ -96,7 +96,7 @@ def test_alignment_is_the_mean_over_blocks_and_seeds(runs):
 
 def test_memory_stack_adds_the_four_parts(runs):
     records, _ = collect(runs, "toy")
-    fig = plots.fig_memory(records, "toy")
+    fig = memory_figure.fig_memory(records, "toy")
     top = max(p.get_y() + p.get_height() for p in fig.axes[0].patches)
     assert top == pytest.approx(4 + 4 + 8 + 3)  # MB, from the synthetic records' memory
     assert "MB" in fig.axes[0].get_ylabel()

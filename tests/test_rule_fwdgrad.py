@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import measure
+from bench import measure, memory
 from bench.method import discover
 from bench.models import BlockNet, build
 from tests.conftest import make
@@ -168,11 +168,11 @@ def test_fwdgrad_channels_last_draws_the_same_direction(batch):
 def test_fwdgrad_runs_no_backward(batch):
     x, y = batch
     model = _model("smallconv", batchnorm=True)
-    with measure.SavedTensorBytes(model) as counter:
+    with memory.SavedTensorBytes(model) as counter:
         _rule().step(model, x, y)
     assert counter.bytes == 0  # nothing saved for a backward pass
     model.zero_grad(set_to_none=True)
-    with measure.SavedTensorBytes(model) as counter:
+    with memory.SavedTensorBytes(model) as counter:
         F.cross_entropy(model(x), y).backward()
     assert counter.bytes > 0  # the counter does see a BP step's activations
 

@@ -9,7 +9,8 @@ from synthetic_records import write_record
 
 from bench.report import markdown as md
 from bench.report import summary
-from bench.report.figures import fig_accuracy, fig_memory, fig_params
+from bench.report.figures import fig_accuracy, fig_params
+from bench.report.memory_figure import fig_memory
 from bench.report.plotting import plt
 from bench.report.records import collect
 from bench.report.table import aggregate

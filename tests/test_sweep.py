@@ -10,7 +10,8 @@ from synthetic_records import write_record
 from bench import grid, sweep
 from bench.cli import main
 from bench.config import REPO
-from bench.report.findings import base_label, bp_reference, report
+from bench.report.findings import bp_reference, report
+from bench.report.sweep_figures import base_label
 
 CONFIG = REPO / "config" / "config.yaml"
 SWEEPS = {

@@ -17,16 +17,13 @@ from bench.layers.svd import (
     SVDConv2d,
     SVDLayer,
     SVDLinear,
-    alignment_loss,
     convert_to_svd,
     energy_rank,
-    factor_penalties,
-    hoyer,
-    orthogonality_loss,
     reduce_rank,
     reduce_ranks,
     svd_layers,
 )
+from bench.layers.svd_losses import alignment_loss, factor_penalties, hoyer, orthogonality_loss
 
 __all__ = [
     "FeedbackConv2d",

@@ -13,7 +13,7 @@ are timed with CUDA events. FLOPs per step come from torch.utils.flop_counter (m
 convolutions, forward and backward, counted on the eager model); the share column divides the
 achieved FLOP/s by the best of a square matmul timed in the same run (float32, or bf16 under
 autocast). Saved activations: the bytes autograd saves for backward in one step
-(bench.measure.SavedTensorBytes, parameters excluded).
+(bench.memory.SavedTensorBytes, parameters excluded).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import measure
+from bench import memory
 from bench.config import DEFAULT_CONFIG, load_variants, make_spec, parse_sets
 from bench.models import ARCHS
 from bench.perf.common import (
@@ -80,7 +80,7 @@ class Contender:
         """(FLOPs, saved-activation bytes) of one step, measured on the eager model before timing."""
         with FlopCounterMode(display=False) as flops:
             self.step()
-        counter = measure.SavedTensorBytes(self.model)
+        counter = memory.SavedTensorBytes(self.model)
         with counter:
             self.step()
         return flops.get_total_flops(), counter.bytes

@@ -18,37 +18,27 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from bench.report import curves
+from bench.report import curves, memory_figure, robustness_figure
 from bench.report.plotting import (
     FORMATS,
     Groups,
     colors,
     figure_bytes,
-    figure_legend,
     groups,
     is_empty,
     legend,
-    line_styles,
     methods,
     nothing_to_show,
     plt,
     save,
 )
 from bench.report.records import Run, collect
-from bench.report.summary import Summary, accuracy, finished, mean, memory_mb
-from bench.robustness import ATTACKS
+from bench.report.summary import accuracy, finished, mean
 
 __all__ = ["FIGURES", "FORMATS", "figure_bytes", "plot"]
 log = logging.getLogger(__name__)
 
 ABLATION = ("bp", "dfa", "ssa", "ssa-no_align", "ssa-no_orth", "ssa-ce_only", "ssa-fixed_rank")
-MEMORY_PARTS = (
-    ("params", "parameters"),
-    ("grads", "gradients"),
-    ("optimizer_state", "optimizer state"),
-    ("feedback", "feedback"),
-    ("saved_activations", "saved activations"),
-)
 
 
 def _bars(ax, by_arch: Groups, shown: list[str], by_method: dict) -> None:
@@ -222,136 +212,16 @@ def fig_params(records: dict[Run, dict], dataset: str):
     return fig
 
 
-def fig_memory(records: dict[Run, dict], dataset: str):
-    """One column per arch: a stacked bar per method of every memory part (feedback hatched), and below
-    it the feedback alone with its value, which beside the saved activations is too thin to read."""
-    by_arch = groups(records)
-    if not by_arch:
-        return nothing_to_show(f"{dataset}: training memory", "no runs found")
-    widest = max(len(g) for g in by_arch.values())
-    fig, axes = plt.subplots(
-        2,
-        len(by_arch),
-        figsize=(1.8 + len(by_arch) * max(3.0, 0.5 * widest), 6.5),
-        squeeze=False,
-        sharey="row",
-        gridspec_kw={"height_ratios": [3, 1.2]},
-    )
-    palette = plt.get_cmap("tab10")
-    for (arch, by_method), top, below in zip(by_arch.items(), axes[0], axes[1]):
-        x, stacked = range(len(by_method)), np.zeros(len(by_method))
-        for i, (key, label) in enumerate(MEMORY_PARTS):
-            values = np.nan_to_num(
-                [memory_mb(rs, key) for rs in by_method.values()]
-            )  # unmeasured: 0
-            top.bar(
-                x,
-                values,
-                0.7,
-                bottom=stacked,
-                label=label,
-                color=palette(i),
-                hatch="//" if key == "feedback" else None,
-            )
-            stacked += values
-        feedback = [memory_mb(rs, "feedback") for rs in by_method.values()]
-        bars = below.bar(x, np.nan_to_num(feedback), 0.7, color=palette(3), hatch="//")
-        below.bar_label(
-            bars, labels=["n/a" if np.isnan(v) else f"{v:.2f}" for v in feedback], fontsize=7
-        )
-        top.set_title(arch)
-        top.set_xticks(x, [])
-        below.set_xticks(x, list(by_method), rotation=45, ha="right")
-        below.set_xlabel("method")
-        for ax in (top, below):
-            ax.grid(axis="y", alpha=0.3)
-        below.margins(y=0.25)  # room for the value labels
-    axes[0][0].set_ylabel("memory per training step (MB)")
-    axes[1][0].set_ylabel("feedback (MB)")
-    legend(axes[0][-1], title="part")
-    fig.suptitle(
-        f"{dataset}: training memory breakdown (mean over seeds); learned feedback's gradients and "
-        "optimizer state are in those parts"
-    )
-    return fig
-
-
-def _budgets(records: list[dict], kind: str, rule: bool = False) -> dict[float, Summary]:
-    """Budget (1/255 units; 0: clean) -> the finished runs' accuracies under attack `kind`, with the true
-    gradient, or with `rule` through the rule's own backward (robustness.rule_gradient)."""
-    found: dict[float, list[float]] = {}
-    for record in finished(records):
-        entry = record.get("robustness") or {}
-        attacked = ((entry.get("rule_gradient") or {}) if rule else entry).get(kind)
-        if attacked:
-            found.setdefault(0.0, []).append(entry["clean_acc"])
-        for budget, acc in (attacked or {}).items():
-            found.setdefault(float(budget), []).append(acc)
-    return {budget: Summary.of(found[budget]) for budget in sorted(found)}
-
-
-def fig_robustness(records: dict[Run, dict], dataset: str):
-    """A row per attack, a panel per arch: accuracy against the L-inf budget, a line per method (mean over
-    seeds, std error bars); budget 0 is the clean accuracy of the attacked subset. FGSM and PGD with the
-    true gradient, then, where records hold it (attack_rule_gradient), PGD through the rule's backward."""
-    title = f"{dataset}: accuracy under attack after training"
-    by_arch = groups(records)
-    rows = [(kind, False) for kind in ATTACKS]
-    if any((r.get("robustness") or {}).get("rule_gradient") for r in records.values()):
-        rows.append(("pgd", True))
-    lines = {
-        (kind, rule, arch, method): _budgets(rs, kind, rule)
-        for kind, rule in rows
-        for arch, by_method in by_arch.items()
-        for method, rs in by_method.items()
-    }
-    if not any(lines.values()):
-        return nothing_to_show(
-            title, "no record holds robustness (measured where the recipe's attack_subset > 0)"
-        )
-    styles = line_styles(methods(records))
-    fig, axes = plt.subplots(
-        len(rows),
-        len(by_arch),
-        figsize=(5.0 * len(by_arch) + 1.8, 3.6 * len(rows)),
-        squeeze=False,
-    )
-    for row, (kind, rule) in zip(axes, rows):
-        for ax, (arch, by_method) in zip(row, by_arch.items()):
-            for method in by_method:
-                by_budget = lines[kind, rule, arch, method]
-                if by_budget:
-                    std = [0.0 if np.isnan(s.std) else s.std for s in by_budget.values()]
-                    ax.errorbar(
-                        list(by_budget),
-                        [s.mean for s in by_budget.values()],
-                        yerr=std,
-                        capsize=3,
-                        markersize=4,
-                        label=method,
-                        **styles[method],
-                    )
-            how = "through the rule's own backward (BioTorch's attack)" if rule else "true gradient"
-            ax.set_title(f"{arch}: {kind.upper()}, {how}")
-            ax.set_xlabel("L-inf budget (x/255; 0: clean)")
-            ax.set_ylabel("test accuracy on the attacked subset (%)")
-            ax.grid(alpha=0.3)
-    figure_legend(fig, axes)
-    fig.subplots_adjust(hspace=0.45)  # room for each row's budget label under it
-    fig.suptitle(f"{title} (mean ± std over seeds)")
-    return fig
-
-
 FIGURES: dict[str, Callable] = {
     "accuracy": fig_accuracy,
     "params": fig_params,
-    "memory": fig_memory,
+    "memory": memory_figure.fig_memory,
     "curves": curves.fig_curves,
     "ablation": fig_ablation,
     "alignment": curves.fig_alignment,
     "update_alignment": curves.fig_update_alignment,
     "rank": curves.fig_rank,
-    "robustness": fig_robustness,
+    "robustness": robustness_figure.fig_robustness,
     "weight_angle": curves.fig_weight_angle,
     "weight_norm_ratio": curves.fig_weight_norm_ratio,
 }

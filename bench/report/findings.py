@@ -20,7 +20,6 @@ import pandas as pd
 
 from bench.files import write_atomic
 from bench.report import markdown as md
-from bench.report.plotting import FORMATS, figure_bytes, nothing_to_show, plt
 from bench.report.summary import (
     Summary,
     accuracy,
@@ -30,6 +29,7 @@ from bench.report.summary import (
     pooled_diff_se,
     pooled_std,
 )
+from bench.report.sweep_figures import sensitivity_figures
 from bench.report.table import write_csv
 from bench.sweep import points, value_name
 
@@ -256,54 +256,6 @@ def noise_limit(std: float | None, n_base: int, n_value: int) -> float:
     return 2 * pooled_diff_se(std, n_base, n_value) if std is not None else NOISE_FALLBACK
 
 
-def base_label(base: pd.DataFrame, option: str, sweep: dict) -> str:
-    """'base (value)': the value the base runs resolved (e.g. the dataset recipe's lr), else the sweep's base."""
-    if len(base) and option in base and base[option].iloc[0] is not None:
-        return f"base ({base[option].iloc[0]})"
-    return f"base ({(sweep.get('base') or {}).get(option, 'default')})"
-
-
-def sensitivity_figures(
-    table: pd.DataFrame, sweeps: dict, dataset: str, out_dir: Path
-) -> list[Path]:
-    """One figure per (sweep, option): accuracy vs the option's value, the base point marked; a sweep whose
-    base point has no record has nothing to show (one line saying so, as in bench/report/figures.py)."""
-    written = []
-    for name, sweep in sweeps.items():
-        rows = table[table["sweep"] == name]
-        base = rows[rows["option"] == "base"]
-        for option in sweep["options"]:
-            these = rows[rows["option"] == option]
-            title = f"{dataset}: {name}, {option} (others at base)"
-            if base.empty:
-                fig = nothing_to_show(title, "the sweep's base point has no record")
-            else:
-                fig, ax = plt.subplots(figsize=(5, 3.5))
-                labels = [base_label(base, option, sweep), *these["value"]]
-                means = [*base["test_acc_mean"], *these["test_acc_mean"]]
-                stds = [*base["test_acc_std"], *these["test_acc_std"]]
-                ax.errorbar(
-                    range(len(labels)),
-                    means,
-                    yerr=[0 if math.isnan(s) else s for s in stds],
-                    fmt="o",
-                    capsize=3,
-                )
-                ax.axhline(means[0], color="grey", linewidth=0.8, linestyle=":")
-                ax.set_xticks(range(len(labels)), labels, rotation=20)
-                ax.set_xlabel(option)
-                ax.set_ylabel("test accuracy (%)")
-                ax.set_title(title, fontsize=9)
-                fig.tight_layout()
-            for ext in FORMATS:
-                path = out_dir / "figures" / f"{dataset}_{name}_{option}.{ext}"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(path, figure_bytes(fig, ext, dpi=120))
-                written.append(path)
-            plt.close(fig)
-    return written
-
-
 def _markdown(table: pd.DataFrame, dataset: str) -> str:
     def cell(value):
         return md.number(value, "{:.4g}") if isinstance(value, float) else str(value)
@@ -317,7 +269,7 @@ def _markdown(table: pd.DataFrame, dataset: str) -> str:
 
 def report(records: list[dict], sweeps: dict, dataset: str, out_dir: Path | str) -> pd.DataFrame:
     """Write out_dir/{dataset}_sweep.csv|md, figures/{dataset}_{sweep}_{option}.png|pdf and findings.md."""
-    from bench.report.claims import conditions
+    from bench.report.claims_md import conditions
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
