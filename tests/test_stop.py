@@ -16,6 +16,8 @@ class _KillsItselfWhenCollected:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+# The finaliser's dropped exception is the point of the test: pytest would report it as a warning.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_sigterm_dropped_inside_a_finaliser_is_raised_at_the_next_check():
     previous = stop.install()
     try:
