@@ -197,11 +197,11 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
     finally:
         board.close()
     record = make_record(spec, state, model, optimizer, data, device, state["provenance"])
-    if state[
-        "history"
-    ]:  # once, on the trained network: calibration, per-class accuracy, robustness
-        record |= end_of_run(model, data, spec.recipe, speed)
+    # Once, on the trained network (calibration, per-class accuracy, robustness), by the process that
+    # writes the record: under torchrun every rank holds the same weights, so the others would only repeat it.
     if main:
+        if state["history"]:
+            record |= end_of_run(model, data, spec.recipe, speed)
         write_json(out / "record.json", record)
     return record
 

@@ -50,3 +50,29 @@ def run_killed_in_epoch_2(monkeypatch, run_spec, out):
     with pytest.raises(KeyboardInterrupt):
         trainer.run(run_spec, out)
     monkeypatch.setattr(trainer, "run_epoch", real_epoch)
+
+
+@pytest.fixture(scope="session")
+def fa_digits_run(tmp_path_factory):
+    """(runs folder, record) of one `python -m bench train` of fa on digits (1 epoch, 100 images
+    attacked), shared by the tests of the end-of-run measures, which only read it."""
+    import json
+
+    from bench.cli import main
+
+    runs = tmp_path_factory.mktemp("fa_digits") / "runs"
+    out = runs / "digits" / "mlp3" / "fa" / "seed0"
+    sets = ["epochs=1", "probe_size=32", "attack_subset=100"]
+    command = [
+        "train",
+        "--dataset",
+        "digits",
+        "--arch",
+        "mlp3",
+        "--method",
+        "fa",
+        "--out",
+        str(out),
+    ]
+    assert main([*command, *(x for pair in sets for x in ("--set", pair))]) == 0
+    return runs, json.loads((out / "record.json").read_text())

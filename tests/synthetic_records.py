@@ -78,3 +78,9 @@ def write_record(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "record.json").write_text(json.dumps(record))
     return record
+
+
+def rewrite_record(runs: Path, record: dict) -> None:
+    """Write `record` (changed by a test) back to its run folder under `runs`."""
+    folder = runs / record["dataset"] / record["arch"] / record["method"] / f"seed{record['seed']}"
+    (folder / "record.json").write_text(json.dumps(record))

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from bench.calibration import ECE_BINS, final_evaluation
-from bench.cli import main
 from bench.data.tensors import TensorData
 from bench.report.table import aggregate
 from bench.speed import Speed
@@ -73,37 +72,16 @@ def test_a_confident_and_always_right_model_has_ece_near_0_and_a_wrong_one_near_
 
 
 def test_a_run_records_ece_per_class_accuracy_and_evaluation_time_and_the_table_shows_ece(
-    tmp_path, capsys
+    fa_digits_run, tmp_path
 ):
-    out = tmp_path / "runs" / "digits" / "mlp3" / "fa" / "seed0"
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "digits",
-                "--arch",
-                "mlp3",
-                "--method",
-                "fa",
-                "--out",
-                str(out),
-                "--set",
-                "epochs=1",
-                "--set",
-                "probe_size=32",
-            ]
-        )
-        == 0
-    )
-    record = json.loads((out / "record.json").read_text())
+    runs, record = fa_digits_run
     assert 0 <= record["ece"] <= 1 and record["eval_time_s"] > 0
     per_class = record["per_class_acc"]
     assert len(per_class) == 10 and all(0 <= v <= 100 for v in per_class.values())
     assert sum(per_class.values()) / 10 == pytest.approx(
         record["test_acc"]
     )  # digits: 36 test images per class
-    table = aggregate(tmp_path / "runs", "digits", None, out_dir=tmp_path / "table")
+    table = aggregate(runs, "digits", None, out_dir=tmp_path / "table")
     assert table["ece"].iloc[0] == pytest.approx(record["ece"])
     assert "| ECE |" in (tmp_path / "table" / "digits_table.md").read_text()
 

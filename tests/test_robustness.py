@@ -157,35 +157,12 @@ def test_a_missing_attack_package_is_refused_before_training(monkeypatch):
     require_packages(_recipe(attack_subset=0))  # not asked for: no package needed
 
 
-def test_a_digits_run_records_robustness_and_the_table_and_figure_show_it(tmp_path):
-    out = tmp_path / "runs" / "digits" / "mlp3" / "fa" / "seed0"
-    assert (
-        main(
-            [
-                "train",
-                "--dataset",
-                "digits",
-                "--arch",
-                "mlp3",
-                "--method",
-                "fa",
-                "--out",
-                str(out),
-                "--set",
-                "epochs=1",
-                "--set",
-                "probe_size=32",
-                "--set",
-                "attack_subset=100",
-            ]
-        )
-        == 0
-    )
-    record = json.loads((out / "record.json").read_text())
+def test_a_digits_run_records_robustness_and_the_table_and_figure_show_it(fa_digits_run, tmp_path):
+    runs, record = fa_digits_run
     entry = record["robustness"]
     assert entry["subset"] == 100 and set(entry["pgd"]) == {"1", "2", "4", "8"}
     assert entry["time_s"] > 0 and record["eval_time_s"] >= entry["time_s"]
-    table = aggregate(tmp_path / "runs", "digits", None, out_dir=tmp_path / "table")
+    table = aggregate(runs, "digits", None, out_dir=tmp_path / "table")
     assert table["pgd_acc"].iloc[0] == pytest.approx(entry["pgd"]["2"])
     assert "| PGD acc @2/255 (%) |" in (tmp_path / "table" / "digits_table.md").read_text()
     assert (
@@ -193,7 +170,7 @@ def test_a_digits_run_records_robustness_and_the_table_and_figure_show_it(tmp_pa
             [
                 "plot",
                 "--runs-dir",
-                str(tmp_path / "runs"),
+                str(runs),
                 "--dataset",
                 "digits",
                 "--out-dir",

@@ -2,6 +2,7 @@
 swapped layers, per epoch in the history, and undefined where a rule has no per-layer feedback weight."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -105,3 +106,42 @@ def test_kp_feedback_turns_toward_w_over_training(tmp_path):
     record = trainer.run(spec, tmp_path / "kp")
     angles = [layer_mean(h, "angle_deg") for h in record["history"]]
     assert angles[-1] < angles[0] < 90
+
+
+@pytest.mark.parametrize(
+    "change, key",
+    [
+        (
+            lambda r: r["history"][0].update(weight_alignment={"angle_deg": {"head": 500.0}}),
+            "history[0].weight_alignment.angle_deg.head",
+        ),
+        (
+            lambda r: r["history"][1].update(weight_alignment={"norm_ratio": {"head": -1.0}}),
+            "history[1].weight_alignment.norm_ratio.head",
+        ),
+        (lambda r: r["history"][0].update(weight_alignment=[90.0]), "history[0].weight_alignment"),
+        (lambda r: r.update(per_class_acc={"cat": 150.0}), "per_class_acc.cat"),
+        (lambda r: r.update(per_class_acc={"cat": float("nan")}), "per_class_acc.cat"),
+    ],
+)
+def test_a_hand_edited_per_layer_or_per_class_value_is_refused_naming_it(tmp_path, change, key):
+    import sys
+    from pathlib import Path
+
+    from bench.report.table import aggregate
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from synthetic_records import rewrite_record, write_record
+
+    record = write_record(tmp_path, "mlp3", "fa", 0, 50.0)
+    record["history"][0]["weight_alignment"] = {
+        "angle_deg": {"head": 80.0},
+        "norm_ratio": {"head": 1.0},
+    }
+    record["per_class_acc"] = {"cat": 40.0, "dog": None}
+    rewrite_record(tmp_path, record)
+    aggregate(tmp_path, "toy", None, out_dir=tmp_path / "ok")  # in range: accepted
+    change(record)
+    rewrite_record(tmp_path, record)
+    with pytest.raises(ValueError, match=f"for '{re.escape(key)}'"):
+        aggregate(tmp_path, "toy", None, out_dir=tmp_path / "bad")

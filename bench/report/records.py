@@ -89,6 +89,7 @@ def check_record(record: dict, path: Path | str) -> None:
     if ece is not None and not (is_number(ece) and 0 <= ece <= 1):
         raise bad("ece", "null or a number from 0 to 1")
     check_robustness(record.get("robustness"), path)
+    check_named_values(record, path)
     if not isinstance(record["memory"], dict):
         raise bad("memory", "an object of byte counts")
     for key, value in record["memory"].items():
@@ -100,6 +101,46 @@ def check_record(record: dict, path: Path | str) -> None:
             raise ValueError(
                 f"{path}: bad value {value!r} for 'memory.{key}'; accepted: null or a byte count >= 0"
             )
+
+
+def _in_range(value, low: float, high: float) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and low <= value <= high
+
+
+def check_named_values(record: dict, path: Path | str) -> None:
+    """A record's per-class accuracies and each epoch's per-layer weight alignment: null, or objects of
+    null or numbers in range (% from 0 to 100; degrees from 0 to 180; norm ratios finite and >= 0)."""
+    groups = {"per_class_acc": (record.get("per_class_acc"), 0, 100, "% from 0 to 100")}
+    for i, entry in enumerate(record["history"]):
+        alignment = entry.get("weight_alignment")
+        if alignment is not None and not isinstance(alignment, dict):
+            raise ValueError(
+                f"{path}: bad value {alignment!r} for 'history[{i}].weight_alignment'; accepted: "
+                "null or an object with angle_deg and norm_ratio by layer"
+            )
+        alignment = alignment or {}
+        groups[f"history[{i}].weight_alignment.angle_deg"] = (
+            alignment.get("angle_deg"),
+            0,
+            180,
+            "degrees from 0 to 180",
+        )
+        groups[f"history[{i}].weight_alignment.norm_ratio"] = (
+            alignment.get("norm_ratio"),
+            0,
+            math.inf,
+            "a finite number >= 0",
+        )
+    for key, (values, low, high, accepted) in groups.items():
+        if values is not None and not isinstance(values, dict):
+            raise ValueError(
+                f"{path}: bad value {values!r} for {key!r}; accepted: null or an object by name"
+            )
+        for name, value in (values or {}).items():
+            if value is not None and not (_in_range(value, low, high) and math.isfinite(value)):
+                raise ValueError(
+                    f"{path}: bad value {value!r} for '{key}.{name}'; accepted: null or {accepted}"
+                )
 
 
 def check_robustness(entry, path: Path | str) -> None:
