@@ -88,7 +88,7 @@ def train_epoch(
         else data.train_batches(batch_size, generator)
     )
     for x, y, total in distributed.rank_batches(data, batches, batch_size):
-        stop.check()  # a Ctrl-C or SIGTERM dropped inside a finaliser during the last step
+        stop.check()  # a Ctrl-C or SIGTERM that landed inside a finaliser during the last step
         images += total
         x = speed.batch(x)
         if lr_of_step is not None:
@@ -111,6 +111,7 @@ def train_epoch(
             value = value.detach().float() if value.is_floating_point() else value.detach()
             sums[key] = sums[key] + value if key in sums else value.clone()
         steps += 1
+    stop.check()  # one that landed in the epoch's last step
     seconds = clock.seconds()
     sums = distributed.sum_over_ranks(sums)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else clock.host.growth()

@@ -2,13 +2,15 @@
 
 The handlers raise where the process is, so that cleanup runs (temp files removed, the run folder's lock
 released). An exception raised while Python runs a finaliser (`__del__`, such as the saved-tensor
-counter's) is printed and dropped, though, and the run would train on; so the request is also
-remembered, and the training loop's `check()` raises it again at the next step.
+counter's, or a weakref callback) is printed as a traceback and dropped, though, and the run would train
+on. So a signal that lands inside a finaliser is only remembered, not raised, and the training loop's
+`check()` raises it at the next step.
 """
 
 from __future__ import annotations
 
 import signal
+import weakref
 
 
 class Terminated(Exception):
@@ -18,18 +20,32 @@ class Terminated(Exception):
 _requested: type[BaseException] | None = None
 
 
-def _request(stop: type[BaseException]) -> None:
+_FINALISER_FILES = {weakref.__file__}
+
+
+def _inside_finaliser(frame) -> bool:
+    """Whether `frame` or a caller of it is a finaliser, whose exceptions Python drops."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or code.co_filename in _FINALISER_FILES:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _request(stop: type[BaseException], frame) -> None:
     global _requested
     _requested = stop
-    raise stop()
+    if not _inside_finaliser(frame):
+        raise stop()
 
 
 def on_sigterm(signum, frame) -> None:
-    _request(Terminated)
+    _request(Terminated, frame)
 
 
 def on_sigint(signum, frame) -> None:
-    _request(KeyboardInterrupt)
+    _request(KeyboardInterrupt, frame)
 
 
 def install() -> dict:
@@ -48,6 +64,6 @@ def restore(previous: dict) -> None:
 
 
 def check() -> None:
-    """Raise a stop that was requested but lost on the way (dropped inside a finaliser)."""
+    """Raise a stop that was requested inside a finaliser (and so only remembered there)."""
     if _requested is not None:
         raise _requested()
