@@ -61,11 +61,11 @@ def cmd_train(args) -> int:
             distributed.shutdown()
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
-    accuracy = "none" if record["test_acc"] is None else f"{record['test_acc']:.2f}%"
+    accuracy = "none" if record.test_acc is None else f"{record.test_acc:.2f}%"
     log.info(
         "%s: status %s, test accuracy %s -> %s",
         spec.method,
-        record["status"],
+        record.status,
         accuracy,
         args.out / "record.json",
     )

@@ -118,16 +118,16 @@ def folder_lock(folder: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _finite(obj: Any) -> Any:
+def finite(obj: Any) -> Any:
     """NaN and infinities as None: strict JSON has no such numbers (a diverged loss, an undefined cosine)."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [finite(v) for v in obj]
     return obj
 
 
 def write_json(path: Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(_finite(obj), indent=2, allow_nan=False) + "\n").encode())
+    write_atomic(path, (json.dumps(finite(obj), indent=2, allow_nan=False) + "\n").encode())

@@ -4,9 +4,10 @@ outcome, from each run's folder."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 from pathlib import Path
+
+from bench import record
 
 STATUS_FIELDS = (
     "arch",
@@ -28,7 +29,7 @@ def write_status(jobs: list, path: Path) -> None:
         epochs = _epochs_done(job.folder / "log.csv")
         acc = None
         if job.status in ("finished", "diverged"):
-            acc = json.loads((job.folder / "record.json").read_text()).get("test_acc")
+            acc = record.read(job.folder / "record.json").test_acc
         rows.append(
             {
                 "arch": job.arch,

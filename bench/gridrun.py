@@ -16,7 +16,6 @@ outcome goes to RESULTS/status.csv; a rerun of the same command resumes cut runs
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import signal
@@ -26,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import grid
+from bench import grid, record
 from bench.grid_epochs import estimate_epochs
 from bench.grid_status import write_status
 from bench.layout import Layout
@@ -164,7 +163,7 @@ def _stop(running: list[Job]) -> None:
 
 
 def _record_status(path: Path) -> str:
-    return "diverged" if json.loads(path.read_text()).get("status") == "diverged" else "finished"
+    return "diverged" if record.read(path).status == "diverged" else "finished"
 
 
 def add_arguments(parser) -> None:

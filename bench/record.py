@@ -1,106 +1,219 @@
-"""The run record: record.json built from a finished run (make_record), the epoch its table reports
-(selected_epoch), and the per-epoch log.csv beside it."""
+"""The run record (record.json) as types: Record, with its Epoch history, Memory and Provenance.
+
+A record is written once, by the trainer (bench/run_record.py builds it from a finished run), and read
+by everything else through `read` and `find`, which check the schema version and every value
+(bench/record_check.py) and refuse a key the trainer never writes, naming the file and the key. The
+nested measures (per-layer alignments, ranks, the attacks' accuracies by budget) stay plain mappings:
+their keys are layer, class or budget names, not fields.
+
+Records of schema 1 written before a field existed (ECE and robustness before issue 21, the arch facts
+before issue 19) read with that field None, except the arch facts, which are filled from what the record
+holds (`blocks`: the last epoch's per-block alignment; `convolutional`: the arch's declared kind).
+"""
 
 from __future__ import annotations
 
-import csv
-import io
-import math
+import dataclasses
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from bench import measure, memory
-from bench.config import RunSpec
-from bench.files import write_atomic
+from bench import layout
+from bench.record_check import check_record
 
 SCHEMA_VERSION = 1
-LOG_COLUMNS = [
-    "epoch",
-    "train_loss",
-    "train_acc",
-    "test_acc",
-    "test_top5",
-    "lr",
-    "train_time_s",
-    "images_per_s",
-]
+Run = tuple[str, str, int]  # (arch, method, seed)
 
 
-def write_log_csv(path: Path, history: list[dict]) -> None:
-    """One row per epoch: the fixed columns, then the epoch's local loss terms as term_<name>."""
-    terms = sorted({k for h in history for k in h.get("terms", {})})
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(LOG_COLUMNS + [f"term_{t}" for t in terms])
-    for h in history:
-        writer.writerow(
-            [h.get(c, "") for c in LOG_COLUMNS] + [h.get("terms", {}).get(t, "") for t in terms]
+def _from_json(cls, data: dict, path: Path | str, where: str):
+    """`cls` from its JSON object: a key that is not a field is refused (a foreign or hand-edited file)."""
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path}: bad value {data!r} for {where.rstrip('.')!r}; accepted: an object"
         )
-    write_atomic(path, buffer.getvalue().encode())
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [key for key in data if key not in names]
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown key {where + unknown[0]!r} in a record; accepted: {', '.join(names)}"
+        )
+    return cls(**data)
 
 
-def selected_epoch(history: list[dict]) -> dict:
-    """Which epoch's test accuracy the tables report: the best on validation where the run has a validation
-    split (BioTorch's protocol: the best-validation checkpoint scored on test; the first epoch of the best),
-    else the last epoch."""
-    if not history:
-        return {"selection": "last", "selected_epoch": None, "selected_test_acc": None}
-    if "val_acc" not in history[-1]:
-        return {
-            "selection": "last",
-            "selected_epoch": history[-1]["epoch"],
-            "selected_test_acc": history[-1]["test_acc"],
+@dataclass(frozen=True)
+class Memory:
+    """Bytes at the end of training (bench/memory.py memory_breakdown); `peak_kind` says what `peak` is."""
+
+    params: int | None = None
+    grads: int | None = None
+    optimizer_state: int | None = None
+    feedback: int | None = None
+    saved_activations: int | None = None
+    peak: int | None = None
+    peak_kind: str | None = None
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What produced the record (bench/provenance.py), plus what the trainer resolved on the device."""
+
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    python: str | None = None
+    torch: str | None = None
+    torchvision: str | None = None
+    ffcv: str | None = None
+    device_name: str | None = None
+    platform: str | None = None
+    started: str | None = None
+    world_size: int | None = None
+    method_sha256: str | None = None
+    threads: int | None = None
+    speed: dict | None = None
+    determinism: dict | None = None
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """One epoch of the history: training, test (and validation) accuracy, and the per-epoch measures."""
+
+    epoch: int
+    train_loss: float | None = None
+    train_acc: float | None = None
+    test_acc: float | None = None
+    test_top5: float | None = None
+    lr: float | None = None
+    train_time_s: float | None = None
+    images_per_s: float | None = None
+    saved_activations: int | None = None
+    peak_memory: int | None = None
+    terms: dict = field(default_factory=dict)  # the rule's local loss terms, by name
+    alignment: list | None = None  # per block: cosine of the rule's signal with BP's
+    update_alignment: dict | None = None  # per layer: cosine of the update with BP's gradient
+    weight_alignment: dict | None = None  # angle_deg and norm_ratio of (W, B) per swapped layer
+    ranks: dict | None = None
+    trainable_params: int | None = None
+    val_acc: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record:
+    """One run's record: what ran (the spec), how it ended, the measures, its history and provenance.
+    Fields in the order record.json holds them."""
+
+    schema_version: int = SCHEMA_VERSION
+    dataset: str
+    arch: str
+    method: str  # the variant name, e.g. ssa-no_align
+    impl: str | None = None  # the method file it ran
+    seed: int
+    recipe: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)
+    config_hash: str | None = None
+    status: str  # ok or diverged
+    epochs: int | None = None
+    epochs_planned: int | None = None
+    num_classes: int | None = None
+    blocks: int | None = None  # the network's blocks (its feedback points)
+    convolutional: bool | None = None  # whether the network has a convolution
+    test_acc: float | None
+    test_top5: float | None = None
+    best_test_acc: float | None = None
+    selection: str | None = None  # which epoch the table reports: best_val or last
+    selected_epoch: int | None = None
+    selected_test_acc: float | None = None
+    best_val_acc: float | None = None
+    train_time_s: float | None = None
+    images_per_s: float | None = None
+    trainable_params: int | None = None
+    feedback_params: int | None = None
+    inference_params: int | None = None
+    trainable_params_initial: int | None = None
+    memory: Memory
+    history: tuple[Epoch, ...]
+    provenance: Provenance = field(default_factory=Provenance)
+    ece: float | None = None
+    per_class_acc: dict | None = None
+    eval_time_s: float | None = None
+    robustness: dict | None = None  # bench/robustness.py: accuracies under attack by budget
+
+    @property
+    def run(self) -> Run:
+        return (self.arch, self.method, self.seed)
+
+    @property
+    def last(self) -> Epoch | None:
+        """The last epoch of the history (None for a run that trained none)."""
+        return self.history[-1] if self.history else None
+
+    def to_json(self) -> dict:
+        """The JSON object of record.json (every field, null where not measured)."""
+        data = dataclasses.asdict(self)
+        data["history"] = list(data["history"])
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, path: Path | str = "record.json") -> Record:
+        """A record from its JSON object: schema version, values and keys checked, naming `path`."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: not a record (a JSON object); got {type(data).__name__}")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(
+                f"{path}: schema_version {data.get('schema_version')!r}; accepted: {SCHEMA_VERSION}"
+            )
+        for key in ("dataset", "arch", "method", "seed", "status", "test_acc", "memory", "history"):
+            if key not in data:
+                raise ValueError(f"{path}: record has no {key!r}")
+        check_record(data, path)
+        for i, entry in enumerate(data["history"]):
+            if "epoch" not in entry:
+                raise ValueError(f"{path}: record has no 'history[{i}].epoch'")
+        history = tuple(
+            _from_json(Epoch, entry, path, f"history[{i}].")
+            for i, entry in enumerate(data["history"])
+        )
+        fields = dict(data) | {
+            "history": history,
+            "memory": _from_json(Memory, data["memory"], path, "memory."),
+            "provenance": _from_json(Provenance, data.get("provenance", {}), path, "provenance."),
         }
-    best = max(
-        history,
-        key=lambda h: (h["val_acc"] if math.isfinite(h["val_acc"]) else -math.inf, -h["epoch"]),
-    )
-    return {
-        "selection": "best_val",
-        "selected_epoch": best["epoch"],
-        "selected_test_acc": best["test_acc"],
-        "best_val_acc": best["val_acc"],
-    }
+        record = _from_json(cls, fields, path, "")
+        return _with_arch_facts(record)
 
 
-def make_record(spec: RunSpec, state: dict, model, optimizer, data, device, started: dict) -> dict:
-    """The run's record.json (schema_version 1), from the training state and final measurements."""
-    history = state["history"]
-    last = history[-1] if history else {}
-    train_time = sum(h["train_time_s"] for h in history)
-    images = sum(h["images_per_s"] * h["train_time_s"] for h in history)
-    record = {
-        "schema_version": SCHEMA_VERSION,
-        "dataset": spec.dataset,
-        "arch": spec.arch,
-        "method": spec.method,
-        "impl": spec.impl,
-        "seed": spec.seed,
-        "recipe": spec.recipe,
-        "options": spec.options,
-        "config_hash": spec.config_hash(),
-        "status": state["status"],
-        "epochs": state["epoch"],
-        "epochs_planned": spec.recipe["epochs"],
-        "num_classes": data.num_classes,
-        "test_acc": last.get("test_acc"),
-        "test_top5": last.get("test_top5") if data.num_classes > 5 else None,
-        "best_test_acc": max((h["test_acc"] for h in history), default=None),
-        **selected_epoch(history),
-        "train_time_s": train_time,
-        "images_per_s": images / train_time if train_time else None,
-        **measure.param_counts(model),
-        "trainable_params_initial": state["trainable_params_initial"],
-        "memory": memory.memory_breakdown(
-            model,
-            optimizer,
-            last.get("saved_activations", 0),
-            device,
-            max(
-                (h["peak_memory"] for h in history if h.get("peak_memory") is not None),
-                default=None,
-            ),
-        ),
-        "history": history,
-        "provenance": started,
-    }
-    return record
+def _with_arch_facts(record: Record) -> Record:
+    """Fill the arch facts of a record written before the trainer wrote them, from what it holds."""
+    from bench.models import convolutional
+
+    facts = {}
+    if record.blocks is None and record.last is not None and record.last.alignment is not None:
+        facts["blocks"] = len(record.last.alignment)
+    if record.convolutional is None:
+        facts["convolutional"] = convolutional(record.arch)
+    return dataclasses.replace(record, **facts) if facts else record
+
+
+def read(path: Path | str) -> Record:
+    """One record.json, checked (a ValueError names the file and the key)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a readable record.json ({error})") from None
+    return Record.from_json(data, path)
+
+
+def find(runs_dir: Path | str, dataset: str) -> dict[Run, Record]:
+    """Every record of `dataset` under runs_dir (bench.layout's run folders), keyed by (arch, method, seed);
+    a record whose folder names another run is refused."""
+    found = {}
+    for path, arch, method, seed in layout.find_records(runs_dir, dataset):
+        record = read(path)
+        if (record.dataset, *record.run) != (dataset, arch, method, seed):
+            raise ValueError(
+                f"{path}: record is for {record.dataset}/{'/'.join(map(str, record.run))}, "
+                "not the run its folder names"
+            )
+        found[record.run] = record
+    return found

@@ -26,7 +26,8 @@ from bench.method import get_method
 from bench.models import BlockNet, build_for
 from bench.optim import lr_at, make_optimizer, slice_optimizer_state, steps_per_epoch
 from bench.provenance import provenance
-from bench.record import make_record, write_log_csv
+from bench.record import Record
+from bench.run_record import make_record, write_log_csv
 from bench.speed import Speed, resolve_device
 from bench.tensorboard_log import EpochLog
 from bench.weight_alignment import weight_alignment
@@ -102,7 +103,7 @@ class Training:
     probe: tuple  # the fixed batch the alignment measures use
 
 
-def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
+def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> Record:
     """Train one run, checkpointing each epoch (resuming from `out`), and write out/record.json."""
     out = Path(out)
     with determinism(
@@ -121,7 +122,7 @@ def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> dict:
             return _run(spec, out, device, data, validation, model, method, main)
 
 
-def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main: bool) -> dict:
+def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main: bool) -> Record:
     # The rule's file by content: git_commit and git_dirty miss an untracked (new) method file.
     # Threads change float summation order, so CPU results: recorded like the device.
     started = provenance(device) | {
@@ -196,13 +197,12 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
                 board.write(entry)
     finally:
         board.close()
-    record = make_record(spec, state, model, optimizer, data, device, state["provenance"])
     # Once, on the trained network (calibration, per-class accuracy, robustness), by the process that
     # writes the record: under torchrun every rank holds the same weights, so the others would only repeat it.
+    measured = end_of_run(model, data, spec.recipe, speed) if main and state["history"] else None
+    record = make_record(spec, state, model, optimizer, data, device, measured)
     if main:
-        if state["history"]:
-            record |= end_of_run(model, data, spec.recipe, speed)
-        write_json(out / "record.json", record)
+        write_json(out / "record.json", record.to_json())
     return record
 
 

@@ -56,12 +56,8 @@ def weight_alignment(model: nn.Module) -> dict | None:
     return {"angle_deg": angles, "norm_ratio": ratios}
 
 
-def layer_mean(entry: dict | None, measure: str) -> float | None:
-    """The mean over layers of a history entry's `measure` ("angle_deg" or "norm_ratio"); None when the
-    entry has none (the rule has no per-layer feedback, or the record predates the measure)."""
-    values = [
-        v
-        for v in ((entry or {}).get("weight_alignment") or {}).get(measure, {}).values()
-        if v is not None
-    ]
+def layer_mean(alignment: dict | None, measure: str) -> float | None:
+    """The mean over layers of one epoch's weight alignment `measure` ("angle_deg" or "norm_ratio");
+    None without one (the rule has no per-layer feedback, or the record predates the measure)."""
+    values = [v for v in (alignment or {}).get(measure, {}).values() if v is not None]
     return sum(values) / len(values) if values else None

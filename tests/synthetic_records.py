@@ -84,3 +84,11 @@ def rewrite_record(runs: Path, record: dict) -> None:
     """Write `record` (changed by a test) back to its run folder under `runs`."""
     folder = runs / record["dataset"] / record["arch"] / record["method"] / f"seed{record['seed']}"
     (folder / "record.json").write_text(json.dumps(record))
+
+
+def typed_record(**fields):
+    """A Record (bench/record.py) of one toy run with no history; `fields` replace the defaults."""
+    from bench.record import Memory, Record
+
+    defaults = dict(dataset="toy", arch="mlp", method="bp", seed=0, status="ok", test_acc=50.0)
+    return Record(**(defaults | {"memory": Memory(), "history": ()} | fields))

@@ -97,11 +97,11 @@ def test_blockwise_saved_activations_on_resnet32_at_batch_128_are_at_most_0p35_o
 
 def test_a_blockwise_run_trains_exactly_as_its_graph_run(tmp_path):
     recipe = {"epochs": 2, "batch_size": 128, "probe_size": 32, "device": "cpu", "batchnorm": True}
-    graph = run(make_spec("digits", "mlp3", "dfa", 0, recipe, {}), tmp_path / "graph")
+    graph = run(make_spec("digits", "mlp3", "dfa", 0, recipe, {}), tmp_path / "graph").to_json()
     local = run(
         make_spec("digits", "mlp3", "dfa", 0, {**recipe, "locality": "blockwise"}, {}),
         tmp_path / "local",
-    )
+    ).to_json()
     assert local["recipe"]["locality"] == "blockwise"
     assert [h["test_acc"] for h in local["history"]] == [h["test_acc"] for h in graph["history"]]
     assert [h["train_loss"] for h in local["history"]] == pytest.approx(

@@ -89,8 +89,8 @@ def _in_range_or_nan(value) -> bool:
 def trained(request, tmp_path_factory):
     """(rule, its 2-epoch digits record, a second record of the same seed, the run folder)."""
     out = tmp_path_factory.mktemp(request.param)
-    first = trainer.run(_spec(request.param), out / "first")
-    again = trainer.run(_spec(request.param), out / "again")
+    first = trainer.run(_spec(request.param), out / "first").to_json()
+    again = trainer.run(_spec(request.param), out / "again").to_json()
     return request.param, first, again, out
 
 
@@ -141,7 +141,7 @@ def test_same_seed_gives_the_same_record(trained):
 def test_resume_after_an_interruption_equals_the_uninterrupted_run(trained, monkeypatch):
     rule, record, _, out = trained
     run_killed_in_epoch_2(monkeypatch, _spec(rule), out / "resumed")
-    resumed = trainer.run(_spec(rule), out / "resumed")
+    resumed = trainer.run(_spec(rule), out / "resumed").to_json()
     assert _strip(resumed) == _strip(record), (
         f"{rule}: the resumed run differs from the uninterrupted one"
     )
@@ -202,7 +202,7 @@ def test_a_copy_of_the_template_trains_as_a_new_rule(tmp_path, monkeypatch):
     shutil.copy(methods / "template_rule.py", methods / "noisy_bp.py")
     monkeypatch.setenv("BENCH_METHODS_DIR", str(methods))
     assert "noisy_bp" in discover() and "template_rule" not in discover()
-    record = trainer.run(_spec("noisy_bp"), tmp_path / "run")
+    record = trainer.run(_spec("noisy_bp"), tmp_path / "run").to_json()
     assert record["status"] == "ok" and record["test_acc"] > 50
     assert record["feedback_params"] == 10  # its per-class buffer, registered in model.feedback
     layers = record["history"][-1]["update_alignment"]
@@ -215,7 +215,7 @@ def test_a_copy_of_the_template_trains_as_a_new_rule(tmp_path, monkeypatch):
         ]
         > 0
     )
-    assert _strip(trainer.run(_spec("noisy_bp"), tmp_path / "resumed")) == _strip(record)
+    assert _strip(trainer.run(_spec("noisy_bp"), tmp_path / "resumed").to_json()) == _strip(record)
 
 
 @pytest.mark.parametrize("rule", RULES)

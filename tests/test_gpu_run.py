@@ -223,7 +223,7 @@ def test_deterministic_sets_the_flags_records_them_and_restores_them(tmp_path):
             {},
         ),
         tmp_path / "a",
-    )
+    ).to_json()
     assert record["provenance"]["determinism"] == {
         "requested": True,
         "cudnn_deterministic": True,
@@ -245,7 +245,7 @@ def test_deterministic_sets_the_flags_records_them_and_restores_them(tmp_path):
             {},
         ),
         tmp_path / "b",
-    )
+    ).to_json()
     assert [h["test_acc"] for h in again["history"]] == [h["test_acc"] for h in record["history"]]
     with pytest.raises(ValueError, match="'deterministic' and 'on' for 'cudnn_benchmark'"):
         make_spec("digits", "mlp3", "bp", 0, {"deterministic": True, "cudnn_benchmark": "on"}, {})

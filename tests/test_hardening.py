@@ -321,12 +321,13 @@ def test_a_record_path_that_is_a_folder_gives_one_line_naming_it(tmp_path, capsy
 def test_an_accuracy_of_zero_prints_as_zero_not_nan(tmp_path, caplog, monkeypatch):
     import logging
 
+    from synthetic_records import typed_record
+
     import bench.train
 
     caplog.set_level(logging.INFO)
-    monkeypatch.setattr(
-        bench.train, "run", lambda spec, out, data_dir: {"status": "ok", "test_acc": 0.0}
-    )
+    zero = typed_record(test_acc=0.0)
+    monkeypatch.setattr(bench.train, "run", lambda spec, out, data_dir: zero)
     assert main([*TRAIN, "--out", str(tmp_path / "run")]) == 0
     assert "test accuracy 0.00%" in caplog.text and "nan" not in caplog.text
 
@@ -385,7 +386,7 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_discarded_with_a_warning(
     write_atomic(tmp_path / "checkpoint.pt", buffer.getvalue())
     record = trainer.run(
         spec, tmp_path
-    )  # starts over instead of getting stuck or writing an inconsistent record
+    ).to_json()  # starts over instead of getting stuck or writing an inconsistent record
     assert "does not fit this run" in caplog.text and why in caplog.text
     assert record["status"] == "ok" and [h["epoch"] for h in record["history"]] == [1, 2]
 
@@ -474,7 +475,7 @@ def test_a_checkpoint_of_an_edited_rule_file_is_not_resumed_and_the_record_names
     import bench.method
 
     bench.method._discover.cache_clear()  # a new process would import the edited file
-    record = trainer.run(spec, tmp_path / "run")
+    record = trainer.run(spec, tmp_path / "run").to_json()
     assert "written by another version of my_rule.py" in caplog.text
     assert [h["epoch"] for h in record["history"]] == [1, 2]
     assert (
@@ -606,7 +607,6 @@ def test_gpu_lock_files_never_follow_a_planted_link_and_the_folder_must_be_priva
 
 @pytest.mark.parametrize("method", ["bp", "dfa", "ssa"])
 def test_compile_on_trains_two_epochs_on_cpu_with_the_alignment_probes(method, tmp_path):
-    import math
 
     from bench.config import make_spec
     from bench.train import run
@@ -619,7 +619,7 @@ def test_compile_on_trains_two_epochs_on_cpu_with_the_alignment_probes(method, t
         {"epochs": 2, "batch_size": 128, "probe_size": 64, "device": "cpu", "compile": "on"},
         load_variants(),
     )
-    record = run(spec, tmp_path)
+    record = run(spec, tmp_path).to_json()
     assert record["status"] == "ok" and record["epochs"] == 2 and record["test_acc"] > 30
     assert (
         "compile" in record["provenance"]["speed"]
@@ -628,7 +628,8 @@ def test_compile_on_trains_two_epochs_on_cpu_with_the_alignment_probes(method, t
         assert entry["update_alignment"] and all(
             -1 <= v <= 1 for v in entry["update_alignment"].values()
         )
-        assert all(math.isnan(a) or -1 <= a <= 1 for a in entry["alignment"])
+        # undefined (a block without a signal) is null, as in record.json
+        assert all(a is None or -1 <= a <= 1 for a in entry["alignment"])
 
 
 def test_a_cpu_record_names_its_threads_and_a_peak_of_the_training_alone(tmp_path):
@@ -647,7 +648,7 @@ def test_a_cpu_record_names_its_threads_and_a_peak_of_the_training_alone(tmp_pat
             load_variants(),
         ),
         tmp_path,
-    )
+    ).to_json()
     assert record["provenance"]["threads"] == torch.get_num_threads()
     memory = record["memory"]
     assert memory["peak_kind"] == "cpu_rss_growth_in_training"

@@ -5,8 +5,9 @@ import json
 import math
 
 import pytest
-from synthetic_records import write_record
+from synthetic_records import typed_record, write_record
 
+from bench.record import Memory
 from bench.report import markdown as md
 from bench.report import summary
 from bench.report.figures import fig_accuracy, fig_params
@@ -53,11 +54,10 @@ def test_standard_errors_of_a_difference_own_and_pooled():
 
 
 def test_memory_mb_sums_parts_per_record_and_skips_unmeasured_records():
-    records = [
-        {"memory": {"params": 1_000_000, "grads": 3_000_000}},
-        {"memory": {"params": 2_000_000}},
-        {"memory": {}},
-    ]
+    def measured(**parts):
+        return typed_record(memory=Memory(**parts))
+
+    records = [measured(params=1_000_000, grads=3_000_000), measured(params=2_000_000), measured()]
     assert summary.memory_mb(records, "params", "grads") == pytest.approx(3.0)  # (4 + 2) / 2 MB
     assert math.isnan(summary.memory_mb(records, "feedback"))
 

@@ -10,6 +10,7 @@ from synthetic_records import write_record
 from bench import grid, sweep
 from bench.cli import main
 from bench.config import REPO
+from bench.record import Record
 from bench.report.findings import bp_reference, report
 from bench.report.sweep_figures import base_label
 
@@ -153,6 +154,11 @@ def test_cli_trains_a_sweep_point(tmp_path):
     assert main(args[:6] + ["s-nope"] + args[7:]) == 2  # an unknown point is refused
 
 
+def typed(records: list[dict]) -> list[Record]:
+    """The records as the report reads them (bench/record.py): checked, typed."""
+    return [Record.from_json(r) for r in records]
+
+
 def _records(runs, accs: dict[str, float], seeds=(0,)):
     """Synthetic records of the SWEEPS points and bp, with options and recipe as the trainer writes them."""
     points = {**sweep.points("s", SWEEPS["s"]), **sweep.points("d", SWEEPS["d"])}
@@ -185,7 +191,7 @@ def test_report_writes_table_figures_and_findings(tmp_path):
         "d-optimizer_sgd": 60.0,
     }
     records = _records(tmp_path / "runs", accs, seeds=(0, 1))
-    table = report(records, SWEEPS, "digits", tmp_path / "out")
+    table = report(typed(records), SWEEPS, "digits", tmp_path / "out")
     saved = pd.read_csv(tmp_path / "out" / "digits_sweep.csv")
     assert {"rank_ratio", "lambda_align", "lr", "scale", "optimizer", "option", "value"} <= set(
         saved.columns
@@ -217,7 +223,7 @@ def test_one_seed_uses_the_stated_noise_floor(tmp_path):
         tmp_path / "runs",
         {"bp": 90.0, "s-base": 80.0, "s-rank_ratio_0p5": 79.5, "s-rank_ratio_0p25": 79.6},
     )
-    report(records, SWEEPS, "digits", tmp_path / "out")
+    report(typed(records), SWEEPS, "digits", tmp_path / "out")
     text = (tmp_path / "out" / "findings.md").read_text()
     assert "no point has 2 seeds; a value matters when its difference exceeds 1 point" in text
     assert (
@@ -242,7 +248,7 @@ def test_a_one_seed_point_is_judged_by_the_pooled_noise_not_the_base_std_alone(t
             record["options"].pop("lr", None)
             record["recipe"] = {"lr": points[method].get("lr", 0.001), "optimizer": "adamw"}
             records.append(record)
-    report(records, SWEEPS, "digits", tmp_path / "out")
+    report(typed(records), SWEEPS, "digits", tmp_path / "out")
     text = (tmp_path / "out" / "findings.md").read_text()
     # pooled std sqrt((2 * 0.01 + 2 * 4) / 4) = 1.42; 2 SE for 3 vs 1 seeds: 2 * 1.42 * sqrt(4/3) = 3.27, for 3 vs 3: 2.31
     assert "seed std 1.42 pooled over 2 multi-seed points" in text
@@ -319,7 +325,7 @@ def test_a_base_point_without_a_finished_run_is_reported_not_compared(tmp_path):
     for record in records:
         if record["method"] == "s-base":
             record["status"], record["test_acc"] = "diverged", None
-    report(records, SWEEPS, "digits", tmp_path / "out")
+    report(typed(records), SWEEPS, "digits", tmp_path / "out")
     text = (tmp_path / "out" / "findings.md").read_text()
     assert (
         "sweep `s`: its base point has no finished run." in text

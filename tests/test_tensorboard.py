@@ -42,7 +42,7 @@ def test_scalars_flatten_a_history_entry_and_drop_what_is_no_finite_number():
 def test_a_run_with_tensorboard_on_logs_every_epoch_and_off_writes_nothing(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    record = trainer.run(_spec(tensorboard=True), tmp_path / "on")
+    record = trainer.run(_spec(tensorboard=True), tmp_path / "on").to_json()
     events = EventAccumulator(str(tmp_path / "on" / "tensorboard"))
     events.Reload()
     logged = [(e.step, e.value) for e in events.Scalars("test_acc")]

@@ -39,7 +39,7 @@ def strip_timings(obj):
 @pytest.fixture(scope="module")
 def ssa_record(tmp_path_factory):
     out = tmp_path_factory.mktemp("ssa")
-    return run(spec(rank_epochs=[1]), out), out
+    return run(spec(rank_epochs=[1]), out).to_json(), out
 
 
 def test_record_holds_every_field_of_the_design(ssa_record):
@@ -105,9 +105,9 @@ def test_record_holds_every_field_of_the_design(ssa_record):
 
 def test_same_seed_gives_the_same_record_apart_from_timings(ssa_record, tmp_path):
     record, _ = ssa_record
-    again = run(spec(rank_epochs=[1]), tmp_path)
+    again = run(spec(rank_epochs=[1]), tmp_path).to_json()
     assert strip_timings(again) == strip_timings(record)
-    other = run(spec(rank_epochs=[1], seed=1), tmp_path / "seed1")
+    other = run(spec(rank_epochs=[1], seed=1), tmp_path / "seed1").to_json()
     assert other["history"][0]["train_loss"] != record["history"][0]["train_loss"]
 
 
@@ -117,13 +117,13 @@ def test_interrupted_run_resumes_from_its_checkpoint_to_the_same_record(
     record, _ = ssa_record
     run_killed_in_epoch_2(monkeypatch, spec(rank_epochs=[1]), tmp_path)
     assert (tmp_path / "checkpoint.pt").is_file() and not (tmp_path / "record.json").exists()
-    resumed = run(spec(rank_epochs=[1]), tmp_path)
+    resumed = run(spec(rank_epochs=[1]), tmp_path).to_json()
     assert strip_timings(resumed) == strip_timings(record)
 
 
 def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, caplog):
     run(spec("dfa", epochs=1), tmp_path)
-    record = run(spec("dfa", epochs=1, lr=5e-4), tmp_path)
+    record = run(spec("dfa", epochs=1, lr=5e-4), tmp_path).to_json()
     assert "belongs to another configuration" in caplog.text
     assert record["recipe"]["lr"] == 5e-4 and len(record["history"]) == 1
 
@@ -135,7 +135,7 @@ def test_checkpoint_loads_with_weights_only(tmp_path):
 
 
 def test_nan_loss_ends_the_run_as_diverged(tmp_path):
-    record = run(spec("bp", epochs=3, optimizer="sgd", lr=1e12, momentum=0.0), tmp_path)
+    record = run(spec("bp", epochs=3, optimizer="sgd", lr=1e12, momentum=0.0), tmp_path).to_json()
     assert record["status"] == "diverged"
     assert record["epochs"] < 3
     assert json.loads((tmp_path / "record.json").read_text())["status"] == "diverged"
@@ -143,7 +143,7 @@ def test_nan_loss_ends_the_run_as_diverged(tmp_path):
 
 @pytest.mark.parametrize("method", ["bp", "dfa", "svd_bp", "ssa"])
 def test_every_method_reports_saved_activation_bytes(method, tmp_path):
-    record = run(spec(method, epochs=1), tmp_path)
+    record = run(spec(method, epochs=1), tmp_path).to_json()
     assert record["memory"]["saved_activations"] > 0
     assert record["test_acc"] > 20  # 10 classes: clearly above chance after one epoch
 
@@ -185,7 +185,7 @@ def test_alignment_of_bp_with_itself_is_one_even_for_tiny_gradients():
 def test_corrupt_checkpoint_is_discarded_with_a_warning(tmp_path, caplog):
     run(spec("dfa", epochs=1), tmp_path)
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    record = run(spec("dfa", epochs=1), tmp_path)
+    record = run(spec("dfa", epochs=1), tmp_path).to_json()
     assert "unreadable" in caplog.text and record["status"] == "ok" and len(record["history"]) == 1
 
 
@@ -212,7 +212,7 @@ def test_ssa_scale_scales_its_signals(batch, feedback):
 def test_checkpoint_of_another_code_version_is_not_resumed(tmp_path, caplog, monkeypatch):
     run_killed_in_epoch_2(monkeypatch, spec("dfa"), tmp_path)
     monkeypatch.setattr(bench.checkpoint, "code_version", lambda: "another-commit")
-    record = run(spec("dfa"), tmp_path)
+    record = run(spec("dfa"), tmp_path).to_json()
     assert (
         "was written by code version" in caplog.text and "starting dfa from scratch" in caplog.text
     )
@@ -240,7 +240,7 @@ def test_counting_saved_bytes_leaves_no_graph_alive_across_a_rank_reduction(tmp_
             load_variants(),
         ),
         tmp_path,
-    )
+    ).to_json()
     assert record["status"] == "ok" and record["epochs"] == 2
     assert record["trainable_params"] < record["trainable_params_initial"]  # the reduction happened
 
@@ -273,14 +273,14 @@ def test_validation_split_holds_images_out_and_selects_the_best_validation_epoch
     assert torch.equal(
         validation.test_x, hold_out(data, 300)[1].test_x
     )  # the same images for every run
-    record = run(spec("bp", epochs=3, val_split=300), tmp_path)
+    record = run(spec("bp", epochs=3, val_split=300), tmp_path).to_json()
     assert all("val_acc" in h for h in record["history"]) and record["selection"] == "best_val"
     best = max(record["history"], key=lambda h: (h["val_acc"], -h["epoch"]))
     assert (
         record["selected_epoch"] == best["epoch"]
         and record["selected_test_acc"] == best["test_acc"]
     )
-    plain = run(spec("bp", epochs=1), tmp_path / "plain")
+    plain = run(spec("bp", epochs=1), tmp_path / "plain").to_json()
     assert plain["selection"] == "last" and plain["selected_test_acc"] == plain["test_acc"]
 
 

@@ -69,18 +69,10 @@ def test_rules_without_per_layer_feedback_weights_have_no_weight_alignment(rule)
     assert weight_alignment(make("mlp3", rule)[0]) is None
 
 
-def test_layer_mean_of_a_history_entry():
-    entry = {
-        "weight_alignment": {
-            "angle_deg": {"a": 80.0, "b": None, "c": 60.0},
-            "norm_ratio": {"a": 1.0},
-        }
-    }
-    assert layer_mean(entry, "angle_deg") == 70.0 and layer_mean(entry, "norm_ratio") == 1.0
-    assert (
-        layer_mean({"weight_alignment": None}, "angle_deg") is None
-        and layer_mean({}, "angle_deg") is None
-    )
+def test_layer_mean_of_an_epochs_weight_alignment():
+    alignment = {"angle_deg": {"a": 80.0, "b": None, "c": 60.0}, "norm_ratio": {"a": 1.0}}
+    assert layer_mean(alignment, "angle_deg") == 70.0 and layer_mean(alignment, "norm_ratio") == 1.0
+    assert layer_mean(None, "angle_deg") is None and layer_mean({}, "angle_deg") is None
 
 
 def test_kp_feedback_turns_toward_w_over_training(tmp_path):
@@ -104,7 +96,7 @@ def test_kp_feedback_turns_toward_w_over_training(tmp_path):
         load_variants(),
     )
     record = trainer.run(spec, tmp_path / "kp")
-    angles = [layer_mean(h, "angle_deg") for h in record["history"]]
+    angles = [layer_mean(h.weight_alignment, "angle_deg") for h in record.history]
     assert angles[-1] < angles[0] < 90
 
 

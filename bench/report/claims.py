@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from bench.record import Record
 from bench.report import markdown as md
 from bench.report.summary import Summary, accuracy, diff_se, finished, mean, memory_mb
 
@@ -31,13 +32,13 @@ def _cell(acc: Summary) -> str:
     return f"{md.mean_std(acc.mean, acc.std)} (n={acc.n})" if acc.n else md.EMPTY
 
 
-def _curve(records: list[dict]) -> list[float]:
+def _curve(records: list[Record]) -> list[float]:
     """Mean test accuracy per epoch over the finished seeds (as long as the shortest history)."""
-    histories = [r["history"] for r in finished(records) if r.get("history")]
+    histories = [r.history for r in finished(records) if r.history]
     if not histories:
         return []
     length = min(len(h) for h in histories)
-    return [Summary.of(h[i]["test_acc"] for h in histories).mean for i in range(length)]
+    return [Summary.of(h[i].test_acc for h in histories).mean for i in range(length)]
 
 
 @dataclass
@@ -119,13 +120,11 @@ def claim_cost(grouped: dict) -> Claim:
     memory = ("params", "grads", "optimizer_state", "saved_activations")
     for dataset, arch, runs, accs in _pairs(grouped, "bp", "dfa", "ssa"):
         ssa, dfa, bp = runs["ssa"], runs["dfa"], runs["bp"]
-        params = mean(r.get("trainable_params") for r in ssa) / mean(
-            r.get("trainable_params") for r in dfa
-        )
+        params = mean(r.trainable_params for r in ssa) / mean(r.trainable_params for r in dfa)
         mem = memory_mb(ssa, *memory) / memory_mb(bp, *memory)
         blockwise = blockwise_twin(runs, accs, "ssa")
         local = memory_mb(blockwise, *memory) / memory_mb(bp, *memory) if blockwise else None
-        time = mean(r.get("train_time_s") for r in ssa) / mean(r.get("train_time_s") for r in bp)
+        time = mean(r.train_time_s for r in ssa) / mean(r.train_time_s for r in bp)
         claim.add(
             [
                 dataset,
@@ -144,21 +143,21 @@ def claim_cost(grouped: dict) -> Claim:
     return claim
 
 
-def blockwise_twin(by_method: dict, accs: dict, method: str) -> list[dict] | None:
+def blockwise_twin(by_method: dict, accs: dict, method: str) -> list[Record] | None:
     """The runs of `method`'s rule, options and recipe trained with `locality: blockwise`, under any
     variant name in the same (dataset, arch); None where the records hold none that finished."""
 
-    def without_locality(record: dict) -> dict:
-        return {k: v for k, v in (record.get("recipe") or {}).items() if k != "locality"}
+    def without_locality(record: Record) -> dict:
+        return {k: v for k, v in record.recipe.items() if k != "locality"}
 
     reference = by_method[method][0]
     for name, runs in by_method.items():
         first = runs[0]
         if (
             name != method
-            and first.get("impl") == reference.get("impl")
-            and first.get("options") == reference.get("options")
-            and (first.get("recipe") or {}).get("locality") == "blockwise"
+            and first.impl == reference.impl
+            and first.options == reference.options
+            and first.recipe.get("locality") == "blockwise"
             and without_locality(first) == without_locality(reference)
             and accs[name].n
         ):
@@ -182,13 +181,13 @@ def claim_dfa_scaling(grouped: dict) -> Claim:
             "reference gap",
         ],
     )
-    from bench.models import convolutional  # a declared fact of each arch: no network is built
-
     by_dataset: dict[str, list] = {}
     for dataset, arch, runs, accs in _pairs(grouped, "bp", "dfa"):
-        blocks = len(finished(runs["dfa"])[0]["history"][-1].get("alignment") or [])
+        dfa = finished(runs["dfa"])[
+            0
+        ]  # the arch's facts, as the trainer wrote them (bench/record.py)
         by_dataset.setdefault(dataset, []).append(
-            (arch, blocks, convolutional(arch), accs["bp"].mean - accs["dfa"].mean)
+            (arch, dfa.blocks, dfa.convolutional, accs["bp"].mean - accs["dfa"].mean)
         )
     for dataset, archs in by_dataset.items():
         if len(archs) < 2:
@@ -196,9 +195,8 @@ def claim_dfa_scaling(grouped: dict) -> Claim:
                 f"{dataset}: one arch only ({archs[0][0]}); the claim compares archs."
             )
             continue
-        reference = min(
-            archs, key=lambda a: (a[2], a[1])
-        )  # fully connected first, then fewest blocks
+        # fully connected first, then fewest blocks (unknown: last)
+        reference = min(archs, key=lambda a: (bool(a[2]), math.inf if a[1] is None else a[1]))
         for arch, blocks, conv, gap in archs:
             if arch == reference[0]:
                 continue
@@ -206,7 +204,7 @@ def claim_dfa_scaling(grouped: dict) -> Claim:
                 [
                     dataset,
                     arch,
-                    blocks,
+                    md.EMPTY if blocks is None else blocks,
                     "yes" if conv else "no",
                     f"{gap:+.2f}",
                     reference[0],
@@ -278,11 +276,11 @@ def claim_convergence(grouped: dict) -> Claim:
 CLAIMS = (claim_cost, claim_dfa_scaling, claim_ablation, claim_convergence)
 
 
-def evaluate(records: list[dict], datasets: list[str]) -> list[Claim]:
+def evaluate(records: list[Record], datasets: list[str]) -> list[Claim]:
     """Every claim of method.md checked against `records` (of `datasets`)."""
-    grouped: dict[tuple[str, str], dict[str, list[dict]]] = {}
+    grouped: dict[tuple[str, str], dict[str, list[Record]]] = {}
     for r in records:
-        grouped.setdefault((r["dataset"], r["arch"]), {}).setdefault(r["method"], []).append(r)
+        grouped.setdefault((r.dataset, r.arch), {}).setdefault(r.method, []).append(r)
     grouped = dict(
         sorted(grouped.items())
     )  # rows by (dataset, arch), whatever order the records came in

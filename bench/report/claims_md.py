@@ -7,44 +7,42 @@ from collections import Counter
 from pathlib import Path
 
 from bench.files import write_atomic
+from bench.record import Record
 from bench.report import markdown as md
 from bench.report.claims import NOT_RUN, Claim, evaluate
 from bench.report.records import find_records, read_record
 
 
-def conditions(records: list[dict]) -> list[str]:
+def conditions(records: list[Record]) -> list[str]:
     """What the evidence was measured under: epochs, devices, seeds, code."""
 
     def counted(values) -> str:
         return ", ".join(f"{v} ({n} runs)" for v, n in Counter(values).most_common())
 
-    device = [
-        f"{r['memory'].get('device', '?')}: {(r.get('provenance') or {}).get('device_name', '?')}"
-        for r in records
-    ]
+    device = [f"{r.memory.device or '?'}: {r.provenance.device_name or '?'}" for r in records]
     commits = [
-        str((r.get("provenance") or {}).get("git_commit") or "unknown")[:10]
-        + (" (dirty)" if (r.get("provenance") or {}).get("git_dirty") else "")
+        str(r.provenance.git_commit or "unknown")[:10]
+        + (" (dirty)" if r.provenance.git_dirty else "")
         for r in records
     ]
     return [
-        f"Records: {len(records)} ({counted(r['status'] for r in records)}).",
-        f"Epochs: {counted(r.get('epochs_planned') for r in records)}.",
+        f"Records: {len(records)} ({counted(r.status for r in records)}).",
+        f"Epochs: {counted(r.epochs_planned for r in records)}.",
         f"Devices: {counted(device)}.",
-        f"Seeds: {counted(r['seed'] for r in records)}.",
+        f"Seeds: {counted(r.seed for r in records)}.",
         f"Code: {counted(commits)}.",
     ]
 
 
-def _coverage(records: list[dict], datasets: list[str]) -> str:
-    counts = Counter(r["dataset"] for r in records)
+def _coverage(records: list[Record], datasets: list[str]) -> str:
+    counts = Counter(r.dataset for r in records)
     return ", ".join(
         f"{d} ({counts[d]} records)" if counts[d] else f"{d} (no records: {NOT_RUN})"
         for d in datasets
     )
 
 
-def render(claims: list[Claim], records: list[dict], datasets: list[str]) -> str:
+def render(claims: list[Claim], records: list[Record], datasets: list[str]) -> str:
     lines = [
         "# The paper's claims, checked against this suite's records",
         "",
@@ -84,11 +82,11 @@ def render(claims: list[Claim], records: list[dict], datasets: list[str]) -> str
 
 def load_records(
     datasets: list[str], runs_dir: Path | str | None = None, paths: list[Path | str] | None = None
-) -> list[dict]:
+) -> list[Record]:
     """The records of `datasets`: the files `paths` if given, else every record under runs_dir."""
     if paths:
         records = [read_record(Path(p)) for p in paths]
-        return [r for r in records if r["dataset"] in datasets]
+        return [r for r in records if r.dataset in datasets]
     if runs_dir is None:
         raise ValueError("give record files or a runs folder")
     return [r for d in datasets for r in find_records(runs_dir, d).values()]

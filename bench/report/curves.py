@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from bench.report.plotting import figure_legend, groups, line_styles, methods, nothing_to_show, plt
-from bench.report.records import Run, mean_update_alignment
+from bench.report.records import Record, Run, mean_update_alignment
 from bench.report.summary import mean, per_epoch
 from bench.weight_alignment import layer_mean
 
@@ -21,7 +21,7 @@ PER_LAYER_FEEDBACK = (
 
 
 def _curves(
-    records: dict[Run, dict],
+    records: dict[Run, Record],
     dataset: str,
     title: str,
     ylabel: str,
@@ -69,7 +69,7 @@ def fig_curves(records, dataset):
         dataset,
         "test accuracy per epoch (mean ± std over seeds)",
         "test accuracy (%)",
-        lambda h: h.get("test_acc"),
+        lambda h: h.test_acc,
         "no record holds a per-epoch test accuracy",
     )
 
@@ -81,7 +81,7 @@ def fig_alignment(records, dataset):
         dataset,
         "alignment of each method's block signal with the BP gradient",
         "cosine with BP gradient (mean over blocks)",
-        lambda h: mean(h.get("alignment") or []),
+        lambda h: mean(h.alignment or []),
         "no record holds block-signal alignment (rules with block signals: dfa, ssa, ...)",
     )
 
@@ -103,7 +103,7 @@ def fig_rank(records, dataset):
         dataset,
         "total rank of the SVD layers per epoch (mean over seeds)",
         "total rank (sum over SVD layers)",
-        lambda h: sum(h["ranks"].values()) if h.get("ranks") else None,
+        lambda h: sum(h.ranks.values()) if h.ranks else None,
         "no runs with SVD layers (svd_bp, ssa variants)",
     )
 
@@ -114,7 +114,7 @@ def fig_weight_angle(records, dataset):
         dataset,
         "angle between each layer's forward weight W and its feedback weight B",
         "angle(W, B) in degrees (mean over layers)",
-        lambda h: layer_mean(h, "angle_deg"),
+        lambda h: layer_mean(h.weight_alignment, "angle_deg"),
         PER_LAYER_FEEDBACK,
     )
 
@@ -125,6 +125,6 @@ def fig_weight_norm_ratio(records, dataset):
         dataset,
         "norm of each layer's feedback weight B relative to its forward weight W",
         "||B|| / ||W|| (mean over layers)",
-        lambda h: layer_mean(h, "norm_ratio"),
+        lambda h: layer_mean(h.weight_alignment, "norm_ratio"),
         PER_LAYER_FEEDBACK,
     )

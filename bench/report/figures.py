@@ -32,7 +32,7 @@ from bench.report.plotting import (
     plt,
     save,
 )
-from bench.report.records import Run, collect
+from bench.report.records import Record, Run, collect
 from bench.report.summary import accuracy, finished, mean
 
 __all__ = ["FIGURES", "FORMATS", "figure_bytes", "plot"]
@@ -89,7 +89,7 @@ def _bars(ax, by_arch: Groups, shown: list[str], by_method: dict) -> None:
     ax.grid(axis="y", alpha=0.3)
 
 
-def _bar_figure(records: dict[Run, dict], shown: list[str], palette: dict, title: str):
+def _bar_figure(records: dict[Run, Record], shown: list[str], palette: dict, title: str):
     by_arch = groups(records)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.2 + 0.5 * len(shown) * max(len(by_arch), 1)), 4.2))
     _bars(ax, by_arch, shown, palette)
@@ -98,7 +98,7 @@ def _bar_figure(records: dict[Run, dict], shown: list[str], palette: dict, title
     return fig
 
 
-def fig_accuracy(records: dict[Run, dict], dataset: str):
+def fig_accuracy(records: dict[Run, Record], dataset: str):
     title = f"{dataset}: test accuracy per method"
     if not records:
         return nothing_to_show(title, "no runs found")
@@ -108,7 +108,7 @@ def fig_accuracy(records: dict[Run, dict], dataset: str):
     )
 
 
-def fig_ablation(records: dict[Run, dict], dataset: str):
+def fig_ablation(records: dict[Run, Record], dataset: str):
     title = f"{dataset}: SSA ablation"
     kept = {run: r for run, r in records.items() if run[1] in ABLATION}
     if not any(m.startswith("ssa") for (_, m, _) in kept):
@@ -124,7 +124,7 @@ def fig_ablation(records: dict[Run, dict], dataset: str):
     )
 
 
-def fig_params(records: dict[Run, dict], dataset: str):
+def fig_params(records: dict[Run, Record], dataset: str):
     """Accuracy against parameters: a filled marker at the trainable parameters, a hollow one joined to it
     at trainable + feedback parameters (the rule's feedback tensors, fixed or learned)."""
     title = f"{dataset}: accuracy vs parameters"
@@ -135,8 +135,8 @@ def fig_params(records: dict[Run, dict], dataset: str):
             arch,
             method,
             accuracy(rs),
-            mean(r.get("trainable_params") for r in rs),
-            mean(r.get("feedback_params") for r in rs),
+            mean(r.trainable_params for r in rs),
+            mean(r.feedback_params for r in rs),
         )
         for arch, by_method in by_arch.items()
         for method, rs in by_method.items()

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from bench.files import write_atomic
+from bench.record import Record
 from bench.report import markdown as md
 from bench.report.summary import (
     Summary,
@@ -37,37 +38,37 @@ NOISE_FALLBACK = 1.0
 MEMORY = ("params", "grads", "optimizer_state", "saved_activations")
 
 
-def _by_method(records: list[dict]) -> dict[str, list[dict]]:
-    by_method: dict[str, list[dict]] = {}
+def _by_method(records: list[Record]) -> dict[str, list[Record]]:
+    by_method: dict[str, list[Record]] = {}
     for r in records:
-        by_method.setdefault(r["method"], []).append(r)
+        by_method.setdefault(r.method, []).append(r)
     return by_method
 
 
-def _stats(records: list[dict], acc: Summary) -> dict[str, Any]:
+def _stats(records: list[Record], acc: Summary) -> dict[str, Any]:
     """One sweep point's columns: `acc` is its accuracy summary."""
     return {
         "n_seeds": len(records),
         "n_ok": acc.n_ok,
         "test_acc_mean": acc.mean,
         "test_acc_std": acc.std,
-        "trainable_params": mean(r.get("trainable_params") for r in records),
-        "feedback_params": mean(r.get("feedback_params") for r in records),
+        "trainable_params": mean(r.trainable_params for r in records),
+        "feedback_params": mean(r.feedback_params for r in records),
         "train_memory_mb": memory_mb(records, *MEMORY),
-        "train_time_s": mean(r.get("train_time_s") for r in finished(records)),
+        "train_time_s": mean(r.train_time_s for r in finished(records)),
         "status": "ok"
         if acc.n_ok == len(records)
         else f"diverged {len(records) - acc.n_ok}/{len(records)}",
     }
 
 
-def accuracies(records: list[dict]) -> dict[str, Summary]:
+def accuracies(records: list[Record]) -> dict[str, Summary]:
     """Each method variant's accuracy summary, in the order the records came."""
     return {method: accuracy(mine) for method, mine in _by_method(records).items()}
 
 
 def sweep_table(
-    records: list[dict], sweeps: dict, accs: dict[str, Summary] | None = None
+    records: list[Record], sweeps: dict, accs: dict[str, Summary] | None = None
 ) -> pd.DataFrame:
     """One row per method variant found: sweep, option varied, its value, stats, then every swept key;
     `accs`: the variants' accuracies() if already summarised."""
@@ -87,11 +88,11 @@ def sweep_table(
     rows, accs = [], accs or accuracies(records)
     for method, mine in _by_method(records).items():
         sweep, option, value = varied.get(method, ("", "", ""))
-        settings = {**mine[0].get("recipe", {}), **mine[0].get("options", {})}
+        settings = {**mine[0].recipe, **mine[0].options}
         rows.append(
             {
                 "method": method,
-                "impl": mine[0].get("impl", method),
+                "impl": mine[0].impl or method,
                 "sweep": sweep,
                 "option": option,
                 "value": value,
@@ -267,13 +268,13 @@ def _markdown(table: pd.DataFrame, dataset: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def report(records: list[dict], sweeps: dict, dataset: str, out_dir: Path | str) -> pd.DataFrame:
+def report(records: list[Record], sweeps: dict, dataset: str, out_dir: Path | str) -> pd.DataFrame:
     """Write out_dir/{dataset}_sweep.csv|md, figures/{dataset}_{sweep}_{option}.png|pdf and findings.md."""
     from bench.report.claims_md import conditions
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = [r for r in records if r["dataset"] == dataset]
+    records = [r for r in records if r.dataset == dataset]
     if not records:
         raise FileNotFoundError(f"no records of {dataset} given")
     accs = accuracies(records)

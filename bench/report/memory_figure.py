@@ -11,7 +11,7 @@ from bench.report.plotting import (
     nothing_to_show,
     plt,
 )
-from bench.report.records import Run
+from bench.report.records import Record, Run
 from bench.report.summary import memory_mb
 
 MEMORY_PARTS = (
@@ -23,7 +23,7 @@ MEMORY_PARTS = (
 )
 
 
-def fig_memory(records: dict[Run, dict], dataset: str):
+def fig_memory(records: dict[Run, Record], dataset: str):
     """One column per arch: a stacked bar per method of every memory part (feedback hatched), and below
     it the feedback alone with its value, which beside the saved activations is too thin to read."""
     by_arch = groups(records)

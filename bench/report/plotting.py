@@ -12,20 +12,20 @@ matplotlib.use("Agg")  # files only, never a window; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.files import write_atomic  # noqa: E402
-from bench.report.records import Run  # noqa: E402
+from bench.report.records import Record, Run  # noqa: E402
 
-Groups = dict[str, dict[str, list[dict]]]  # arch -> method -> records (grid order)
+Groups = dict[str, dict[str, list[Record]]]  # arch -> method -> records (grid order)
 FORMATS = ("png", "pdf")
 
 
-def groups(records: dict[Run, dict]) -> Groups:
+def groups(records: dict[Run, Record]) -> Groups:
     found: Groups = {}
     for (arch, method, _), record in records.items():
         found.setdefault(arch, {}).setdefault(method, []).append(record)
     return found
 
 
-def methods(records: dict[Run, dict]) -> list[str]:
+def methods(records: dict[Run, Record]) -> list[str]:
     """The method variants in grid order: one color each, the same in every figure of a dataset."""
     return list(dict.fromkeys(m for (_, m, _) in records))
 

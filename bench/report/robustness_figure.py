@@ -6,17 +6,17 @@ from __future__ import annotations
 import numpy as np
 
 from bench.report.plotting import figure_legend, groups, line_styles, methods, nothing_to_show, plt
-from bench.report.records import Run
+from bench.report.records import Record, Run
 from bench.report.summary import Summary, finished
 from bench.robustness import ATTACKS
 
 
-def _budgets(records: list[dict], kind: str, rule: bool = False) -> dict[float, Summary]:
+def _budgets(records: list[Record], kind: str, rule: bool = False) -> dict[float, Summary]:
     """Budget (1/255 units; 0: clean) -> the finished runs' accuracies under attack `kind`, with the true
     gradient, or with `rule` through the rule's own backward (robustness.rule_gradient)."""
     found: dict[float, list[float]] = {}
     for record in finished(records):
-        entry = record.get("robustness") or {}
+        entry = record.robustness or {}
         attacked = ((entry.get("rule_gradient") or {}) if rule else entry).get(kind)
         if attacked:
             found.setdefault(0.0, []).append(entry["clean_acc"])
@@ -25,14 +25,14 @@ def _budgets(records: list[dict], kind: str, rule: bool = False) -> dict[float, 
     return {budget: Summary.of(found[budget]) for budget in sorted(found)}
 
 
-def fig_robustness(records: dict[Run, dict], dataset: str):
+def fig_robustness(records: dict[Run, Record], dataset: str):
     """A row per attack, a panel per arch: accuracy against the L-inf budget, a line per method (mean over
     seeds, std error bars); budget 0 is the clean accuracy of the attacked subset. FGSM and PGD with the
     true gradient, then, where records hold it (attack_rule_gradient), PGD through the rule's backward."""
     title = f"{dataset}: accuracy under attack after training"
     by_arch = groups(records)
     rows = [(kind, False) for kind in ATTACKS]
-    if any((r.get("robustness") or {}).get("rule_gradient") for r in records.values()):
+    if any((r.robustness or {}).get("rule_gradient") for r in records.values()):
         rows.append(("pgd", True))
     lines = {
         (kind, rule, arch, method): _budgets(rs, kind, rule)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.record import Epoch, Record
 from bench.report.records import reported_acc
 
 MB = 1e6  # memory is shown in MB (10^6 bytes)
@@ -69,36 +70,36 @@ class Summary:
         return self.std / math.sqrt(self.n) if self.n >= 2 else math.nan
 
 
-def finished(records: list[dict]) -> list[dict]:
+def finished(records: list[Record]) -> list[Record]:
     """The runs that finished (`status: ok`) with a test accuracy."""
-    return [r for r in records if r["status"] == "ok" and reported_acc(r) is not None]
+    return [r for r in records if r.status == "ok" and reported_acc(r) is not None]
 
 
-def accuracy(records: list[dict]) -> Summary:
+def accuracy(records: list[Record]) -> Summary:
     """The group's test accuracy (%): over the finished runs, each at its record's selected epoch."""
-    n_ok = sum(1 for r in records if r["status"] == "ok")
+    n_ok = sum(1 for r in records if r.status == "ok")
     return Summary(tuple(reported_acc(r) for r in finished(records)), n_ok, len(records) - n_ok)
 
 
-def memory_mb(records: list[dict], *parts: str) -> float:
+def memory_mb(records: list[Record], *parts: str) -> float:
     """Mean over the records of the memory `parts` (keys of the record's `memory`) summed, in MB; a
     record that measured none of them is left out (NaN when none did)."""
     totals = []
     for record in records:
-        measured = [record["memory"].get(part) for part in parts]
+        measured = [getattr(record.memory, part) for part in parts]
         measured = [v for v in measured if v is not None]
         totals.append(sum(measured) if measured else None)
     return mean(totals) / MB
 
 
-def per_epoch(records: list[dict], value: Callable[[dict], float | None]) -> dict[int, Summary]:
+def per_epoch(records: list[Record], value: Callable[[Epoch], float | None]) -> dict[int, Summary]:
     """Epoch -> the summary over the records of `value(history entry)` (None and non-finite left out)."""
     by_epoch: dict[int, list[float]] = {}
     for record in records:
-        for entry in record["history"]:
+        for entry in record.history:
             v = value(entry)
             if v is not None and math.isfinite(v):
-                by_epoch.setdefault(entry["epoch"], []).append(v)
+                by_epoch.setdefault(entry.epoch, []).append(v)
     return {epoch: Summary.of(by_epoch[epoch]) for epoch in sorted(by_epoch)}
 
 

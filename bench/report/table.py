@@ -19,8 +19,9 @@ import pandas as pd
 
 from bench.config import REPO
 from bench.files import writable_folder, write_atomic
+from bench.record_check import COUNTS
 from bench.report import markdown as md
-from bench.report.records import COUNTS, Run, collect, final_update_alignment, robust_acc
+from bench.report.records import Record, Run, collect, final_update_alignment, robust_acc
 from bench.report.summary import accuracy, finished, mean, memory_mb
 from bench.robustness import TABLE_BUDGET
 
@@ -62,12 +63,12 @@ COLUMNS = [
 ]
 
 
-def _row(arch: str, method: str, records: list[dict], n_missing: int) -> dict:
+def _row(arch: str, method: str, records: list[Record], n_missing: int) -> dict:
     acc, ok = accuracy(records), finished(records)
     n_seeds = len(records) + n_missing
     status = [f"diverged {acc.n_diverged}/{n_seeds}"] if acc.n_diverged else []
     status += [f"missing {n_missing}/{n_seeds}"] if n_missing else []
-    epochs = sorted({r.get("epochs_planned") for r in records} - {None})
+    epochs = sorted({r.epochs_planned for r in records} - {None})
     row = {
         "arch": arch,
         "method": method,
@@ -76,19 +77,19 @@ def _row(arch: str, method: str, records: list[dict], n_missing: int) -> dict:
         "n_diverged": acc.n_diverged,
         "n_missing": n_missing,
         "epochs": "/".join(map(str, epochs)),
-        "selection": "/".join(sorted({r.get("selection", "last") for r in ok})),
+        "selection": "/".join(sorted({r.selection or "last" for r in ok})),
         "test_acc_mean": acc.mean,
         "test_acc_std": acc.std,
-        "best_test_acc_mean": mean(r.get("best_test_acc") for r in ok),
+        "best_test_acc_mean": mean(r.best_test_acc for r in ok),
         "update_alignment": mean(final_update_alignment(r) for r in ok),
-        "ece": mean(r.get("ece") for r in ok),  # records before issue 21 have none: empty
+        "ece": mean(r.ece for r in ok),  # records before issue 21 have none: empty
         "pgd_acc": mean(robust_acc(r) for r in ok),
     }
-    row |= {key: mean(r.get(key) for r in records) for key in COUNTS}
+    row |= {key: mean(getattr(r, key) for r in records) for key in COUNTS}
     row |= {col: memory_mb(records, key) for col, key in MEMORY.items()}
     row |= {
-        "train_time_s_mean": mean(r.get("train_time_s") for r in ok),
-        "images_per_s_mean": mean(r.get("images_per_s") for r in ok),
+        "train_time_s_mean": mean(r.train_time_s for r in ok),
+        "images_per_s_mean": mean(r.images_per_s for r in ok),
         "status": ", ".join(status) or "ok",
     }
     return row
@@ -128,27 +129,27 @@ def published(dataset: str, path: Path | str | None = PUBLISHED) -> Published:
     return figures
 
 
-def like_with_like(figures: list[tuple[str, str]], records: list[dict]) -> str:
+def like_with_like(figures: list[tuple[str, str]], records: list[Record]) -> str:
     """The published figures a row compares with: those with the row's optimizer, or with none stated.
 
     Like with like: a BioTorch Adam figure sits beside runs trained with Adam, never beside AdamW or SGD
     runs. A row without records (every run missing) shows every figure.
     """
-    used = {(r.get("recipe") or {}).get("optimizer") for r in records} - {None}
+    used = {r.recipe.get("optimizer") for r in records} - {None}
     return "; ".join(
         text for optimizer, text in figures if not optimizer or not used or optimizer in used
     )
 
 
-def provenance_notes(records: list[dict], dataset: str) -> list[str]:
+def provenance_notes(records: list[Record], dataset: str) -> list[str]:
     """Warnings (also logged) when the records come from several git commits or from uncommitted code."""
     notes = []
-    sources = [r.get("provenance") or {} for r in records]
-    commits = Counter(str(p.get("git_commit") or "unknown") for p in sources)
+    sources = [r.provenance for r in records]
+    commits = Counter(str(p.git_commit or "unknown") for p in sources)
     if len(commits) > 1:
         listed = ", ".join(f"{c[:10]} ({n} runs)" for c, n in commits.most_common())
         notes.append(f"the rows mix records from {len(commits)} git commits: {listed}")
-    dirty = sum(1 for p in sources if p.get("git_dirty"))
+    dirty = sum(1 for p in sources if p.git_dirty)
     if dirty:
         notes.append(
             f"{dirty} of {len(records)} runs ran on a working tree with uncommitted changes (git_dirty)"
