@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import layout
+from bench.models import convolutional
 from bench.record_check import check_record
 
 SCHEMA_VERSION = 1
@@ -167,9 +168,6 @@ class Record:
             if key not in data:
                 raise ValueError(f"{path}: record has no {key!r}")
         check_record(data, path)
-        for i, entry in enumerate(data["history"]):
-            if "epoch" not in entry:
-                raise ValueError(f"{path}: record has no 'history[{i}].epoch'")
         history = tuple(
             _from_json(Epoch, entry, path, f"history[{i}].")
             for i, entry in enumerate(data["history"])
@@ -185,8 +183,6 @@ class Record:
 
 def _with_arch_facts(record: Record) -> Record:
     """Fill the arch facts of a record written before the trainer wrote them, from what it holds."""
-    from bench.models import convolutional
-
     facts = {}
     if record.blocks is None and record.last is not None and record.last.alignment is not None:
         facts["blocks"] = len(record.last.alignment)
