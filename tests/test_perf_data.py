@@ -84,3 +84,12 @@ def test_too_few_images_is_a_clear_error(tmp_path):
         ValueError, match=r"needs at least 272 training images .* gives 100 \(--limit 100\)"
     ):
         perf_data.run(batch_size=16, batches=16, workers=1, limit=100, rounds=1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal is for a machine without CUDA")
+@pytest.mark.parametrize("tool", ["data", "step", "epoch"])
+def test_every_perf_tool_refuses_cuda_without_a_cuda_device(tool, capsys):
+    from bench.cli import main
+
+    assert main(["perf", tool, "--device", "cuda"]) == 2
+    assert "no CUDA device is available" in capsys.readouterr().err

@@ -37,6 +37,7 @@ from bench.perf.common import (
     torchvision_cifar,
     write_json,
 )
+from bench.speed import resolve_device
 
 
 def time_batches(batches: Iterable, count: int, sync=lambda: None) -> tuple[float, int]:
@@ -250,9 +251,9 @@ def report(rows: list[dict]) -> list[str]:
 
 def main(args) -> int:
     """CLI entry: run, log the table, write --out as JSON when given."""
-    device = (
-        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    )
+    device = str(
+        resolve_device(args.device)
+    )  # cuda without a CUDA device: exit 2, as train and perf step
     rows = run(
         args.data_dir,
         args.dataset,
