@@ -198,14 +198,14 @@ def cmd_claims(args) -> int:
 
 def cmd_sweep_report(args) -> int:
     from bench import sweep
+    from bench.record import read
     from bench.report.findings import report
-    from bench.report.records import read_record
 
     try:
         sweeps = sweep.load_files(args.config).get("sweeps") or {}
         if not sweeps:
             raise ValueError(f"config key sweeps: none in {', '.join(map(str, args.config))}")
-        table = report([read_record(p) for p in args.records], sweeps, args.dataset, args.out_dir)
+        table = report([read(p) for p in args.records], sweeps, args.dataset, args.out_dir)
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
     print(
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     previous = stop.install() if threading.current_thread() is threading.main_thread() else None
     try:
-        return {
+        code = {
             "train": cmd_train,
             "list": cmd_list,
             "perf": cmd_perf,
@@ -264,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
             "sweep-report": cmd_sweep_report,
             "grid": cmd_grid,
         }[args.command](args)
+        stop.check()  # a stop dropped inside a finaliser is no success
+        return code
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -163,7 +163,13 @@ def _stop(running: list[Job]) -> None:
 
 
 def _record_status(path: Path) -> str:
-    return "diverged" if record.read(path).status == "diverged" else "finished"
+    """A finished run's outcome from its record; a record the reader refuses is a failed run (said in
+    the log), never a reason to stop the grid."""
+    try:
+        return "diverged" if record.read(path).status == "diverged" else "finished"
+    except ValueError as error:
+        log.warning("%s", error)
+        return "failed"
 
 
 def add_arguments(parser) -> None:

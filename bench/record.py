@@ -21,24 +21,53 @@ from typing import Any
 
 from bench import layout
 from bench.models import convolutional
-from bench.record_check import check_record
+from bench.record_check import check_record, refusal
 
 SCHEMA_VERSION = 1
 Run = tuple[str, str, int]  # (arch, method, seed)
 
 
-def _from_json(cls, data: dict, path: Path | str, where: str):
-    """`cls` from its JSON object: a key that is not a field is refused (a foreign or hand-edited file)."""
+# A field's JSON type, from its annotation (this module's annotations are strings).
+_JSON_TYPES = {
+    "str": (str, "a string"),
+    "int": (int, "an integer"),
+    "float": ((int, float), "a number"),
+    "bool": (bool, "true or false"),
+    "dict": (dict, "an object"),
+    "list": (list, "a list"),
+}
+
+
+def _check_type(spec: dataclasses.Field, value, path, key: str) -> None:
+    kinds = [k.strip() for k in str(spec.type).split("|")]
+    if value is None and "None" in kinds:
+        return
+    for kind in (k for k in kinds if k != "None"):
+        types, accepted = _JSON_TYPES.get(kind, (None, None))
+        if types is None:
+            return  # a nested record type: checked as it is built
+        right = isinstance(value, types) and not (isinstance(value, bool) and kind != "bool")
+        if right:
+            return
+    raise refusal(path, key, value, ("null or " if "None" in kinds else "") + accepted)
+
+
+def _from_json(cls, data, path: Path | str, where: str):
+    """`cls` from its JSON object, each value of its field's JSON type; a key that is not a field is
+    refused (a foreign or hand-edited file), and so is a field without a default that is missing."""
     if not isinstance(data, dict):
-        raise ValueError(
-            f"{path}: bad value {data!r} for {where.rstrip('.')!r}; accepted: an object"
-        )
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [key for key in data if key not in names]
+        raise refusal(path, where.rstrip("."), data, "an object")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [key for key in data if key not in fields]
     if unknown:
         raise ValueError(
-            f"{path}: unknown key {where + unknown[0]!r} in a record; accepted: {', '.join(names)}"
+            f"{path}: unknown key {where + unknown[0]!r} in a record; accepted: {', '.join(fields)}"
         )
+    for name, spec in fields.items():
+        if name in data:
+            _check_type(spec, data[name], path, where + name)
+        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            raise ValueError(f"{path}: record has no {where + name!r}")
     return cls(**data)
 
 
@@ -164,20 +193,18 @@ class Record:
             raise ValueError(
                 f"{path}: schema_version {data.get('schema_version')!r}; accepted: {SCHEMA_VERSION}"
             )
-        for key in ("dataset", "arch", "method", "seed", "status", "test_acc", "memory", "history"):
-            if key not in data:
-                raise ValueError(f"{path}: record has no {key!r}")
-        check_record(data, path)
-        history = tuple(
-            _from_json(Epoch, entry, path, f"history[{i}].")
-            for i, entry in enumerate(data["history"])
-        )
-        fields = dict(data) | {
-            "history": history,
-            "memory": _from_json(Memory, data["memory"], path, "memory."),
+        if not isinstance(data.get("history", []), list):
+            raise ValueError(f"{path}: bad value for 'history'; accepted: a list of epochs")
+        nested = {
+            "history": tuple(
+                _from_json(Epoch, entry, path, f"history[{i}].")
+                for i, entry in enumerate(data.get("history", []))
+            ),
+            "memory": _from_json(Memory, data.get("memory", {}), path, "memory."),
             "provenance": _from_json(Provenance, data.get("provenance", {}), path, "provenance."),
         }
-        record = _from_json(cls, fields, path, "")
+        record = _from_json(cls, data | {k: v for k, v in nested.items() if k in data}, path, "")
+        check_record(data, path)  # the values' ranges and shapes, now that their types are right
         return _with_arch_facts(record)
 
 

@@ -2,56 +2,55 @@
 
 The handlers raise where the process is, so that cleanup runs (temp files removed, the run folder's lock
 released). An exception raised while Python runs a finaliser (`__del__`, such as the saved-tensor
-counter's, or a weakref callback) is printed as a traceback and dropped, though, and the run would train
-on. So a signal that lands inside a finaliser is only remembered, not raised, and the training loop's
-`check()` raises it at the next step.
+counter's, or a weakref callback) is dropped, though: Python hands it to `sys.unraisablehook`, which
+prints a traceback, and the run would train on. So the request is also remembered, the hook installed
+here drops such a stop silently, and `check()` (after every training step and epoch, and before the
+command line exits 0) raises it again.
 """
 
 from __future__ import annotations
 
 import signal
-import weakref
+import sys
 
 
 class Terminated(Exception):
     """SIGTERM (a scheduler's or `kill`'s stop), raised where the process is so that cleanup runs."""
 
 
+STOPS = (KeyboardInterrupt, Terminated)
 _requested: type[BaseException] | None = None
+_previous_hook = sys.unraisablehook
 
 
-_FINALISER_FILES = {weakref.__file__}
-
-
-def _inside_finaliser(frame) -> bool:
-    """Whether `frame` or a caller of it is a finaliser, whose exceptions Python drops."""
-    while frame is not None:
-        code = frame.f_code
-        if code.co_name == "__del__" or code.co_filename in _FINALISER_FILES:
-            return True
-        frame = frame.f_back
-    return False
-
-
-def _request(stop: type[BaseException], frame) -> None:
+def _request(stop: type[BaseException]) -> None:
     global _requested
     _requested = stop
-    if not _inside_finaliser(frame):
-        raise stop()
+    raise stop()
 
 
 def on_sigterm(signum, frame) -> None:
-    _request(Terminated, frame)
+    _request(Terminated)
 
 
 def on_sigint(signum, frame) -> None:
-    _request(KeyboardInterrupt, frame)
+    _request(KeyboardInterrupt)
+
+
+def _drop_a_remembered_stop(unraisable) -> None:
+    """sys.unraisablehook: a stop dropped inside a finaliser is remembered (check() raises it), so its
+    traceback is not printed; anything else goes to the previous hook."""
+    if _requested is not None and isinstance(unraisable.exc_value, STOPS):
+        return
+    _previous_hook(unraisable)
 
 
 def install() -> dict:
-    """Install both handlers (main thread only); the previous ones, for `restore`."""
-    global _requested
+    """Install both handlers and the hook (main thread only); the previous ones, for `restore`."""
+    global _requested, _previous_hook
     _requested = None
+    _previous_hook = sys.unraisablehook
+    sys.unraisablehook = _drop_a_remembered_stop
     return {
         signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm),
         signal.SIGINT: signal.signal(signal.SIGINT, on_sigint),
@@ -59,11 +58,15 @@ def install() -> dict:
 
 
 def restore(previous: dict) -> None:
+    """Put back the handlers and the hook `install` replaced, and forget any request."""
+    global _requested
     for signum, handler in previous.items():
         signal.signal(signum, handler)
+    sys.unraisablehook = _previous_hook
+    _requested = None
 
 
 def check() -> None:
-    """Raise a stop that was requested inside a finaliser (and so only remembered there)."""
+    """Raise a stop that was requested, in case it was dropped inside a finaliser."""
     if _requested is not None:
         raise _requested()

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from bench import data as datasets
-from bench import distributed, measure
+from bench import distributed, measure, stop
 from bench.blockwise import step_function
 from bench.checkpoint import load_checkpoint, save_checkpoint
 from bench.config import RunSpec
@@ -195,6 +195,7 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
                 save_checkpoint(out, spec, model, optimizer, shuffle, state, method)
                 write_log_csv(out / "log.csv", state["history"])
                 board.write(entry)
+            stop.check()  # one dropped inside a finaliser during the epoch's measures
     finally:
         board.close()
     # Once, on the trained network (calibration, per-class accuracy, robustness), by the process that

@@ -59,5 +59,5 @@ def weight_alignment(model: nn.Module) -> dict | None:
 def layer_mean(alignment: dict | None, measure: str) -> float | None:
     """The mean over layers of one epoch's weight alignment `measure` ("angle_deg" or "norm_ratio");
     None without one (the rule has no per-layer feedback, or the record predates the measure)."""
-    values = [v for v in (alignment or {}).get(measure, {}).values() if v is not None]
+    values = [v for v in ((alignment or {}).get(measure) or {}).values() if v is not None]
     return sum(values) / len(values) if values else None

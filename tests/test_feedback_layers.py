@@ -186,7 +186,8 @@ def test_records_on_digits_fa_between_0_and_1_bp_exactly_1_and_no_signals_is_nan
     import json
 
     from bench.config import load_variants, make_spec
-    from bench.report.records import final_update_alignment, read_record
+    from bench.record import read
+    from bench.report.records import final_update_alignment
     from bench.train import run
 
     recipe = {"epochs": 1, "batch_size": 64, "probe_size": 64, "device": "cpu"}
@@ -195,7 +196,7 @@ def test_records_on_digits_fa_between_0_and_1_bp_exactly_1_and_no_signals_is_nan
         run(make_spec("digits", "mlp3", method, 0, recipe, load_variants()), tmp_path / method)
         records[method] = json.loads((tmp_path / method / "record.json").read_text())
     assert set(records["bp"]["history"][0]["update_alignment"].values()) == {1.0}
-    typed = {method: read_record(tmp_path / method / "record.json") for method in records}
+    typed = {method: read(tmp_path / method / "record.json") for method in records}
     assert final_update_alignment(typed["bp"]) == 1.0
     assert 0 < final_update_alignment(typed["fa"]) < 1
     for (

@@ -95,6 +95,29 @@ def test_a_record_is_frozen(tmp_path):
         (lambda r: r["history"][0].update(lr=True), "'history[0].lr'"),
         (lambda r: r["history"][0].update(epoch=0), "'history[0].epoch'"),
         (lambda r: r["history"][0].pop("epoch"), "'history[0].epoch'"),
+        (lambda r: r.update(recipe=None), "'recipe'; accepted: an object"),
+        (lambda r: r.update(options=[]), "'options'; accepted: an object"),
+        (
+            lambda r: r.update(convolutional="no"),
+            "'convolutional'; accepted: null or true or false",
+        ),
+        (lambda r: r.update(blocks="3"), "'blocks'"),
+        (lambda r: r.update(num_classes=-1), "'num_classes'"),
+        (lambda r: r.update(selection="best", selected_test_acc=50.0), "'selection'"),
+        (lambda r: r.update(selection="last"), "'selected_test_acc' come together"),
+        (lambda r: r["memory"].update(device=0), "'memory.device'; accepted: null or a string"),
+        (lambda r: r["provenance"].update(speed="fast"), "'provenance.speed'"),
+        (lambda r: r["history"][0].update(test_acc=float("inf")), "'history[0].test_acc'"),
+        (lambda r: r["history"][0].update(alignment="abc"), "'history[0].alignment'"),
+        (lambda r: r["history"][0].update(alignment=[0.5, 1.5]), "'history[0].alignment'"),
+        (lambda r: r["history"][0].update(update_alignment=[1]), "'history[0].update_alignment'"),
+        (lambda r: r["history"][0].update(ranks={"a": -1}), "'history[0].ranks.a'"),
+        (lambda r: r["history"][0].update(terms=None), "'history[0].terms'"),
+        (
+            lambda r: r["history"][0].update(weight_alignment={"angle_deg": {"a": 200.0}}),
+            "'history[0].weight_alignment.angle_deg.a'",
+        ),
+        (lambda r: r.update(per_class_acc=[1]), "'per_class_acc'"),
         (lambda r: r.update(schema_version=2), "schema_version 2; accepted: 1"),
         (lambda r: r.pop("memory"), "record has no 'memory'"),
     ],
@@ -103,6 +126,7 @@ def test_a_foreign_or_hand_edited_record_is_refused_naming_the_file_and_key(
     tmp_path, change, named
 ):
     data = write_record(tmp_path, "mlp3", "bp", 0, 50.0)
+    data["provenance"]["speed"] = {}
     change(data)
     path = tmp_path / "toy" / "mlp3" / "bp" / "seed0" / "record.json"
     path.write_text(json.dumps(data))
@@ -140,3 +164,17 @@ def test_find_keys_records_by_run_and_refuses_one_in_another_runs_folder(tmp_pat
     )
     with pytest.raises(ValueError, match="not the run its folder names"):
         find(tmp_path, "toy")
+
+
+def test_null_measures_and_an_older_records_missing_fields_read(tmp_path):
+    data = write_record(tmp_path, "mlp3", "bp", 0, 50.0)
+    data["history"][0].update(alignment=[None, None], weight_alignment={"angle_deg": None})
+    data["memory"] = {"params": None}
+    del data["provenance"]
+    path = tmp_path / "toy" / "mlp3" / "bp" / "seed0" / "record.json"
+    path.write_text(json.dumps(data))
+    record = read(path)
+    assert record.memory.grads is None and record.provenance.git_commit is None
+    from bench.weight_alignment import layer_mean
+
+    assert layer_mean(record.history[0].weight_alignment, "angle_deg") is None

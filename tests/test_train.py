@@ -274,7 +274,8 @@ def test_validation_split_holds_images_out_and_selects_the_best_validation_epoch
         validation.test_x, hold_out(data, 300)[1].test_x
     )  # the same images for every run
     record = run(spec("bp", epochs=3, val_split=300), tmp_path).to_json()
-    assert all("val_acc" in h for h in record["history"]) and record["selection"] == "best_val"
+    assert all(0 <= h["val_acc"] <= 100 for h in record["history"])
+    assert record["selection"] == "best_val"
     best = max(record["history"], key=lambda h: (h["val_acc"], -h["epoch"]))
     assert (
         record["selected_epoch"] == best["epoch"]
@@ -282,6 +283,7 @@ def test_validation_split_holds_images_out_and_selects_the_best_validation_epoch
     )
     plain = run(spec("bp", epochs=1), tmp_path / "plain").to_json()
     assert plain["selection"] == "last" and plain["selected_test_acc"] == plain["test_acc"]
+    assert plain["history"][0]["val_acc"] is None and plain["best_val_acc"] is None
 
 
 @pytest.mark.parametrize("n", [-1, 10**6])

@@ -7,10 +7,9 @@ from collections import Counter
 from pathlib import Path
 
 from bench.files import write_atomic
-from bench.record import Record
+from bench.record import Record, find, read
 from bench.report import markdown as md
 from bench.report.claims import NOT_RUN, Claim, evaluate
-from bench.report.records import find_records, read_record
 
 
 def conditions(records: list[Record]) -> list[str]:
@@ -85,11 +84,11 @@ def load_records(
 ) -> list[Record]:
     """The records of `datasets`: the files `paths` if given, else every record under runs_dir."""
     if paths:
-        records = [read_record(Path(p)) for p in paths]
+        records = [read(Path(p)) for p in paths]
         return [r for r in records if r.dataset in datasets]
     if runs_dir is None:
         raise ValueError("give record files or a runs folder")
-    return [r for d in datasets for r in find_records(runs_dir, d).values()]
+    return [r for d in datasets for r in find(runs_dir, d).values()]
 
 
 def write_claims(

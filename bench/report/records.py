@@ -12,12 +12,8 @@ import math
 from pathlib import Path
 
 from bench import layout
-from bench.record import Epoch, Record, Run
-from bench.record import find as find_records
-from bench.record import read as read_record
+from bench.record import Epoch, Record, Run, find
 from bench.robustness import TABLE_BUDGET
-
-__all__ = ["Record", "Run", "collect", "find_records", "read_record", "reported_acc", "robust_acc"]
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +26,7 @@ def collect(
 ) -> tuple[dict[Run, Record], list[Run]]:
     """(records by run, missing runs). With `expected`, only planned runs count; a missing one is an error
     naming the record paths unless `allow_missing`."""
-    found = find_records(runs_dir, dataset)
+    found = find(runs_dir, dataset)
     if expected is None:
         return found, []
     expected = [(a, m, int(s)) for a, m, s in expected]

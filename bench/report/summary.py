@@ -82,7 +82,7 @@ def accuracy(records: list[Record]) -> Summary:
 
 
 def memory_mb(records: list[Record], *parts: str) -> float:
-    """Mean over the records of the memory `parts` (keys of the record's `memory`) summed, in MB; a
+    """Mean over the records of the memory `parts` (fields of the record's Memory) summed, in MB; a
     record that measured none of them is left out (NaN when none did)."""
     totals = []
     for record in records:
