@@ -1,5 +1,6 @@
 # The pipeline: train every configured run, then each dataset's table and figures. Rules only; the
-# logic lives in bench/ (bench.grid: the config's grid, bench/report/: tables, figures, claims.md, findings.md).
+# logic lives in bench/ (bench.config_files: the config files, checked, with their grids and variants;
+# bench/report/: tables, figures, claims.md, findings.md).
 #
 #   snakemake --cores 2                          default target: the embedded grid (default_datasets)
 #   snakemake --cores 8 results/cifar10_table.csv   one dataset: its runs, then its table
@@ -20,9 +21,9 @@ import re
 import shlex
 import sys
 
-from bench import grid, sweep
+from bench import grid
+from bench.config_files import load_config
 from bench.data.beton import run_inputs
-from bench.layout import Layout
 from bench.report.figures import FIGURES, FORMATS
 
 
@@ -32,38 +33,27 @@ DEFAULT_CONFIG_FILE = os.path.join(workflow.basedir, "config", "config.yaml")
 configfile: DEFAULT_CONFIG_FILE
 
 
-def check_config():
-    """The grids of the merged config, checked by key; every config error names its key."""
-    grid.validate(grid.coerce_numbers(config))  # the schema (config/schema.yaml), defaults filled in
-    # The trainer reads variants (and sweeps) from the config files, so they must be the files' own.
-    sweep.check_files(config, CONFIG_FILES)
-    # Sweeps become variants; then every method name, variant option and recipe value is checked by key.
-    grids = grid.grids(sweep.expand(config))
-    for key in ("default_datasets", "paper_datasets", "sweep_datasets"):
-        for name in config.get(key) or []:
-            if name not in grids:
-                raise ValueError(f"config key {key}: dataset {name!r} has no grid under datasets:; "
-                                 f"datasets with a grid: {', '.join(grids) or 'none'}")
-    return grids
-
-
 # In merge order: this file first, then each --configfile (Snakemake lists the command line's first).
 CONFIG_FILES = [os.path.relpath(path) for path in dict.fromkeys(
     [os.path.abspath(DEFAULT_CONFIG_FILE), *map(os.path.abspath, workflow.configfiles)])]
 try:
-    GRIDS = check_config()
+    # The files merged as Snakemake merged them, then `config` on top (its --config values); checked once:
+    # the schema (config/schema.yaml), sweeps expanded into variants, then every method name, variant
+    # option and recipe value by key. Variants and sweeps must be the files' own: the trainer reads them.
+    CONFIG = load_config(CONFIG_FILES, config)
 except (ValueError, FileNotFoundError) as error:  # bad input: one line naming the key, exit 2, nothing run
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
+GRIDS = CONFIG.grids
 CONFIG_ARGS = " ".join(f"--config {shlex.quote(path)}" for path in CONFIG_FILES)  # for train, sweep-report
-VARIANTS = sweep.variants(CONFIG_FILES)  # the trainer's variants: the files' own plus every sweep point
-RESULTS = config["results_dir"]
-LAYOUT = Layout(RESULTS)  # every path of the results folder (bench/layout.py)
+VARIANTS = CONFIG.variants  # the trainer's variants: the files' own plus every sweep point
+LAYOUT = CONFIG.layout  # every path of the results folder (bench/layout.py)
+RESULTS = LAYOUT.results
 # Jobs run `$PYTHON -m bench`: the interpreter running Snakemake has bench installed, a bare `python`
 # may not. A shell prefix, not a param, so that another path to the same venv reruns nothing.
 # BENCH_GPU_SLOTS: runs sharing one GPU (bench/devices.py); a scheduling choice, so not a param either.
 # CONFIG_ARGS: a bash array of the config files for the trainer; not a param (see rule train's `variant`).
-shell.prefix(f"set -euo pipefail; PYTHON={shlex.quote(sys.executable)}; export BENCH_GPU_SLOTS={config['gpu_slots']}; "
+shell.prefix(f"set -euo pipefail; PYTHON={shlex.quote(sys.executable)}; export BENCH_GPU_SLOTS={CONFIG.raw['gpu_slots']}; "
              f"CONFIG_ARGS=({CONFIG_ARGS}); ")
 
 
@@ -80,20 +70,20 @@ report: "config/report/workflow.rst"
 rule all:
     default_target: True
     message:
-        "tables and figures of default_datasets: {config[default_datasets]}"
+        f"tables and figures of default_datasets: {' '.join(CONFIG.raw['default_datasets'])}"
     input:
-        expand(LAYOUT.table("{dataset}", "{ext}"), dataset=config["default_datasets"], ext=["csv", "md"]),
-        expand(LAYOUT.figure("{dataset}", "{name}", "{ext}"), dataset=config["default_datasets"],
+        expand(LAYOUT.table("{dataset}", "{ext}"), dataset=CONFIG.raw["default_datasets"], ext=["csv", "md"]),
+        expand(LAYOUT.figure("{dataset}", "{name}", "{ext}"), dataset=CONFIG.raw["default_datasets"],
                name=FIGURES, ext=FORMATS),
 
 
 rule paper:
     message:
-        f"{RESULTS}/paper/: tables, figures and claims.md of paper_datasets: {{config[paper_datasets]}}"
+        f"{RESULTS}/paper/: tables, figures and claims.md of paper_datasets: {' '.join(CONFIG.raw['paper_datasets'])}"
     input:
         LAYOUT.claims(),
-        expand(LAYOUT.table("{dataset}", "{ext}", paper=True), dataset=config["paper_datasets"], ext=["csv", "md"]),
-        expand(LAYOUT.figure("{dataset}", "{name}", "{ext}", paper=True), dataset=config["paper_datasets"],
+        expand(LAYOUT.table("{dataset}", "{ext}", paper=True), dataset=CONFIG.raw["paper_datasets"], ext=["csv", "md"]),
+        expand(LAYOUT.figure("{dataset}", "{name}", "{ext}", paper=True), dataset=CONFIG.raw["paper_datasets"],
                name=FIGURES, ext=FORMATS),
 
 
@@ -102,7 +92,7 @@ rule train:
         "train {wildcards.method} on {wildcards.dataset}/{wildcards.arch}, seed {wildcards.seed}"
     input:
         # imagenet runs read FFCV .beton files written by rule beton; other datasets need none.
-        betons=lambda wildcards: run_inputs(wildcards.dataset, config["data_dir"],
+        betons=lambda wildcards: run_inputs(wildcards.dataset, CONFIG.raw["data_dir"],
                                             GRIDS[wildcards.dataset].recipe_for(wildcards.method)),
         # The rule's own file, tracked by git or not: an edited rule reruns its runs.
         method=lambda wildcards: grid.method_source(wildcards.method, VARIANTS),
@@ -118,7 +108,7 @@ rule train:
         # What the run takes from the config files is its variant (the trainer reads it from them: $CONFIG_ARGS
         # in the shell prefix); a param of its own, so another --configfile reruns only what it changes.
         variant=lambda wildcards: grid.variant_definition(wildcards.method, VARIANTS),
-        data_dir=config["data_dir"],
+        data_dir=CONFIG.raw["data_dir"],
     # One thread per run (Snakemake sets OMP_NUM_THREADS from it): `--cores N` runs N runs side by side.
     threads: 1
     shell:
@@ -176,9 +166,9 @@ rule figures:
 
 rule sweep:
     message:
-        "sweep tables, sensitivity figures and findings.md of sweep_datasets: {config[sweep_datasets]}"
+        f"sweep tables, sensitivity figures and findings.md of sweep_datasets: {' '.join(CONFIG.raw['sweep_datasets'])}"
     input:
-        expand(LAYOUT.sweep("{dataset}") + "/findings.md", dataset=config["sweep_datasets"]),
+        expand(LAYOUT.sweep("{dataset}") + "/findings.md", dataset=CONFIG.raw["sweep_datasets"]),
 
 
 rule sweep_report:
@@ -191,7 +181,7 @@ rule sweep_report:
                         category="sweep"),
         tables=expand(LAYOUT.sweep("{dataset}") + "/{dataset}_sweep.{ext}", ext=["csv", "md"], allow_missing=True),
         figures=[LAYOUT.sweep("{dataset}") + f"/figures/{{dataset}}_{name}_{option}.{ext}"
-                 for name, entry in (config.get("sweeps") or {}).items() for option in entry["options"]
+                 for name, entry in CONFIG.sweeps.items() for option in entry["options"]
                  for ext in FORMATS],
     log:
         LAYOUT.log("sweep", "{dataset}"),
@@ -222,15 +212,15 @@ use rule figures as paper_figures with:
 
 rule claims:
     message:
-        "claims.md: the paper's claims checked against the records of {config[paper_datasets]}"
+        f"claims.md: the paper's claims checked against the records of {' '.join(CONFIG.raw['paper_datasets'])}"
     input:
-        records=[path for dataset in config["paper_datasets"] for path in GRIDS[dataset].record_paths(RESULTS)],
+        records=[path for dataset in CONFIG.raw["paper_datasets"] for path in GRIDS[dataset].record_paths(RESULTS)],
     output:
         claims=report(LAYOUT.claims(), caption="config/report/claims.rst", category="claims"),
     log:
         LAYOUT.log("paper", "claims"),
     params:
-        datasets=config["paper_datasets"],
+        datasets=CONFIG.raw["paper_datasets"],
     shell:
         "$PYTHON -m bench claims --datasets {params.datasets:q} --records {input.records:q} --out {output.claims:q}"
         " > {log:q} 2>&1"
@@ -240,7 +230,7 @@ rule beton:
     message:
         "write {output.beton} from {params.data_dir}/{wildcards.name}/{wildcards.split}"
     output:
-        beton=f"{config['data_dir']}/ffcv/{{name}}/{{split}}_{{max_res}}_{{proportion}}_{{quality}}.beton",
+        beton=f"{CONFIG.raw['data_dir']}/ffcv/{{name}}/{{split}}_{{max_res}}_{{proportion}}_{{quality}}.beton",
     log:
         LAYOUT.log("beton", "{name}", "{split}_{max_res}_{proportion}_{quality}"),
     wildcard_constraints:

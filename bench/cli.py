@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bench import stop
 from bench.cli_parser import parser
-from bench.config import DEFAULT_CONFIG, RECIPE, load_variants, make_spec, parse_sets
+from bench.config import RECIPE, load_variants, make_spec, parse_sets
 
 log = logging.getLogger("bench")
 
@@ -19,7 +19,7 @@ class UsageError(Exception):
 
 
 def cmd_train(args) -> int:
-    from bench import distributed, sweep
+    from bench import distributed
     from bench.devices import bind_gpu
     from bench.train import run
 
@@ -42,7 +42,7 @@ def cmd_train(args) -> int:
             args.method,
             args.seed,
             parse_sets(args.set),
-            sweep.variants(args.config or [DEFAULT_CONFIG]),
+            load_variants(args.config),
         )
         _check_names(spec.dataset, spec.arch, args.data_dir)
         if args.gpu_slots < 1:
@@ -94,7 +94,11 @@ def cmd_list(args) -> int:
         print(f"method {name}: {summary}" if summary else f"method {name}:")
         for line in _option_lines(cls.options) or ["  (no options)"]:
             print(line)
-    for name, entry in load_variants().items():
+    try:
+        variants = load_variants(args.config)  # the files' variants and every sweep point
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
+    for name, entry in variants.items():
         print(f"variant {name}: {entry}")
     print("recipe (--set key=value, or a grid's recipe:):")
     for line in _option_lines(RECIPE):
@@ -112,16 +116,17 @@ def _option_lines(options: dict) -> list[str]:
 def _expected(args) -> list[tuple[str, str, int]] | None:
     """The planned (arch, method, seed) runs from --config and --archs/--methods/--seeds, or None for all."""
     from bench import grid
+    from bench.config_files import load_config
 
     axes = {"archs": args.archs, "methods": args.methods, "seeds": args.seeds}
     if args.config is None and not any(axes.values()):
         return None
     base = {}
     if args.config is not None:
-        grids = grid.load(args.config)
+        grids = load_config(args.config).grids
         if args.dataset not in grids:
             raise ValueError(
-                f"dataset {args.dataset!r} has no grid in {args.config}; "
+                f"dataset {args.dataset!r} has no grid in {', '.join(map(str, args.config))}; "
                 f"its datasets: {', '.join(grids) or 'none'}"
             )
         base = {
@@ -197,12 +202,12 @@ def cmd_claims(args) -> int:
 
 
 def cmd_sweep_report(args) -> int:
-    from bench import sweep
+    from bench.config_files import load_config
     from bench.record import read
     from bench.report.findings import report
 
     try:
-        sweeps = sweep.load_files(args.config).get("sweeps") or {}
+        sweeps = load_config(args.config, check_data=False).sweeps
         if not sweeps:
             raise ValueError(f"config key sweeps: none in {', '.join(map(str, args.config))}")
         table = report([read(p) for p in args.records], sweeps, args.dataset, args.out_dir)

@@ -33,13 +33,7 @@ def parser() -> argparse.ArgumentParser:
         help="a recipe key or method option, e.g. --set epochs=1 --set lambda_align=0",
     )
     train.add_argument("--data-dir", type=Path, default=None, help="where on-disk datasets live")
-    train.add_argument(
-        "--config",
-        type=Path,
-        action="append",
-        help="config file with the variants and sweeps (repeat to merge several, later ones "
-        f"win, as Snakemake merges them; default {DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[1])})",
-    )
+    config_argument(train, "with the variants and sweeps")
     train.add_argument(
         "--gpu-slots",
         type=int,
@@ -54,6 +48,7 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument(
         "--data-dir", type=Path, default=None, help="also list the image folders found here"
     )
+    config_argument(listing, "with the variants and sweeps to list")
     from bench.data import beton
     from bench.perf import (
         data as perf_data,
@@ -148,7 +143,7 @@ def parser() -> argparse.ArgumentParser:
         type=Path,
         action="append",
         required=True,
-        help="config files holding the sweeps (repeat to merge, as for train)",
+        help="config files holding the sweeps, merged as for train",
     )
     sweep_report.add_argument(
         "--records", nargs="+", type=Path, required=True, help="the sweep's record.json files"
@@ -159,6 +154,18 @@ def parser() -> argparse.ArgumentParser:
     )
     _reporting_args(plot, out_default=Path("results/figures"))
     return parser
+
+
+def config_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """--config, repeatable: the files bench/config_files.py load_config merges, as Snakemake does."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        help=f"config file {what}, merged on top of "
+        f"{DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[1])} as Snakemake merges a --configfile "
+        "(repeat to merge several; later ones win)",
+    )
 
 
 def _reporting_args(parser: argparse.ArgumentParser, out_default: Path) -> None:
@@ -174,8 +181,9 @@ def _reporting_args(parser: argparse.ArgumentParser, out_default: Path) -> None:
     parser.add_argument(
         "--config",
         type=Path,
-        default=None,
-        help="config file whose --dataset grid lists the planned runs (default: every record found)",
+        action="append",
+        help="config file whose --dataset grid lists the planned runs, merged as for train "
+        "(default: every record found)",
     )
     parser.add_argument("--archs", nargs="+", help="planned archs (overrides the config grid's)")
     parser.add_argument(

@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import yamlfile
 from bench.method import get_method
 from bench.models import SCHEMES
 from bench.option import Option, resolve_options
@@ -188,22 +187,12 @@ class RunSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_variants(path: Path | str | None = None) -> dict[str, dict[str, Any]]:
-    """Method variants from the config file's `variants:` section: name -> {impl, option: value}."""
-    path = Path(path or DEFAULT_CONFIG)
-    config = yamlfile.load(path) or {}
-    variants = config.get("variants") if isinstance(config, dict) else None
-    if not isinstance(variants or {}, dict):
-        raise ValueError(
-            f"config key variants in {path}: expected a mapping of name -> {{impl, options}}"
-        )
-    for name, entry in (variants or {}).items():
-        if not isinstance(entry, dict):
-            raise ValueError(
-                f"config key variants.{name} in {path}: expected a mapping like "
-                f"{{impl: ssa, lambda_align: 0}}, got {entry!r}"
-            )
-    return dict(variants or {})
+def load_variants(paths: list[Path | str] | None = None) -> dict[str, dict[str, Any]]:
+    """The trainer's method variants: the `variants:` of config/config.yaml and the files `paths` on top,
+    plus every sweep point (bench/config_files.py load_config); name -> {impl, option: value}."""
+    from bench.config_files import load_config
+
+    return load_config(paths, check_data=False).variants
 
 
 def resolve_variant(name: str, variants: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:

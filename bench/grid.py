@@ -1,13 +1,12 @@
 """The experiment grid: the pipeline config (config/config.yaml) checked and expanded into planned runs.
 
-The Snakefile and `python -m bench aggregate|plot --config` both read the grid through this module, so
-the layout of `results/` and the meaning of every config key live in one place.
+bench/config_files.py load_config builds the grids of the merged config files with `grids` (for the
+Snakefile and every `python -m bench ... --config`), so the meaning of every config key lives in one place.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +14,8 @@ from typing import Any
 
 import yaml
 
-from bench import yamlfile
-from bench.config import DEFAULT_CONFIG, REPO
 from bench.layout import Layout
 
-SCHEMA = REPO / "config" / "schema.yaml"
 ALL_METHODS = (
     "all"  # a grid's `methods: all` = every config variant plus every method file in methods/
 )
@@ -88,39 +84,6 @@ def _yaml_scalar(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n").removesuffix("\n...")
 
 
-def _number(value: Any) -> Any:
-    """A number written as text on the command line (`--config seeds=[0]` gives ['0']) as that number."""
-    if isinstance(value, list):
-        return [_number(v) for v in value]
-    if isinstance(value, str):
-        for parse in (int, float):
-            try:
-                return parse(value)
-            except ValueError:
-                pass
-    return value
-
-
-def coerce_numbers(config: dict) -> dict:
-    """Turn numeric text in seeds, epochs and recipe values into numbers, in place; returns `config`.
-
-    Snakemake parses `--config key=[...]` with YAML's base loader, which keeps every scalar a string.
-    """
-    for key in ("seeds", "epochs"):
-        if key in config:
-            config[key] = _number(config[key])
-    for entry in (config.get("datasets") or {}).values():
-        if isinstance(entry, dict):
-            if "seeds" in entry:
-                entry["seeds"] = _number(entry["seeds"])
-            if isinstance(entry.get("recipe"), dict):
-                entry["recipe"] = {k: _number(v) for k, v in entry["recipe"].items()}
-            for name, own in (entry.get("method_recipe") or {}).items():
-                if isinstance(own, dict):
-                    entry["method_recipe"][name] = {k: _number(v) for k, v in own.items()}
-    return config
-
-
 def known_methods(variants: dict[str, Any]) -> list[str]:
     """Names a grid may use: the config's variants, then method files in methods/ that no variant names."""
     from bench.method import discover
@@ -128,12 +91,13 @@ def known_methods(variants: dict[str, Any]) -> list[str]:
     return list(variants) + sorted(set(discover()) - set(variants))
 
 
-def grids(config: dict) -> dict[str, Grid]:
+def grids(config: dict, check_data: bool = True) -> dict[str, Grid]:
     """Every dataset's Grid from a schema-validated config, its variants and recipes checked.
 
     A dataset without `seeds` uses the top-level `seeds`; a top-level `epochs` replaces every dataset's
     recipe epochs; `methods: all` expands to known_methods(). Unknown method names, variant options and
-    recipe values raise ValueError naming the config key.
+    recipe values raise ValueError naming the config key, and with `check_data` so does a dataset that is
+    neither registered nor an image folder under the config's data_dir.
     """
     variants = dict(config.get("variants") or {})
     for name in variants:
@@ -141,7 +105,8 @@ def grids(config: dict) -> dict[str, Grid]:
     known = known_methods(variants)
     result = {}
     for dataset, entry in (config.get("datasets") or {}).items():
-        _check_dataset(dataset, config.get("data_dir"))
+        if check_data:
+            _check_dataset(dataset, config.get("data_dir"))
         _check_archs(dataset, entry["archs"])
         methods = entry.get("methods", ALL_METHODS)
         methods = known if methods == ALL_METHODS else list(methods)
@@ -228,71 +193,3 @@ def _check_spec(key: str, method: str, recipe: dict, variants: dict) -> None:
         make_spec("-", "-", method, 0, recipe, variants)
     except ValueError as error:
         raise ValueError(f"config key {key}: {error}") from None
-
-
-def validate(config: dict, schema: Path | str = SCHEMA) -> dict:
-    """Check `config` against the JSON schema (defaults filled in); ValueError names the key and the rule.
-
-    NaN and infinities are refused everywhere first: JSON schema's `number` admits them (YAML's .inf).
-    """
-    import jsonschema
-
-    _refuse_non_finite(config, "")
-
-    with open(schema) as f:
-        schema_dict = yaml.safe_load(f)
-    validator = _with_defaults(jsonschema.validators.validator_for(schema_dict))(schema_dict)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
-    if error is not None:
-        where = ".".join(map(str, error.absolute_path)) or "(top level)"
-        message, accepted = error.message, ""
-        if error.validator == "additionalProperties" and isinstance(
-            error.schema.get("properties"), dict
-        ):
-            accepted = f"; accepted keys: {', '.join(error.schema['properties'])}"
-        if error.validator == "pattern" and error.schema.get(
-            "description"
-        ):  # the rule in words, not a regex
-            message, accepted = (
-                f"bad value {error.instance!r}",
-                f"; accepted: {error.schema['description']}",
-            )
-        raise ValueError(f"config key {where}: {message}{accepted}")
-    return config
-
-
-def _refuse_non_finite(value: Any, where: str) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(
-            f"config key {where or '(top level)'}: bad value {value!r}; accepted: a finite number"
-        )
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _refuse_non_finite(item, f"{where}.{key}" if where else str(key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _refuse_non_finite(item, f"{where}[{i}]")
-
-
-def _with_defaults(validator_class):
-    """A validator class that also fills in each property's `default` (as snakemake.utils.validate does)."""
-    import jsonschema
-
-    check_properties = validator_class.VALIDATORS["properties"]
-
-    def properties(validator, props, instance, schema):
-        if isinstance(instance, dict):
-            for key, sub in props.items():
-                if "default" in sub:
-                    instance.setdefault(key, sub["default"])
-        yield from check_properties(validator, props, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": properties})
-
-
-def load(path: Path | str | None = None) -> dict[str, Grid]:
-    """The grids of a config file, validated as the Snakefile validates them (for the CLI)."""
-    config = yamlfile.load(Path(path or DEFAULT_CONFIG)) or {}
-    if not isinstance(config, dict):
-        raise ValueError(f"config file {path or DEFAULT_CONFIG}: expected a mapping of config keys")
-    return grids(validate(coerce_numbers(config)))

@@ -7,7 +7,8 @@ them, and runs share GPUs through the trainer's own slots (`--gpu-slots`). Runs 
 archs outermost (the order given), then methods, then seeds, `--jobs` at a time. At the deadline every
 run still training gets SIGTERM (the trainer stops, keeps its last checkpoint and writes no record) and
 is reported as cut, never as a result; runs never started are reported as not started. Every run's
-outcome goes to RESULTS/status.csv; a rerun of the same command resumes cut runs from their checkpoints.
+outcome goes to RESULTS/status.csv, its output to the train rule's log (bench.layout.Layout); a rerun
+of the same command resumes cut runs from their checkpoints.
 
 `--epochs auto` sizes the run length from a `perf step` table measured on the same device: see
 `estimate_epochs`.
@@ -40,6 +41,7 @@ class Job:
     method: str
     seed: int
     folder: Path
+    log: Path  # the run's stdout and stderr: the Snakefile train rule's log (Layout.train_log)
     process: subprocess.Popen | None = None
     started: float | None = None
     seconds: float | None = None
@@ -87,11 +89,9 @@ def run_grid(
     commands: dict[int, list[str]],
     parallel: int,
     deadline_s: float,
-    logs: Path,
     poll_s: float = 0.5,
 ) -> list[Job]:
     """Start `jobs` in order, `parallel` at a time; at `deadline_s` after the start, stop what still runs."""
-    logs.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     waiting = list(range(len(jobs)))
     running: list[int] = []
@@ -108,7 +108,8 @@ def run_grid(
                 i = waiting.pop(0)
                 job = jobs[i]
                 job.folder.mkdir(parents=True, exist_ok=True)
-                with open(logs / f"{job.arch}_{job.method}_seed{job.seed}.log", "w") as out:
+                job.log.parent.mkdir(parents=True, exist_ok=True)
+                with open(job.log, "w") as out:
                     job.process = subprocess.Popen(
                         commands[i], stdout=out, stderr=subprocess.STDOUT
                     )
@@ -182,7 +183,10 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument(
-        "--results", type=Path, required=True, help="results folder: runs/, logs/, status.csv"
+        "--results",
+        type=Path,
+        required=True,
+        help="results folder: its run folders, logs and status.csv (bench/layout.py)",
     )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="recipe keys of every run"
@@ -221,8 +225,8 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from bench import sweep
-    from bench.config import DEFAULT_CONFIG, make_spec, parse_sets
+    from bench.config import make_spec, parse_sets
+    from bench.config_files import load_config
 
     for name in ("jobs", "gpu_slots", "train_images", "max_epochs"):
         if getattr(args, name) < 1:
@@ -233,8 +237,8 @@ def main(args) -> int:
         raise ValueError(
             f"--deadline-s {args.deadline_s}: accepted: a finite number of seconds > 0"
         )
-    configs = args.config or [DEFAULT_CONFIG]
-    variants = sweep.variants(configs)
+    config = load_config(args.config, check_data=False)  # the trainer's variants, sweep points too
+    configs, variants = [Path(path) for path in config.files], config.variants
     sets = list(args.set)
     runs = grid.Grid(args.dataset, tuple(args.archs), tuple(args.methods), tuple(args.seeds)).runs()
     if args.epochs == "auto":
@@ -263,19 +267,26 @@ def main(args) -> int:
         arch,
         method,
         seed,
-    ) in runs:  # every run's spec checked before any starts, as Snakemake's check_config
+    ) in runs:  # every run's spec checked before any starts, as in the Snakefile
         make_spec(args.dataset, arch, method, seed, parse_sets(sets), variants)
     layout = Layout(str(args.results))
-    jobs = [Job(a, m, s, Path(layout.run_dir(args.dataset, a, m, s))) for a, m, s in runs]
+    jobs = [
+        Job(
+            *run,
+            Path(layout.run_dir(args.dataset, *run)),
+            Path(layout.train_log(args.dataset, *run)),
+        )
+        for run in runs
+    ]
     commands = {
         i: train_command(job, args.dataset, sets, configs, args.data_dir, args.gpu_slots)
         for i, job in enumerate(jobs)
     }
     args.results.mkdir(parents=True, exist_ok=True)
     try:
-        run_grid(jobs, commands, args.jobs, args.deadline_s, args.results / "logs" / "train")
+        run_grid(jobs, commands, args.jobs, args.deadline_s)
     finally:
-        write_status(jobs, args.results / "status.csv")
+        write_status(jobs, Path(layout.status()))
     counts = {
         status: sum(job.status == status for job in jobs)
         for status in ("finished", "diverged", "cut", "failed", "not_started")
@@ -284,6 +295,6 @@ def main(args) -> int:
         "grid of %d runs: %s -> %s",
         len(jobs),
         ", ".join(f"{v} {k}" for k, v in counts.items() if v),
-        args.results / "status.csv",
+        layout.status(),
     )
     return 1 if counts["failed"] else 0

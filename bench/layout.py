@@ -2,8 +2,8 @@
 (runs/<dataset>/<arch>/<method>/seed<seed>/) and the files the pipeline builds beside it.
 
 The Snakefile asks it for its rules' inputs and outputs (passing wildcards such as "{dataset}" as the
-names, which gives Snakemake's patterns), the grid runner for each run's folder, and the report wing for
-the records of a dataset. Paths are strings, relative when `results` is: Snakemake matches them as text.
+names, which gives Snakemake's patterns), the grid runner for each run's folder and log, and the report
+wing for the records of a dataset. Paths are strings, relative when `results` is: Snakemake matches them as text.
 """
 
 from __future__ import annotations
@@ -43,6 +43,10 @@ class Layout:
 
     def train_log(self, dataset, arch, method, seed) -> str:
         return self._per_run("logs", "train", dataset, arch, method, seed, "log")
+
+    def status(self) -> str:
+        """`python -m bench grid`'s outcome of every run (bench/grid_status.py)."""
+        return f"{self.results}/status.csv"
 
     def benchmark(self, dataset, arch, method, seed) -> str:
         return self._per_run("benchmarks", "train", dataset, arch, method, seed, "tsv")

@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from pathlib import Path
 from typing import Any
-
-from bench import yamlfile
 
 DESIGNS = ("one_at_a_time", "grid")
 
@@ -151,55 +148,3 @@ def expand(config: dict) -> dict:
                     **recipe,
                 }
     return config
-
-
-def sweep_of(config: dict, variant: str) -> str | None:
-    """The sweep a variant name came from (None for a plain variant)."""
-    return next(
-        (name for name in config.get("sweeps") or {} if variant.startswith(f"{name}-")), None
-    )
-
-
-def merge(base: dict, overlay: dict) -> dict:
-    """Snakemake's merge of config files: nested mappings merge key by key, anything else is replaced."""
-    result = dict(base)
-    for key, value in overlay.items():
-        result[key] = (
-            merge(result[key], value)
-            if isinstance(value, dict) and isinstance(result.get(key), dict)
-            else value
-        )
-    return result
-
-
-def load_files(paths: list[Path | str]) -> dict:
-    """The config files merged in order, as Snakemake merges `configfile:` and `--configfile`."""
-    merged: dict = {}
-    for path in paths:
-        path = Path(path)
-        loaded = yamlfile.load(path) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config file {path}: expected a mapping of config keys")
-        merged = merge(merged, loaded)
-    return merged
-
-
-def variants(paths: list[Path | str]) -> dict[str, dict[str, Any]]:
-    """The method variants the trainer uses: the files' `variants:` plus every sweep's points."""
-    from bench.config import load_variants
-
-    for path in paths:
-        load_variants(path)  # each file's variants section checked, naming the file
-    return dict(expand(load_files(paths)).get("variants") or {})
-
-
-def check_files(config: dict, paths: list[Path | str]) -> None:
-    """The pipeline's variants and sweeps must be what its config files say (the trainer reads the files)."""
-    merged = load_files(paths)
-    for key in ("variants", "sweeps"):
-        if (merged.get(key) or {}) != (config.get(key) or {}):
-            raise ValueError(
-                f"config key {key}: the pipeline's {key} differ from those of its config files "
-                f"({', '.join(map(str, paths)) or 'none given'}); set {key} in a config file, "
-                "not with --config"
-            )

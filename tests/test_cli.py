@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from bench.cli import main
-from bench.config import load_variants
+from bench.config import REPO, load_variants
 from bench.method import discover
 from bench.models import ARCHS
 
@@ -84,6 +84,23 @@ def test_exit_code_from_a_real_process(tmp_path):
         text=True,
     )
     assert result.returncode == 2 and "'seed'" in result.stderr
+
+
+def test_list_shows_the_variants_and_sweep_points_of_its_config_files(capsys):
+    sweep = str(REPO / "config" / "sweep_ssa.yaml")
+    assert main(["list", "--config", str(REPO / "config" / "config.yaml"), "--config", sweep]) == 0
+    out = capsys.readouterr().out
+    assert "variant ssa-no_align: " in out  # the first file's
+    assert (
+        "variant ssa_design-base: {'impl': 'ssa', 'rank_epochs': [1]" in out
+    )  # the second's sweeps
+    assert "variant ssa_fixed_rank-rank_ratio_0p25: " in out
+    assert (
+        main(["list", "--config", sweep]) == 0
+    )  # merged on top of config/config.yaml, as Snakemake
+    assert capsys.readouterr().out == out
+    assert main(["list", "--config", str(REPO / "nope.yaml")]) == 2
+    assert "nope.yaml not found" in capsys.readouterr().err
 
 
 def test_list_names_datasets_archs_methods_and_variants(capsys):

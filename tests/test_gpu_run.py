@@ -18,6 +18,7 @@ from PIL import Image
 from bench import grid_epochs, grid_status, gridrun
 from bench.cli import main
 from bench.config import make_spec
+from bench.layout import Layout
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "gpu_run.sh"
@@ -109,6 +110,10 @@ def test_the_dry_run_passes_every_stage_and_finishes_its_runs(dry_run):
     ]
     device = (out / "device.log").read_text()
     assert "torch " in device and "sha256 " in device
+    layout = Layout(str(results))  # each run's output where the Snakefile's train rule logs it
+    for method in ("bp", "dfa"):
+        log = Path(layout.train_log("cifar10-jpeg", "smallconv", method, 0)).read_text()
+        assert f"{method}: status ok" in log
 
 
 def test_the_dry_run_brings_back_records_table_claims_and_the_perf_table(dry_run):
@@ -135,14 +140,17 @@ def test_the_dry_run_brings_back_records_table_claims_and_the_perf_table(dry_run
 
 
 def test_a_run_cut_at_the_deadline_is_reported_as_cut_and_has_no_record(tmp_path):
-    jobs = [gridrun.Job("mlp3", m, 0, tmp_path / m) for m in ("bp", "dfa")]
+    jobs = [
+        gridrun.Job("mlp3", m, 0, tmp_path / m, tmp_path / "logs" / f"{m}.log")
+        for m in ("bp", "dfa")
+    ]
     commands = {
         i: gridrun.train_command(
             job, "digits", ["epochs=500", "device=cpu"], [REPO / "config" / "config.yaml"], None, 1
         )
         for i, job in enumerate(jobs)
     }
-    gridrun.run_grid(jobs, commands, parallel=1, deadline_s=8, logs=tmp_path / "logs")
+    gridrun.run_grid(jobs, commands, parallel=1, deadline_s=8)
     grid_status.write_status(jobs, tmp_path / "status.csv")
     assert [job.status for job in jobs] == ["cut", "not_started"]
     assert not (tmp_path / "bp" / "record.json").exists()

@@ -5,9 +5,11 @@ import sys
 
 import pytest
 
-from bench import grid, sweep, yamlfile
+from bench import sweep, yamlfile
 from bench.cli import main
 from bench.config import REPO, load_variants
+from bench.config_files import load_config
+from bench.schema import validate
 from tests.conftest import run_killed_in_epoch_2
 
 TRAIN = ["train", "--dataset", "digits", "--arch", "mlp3", "--method", "ssa", "--seed", "0"]
@@ -70,7 +72,7 @@ def test_non_finite_numbers_in_a_config_are_refused_naming_the_key(change, key):
     with pytest.raises(
         ValueError, match=f"config key {key}: bad value .*accepted: a finite number"
     ):
-        grid.validate(config)
+        validate(config)
 
 
 def test_a_key_written_twice_is_refused_by_every_config_reader(tmp_path):
@@ -83,7 +85,7 @@ def test_a_key_written_twice_is_refused_by_every_config_reader(tmp_path):
     )
     path = tmp_path / "twice.yaml"
     path.write_text(text)
-    for read in (load_variants, grid.load, lambda p: sweep.load_files([p])):
+    for read in (lambda p: load_variants([p]), lambda p: load_config([p])):
         with pytest.raises(
             ValueError, match=r"twice\.yaml.*duplicate key 'bp' \(first at line \d+\)"
         ):
@@ -93,7 +95,7 @@ def test_a_key_written_twice_is_refused_by_every_config_reader(tmp_path):
 def test_an_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path):
     path = tmp_path / "bomb.yaml"
     path.write_text(BOMB)
-    for read in (load_variants, grid.load, lambda p: sweep.load_files([p])):
+    for read in (lambda p: load_variants([p]), lambda p: load_config([p])):
         with pytest.raises(ValueError, match="expands to more than") as error:
             read(path)
         assert len(str(error.value)) < 400 and str(path) in str(error.value)
@@ -107,7 +109,7 @@ def test_unreadable_yaml_gives_one_short_line_naming_the_file(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("variants: [" + "x, " * 5000)
     with pytest.raises(ValueError, match="broken.yaml is not readable YAML") as error:
-        load_variants(path)
+        load_variants([path])
     assert len(str(error.value)) < 500
 
 

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.cli import main as cli
+from bench.config import REPO, make_spec
 from bench.layers import (
     SVDConv2d,
     SVDLinear,
@@ -91,6 +92,19 @@ def test_perf_step_bad_input_exits_2_naming_what_is_accepted(capsys):
         cli(["perf", "step", "--device", "cpu", "--arch", "mlp3", "--methods", "ssa:rank=3"]) == 2
     )
     assert "unknown option 'rank'" in capsys.readouterr().err
+
+
+def test_perf_step_times_the_sweep_points_of_its_config_files():
+    files = [REPO / "config" / "config.yaml", REPO / "config" / "sweep_ssa.yaml"]
+    variants = perf_step.step_variants(files)
+    assert "ssa-no_align" in variants and "ssa-r0.25" in variants  # the file's own, the extra row
+    point = variants["ssa_design-rank_ratio_0p5"]  # a sweep point of the second file
+    assert point == {"impl": "ssa", "rank_epochs": [1], "feedback": "broadcast", "rank_ratio": 0.5}
+    spec = make_spec("synthetic", "smallconv", "ssa_design-rank_ratio_0p5", 0, {}, variants)
+    assert spec.impl == "ssa" and spec.options["rank_ratio"] == 0.5
+    assert "ssa_design-base" not in perf_step.step_variants(
+        None
+    )  # config/config.yaml has no sweeps
 
 
 def _forms_agree(layer, x):

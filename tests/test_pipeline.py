@@ -12,9 +12,11 @@ import yaml
 
 from bench import grid
 from bench.config import RECIPE, REPO, load_variants, make_spec, parse_sets
+from bench.config_files import coerce_numbers, load_config
 from bench.method import discover
 from bench.report.figures import FIGURES
 from bench.report.table import COLUMNS
+from bench.schema import load_schema, validate
 
 SNAKEFILE = REPO / "Snakefile"
 CONFIG = REPO / "config" / "config.yaml"
@@ -26,17 +28,58 @@ def snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
 
-def test_schema_recipe_matches_the_trainers_recipe():
-    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
-    recipe = schema["$defs"]["recipe"]["properties"]
-    assert list(recipe) == list(RECIPE)
+# Typed values a config file may hold (no strings for non-string keys: Option.parse reads those as
+# command-line text), around every bound and type of the recipe.
+CANDIDATES = [True, False, None, -1, 0, 1, 2, 100, 255, 256, 10**6, -0.5, 0.5, 1.5, 254.5, 300.5]
+CANDIDATES += [[], [0], [1], [-1], [0.5], [1.5], [256.5], [1, 2], [True], ["x"], {"a": 1}]
+
+
+def _accepted_by_option(key: str, value) -> bool:
+    try:
+        RECIPE[key].parse(key, value)
+    except ValueError:
+        return False
+    return True
+
+
+def _accepted_by_schema(key: str, value) -> bool:
+    recipe = {"datasets": {"digits": {"archs": ["mlp3"], "recipe": {key: value}}}}
+    try:
+        validate({"variants": {"bp": {"impl": "bp"}}, **recipe})
+    except ValueError as error:
+        assert f"config key datasets.digits.recipe.{key}" in str(error), error
+        return False
+    return True
+
+
+def test_the_schema_recipe_block_is_the_trainers_recipe_key_by_key():
+    committed = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    assert "properties" not in committed["$defs"]["recipe"]  # declared once: in RECIPE
+    generated = load_schema()["$defs"]["recipe"]
+    assert list(generated["properties"]) == list(RECIPE) and not generated["additionalProperties"]
     for key, option in RECIPE.items():
-        if option.choices:
-            assert tuple(recipe[key]["enum"]) == option.choices, key
+        assert generated["properties"][key]["description"] == option.help
+        strings = [option.default, *(option.choices or ()), "x", "auto", "none"]
+        candidates = strings if isinstance(option.default, str) else CANDIDATES
+        for value in [option.default, *candidates]:
+            assert _accepted_by_schema(key, value) == _accepted_by_option(key, value), (key, value)
+    with pytest.raises(ValueError, match=r"\('lr_max' was unexpected\); accepted keys: epochs, "):
+        validate(
+            {"variants": {}, "datasets": {"digits": {"archs": ["mlp3"], "recipe": {"lr_max": 1}}}}
+        )
+
+
+def test_the_data_layers_defaults_are_the_recipes():
+    """DataOptions, Augment and BetonSpec keep defaults for callers without a recipe (bench.data.load,
+    perf epoch): they must be RECIPE's, so that no run's data differs by how it was asked for."""
+    from bench.data.options import DataOptions
+
+    recipe = {key: option.default for key, option in RECIPE.items()}
+    assert DataOptions.from_recipe(recipe) == DataOptions()
 
 
 def test_config_default_grid_is_mnist5k_every_variant_three_seeds():
-    grids = grid.load(CONFIG)
+    grids = load_config([CONFIG]).grids
     assert set(grids) == {"mnist5k", "digits", "cifar10", "cifar100", "imagenet"}
     default = grids["mnist5k"]
     assert default.methods[:9] == (
@@ -69,7 +112,7 @@ def test_grid_recipe_reaches_the_trainer_unchanged():
 
 
 def test_command_line_numbers_and_top_level_overrides():
-    config = grid.coerce_numbers(
+    config = coerce_numbers(
         {
             "seeds": ["0", "3"],
             "epochs": "2",
@@ -84,7 +127,7 @@ def test_command_line_numbers_and_top_level_overrides():
             },
         }
     )
-    grids = grid.grids(grid.validate(config))
+    grids = grid.grids(validate(config))
     assert grids["digits"].seeds == (0, 3) and grids["mnist5k"].seeds == (7,)
     assert grids["digits"].recipe == {"lr": 0.01, "optimizer": "sgd", "epochs": 2}
     assert grids["mnist5k"].methods == tuple(
@@ -111,12 +154,12 @@ def test_command_line_numbers_and_top_level_overrides():
 def test_grid_refuses_bad_config_naming_the_key(change, key):
     config = yaml.safe_load(CONFIG.read_text()) | change
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-        grid.grids(grid.validate(config))
+        grid.grids(validate(config))
 
 
-GRIDS = grid.load(
-    CONFIG
-)  # job counts follow the config and the discovered method files, never typed in
+GRIDS = load_config(
+    [CONFIG]
+).grids  # job counts follow the config and the discovered method files, never typed in
 
 
 def _runs(dataset: str) -> int:
@@ -163,7 +206,7 @@ def test_dry_run_plans_every_target(tmp_path, targets, jobs):
 
 def test_methods_all_is_every_variant_and_every_method_file():
     methods = GRIDS["mnist5k"].methods
-    assert set(discover()) <= set(methods) and set(load_variants(CONFIG)) <= set(methods)
+    assert set(discover()) <= set(methods) and set(load_variants([CONFIG])) <= set(methods)
     assert len(methods) == len(set(methods))  # a method file that is also a variant is planned once
 
 
@@ -286,7 +329,7 @@ def test_cli_aggregate_with_config_lists_every_planned_row(tmp_path, capsys):
     assert main(args) == 2 and "have no record" in capsys.readouterr().err
     assert main(args + ["--allow-missing", "--seeds", "0"]) == 0
     table = pd.read_csv(tmp_path / "digits_table.csv")
-    expected = grid.load(CONFIG)["digits"]
+    expected = load_config([CONFIG]).grids["digits"]
     assert len(table) == len(expected.archs) * len(expected.methods)
     assert (table["status"] == "missing 1/1").all()
     assert main(["aggregate", "--config", str(CONFIG), "--dataset", "nope"]) == 2

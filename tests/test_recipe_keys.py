@@ -456,6 +456,7 @@ def test_a_run_with_every_key_set_records_them(tmp_path):
 def test_reference_match_config_is_the_independent_recipe_and_the_suites_beside_it(tmp_path):
     from bench import grid
     from bench.config import load_variants, resolve_variant
+    from bench.schema import validate
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     own = yaml.safe_load((REPO / "config" / "reference_match.yaml").read_text())
@@ -465,7 +466,7 @@ def test_reference_match_config_is_the_independent_recipe_and_the_suites_beside_
         parents=True
     )  # the image folder, as the grid checks it
     config["data_dir"] = str(tmp_path)
-    cifar = grid.grids(grid.validate(config))["cifar10-jpeg"]
+    cifar = grid.grids(validate(config))["cifar10-jpeg"]
     assert cifar.seeds == (0, 1) and len(cifar.runs()) == 6 * 2
     reference = {
         "weight_init": "kaiming_normal",

@@ -10,9 +10,11 @@ from synthetic_records import write_record
 from bench import grid, sweep
 from bench.cli import main
 from bench.config import REPO
+from bench.config_files import coerce_numbers, load_config
 from bench.record import Record
 from bench.report.findings import bp_reference, report
 from bench.report.sweep_figures import base_label
+from bench.schema import validate
 
 CONFIG = REPO / "config" / "config.yaml"
 SWEEPS = {
@@ -31,7 +33,7 @@ def config_with(sweeps: dict, methods: list[str]) -> dict:
     config["datasets"] = {
         "digits": {"archs": ["mlp3"], "methods": methods, "recipe": {"epochs": 1}}
     }
-    return grid.validate(grid.coerce_numbers(config))
+    return validate(coerce_numbers(config))
 
 
 def test_one_at_a_time_names_each_point_and_skips_defaults():
@@ -109,7 +111,7 @@ def test_expand_adds_variants_and_moves_recipe_keys_to_method_recipe():
 def test_bad_sweeps_are_refused_naming_the_key(sweeps, key):
     config = yaml.safe_load(CONFIG.read_text()) | {"sweeps": sweeps}
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-        grid.grids(sweep.expand(grid.validate(config)))
+        grid.grids(sweep.expand(validate(config)))
 
 
 def test_trainer_variants_come_from_the_merged_files(tmp_path):
@@ -117,13 +119,15 @@ def test_trainer_variants_come_from_the_merged_files(tmp_path):
     overlay.write_text(
         yaml.safe_dump({"sweeps": SWEEPS, "variants": {"ssa": {"impl": "ssa", "rank_epochs": [1]}}})
     )
-    variants = sweep.variants([CONFIG, overlay])
+    config = load_config([CONFIG, overlay])
+    variants = config.variants
     assert variants["ssa"] == {"impl": "ssa", "rank_epochs": [1]}  # the later file wins, key by key
     assert variants["s-lambda_align_1p0"]["lambda_align"] == 1.0 and "ssa-no_align" in variants
-    config = sweep.load_files([CONFIG, overlay])
-    sweep.check_files(config, [CONFIG, overlay])
+    assert config.files == (str(CONFIG), str(overlay)) and config.sweeps == SWEEPS
+    # the Snakefile's config laid on top may change anything but the files' variants and sweeps
+    assert load_config([CONFIG, overlay], {"seeds": ["4"]}).grids["digits"].seeds == (4,)
     with pytest.raises(ValueError, match="config key sweeps"):
-        sweep.check_files(config | {"sweeps": {}}, [CONFIG, overlay])
+        load_config([CONFIG, overlay], {"sweeps": {"s": {"options": {"rank_ratio": [0.1]}}}})
 
 
 def test_cli_trains_a_sweep_point(tmp_path):

@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.config import DEFAULT_CONFIG, load_variants, make_spec
+from bench.cli_parser import config_argument
+from bench.config import load_variants, make_spec
 from bench.data.augment import Augment, AugmentedData, channel_stats
 from bench.epoch import train_epoch
 from bench.models import ARCHS
@@ -258,9 +259,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--method", default="bp", help="the suite side's variant (the plain loop is BP)"
     )
-    parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help="config file with the variants"
-    )
+    config_argument(parser, "with the variants and sweeps")
     parser.add_argument(
         "--images", type=int, default=50000, help="training images in the epoch (CIFAR: 50000)"
     )

@@ -25,7 +25,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import memory
-from bench.config import DEFAULT_CONFIG, load_variants, make_spec, parse_sets
+from bench.cli_parser import config_argument
+from bench.config import load_variants, make_spec, parse_sets
 from bench.models import ARCHS
 from bench.perf.common import (
     add_speed_arguments,
@@ -43,6 +44,11 @@ DEFAULT_ARCHS = ("smallconv", "vgg13", "resnet32")
 # Rows beyond the config's variants: SSA started at a quarter of full rank, where its factored
 # layers should turn fewer FLOPs into less time.
 EXTRA_VARIANTS = {"ssa-r0.25": {"impl": "ssa", "rank_ratio": 0.25}}
+
+
+def step_variants(config_files: list[Path] | None) -> dict[str, dict]:
+    """The variants to time: the config files' own and their sweeps' points, then EXTRA_VARIANTS."""
+    return {**load_variants(config_files), **EXTRA_VARIANTS}
 
 
 def parse_method(token: str) -> tuple[str, str, dict]:
@@ -223,7 +229,7 @@ def main(args) -> int:
     if min(args.steps, args.batch_size) < 1 or args.warmup < 0:
         raise ValueError("--steps and --batch-size must be >= 1 and --warmup >= 0")
     device = resolve_device(args.device)
-    variants = {**load_variants(args.config), **EXTRA_VARIANTS}
+    variants = step_variants(args.config)
     methods = [parse_method(token) for token in (args.methods or list(variants))]
     args.speed_sets = speed_options(
         args, "(method options go after the method name: ssa:rank_ratio=0.5)"
@@ -271,9 +277,7 @@ def add_arguments(parser) -> None:
         default=None,
         help="variants, or name:key=value,.. (default: every config variant and ssa-r0.25)",
     )
-    parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help="config file with the variants"
-    )
+    config_argument(parser, "with the variants and sweeps")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument(
         "--image-size", type=int, default=32, help="side of the synthetic 3-channel images"
