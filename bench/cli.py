@@ -86,6 +86,10 @@ def cmd_list(args) -> int:
     from bench.method import discover
     from bench.models import ARCHS
 
+    try:  # first, so that a bad config file prints its error and no half listing
+        variants = load_variants(args.config)  # the files' variants and every sweep point
+    except (ValueError, FileNotFoundError) as error:
+        raise UsageError(str(error)) from None
     print("datasets:", ", ".join(sorted(DATASETS)))
     print("image folders:", ", ".join(image_folders(args.data_dir)) or "none")
     print("archs:   ", ", ".join(sorted(ARCHS)))
@@ -94,10 +98,6 @@ def cmd_list(args) -> int:
         print(f"method {name}: {summary}" if summary else f"method {name}:")
         for line in _option_lines(cls.options) or ["  (no options)"]:
             print(line)
-    try:
-        variants = load_variants(args.config)  # the files' variants and every sweep point
-    except (ValueError, FileNotFoundError) as error:
-        raise UsageError(str(error)) from None
     for name, entry in variants.items():
         print(f"variant {name}: {entry}")
     print("recipe (--set key=value, or a grid's recipe:):")

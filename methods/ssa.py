@@ -15,8 +15,6 @@ FEEDBACK = ("broadcast", "spatial_map", "full")
 
 
 class SSA(Method):
-    blockwise = True  # block_signals + penalty are the rule (lambda_cos aside: blockwise_problem)
-
     """Local loss of block i: <stopgrad(g_i), h_i> + lambda_align L_align + lambda_orth L_orth (+ cos, Hoyer).
 
     [paper] every hidden layer trained as U diag(s) V^T from the SVD of its initial weight; feedback
@@ -32,6 +30,8 @@ class SSA(Method):
     aligns U with B_U, which no longer shapes the signal). `signal_at: preactivation` delivers the
     signal before the block's last activation (and pooling) instead of at its output.
     """
+
+    blockwise = True  # block_signals + penalty are the rule (lambda_cos aside: blockwise_problem)
 
     options = {
         "rank_ratio": Option(

@@ -100,7 +100,8 @@ def test_list_shows_the_variants_and_sweep_points_of_its_config_files(capsys):
     )  # merged on top of config/config.yaml, as Snakemake
     assert capsys.readouterr().out == out
     assert main(["list", "--config", str(REPO / "nope.yaml")]) == 2
-    assert "nope.yaml not found" in capsys.readouterr().err
+    refused = capsys.readouterr()
+    assert "nope.yaml not found" in refused.err and refused.out == ""  # no half listing
 
 
 def test_list_names_datasets_archs_methods_and_variants(capsys):

@@ -265,3 +265,10 @@ def test_the_bp_reference_of_a_prepared_network_is_true_backpropagation(rule, ba
         assert torch.allclose(p.grad, dict(twin.named_parameters())[name].grad, atol=1e-6), (
             f"{rule}: {name}"
         )
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_every_rule_documents_what_it_computes(rule):
+    # The class docstring is what `bench list` shows; one placed after an attribute is no docstring.
+    doc = discover()[rule].__doc__
+    assert doc and doc.strip(), f"{rule}: its class has no docstring (is it below an attribute?)"
