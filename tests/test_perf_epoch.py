@@ -110,3 +110,27 @@ def test_perf_epoch_on_real_cifar10_jpegs(tmp_path):
         tmp_path, "--images", "128", "--data-dir", _real_data_dir(), "--dataset", "cifar10-jpeg"
     )
     assert suite["source"].endswith("cifar10-jpeg") and suite["images"] == plain["images"] == 128
+
+
+def test_perf_epoch_times_the_step_the_trainer_would_take(monkeypatch):
+    # a run with locality: blockwise trains with bench/blockwise.py's step, not the rule's graph step
+    import torch
+
+    import bench.blockwise as blockwise
+    from bench.config import make_spec
+    from bench.perf.epoch import suite_epoch, synthetic_images
+
+    calls = []
+    real = blockwise.blockwise_step
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(blockwise, "blockwise_step", counted)
+    spec = make_spec(
+        "synthetic", "smallconv", "dfa", 0, {"locality": "blockwise", "batch_size": 32}, {}
+    )
+    images, labels = synthetic_images(64, 10)
+    row = suite_epoch(spec, images, labels, 10, torch.device("cpu"), warmup=1)
+    assert row["images"] == 64 and len(calls) == 3  # a warm-up batch, then 2 timed

@@ -81,9 +81,8 @@ def suite_epoch(spec, images, labels, classes: int, device, warmup: int) -> dict
         "perf", images, labels, images[:1], labels[:1], [str(c) for c in range(classes)], Augment()
     ).to(device)
     speed = Speed.from_recipe(recipe, device)
-    model, method, _, optimizer = training_parts(
-        spec, SHAPE, classes, device, speed
-    )  # as perf step builds them
+    # as perf step builds them, with the trainer's step (the blockwise one under locality: blockwise)
+    model, method, step, optimizer = training_parts(spec, SHAPE, classes, device, speed)
     compiled = speed.compile_model(model, speed.batch(data.normalise(data.train_x[:batch_size])))
     shuffle = torch.Generator().manual_seed(derive_seed(spec.seed, "shuffle"))
     if warmup:
@@ -97,9 +96,11 @@ def suite_epoch(spec, images, labels, classes: int, device, warmup: int) -> dict
             data.classes,
             Augment(),
         ).to(device)
-        train_epoch(model, method, optimizer, head, batch_size, shuffle, device, speed)
+        train_epoch(model, method, optimizer, head, batch_size, shuffle, device, speed, step=step)
     stats, seconds = wall_clock(
-        lambda: train_epoch(model, method, optimizer, data, batch_size, shuffle, device, speed),
+        lambda: train_epoch(
+            model, method, optimizer, data, batch_size, shuffle, device, speed, step=step
+        ),
         device,
     )
     trained = len(labels) // batch_size * batch_size
