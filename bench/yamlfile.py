@@ -38,17 +38,28 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
-    """Nodes under `node` with aliases expanded (an alias is the same node object, so memoised)."""
+class _Recursive(Exception):
+    """A node that contains itself through an alias (`a: &x [*x]`)."""
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], open_: set[int]) -> int:
+    """Nodes under `node` with aliases expanded (an alias is the same node object, so memoised).
+    `open_`: the nodes being counted; meeting one again is a recursive structure, which no config
+    needs and which would recurse without end in whatever prints or compares it."""
+    if id(node) in open_:
+        raise _Recursive(node.start_mark.line + 1)
     if id(node) in memo:
         return memo[id(node)]
-    memo[id(node)] = 1  # a recursive alias counts once instead of looping
+    open_.add(id(node))
     if isinstance(node, yaml.SequenceNode):
-        size = 1 + sum(_expanded_size(child, memo) for child in node.value)
+        size = 1 + sum(_expanded_size(child, memo, open_) for child in node.value)
     elif isinstance(node, yaml.MappingNode):
-        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+        size = 1 + sum(
+            _expanded_size(k, memo, open_) + _expanded_size(v, memo, open_) for k, v in node.value
+        )
     else:
         size = 1
+    open_.discard(id(node))
     memo[id(node)] = size
     return size
 
@@ -62,7 +73,14 @@ def loads(text: str, source: str = "<text>") -> Any:
             node = loader.get_single_node()
             if node is None:
                 return None
-            if _expanded_size(node, {}) > MAX_NODES:
+            try:
+                size = _expanded_size(node, {}, set())
+            except _Recursive as where:
+                raise ValueError(
+                    f"{source}: line {where.args[0]}: a YAML alias refers to a node that contains "
+                    "it (a recursive structure); write the values out"
+                ) from None
+            if size > MAX_NODES:
                 raise ValueError(
                     f"{source}: the YAML expands to more than {MAX_NODES} nodes through its "
                     "aliases (an alias bomb?); write the values out"
@@ -77,6 +95,8 @@ def loads(text: str, source: str = "<text>") -> Any:
 def load(path: Path | str) -> Any:
     """The YAML file `path` as plain data (see `loads`); FileNotFoundError when it does not exist."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config file {path} is a folder; give a YAML file")
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} not found")
     try:

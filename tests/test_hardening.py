@@ -105,6 +105,23 @@ def test_an_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path):
     }  # plain aliases still work
 
 
+@pytest.mark.parametrize(
+    "text", ["a: &x [*x]\n", "a: &x {b: *x}\n", "variants: &v {x: {impl: ssa, more: *v}}\n"]
+)
+def test_a_recursive_yaml_alias_is_refused_naming_the_file_and_line(tmp_path, text):
+    # a structure that contains itself: printing or comparing it would recurse without end
+    path = tmp_path / "loop.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"loop\.yaml: line 1: a YAML alias refers to a node"):
+        load_config([path])
+    assert yamlfile.loads("a: &x [1]\nb: [*x, *x]\n") == {"a": [1], "b": [[1], [1]]}  # shared: fine
+
+
+def test_a_folder_given_as_a_config_file_is_named_as_one(tmp_path):
+    with pytest.raises(ValueError, match="is a folder; give a YAML file"):
+        yamlfile.load(tmp_path)
+
+
 def test_unreadable_yaml_gives_one_short_line_naming_the_file(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("variants: [" + "x, " * 5000)
