@@ -25,6 +25,9 @@ from bench.record_check import check_record, refusal
 
 SCHEMA_VERSION = 1
 Run = tuple[str, str, int]  # (arch, method, seed)
+# A record of 300 epochs with every per-layer measure is well under 1 MiB; a file past this is no record
+# (and a device or a pipe named record.json would be read without end).
+MAX_BYTES = 64 * 2**20
 
 
 # A field's JSON type, from its annotation (this module's annotations are strings).
@@ -220,8 +223,15 @@ def _with_arch_facts(record: Record) -> Record:
 
 def read(path: Path | str) -> Record:
     """One record.json, checked (a ValueError names the file and the key)."""
+    path = Path(path)
     try:
-        data = json.loads(Path(path).read_text())
+        if not path.is_file():
+            raise ValueError(f"{path}: not a regular file; a record.json is one")
+        with path.open("rb") as file:
+            raw = file.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise ValueError(f"{path}: over {MAX_BYTES // 2**20} MiB; no record.json is that large")
+        data = json.loads(raw.decode())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: not a readable record.json ({error})") from None
     return Record.from_json(data, path)

@@ -16,6 +16,7 @@ import yaml
 MAX_NODES = (
     100_000  # nodes of the document with every alias expanded; real configs have a few hundred
 )
+MAX_BYTES = 16 * 2**20  # real config files are a few KB
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -97,10 +98,16 @@ def load(path: Path | str) -> Any:
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"config file {path} is a folder; give a YAML file")
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"config file {path} not found")
+    if not path.is_file():  # a device or a pipe would be read without end
+        raise ValueError(f"config file {path} is not a regular file; give a YAML file")
     try:
-        text = path.read_text()
+        with path.open("rb") as file:
+            raw = file.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise ValueError(f"config file {path} is over {MAX_BYTES // 2**20} MiB; no config is")
+        text = raw.decode()
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"config file {path} is not readable: {error}") from None
     return loads(text, f"config file {path}")

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -117,9 +118,18 @@ def test_a_recursive_yaml_alias_is_refused_naming_the_file_and_line(tmp_path, te
     assert yamlfile.loads("a: &x [1]\nb: [*x, *x]\n") == {"a": [1], "b": [[1], [1]]}  # shared: fine
 
 
-def test_a_folder_given_as_a_config_file_is_named_as_one(tmp_path):
+def test_a_folder_a_device_or_a_huge_file_given_as_a_config_file_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="is a folder; give a YAML file"):
         yamlfile.load(tmp_path)
+    if Path("/dev/zero").exists():  # a device would be read without end
+        (tmp_path / "zero.yaml").symlink_to("/dev/zero")
+        with pytest.raises(ValueError, match="not a regular file"):
+            yamlfile.load(tmp_path / "zero.yaml")
+    big = tmp_path / "big.yaml"
+    big.write_text("a: 1\n")
+    monkeypatch.setattr(yamlfile, "MAX_BYTES", 4)
+    with pytest.raises(ValueError, match="big.yaml is over"):
+        yamlfile.load(big)
 
 
 def test_unreadable_yaml_gives_one_short_line_naming_the_file(tmp_path):

@@ -178,3 +178,23 @@ def test_null_measures_and_an_older_records_missing_fields_read(tmp_path):
     from bench.weight_alignment import layer_mean
 
     assert layer_mean(record.history[0].weight_alignment, "angle_deg") is None
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_device_named_record_json_is_refused_not_read_without_end(tmp_path):
+    path = tmp_path / "record.json"
+    path.symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match="not a regular file"):
+        read(path)
+
+
+def test_a_record_json_past_the_size_limit_is_refused(tmp_path, monkeypatch):
+    import bench.record
+
+    write_record(tmp_path, "mlp3", "bp", 0, 50.0)
+    path = tmp_path / "toy" / "mlp3" / "bp" / "seed0" / "record.json"
+    monkeypatch.setattr(bench.record, "MAX_BYTES", path.stat().st_size - 1)
+    with pytest.raises(ValueError, match="no record.json is that large"):
+        read(path)
+    monkeypatch.setattr(bench.record, "MAX_BYTES", path.stat().st_size)
+    assert read(path).method == "bp"
