@@ -103,10 +103,18 @@ def expand(config: dict) -> dict:
     or a sweep that no longer fits the method's options (checked later by bench.grid like any variant).
     """
     from bench.config import RECIPE
+    from bench.method import discover
 
     sweeps = config.get("sweeps") or {}
     if not sweeps:
         return config
+    known = discover()
+    for name, sweep in sweeps.items():  # named here: its points' variant names would hide the sweep
+        if sweep.get("impl") not in known:
+            raise ValueError(
+                f"config key sweeps.{name}.impl: unknown method {sweep.get('impl')!r}; "
+                f"known: {', '.join(sorted(known))}"
+            )
     config = copy.deepcopy(config)
     variants = config.setdefault("variants", {})
     recipes: dict[str, dict[str, dict]] = {}

@@ -106,6 +106,10 @@ def test_expand_adds_variants_and_moves_recipe_keys_to_method_recipe():
         ({"bp": {"impl": "ssa", "options": {"rank_ratio": [0.5]}}}, "sweeps.bp"),
         ({"s": {"impl": "ssa", "options": {"rank_ratoi": [0.5]}}}, "variants.s-rank_ratoi_0p5"),
         ({"s": {"impl": "ssa", "options": {"rank_ratio": [2.0]}}}, "variants.s-rank_ratio_2p0"),
+        (
+            {"s": {"impl": "ssaa", "options": {"rank_ratio": [0.5]}}},
+            "sweeps.s.impl: unknown method",
+        ),
     ],
 )
 def test_bad_sweeps_are_refused_naming_the_key(sweeps, key):
