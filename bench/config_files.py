@@ -134,17 +134,20 @@ def coerce_numbers(config: dict) -> dict:
     """Turn numeric text in seeds, epochs and recipe values into numbers, in place; returns `config`.
 
     Snakemake parses `--config key=[...]` with YAML's base loader, which keeps every scalar a string.
+    It runs before the schema, so a value of the wrong shape is left as it is for the schema to name.
     """
     for key in ("seeds", "epochs"):
         if key in config:
             config[key] = _number(config[key])
-    for entry in (config.get("datasets") or {}).values():
+    datasets = config.get("datasets")
+    for entry in datasets.values() if isinstance(datasets, dict) else []:
         if isinstance(entry, dict):
             if "seeds" in entry:
                 entry["seeds"] = _number(entry["seeds"])
             if isinstance(entry.get("recipe"), dict):
                 entry["recipe"] = {k: _number(v) for k, v in entry["recipe"].items()}
-            for name, own in (entry.get("method_recipe") or {}).items():
+            method_recipe = entry.get("method_recipe")
+            for name, own in method_recipe.items() if isinstance(method_recipe, dict) else []:
                 if isinstance(own, dict):
                     entry["method_recipe"][name] = {k: _number(v) for k, v in own.items()}
     return config

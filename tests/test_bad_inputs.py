@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -479,3 +480,20 @@ def test_bad_table_folder_is_named(tmp_path, capsys, where):
     )
     assert code == 2 and message in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        ({"datasets": "foo"}, "config key datasets: 'foo' is not of type 'object'"),
+        ({"datasets": {"digits": "3"}}, "config key datasets.digits: '3'"),
+        ({"datasets": {"digits": {"method_recipe": ["1"]}}}, "datasets.digits.method_recipe"),
+    ],
+)
+def test_a_command_line_value_of_the_wrong_shape_is_named_by_the_schema(overrides, key):
+    # Snakemake's --config values reach the loader as text; the number coercion before the schema must
+    # leave a wrong shape for the schema to name, not fail on it
+    from bench.config_files import load_config
+
+    with pytest.raises(ValueError, match=re.escape(key)):
+        load_config(overrides=overrides)
