@@ -5,7 +5,9 @@ the ranges and shapes of the measures are here."""
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from bench.robustness import ATTACKS
@@ -43,17 +45,9 @@ def refusal(path: Path | str, key: str, value, accepted: str) -> ValueError:
     return ValueError(f"{path}: bad value {shown} for {key!r}; accepted: {accepted}")
 
 
-class _Refuse:
-    def __init__(self, path: Path | str):
-        self.path = path
-
-    def __call__(self, key: str, value, accepted: str) -> ValueError:
-        return refusal(self.path, key, value, accepted)
-
-
 def check_record(record: dict, path: Path | str) -> None:
     """Refuse a record whose values cannot come from the trainer, naming the file and the key."""
-    refuse = _Refuse(path)
+    refuse = functools.partial(refusal, path)  # (key, value, accepted) -> the error
     for key in ("dataset", "arch", "method"):
         if not isinstance(record[key], str) or not record[key]:
             raise refuse(key, record[key], "a non-empty string")
@@ -91,7 +85,7 @@ def check_record(record: dict, path: Path | str) -> None:
     check_robustness(record.get("robustness"), refuse)
 
 
-def check_epoch(entry: dict, where: str, refuse: _Refuse) -> None:
+def check_epoch(entry: dict, where: str, refuse: Callable[..., ValueError]) -> None:
     """One history entry: its accuracies and numbers, and the shapes of its per-block, per-layer
     measures (cosines from -1 to 1, ranks and loss terms)."""
     for key in (*EPOCH_PERCENTAGES, *EPOCH_NUMBERS):
@@ -124,7 +118,9 @@ def check_epoch(entry: dict, where: str, refuse: _Refuse) -> None:
     )
 
 
-def check_by_name(values, key: str, low: float, high: float, refuse: _Refuse) -> None:
+def check_by_name(
+    values, key: str, low: float, high: float, refuse: Callable[..., ValueError]
+) -> None:
     """Null, or an object of null or finite numbers from low to high by name (class, layer, term)."""
     if values is None:
         return
@@ -135,7 +131,7 @@ def check_by_name(values, key: str, low: float, high: float, refuse: _Refuse) ->
             raise refuse(f"{key}.{name}", value, f"null or a finite number from {low} to {high}")
 
 
-def check_robustness(entry, refuse: _Refuse) -> None:
+def check_robustness(entry, refuse: Callable[..., ValueError]) -> None:
     """A record's `robustness`: null (not measured, or a record before issue 21), or accuracies in %."""
     if entry is None:
         return

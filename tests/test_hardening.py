@@ -165,7 +165,7 @@ def test_the_pipeline_refuses_a_configfile_with_a_duplicate_key_before_any_job(t
     assert not (tmp_path / "results").exists()
 
 
-def _snakemake(workdir, *args):
+def _snakemake(workdir, *args, env=None):
     return subprocess.run(
         [
             sys.executable,
@@ -180,6 +180,7 @@ def _snakemake(workdir, *args):
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
 
 
@@ -444,22 +445,7 @@ def test_an_edited_rule_reruns_its_runs_and_another_configfile_reruns_nothing(tm
     ]
 
     def snake(*args):
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "snakemake",
-                "-s",
-                str(REPO / "Snakefile"),
-                "-d",
-                str(tmp_path),
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env,
-        )
+        return _snakemake(tmp_path, *args, env=env)
 
     done = snake("--cores", "2", *grid_args)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -9,8 +9,9 @@ from collections.abc import Callable
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from bench.record import Record, Run
 from bench.report.plotting import figure_legend, groups, line_styles, methods, nothing_to_show, plt
-from bench.report.records import Record, Run, mean_update_alignment
+from bench.report.records import mean_update_alignment
 from bench.report.summary import mean, per_epoch
 from bench.weight_alignment import layer_mean
 

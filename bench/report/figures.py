@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from bench.record import Record, Run
 from bench.report import curves, memory_figure, robustness_figure
 from bench.report.plotting import (
     FORMATS,
@@ -32,7 +33,7 @@ from bench.report.plotting import (
     plt,
     save,
 )
-from bench.report.records import Record, Run, collect
+from bench.report.records import collect
 from bench.report.summary import accuracy, finished, mean
 
 __all__ = ["FIGURES", "FORMATS", "figure_bytes", "plot"]

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.record import Record, Run
 from bench.report.plotting import (
     groups,
     legend,
     nothing_to_show,
     plt,
 )
-from bench.report.records import Record, Run
 from bench.report.summary import memory_mb
 
 MEMORY_PARTS = (

@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only, never a window; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.files import write_atomic  # noqa: E402
-from bench.report.records import Record, Run  # noqa: E402
+from bench.record import Record, Run  # noqa: E402
 
 Groups = dict[str, dict[str, list[Record]]]  # arch -> method -> records (grid order)
 FORMATS = ("png", "pdf")

@@ -2,7 +2,8 @@
 the values of one record that the reports show (the accuracy a table reports, the update alignment, the
 robust accuracy).
 
-Every report module reads records through here and summarises them through bench/report/summary.py.
+Records are read by bench/record.py (read, find) alone; every report module summarises them through
+bench/report/summary.py.
 """
 
 from __future__ import annotations

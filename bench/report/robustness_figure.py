@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.record import Record, Run
 from bench.report.plotting import figure_legend, groups, line_styles, methods, nothing_to_show, plt
-from bench.report.records import Record, Run
 from bench.report.summary import Summary, finished
 from bench.robustness import ATTACKS
 

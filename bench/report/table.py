@@ -19,9 +19,10 @@ import pandas as pd
 
 from bench.config import REPO
 from bench.files import writable_folder, write_atomic
+from bench.record import Record, Run
 from bench.record_check import COUNTS
 from bench.report import markdown as md
-from bench.report.records import Record, Run, collect, final_update_alignment, robust_acc
+from bench.report.records import collect, final_update_alignment, robust_acc
 from bench.report.summary import accuracy, finished, mean, memory_mb
 from bench.robustness import TABLE_BUDGET
 
