@@ -32,8 +32,9 @@ else
         fi
     fi
     echo "system deps: installing ${missing[*]}"
-    $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+    # apt_get.sh: apt-get that waits (at most 10 min) while another apt-get or dpkg holds the lock.
+    $SUDO bash "$(dirname "$0")/apt_get.sh" update -q
+    $SUDO bash "$(dirname "$0")/apt_get.sh" install -y -q --no-install-recommends "${missing[@]}"
 fi
 
 # SLURM (tests/test_slurm.py, profiles/slurm): Debian's munge, slurmctld, slurmd, slurmdbd, slurm-client

@@ -24,13 +24,27 @@
 # them), everything runs as root, and every port is on 127.0.0.1.
 set -euo pipefail
 
-DIR="${BENCH_SLURM_DIR:-/tmp/bench-slurm}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+BENCH_SLURM_DIR="${BENCH_SLURM_DIR:-/tmp/bench-slurm}"
+BENCH_SLURM_PORT="${BENCH_SLURM_PORT:-16817}"
+BENCH_SLURM_DB_PORT="${BENCH_SLURM_DB_PORT:-13306}"
+# The environment is checked before anything runs (one line naming the value, exit 2): the ports as
+# numbers before any arithmetic, the state folder as an absolute path of plain characters, as it is
+# written into slurm.conf and slurmdbd.conf (a space or a newline would change their meaning there).
+# shellcheck source=scripts/env_values.sh
+source "$HERE/env_values.sh"
+whole BENCH_SLURM_PORT 1024 65533  # slurmd and slurmdbd listen on the next two
+whole BENCH_SLURM_DB_PORT 1024 65535
+if ! [[ $BENCH_SLURM_DIR =~ ^(/[A-Za-z0-9_.+][A-Za-z0-9_.+-]*)+/?$ ]]; then
+    refuse BENCH_SLURM_DIR "an absolute path below / of letters, digits and _.+- (no part starting with '-')"
+fi
+DIR="$BENCH_SLURM_DIR"
 CLUSTER=bench
 ACCOUNT=bench
-CTLD_PORT="${BENCH_SLURM_PORT:-16817}"
+CTLD_PORT="$BENCH_SLURM_PORT"
 SLURMD_PORT=$((CTLD_PORT + 1))
 DBD_PORT=$((CTLD_PORT + 2))
-DB_PORT="${BENCH_SLURM_DB_PORT:-13306}"
+DB_PORT="$BENCH_SLURM_DB_PORT"
 DB_PASS=bench-slurm-local
 PACKAGES=(munge slurm-client slurmctld slurmd slurmdbd mariadb-server mariadb-client)
 # The plugin's job step drops SLURM_CONF before its inner srun, so the configuration must be where the
@@ -83,9 +97,10 @@ do_install() {
             skip "not root and no passwordless sudo to install $missing"
         fi
     fi
-    say "installing $missing(apt-get; a few minutes)"
+    say "installing $missing(apt-get; a few minutes, and up to 10 more while another apt-get holds the lock)"
+    # apt_get.sh: apt-get that waits while another apt-get or dpkg holds the lock. $missing: package names.
     # shellcheck disable=SC2086
-    if ! { $sudo apt-get update -q && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q \
+    if ! { $sudo bash "$HERE/apt_get.sh" update -q && $sudo bash "$HERE/apt_get.sh" install -y -q \
             --no-install-recommends $missing; } >"${TMPDIR:-/tmp}/bench-slurm-apt.log" 2>&1; then
         skip "apt-get could not install $missing: $(tail -n 3 "${TMPDIR:-/tmp}/bench-slurm-apt.log" | tr '\n' ' ')"
     fi

@@ -4,6 +4,7 @@ folder, the Makefile its four values; the set-up's apt-get waits while another a
 Every script here runs with stand-ins (a python, an apt-get) that record what they were asked to do."""
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -181,3 +182,129 @@ def test_a_signal_to_gpu_run_stops_its_running_stage(tmp_path, signum, code):
             script.wait()
         if pid is not None and not _gone(pid, 0.1):
             os.kill(pid, signal.SIGKILL)
+
+
+def _slurm(tmp_path: Path, command: str, **values: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    env.update({k: v.replace("PWNED", str(tmp_path / "pwned")) for k, v in values.items()})
+    return subprocess.run(
+        ["bash", str(SCRIPTS / "slurm_single_node.sh"), command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("BENCH_SLURM_PORT", "a[$(touch PWNED)]"),
+        ("BENCH_SLURM_PORT", "65535"),  # slurmd and slurmdbd take the next two
+        ("BENCH_SLURM_PORT", "80"),
+        ("BENCH_SLURM_DB_PORT", "x[$(touch PWNED)]"),
+        ("BENCH_SLURM_DB_PORT", "13306 "),
+        ("BENCH_SLURM_DIR", "relative/state"),
+        ("BENCH_SLURM_DIR", "/tmp/with space"),
+        ("BENCH_SLURM_DIR", "/tmp/x\nSlurmUser=nobody"),
+        ("BENCH_SLURM_DIR", "/tmp/$(touch PWNED)"),
+        ("BENCH_SLURM_DIR", "/tmp/-rf"),
+    ],
+)
+def test_slurm_single_node_refuses_a_bad_value_before_anything_runs(tmp_path, name, value):
+    result = _slurm(tmp_path, "env", **{name: value})
+    assert result.returncode == 2
+    shown = value.replace("PWNED", str(tmp_path / "pwned")).replace("\n", "?")
+    assert result.stderr.startswith(f"slurm_single_node.sh: {name}='{shown}': accepted: ")
+    assert result.stdout == "" and not (tmp_path / "pwned").exists()
+
+
+def test_slurm_single_node_takes_good_values(tmp_path):
+    result = _slurm(
+        tmp_path, "env", BENCH_SLURM_PORT="017000", BENCH_SLURM_DIR=str(tmp_path / "state")
+    )
+    assert result.returncode == 0 and result.stdout == "export SLURM_CONF=/etc/slurm/slurm.conf\n"
+
+
+def _apt_stubs(tmp_path: Path) -> dict:
+    """A PATH whose dpkg-query finds nothing installed, whose apt-get records its arguments (and fails the
+    first `update` as a held lock does), and where this user is root; the environment to run with."""
+    bin_ = tmp_path / "bin"
+    calls = tmp_path / "apt-calls"
+    _stub(bin_, "dpkg-query", "exit 1")
+    _stub(bin_, "pkg-config", "exit 1")
+    _stub(bin_, "id", "echo 0")
+    _stub(
+        bin_,
+        "apt-get",
+        f'echo "$* | DEBIAN_FRONTEND=${{DEBIAN_FRONTEND:-}}" >> {calls}\n'
+        f'if [[ " $* " == *" update "* ]] && [ ! -e {tmp_path}/held ]; then\n'
+        f"  touch {tmp_path}/held\n"
+        '  echo "E: Could not get lock /var/lib/apt/lists/lock. It is held by process 1 (apt-get)" >&2\n'
+        "  exit 100\n"
+        "fi",
+    )
+    return {
+        **os.environ,
+        "PATH": f"{bin_}:/usr/bin:/bin",
+        "TMPDIR": str(tmp_path),
+        "BENCH_SLURM": "0",
+    }
+
+
+def _apt_calls(tmp_path: Path) -> list[str]:
+    return (tmp_path / "apt-calls").read_text().splitlines()
+
+
+def test_install_system_deps_waits_for_the_apt_lock(tmp_path):
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "install_system_deps.sh"), "none"],
+        env=_apt_stubs(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    calls = _apt_calls(tmp_path)
+    lock = r"-o DPkg::Lock::Timeout=\d+ "
+    assert [re.sub(lock, "", c.split(" | ")[0]) for c in calls] == [
+        "update -q",  # refused: another apt-get held the lists' lock
+        "update -q",
+        "install -y -q --no-install-recommends pkg-config libturbojpeg0-dev libopencv-dev",
+    ]
+    assert calls[0].startswith("-o DPkg::Lock::Timeout=600 update")
+    assert all(re.match(lock, c) for c in calls)
+    assert all(c.endswith("| DEBIAN_FRONTEND=noninteractive") for c in calls)
+    assert "waits up to 600 s for another apt-get or dpkg to release its lock" in result.stderr
+    assert "another apt-get holds its lock; trying again in 2 s" in result.stderr
+
+
+def test_slurm_install_waits_for_the_apt_lock(tmp_path):
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "slurm_single_node.sh"), "install"],
+        env=_apt_stubs(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    calls = [c.split(" | ")[0] for c in _apt_calls(tmp_path)]
+    assert [c.split()[2] for c in calls] == ["update", "update", "install"]
+    assert all(c.startswith("-o DPkg::Lock::Timeout=") for c in calls)
+    assert calls[2].endswith(
+        "munge slurm-client slurmctld slurmd slurmdbd mariadb-server mariadb-client"
+    )
+    assert "another apt-get holds its lock" in (tmp_path / "bench-slurm-apt.log").read_text()
+
+
+def test_apt_get_gives_up_on_other_errors_at_once(tmp_path):
+    env = _apt_stubs(tmp_path)
+    _stub(tmp_path / "bin", "apt-get", 'echo "E: Unable to locate package $3" >&2; exit 100')
+    result = subprocess.run(
+        ["bash", str(SCRIPTS / "apt_get.sh"), "install", "-y", "nosuchpackage"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 100 and "trying again" not in result.stderr
