@@ -5,6 +5,7 @@ Every script here runs with stand-ins (a python, an apt-get) that record what th
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -308,3 +309,47 @@ def test_apt_get_gives_up_on_other_errors_at_once(tmp_path):
         timeout=60,
     )
     assert result.returncode == 100 and "trying again" not in result.stderr
+
+
+MAKE = shutil.which("make")
+
+
+def _make(tmp_path: Path, *args: str, **env_values: str) -> subprocess.CompletedProcess:
+    env = {**os.environ}
+    env.update({k: v.replace("PWNED", str(tmp_path / "pwned")) for k, v in env_values.items()})
+    args = tuple(a.replace("PWNED", str(tmp_path / "pwned")) for a in args)
+    # -n: the recipes are printed, not run; make still expands them (a `$(shell ...)` would run)
+    return subprocess.run(
+        [MAKE, "-n", "-C", str(REPO), *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.skipif(MAKE is None, reason="make not installed")
+@pytest.mark.parametrize(
+    "target,args,env_values,name",
+    [
+        ("run", (), {"CORES": "$(shell touch PWNED)"}, "CORES"),
+        ("run", ("CORES=2;touch PWNED",), {}, "CORES"),
+        ("run", ("CORES=0",), {}, "CORES"),
+        ("run", ("CORES=2 3",), {}, "CORES"),
+        ("run", (), {"VENV": "$(shell touch PWNED)"}, "VENV"),
+        ("run", ("VENV=.venv;touch PWNED",), {}, "VENV"),
+        ("run", ("VENV=-x",), {}, "VENV"),
+        ("run", ("PYTHON=python3 -c 'import os'",), {}, "PYTHON"),
+        ("test", (), {"BENCH_DATA_DIR": "$(touch PWNED)"}, "BENCH_DATA_DIR"),
+    ],
+)
+def test_make_refuses_a_bad_value_before_any_recipe(tmp_path, target, args, env_values, name):
+    result = _make(tmp_path, target, *args, **env_values)
+    assert result.returncode == 2
+    assert re.search(rf"\*\*\* {name}='.*': accepted: ", result.stderr), result.stderr
+    assert "snakemake" not in result.stdout and "pytest" not in result.stdout  # no recipe
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.skipif(MAKE is None, reason="make not installed")
+def test_make_takes_good_values():
+    for cores in ("4", "all"):
+        result = _make(Path("/nonexistent"), "run", f"CORES={cores}")
+        assert result.returncode == 0, result.stderr
+        assert f"snakemake --cores {cores} --profile profiles/default" in result.stdout
