@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import grid, record
+from bench import files, grid, record
 from bench.grid_epochs import estimate_epochs, read_perf_table
 from bench.grid_status import write_status
 from bench.layout import Layout
@@ -282,7 +282,7 @@ def main(args) -> int:
         i: train_command(job, args.dataset, sets, configs, args.data_dir, args.gpu_slots)
         for i, job in enumerate(jobs)
     }
-    args.results.mkdir(parents=True, exist_ok=True)
+    files.writable_folder(args.results)  # a file or a read-only folder: named, before any run
     try:
         run_grid(jobs, commands, args.jobs, args.deadline_s)
     finally:

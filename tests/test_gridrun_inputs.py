@@ -131,3 +131,24 @@ def test_the_committed_perf_tables_pass_and_size_the_epochs():
     # one smallconv bp run, 390 steps x median x 1.3, 15 s to start, one job: epochs = floor(room / cost)
     epochs, _ = estimate_epochs(rows, [("smallconv", "bp", 0)], 50000, 128, 600, 1, 1, most=1000)
     assert epochs == int((600 - 15) / (390 * bp / 1000 * 1.3))
+
+
+def test_a_results_folder_that_is_a_file_is_named_before_any_run(tmp_path, capsys):
+    (tmp_path / "taken").write_text("")
+    err = grid(tmp_path, capsys, "--results", str(tmp_path / "taken" / "r"))
+    assert f"{tmp_path / 'taken'} is a file; give a folder" in err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--arch", "mlp3", "mlp3", "--methods", "bp"], "--arch lists 'mlp3' twice"),
+        (["--arch", "mlp3", "--methods", "bp", "dfa", "bp"], "--methods lists 'bp' twice"),
+    ],
+)
+def test_perf_step_refuses_a_row_twice_so_its_table_stays_one_row_each(
+    tmp_path, capsys, args, message
+):
+    out = tmp_path / "perf.csv"
+    assert main(["perf", "step", "--device", "cpu", "--out", str(out), *args]) == 2
+    assert message in capsys.readouterr().err and not out.exists()

@@ -226,6 +226,10 @@ def main(args) -> int:
     unknown = [a for a in args.arch if a not in ARCHS]
     if unknown:
         raise ValueError(f"unknown arch {unknown[0]!r}; known: {', '.join(sorted(ARCHS))}")
+    for key, values in (("arch", args.arch), ("methods", args.methods or [])):
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:  # one row each: a table with a row twice is refused by `bench grid`
+            raise ValueError(f"--{key} lists {twice!r} twice; accepted: each once")
     if min(args.steps, args.batch_size) < 1 or args.warmup < 0:
         raise ValueError("--steps and --batch-size must be >= 1 and --warmup >= 0")
     device = resolve_device(args.device)
@@ -250,12 +254,8 @@ def main(args) -> int:
     for arch in args.arch:
         done = measure_arch(arch, methods, variants, args, device)
         rows += done
-        log.info(
-            "%s done; matmul peak %.1f GFLOP/s:\n%s",
-            arch,
-            done[0]["peak_gflops"],
-            "\n".join(report(done)),
-        )
+        summary = "\n".join(report(done))
+        log.info("%s done; matmul peak %.1f GFLOP/s:\n%s", arch, done[0]["peak_gflops"], summary)
     for line in report(rows):
         log.info("%s", line)
     if args.plot:
