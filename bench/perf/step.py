@@ -226,10 +226,10 @@ def main(args) -> int:
     unknown = [a for a in args.arch if a not in ARCHS]
     if unknown:
         raise ValueError(f"unknown arch {unknown[0]!r}; known: {', '.join(sorted(ARCHS))}")
-    for key, values in (("arch", args.arch), ("methods", args.methods or [])):
-        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
-        if twice is not None:  # one row each: a table with a row twice is refused by `bench grid`
-            raise ValueError(f"--{key} lists {twice!r} twice; accepted: each once")
+    for key in ("arch", "methods"):  # one row each: `bench grid` refuses a table with a row twice
+        if len(set(values := getattr(args, key) or [])) < len(values):  # a script's list may repeat
+            log.warning("--%s lists %s more than once; timing each once", key, values)
+            setattr(args, key, list(dict.fromkeys(values)))
     if min(args.steps, args.batch_size) < 1 or args.warmup < 0:
         raise ValueError("--steps and --batch-size must be >= 1 and --warmup >= 0")
     device = resolve_device(args.device)
