@@ -10,13 +10,13 @@ is reported as cut, never as a result; runs never started are reported as not st
 outcome goes to RESULTS/status.csv, its output to the train rule's log (bench.layout.Layout); a rerun
 of the same command resumes cut runs from their checkpoints.
 
-`--epochs auto` sizes the run length from a `perf step` table measured on the same device: see
-`estimate_epochs`.
+`--epochs auto` sizes the run length from a `perf step` table measured on the same device (grid_epochs).
+Bad input (a number, an unknown dataset or arch, a run listed twice, a perf table's row) is refused,
+exit 2, before any run starts.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import signal
@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import grid, record
-from bench.grid_epochs import estimate_epochs
+from bench import files, grid, record
+from bench.grid_epochs import estimate_epochs, read_perf_table
 from bench.grid_status import write_status
 from bench.layout import Layout
 
@@ -47,6 +47,10 @@ class Job:
     seconds: float | None = None
     status: str = "not_started"  # finished | diverged | failed | cut | not_started
     exit_code: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.arch} {self.method} seed {self.seed}"
 
 
 def train_command(
@@ -115,13 +119,7 @@ def run_grid(
                     )
                 job.started, job.status = time.monotonic(), "running"
                 running.append(i)
-                log.info(
-                    "started %s %s seed %d (%d waiting)",
-                    job.arch,
-                    job.method,
-                    job.seed,
-                    len(waiting),
-                )
+                log.info("started %s (%d waiting)", job.name, len(waiting))
             time.sleep(poll_s)
     finally:  # the deadline, or an interrupt of the runner itself: stop every run still going
         _stop([jobs[i] for i in running])
@@ -135,15 +133,7 @@ def _finish(job: Job) -> None:
         job.status = _record_status(job.folder / "record.json")
     else:
         job.status = "failed"
-    log.info(
-        "%s %s seed %d: %s (exit %s) after %.0f s",
-        job.arch,
-        job.method,
-        job.seed,
-        job.status,
-        job.exit_code,
-        job.seconds,
-    )
+    log.info("%s: %s (exit %s) after %.0f s", job.name, job.status, job.exit_code, job.seconds)
 
 
 def _stop(running: list[Job]) -> None:
@@ -160,7 +150,7 @@ def _stop(running: list[Job]) -> None:
         # A run that ended of itself in the same instant is what it is; the rest were cut.
         finished = job.exit_code == 0 and (job.folder / "record.json").is_file()
         job.status = _record_status(job.folder / "record.json") if finished else "cut"
-        log.info("%s %s seed %d: %s at the deadline", job.arch, job.method, job.seed, job.status)
+        log.info("%s: %s at the deadline", job.name, job.status)
 
 
 def _record_status(path: Path) -> str:
@@ -224,9 +214,10 @@ def add_arguments(parser) -> None:
     )
 
 
-def main(args) -> int:
-    from bench.config import make_spec, parse_sets
-    from bench.config_files import load_config
+def check_arguments(args) -> None:
+    """Refuse, before any run starts, a bad number, an unknown dataset or arch, and a run listed twice."""
+    from bench.data import check_name
+    from bench.models import ARCHS
 
     for name in ("jobs", "gpu_slots", "train_images", "max_epochs"):
         if getattr(args, name) < 1:
@@ -237,23 +228,40 @@ def main(args) -> int:
         raise ValueError(
             f"--deadline-s {args.deadline_s}: accepted: a finite number of seconds > 0"
         )
+    check_name(args.dataset, args.data_dir)  # the trainer's check, with the --data-dir it gets
+    for arch in args.archs:
+        if arch not in ARCHS:
+            raise ValueError(f"--archs: unknown arch {arch!r}; known: {', '.join(sorted(ARCHS))}")
+    for key in ("archs", "methods", "seeds"):
+        values = getattr(args, key)
+        twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+        if twice is not None:
+            raise ValueError(f"--{key} lists {twice!r} twice; accepted: each {key[:-1]} once")
+
+
+def main(args) -> int:
+    from bench.config import make_spec, parse_sets
+    from bench.config_files import load_config
+
+    check_arguments(args)
     config = load_config(args.config, check_data=False)  # the trainer's variants, sweep points too
     configs, variants = [Path(path) for path in config.files], config.variants
     sets = list(args.set)
+    if args.epochs not in (None, "auto"):
+        sets.append(f"epochs={args.epochs}")
     runs = grid.Grid(args.dataset, tuple(args.archs), tuple(args.methods), tuple(args.seeds)).runs()
+    # every run's spec checked before any starts, as in the Snakefile
+    specs = [make_spec(args.dataset, *run, parse_sets(sets), variants) for run in runs]
     if args.epochs == "auto":
         if args.perf_table is None:
             raise ValueError(
                 "--epochs auto needs --perf-table (a perf step CSV measured on this device)"
             )
-        with open(args.perf_table) as f:
-            rows = list(csv.DictReader(f))
-        batch = int(parse_sets(sets).get("batch_size", 128))
         epochs, how = estimate_epochs(
-            rows,
+            read_perf_table(args.perf_table),
             runs,
             args.train_images,
-            batch,
+            specs[0].recipe["batch_size"],
             args.deadline_s,
             args.jobs,
             args.packing_gain,
@@ -261,14 +269,6 @@ def main(args) -> int:
         )
         log.info("epochs: %s", how)
         sets.append(f"epochs={epochs}")
-    elif args.epochs is not None:
-        sets.append(f"epochs={args.epochs}")
-    for (
-        arch,
-        method,
-        seed,
-    ) in runs:  # every run's spec checked before any starts, as in the Snakefile
-        make_spec(args.dataset, arch, method, seed, parse_sets(sets), variants)
     layout = Layout(str(args.results))
     jobs = [
         Job(
@@ -282,7 +282,7 @@ def main(args) -> int:
         i: train_command(job, args.dataset, sets, configs, args.data_dir, args.gpu_slots)
         for i, job in enumerate(jobs)
     }
-    args.results.mkdir(parents=True, exist_ok=True)
+    files.writable_folder(args.results)  # a file or a read-only folder: named, before any run
     try:
         run_grid(jobs, commands, args.jobs, args.deadline_s)
     finally:

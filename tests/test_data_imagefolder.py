@@ -120,7 +120,7 @@ def test_missing_folder_names_it_and_unknown_names_list_the_known(tmp_path):
         ValueError, match=r"unknown dataset 'nope'; known: cifar10, .*mnist5k, or an image folder"
     ):
         check_name("nope", tmp_path)
-    with pytest.raises(ValueError, match="unknown dataset '../x'"):
+    with pytest.raises(ValueError, match="bad dataset name '../x'; accepted: cifar10"):
         check_name("../x", tmp_path)
 
 

@@ -1,7 +1,8 @@
 """Datasets by name: `load(name, device, data_dir, options)` returns a TensorData (or a StreamData) on `device`.
 
 Names: the registered ones below, and any image folder under the data directory by its folder name
-(`cifar10-jpeg` -> DATA_DIR/cifar10-jpeg/{train,test|val}/<class>/<image>; see imagefolder.py).
+(`cifar10-jpeg` -> DATA_DIR/cifar10-jpeg/{train,test|val}/<class>/<image>; see imagefolder.py), spelled
+as FOLDER_NAME allows: a folder named otherwise is refused with that rule, not called missing.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ DATASETS: dict[str, Callable[[Path | None, DataOptions], TensorData | StreamData
     "imagenet": lambda data_dir, options: load_imagenet(data_dir, options),
     "mnist5k": lambda data_dir, options: mnist5k(),
 }
-FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# An image folder's dataset name: as the run folders, the tables and the pipeline's patterns spell it,
+# and short enough that its cache file (name + ~30 characters) stays within a file name's 255 bytes.
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+NAME_RULE = "ASCII letters, digits, '_', '.' and '-', starting with a letter or digit, at most 100 characters"
 
 
 def is_image_folder(name: str, data_dir: Path | str | None) -> bool:
@@ -43,14 +47,39 @@ def is_image_folder(name: str, data_dir: Path | str | None) -> bool:
 
 
 def check_name(name: str, data_dir: Path | str | None = None) -> None:
-    """Raise ValueError unless `name` is a registered dataset or an image folder under `data_dir`."""
+    """Raise ValueError unless `name` is a registered dataset or an image folder under `data_dir`.
+
+    The error says which: a name outside FOLDER_NAME is refused with the rule (the run folders, the
+    tables and the pipeline's patterns spell datasets so), even when its folder exists; a folder that
+    is there but holds no train/ is named with what it lacks; only a folder that is not there is missing.
+    """
     if name in DATASETS or is_image_folder(name, data_dir):
         return
-    where = f"DATA_DIR/{name}/train" if data_dir is None else str(Path(data_dir) / name / "train")
+    known = f"{', '.join(sorted(DATASETS))}, or an image folder's name"
+    folder = Path(data_dir) / name if data_dir is not None else None
+    if FOLDER_NAME.fullmatch(name) is None:
+        there = (
+            f"; {folder} exists: rename it"
+            if folder and "/" not in name and _exists(folder)
+            else ""
+        )
+        raise ValueError(f"bad dataset name {name!r}; accepted: {known}, of {NAME_RULE}{there}")
+    if folder is None or not folder.exists():
+        where = f"DATA_DIR/{name}/train" if folder is None else str(folder / "train")
+        raise ValueError(f"unknown dataset {name!r}; known: {known} ({where} not found)")
+    what = "a folder" if folder.is_dir() else "a file"
     raise ValueError(
-        f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}, "
-        f"or an image folder's name ({where} not found)"
+        f"dataset {name!r}: {folder} is {what} without a train/ folder; an image folder holds "
+        f"train/<class>/<image> and test/<class>/<image> (or val/)"
     )
+
+
+def _exists(path: Path) -> bool:
+    """Whether `path` exists; a name the file system cannot take (too long, a NUL byte) does not."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def image_folders(data_dir: Path | str | None) -> list[str]:

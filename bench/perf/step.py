@@ -226,6 +226,10 @@ def main(args) -> int:
     unknown = [a for a in args.arch if a not in ARCHS]
     if unknown:
         raise ValueError(f"unknown arch {unknown[0]!r}; known: {', '.join(sorted(ARCHS))}")
+    for key in ("arch", "methods"):  # one row each: `bench grid` refuses a table with a row twice
+        if len(set(values := getattr(args, key) or [])) < len(values):  # a script's list may repeat
+            log.warning("--%s lists %s more than once; timing each once", key, values)
+            setattr(args, key, list(dict.fromkeys(values)))
     if min(args.steps, args.batch_size) < 1 or args.warmup < 0:
         raise ValueError("--steps and --batch-size must be >= 1 and --warmup >= 0")
     device = resolve_device(args.device)
@@ -250,12 +254,8 @@ def main(args) -> int:
     for arch in args.arch:
         done = measure_arch(arch, methods, variants, args, device)
         rows += done
-        log.info(
-            "%s done; matmul peak %.1f GFLOP/s:\n%s",
-            arch,
-            done[0]["peak_gflops"],
-            "\n".join(report(done)),
-        )
+        summary = "\n".join(report(done))
+        log.info("%s done; matmul peak %.1f GFLOP/s:\n%s", arch, done[0]["peak_gflops"], summary)
     for line in report(rows):
         log.info("%s", line)
     if args.plot:

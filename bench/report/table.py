@@ -17,20 +17,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.config import REPO
 from bench.files import writable_folder, write_atomic
 from bench.record import Record, Run
 from bench.record_check import COUNTS
 from bench.report import markdown as md
+from bench.report.published import PUBLISHED, named, published
 from bench.report.records import collect, final_update_alignment, robust_acc
 from bench.report.summary import accuracy, finished, mean, memory_mb
 from bench.robustness import TABLE_BUDGET
 
 log = logging.getLogger(__name__)
 
-PUBLISHED = (
-    REPO / "config" / "published.csv"
-)  # dataset,arch,method,metric,value,source (one cited figure a row)
 MEMORY = {
     "params_mb": "params",
     "grads_mb": "grads",
@@ -101,35 +98,6 @@ def _order(runs: list[Run]) -> list[tuple[str, str]]:
     return list(dict.fromkeys((a, m) for a, m, _ in runs))
 
 
-Published = dict[
-    tuple[str, str], list[tuple[str, str]]
-]  # (arch, method) -> [(optimizer or "", "acc [source]")]
-
-
-def published(dataset: str, path: Path | str | None = PUBLISHED) -> Published:
-    """Published accuracies (%) of `dataset` by (arch, method), each with its optimizer ("" when the source
-    names none) and its source, from the cited data file (config/published.csv) if present."""
-    if path is None or not Path(path).is_file():
-        return {}
-    table = pd.read_csv(path, dtype={"value": float, "optimizer": str}, keep_default_na=False)
-    missing = {"dataset", "arch", "method", "metric", "value", "source"} - set(table.columns)
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    if (
-        "optimizer" not in table.columns
-    ):  # optional: a file without it compares every figure with every run
-        table["optimizer"] = ""
-    figures: Published = {}
-    for row in table[table["dataset"] == dataset].itertuples():
-        if row.metric not in ("test_acc", "top1_error"):
-            continue  # other metrics (time, memory) have no column of their own yet
-        acc = row.value if row.metric == "test_acc" else 100.0 - row.value
-        figures.setdefault((row.arch, row.method), []).append(
-            (row.optimizer, f"{acc:.2f} [{row.source}]")
-        )
-    return figures
-
-
 def like_with_like(figures: list[tuple[str, str]], records: list[Record]) -> str:
     """The published figures a row compares with: those with the row's optimizer, or with none stated.
 
@@ -175,7 +143,8 @@ def aggregate(
     without a record raises FileNotFoundError naming the paths, unless `allow_missing`, when its row
     shows the missing count. delta_to_bp is the row's mean accuracy minus bp's on the same arch.
     `published_as` names the dataset whose published figures stand beside this one's (the CIFAR-10 JPEG
-    image folder beside CIFAR-10's), default `dataset` itself.
+    image folder beside CIFAR-10's), default `dataset` itself; a named dataset without figures is refused.
+    The published file is checked as a whole first (bench/report/published.py).
     """
     records, missing = collect(runs_dir, dataset, expected, allow_missing)
     runs = (
@@ -186,7 +155,9 @@ def aggregate(
     if not runs:
         raise FileNotFoundError(f"no records of {dataset} under {Path(runs_dir, dataset)}")
     notes = provenance_notes(list(records.values()), dataset)
-    cited = published(published_as or dataset, published_path)
+    cited = (
+        named(published_as, published_path) if published_as else published(dataset, published_path)
+    )
     rows = []
     for arch, method in _order(runs):
         mine = [r for (a, m, _), r in records.items() if (a, m) == (arch, method)]
