@@ -22,11 +22,6 @@ from bench.measure import Undefined
 from bench.robustness import robustness
 
 log = logging.getLogger("bench.evaluation")
-MEASURES = (
-    "ece",
-    "per_class_acc",
-    "robustness",
-)  # the record's end-of-run fields (`unmeasured` keys)
 
 # (recipe key that asks for it, package, what needs it): a run that cannot measure fails before it trains.
 NEEDS = (
