@@ -43,7 +43,8 @@ def param_counts(model: BlockNet) -> dict[str, int]:
 def alignment_with_bp(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor) -> list[float]:
     """Per block: mean over the probe batch of cos(method's signal at h_i, true dCE/dh_i)
     (at the pre-activation instead of h_i for a rule whose `signal_at` says so); NaN for every block
-    of a rule that defines no block signals (`block_signals` returns None).
+    of a rule that defines no block signals (`block_signals` returns None), and for a block whose
+    signal or true gradient holds a NaN or an infinity (a diverged network).
 
     Runs in eval mode (BatchNorm statistics untouched), with every swapped layer's exact backward,
     and leaves every .grad as it was.
@@ -61,10 +62,7 @@ def alignment_with_bp(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor)
             if signals is None:
                 return [math.nan] * len(outputs)
             true = torch.autograd.grad(F.cross_entropy(logits, y), outputs)
-            return [
-                _mean_cosine(s.flatten(1).float(), t.flatten(1).float())
-                for s, t in zip(signals, true)
-            ]
+            return [_mean_cosine(s.flatten(1), t.flatten(1)) for s, t in zip(signals, true)]
     finally:
         model.train(was_training)
 
@@ -82,7 +80,8 @@ def update_alignment(
     runs with every swapped layer's exact backward (bench.layers.exact_backward), never through the
     rule's own. Everything the step changes is restored: parameters, buffers (BatchNorm statistics, a
     rule's redrawn feedback), gradients, the rule's generator and its private state, so measuring never
-    changes training. NaN where a layer's BP gradient or update is exactly 0 (undefined); exactly 1.0 where they are equal.
+    changes training. NaN where a layer's BP gradient or update is exactly 0 or not finite (undefined);
+    exactly 1.0 where they are equal.
     """
     # Every tensor the step may change, non-persistent buffers included (state_dict would miss those).
     state = {
@@ -133,27 +132,54 @@ def _flat(params: list[torch.Tensor]) -> torch.Tensor:
     )
 
 
+class Undefined(ValueError):
+    """A measure has no value on these inputs (non-finite outputs, one class, no images); the message
+    is the reason the record gives (`unmeasured`)."""
+
+
+def finite(*tensors: torch.Tensor) -> bool:
+    """Whether every element of every tensor is finite (no NaN, no infinity)."""
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def clamped_cosine(value: float) -> float:
+    """A computed cosine clamped to [-1, 1] against rounding; NaN stays NaN (min and max would turn a
+    NaN into 1.0: Python's `max(-1.0, min(1.0, nan))` is 1.0)."""
+    return max(-1.0, min(1.0, value)) if math.isfinite(value) else math.nan
+
+
+def rate(count: float, seconds: float) -> float:
+    """count / seconds (images per second); NaN where no positive finite time was measured."""
+    return count / seconds if math.isfinite(seconds) and seconds > 0 else math.nan
+
+
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    """cos(a, b) in [-1, 1]; exactly 1.0 for equal vectors, NaN where either is 0."""
+    """cos(a, b) in [-1, 1]; exactly 1.0 for equal vectors; NaN where either is 0 or holds a NaN or an
+    infinity (a diverged step: the cosine is undefined, never 1.0)."""
+    if not finite(a, b):
+        return math.nan
     if torch.equal(a, b):
         return 1.0 if a.any() else math.nan
     norms = a.norm() * b.norm()
     if norms == 0:
         return math.nan
-    return max(-1.0, min(1.0, (a @ b / norms).item()))
+    return clamped_cosine((a @ b / norms).item())
 
 
 def _mean_cosine(signal: torch.Tensor, true: torch.Tensor) -> float:
-    """Mean per-sample cosine over the samples where both vectors are nonzero.
+    """Mean per-sample cosine over the samples where both vectors are nonzero; NaN where none is, or
+    where any holds a NaN or an infinity (a diverged network: such a sample is no fitted sample).
 
     A fitted sample's true gradient can underflow to exactly 0; its cosine is undefined, not 0.
     """
     # float64 and no eps clamp (unlike F.cosine_similarity): fitted samples have gradients far below 1e-8.
     signal, true = signal.double(), true.double()
+    if not finite(signal, true):
+        return math.nan
     norms = signal.norm(dim=1) * true.norm(dim=1)
     defined = norms > 0
     if not defined.any():
-        return float("nan")
+        return math.nan
     return ((signal * true).sum(dim=1)[defined] / norms[defined]).mean().item()
 
 

@@ -181,14 +181,15 @@ def memory_breakdown(
     On CPU, where /proc allows it, the peak is the largest growth of the resident set over a training
     epoch (`training_peak`, HostPeak: what the steps allocated, not the process's libraries and data).
     On CUDA the peak is the largest max_memory_allocated over the training epochs (`training_peak`:
-    evaluation and probes excluded, the resident dataset included); on CPU it is the process's peak
-    resident set, which cannot be reset and so covers everything the process did.
+    evaluation and probes excluded, the resident dataset included; None without one: null, never 0);
+    on CPU without /proc it is the process's peak resident set, which cannot be reset and so covers
+    everything the process did.
     """
     trainable = [p for p in model.parameters() if p.requires_grad]
     network = [p for _, p in network_parameters(model)]
     state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
     if device.type == "cuda":
-        peak, peak_kind = training_peak or 0, "cuda_max_memory_allocated_in_training"
+        peak, peak_kind = training_peak, "cuda_max_memory_allocated_in_training"
     elif training_peak is not None:
         peak, peak_kind = training_peak, "cpu_rss_growth_in_training"
     else:
@@ -204,7 +205,7 @@ def memory_breakdown(
         "optimizer_state": tensor_bytes(state),
         "feedback": tensor_bytes(feedback_tensors(model).values()),
         "saved_activations": saved_bytes,
-        "peak": int(peak),
+        "peak": int(peak) if peak is not None else None,  # unmeasured: null, not 0
         "peak_kind": peak_kind,
         "device": str(device),
     }

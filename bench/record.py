@@ -171,6 +171,7 @@ class Record:
     per_class_acc: dict | None = None
     eval_time_s: float | None = None
     robustness: dict | None = None  # bench/robustness.py: accuracies under attack by budget
+    unmeasured: dict | None = None  # end-of-run measure -> why it is null (bench/evaluation.py)
 
     @property
     def run(self) -> Run:

@@ -13,6 +13,7 @@ from pathlib import Path
 from bench.robustness import ATTACKS
 
 STATUSES = ("ok", "diverged")
+MEASURES = ("ece", "per_class_acc", "robustness")  # the end-of-run measures: `unmeasured`'s keys
 SELECTIONS = ("last", "best_val")
 PERCENTAGES = ("test_acc", "test_top5", "best_test_acc", "selected_test_acc", "best_val_acc")
 COUNTS = ["trainable_params", "trainable_params_initial", "feedback_params", "inference_params"]
@@ -82,6 +83,7 @@ def check_record(record: dict, path: Path | str) -> None:
     for i, entry in enumerate(record["history"]):
         check_epoch(entry, f"history[{i}]", refuse)
     check_by_name(record.get("per_class_acc"), "per_class_acc", 0, 100, refuse)
+    check_unmeasured(record, refuse)
     check_robustness(record.get("robustness"), refuse)
 
 
@@ -129,6 +131,26 @@ def check_by_name(
     for name, value in values.items():
         if value is not None and not number(value, low, high):
             raise refuse(f"{key}.{name}", value, f"null or a finite number from {low} to {high}")
+
+
+def check_unmeasured(record: dict, refuse: Callable[..., ValueError]) -> None:
+    """A record's `unmeasured`: null, or {end-of-run measure: the reason it is null} (that measure null)."""
+    entry = record.get("unmeasured")
+    if entry is None:
+        return
+    if not isinstance(entry, dict):
+        raise refuse(
+            "unmeasured", entry, f"null or an object of reasons by measure ({', '.join(MEASURES)})"
+        )
+    for name, reason in entry.items():
+        if name not in MEASURES:
+            raise refuse(
+                f"unmeasured.{name}", reason, f"a reason under one of {', '.join(MEASURES)}"
+            )
+        if not isinstance(reason, str) or not reason:
+            raise refuse(f"unmeasured.{name}", reason, "a non-empty string (the reason)")
+        if record.get(name) is not None:
+            raise refuse(name, record[name], f"null: unmeasured.{name} says it was not measured")
 
 
 def check_robustness(entry, refuse: Callable[..., ValueError]) -> None:

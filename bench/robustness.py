@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from bench.layers.feedback import exact_backward, feedback_layers
+from bench.measure import Undefined
 
 SUBSET_SEED = 0  # the attacked images: the same for every run (as the test split's seed)
 START_SEED = 0  # PGD's random starts
@@ -63,14 +64,27 @@ def attack_subset(data, n: int, batch_size: int) -> tuple[torch.Tensor, torch.Te
         if mask.any():
             xs.append(x[mask])
             ys.append(y[mask])
+    if not xs:
+        raise Undefined("no test images to attack: robustness is undefined")
     return torch.cat(xs), torch.cat(ys)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
+    """% of (x, y) that `model` classifies right; Undefined without images or where an image's logits
+    are not finite (a diverged network, or an attack that stepped along a NaN gradient: argmax would
+    call every such image class 0)."""
+    if len(y) == 0:
+        raise Undefined("no test images to attack: robustness is undefined")
+    hits = bad = 0
     with torch.no_grad():
-        hits = sum(
-            (model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum().item()
-            for i in range(0, len(y), batch_size)
+        for i in range(0, len(y), batch_size):
+            logits = model(x[i : i + batch_size])
+            bad += int((~torch.isfinite(logits)).any(dim=1).sum())
+            hits += (logits.argmax(1) == y[i : i + batch_size]).sum().item()
+    if bad:
+        raise Undefined(
+            f"{bad} of {len(y)} images of the attack subset give non-finite outputs (a diverged network): "
+            "robustness is undefined"
         )
     return 100.0 * hits / len(y)
 
@@ -93,7 +107,8 @@ def attacks(model: nn.Module, recipe: dict) -> dict:
 def robustness(model: nn.Module, data, recipe: dict, speed) -> dict | None:
     """The record's `robustness` entry (None when `attack_subset` is 0): clean and attacked accuracy (%)
     of the subset per attack and budget, the settings, and the seconds it took. With
-    `attack_rule_gradient`, also `rule_gradient`: the same attacks through the rule's own backward."""
+    `attack_rule_gradient`, also `rule_gradient`: the same attacks through the rule's own backward.
+    Undefined (bench.measure) where the network's outputs, clean or attacked, are not finite."""
     n = recipe["attack_subset"]
     if not n or not recipe["attack_eps"]:
         return None
@@ -108,9 +123,9 @@ def robustness(model: nn.Module, data, recipe: dict, speed) -> dict | None:
         "eps_unit": "1/255",
         "pgd_steps": recipe["attack_steps"],
         "pgd_step_size": f"{STEP_RATIO:g} eps / steps",
-        "clean_acc": accuracy(net, x, y, recipe["eval_batch_size"]),
     }
     try:
+        entry["clean_acc"] = accuracy(net, x, y, recipe["eval_batch_size"])
         with exact_backward():
             entry |= attacked(net, data, x, y, recipe)
         if recipe["attack_rule_gradient"]:

@@ -242,7 +242,7 @@ def run_epoch(training: Training, epoch: int) -> dict:
         "test_top5": test_top5,
         "lr": lr,
         "train_time_s": stats["train_time_s"],
-        "images_per_s": stats["images"] / stats["train_time_s"],
+        "images_per_s": measure.rate(stats["images"], stats["train_time_s"]),
         "saved_activations": stats["saved_activations"],
         "peak_memory": stats["peak"],
         "terms": stats["terms"],

@@ -22,25 +22,29 @@ import torch
 from torch import nn
 
 from bench.layers.feedback import feedback_layers
+from bench.measure import clamped_cosine, finite
 
 
 def angle_and_ratio(
     weight: torch.Tensor, feedback: torch.Tensor
 ) -> tuple[float | None, float | None]:
     """(angle in degrees, ||feedback|| / ||weight||) of two tensors of one shape, in float64; the angle is
-    None when either is all zeros, the ratio None when the weight is."""
+    None when either is all zeros, the ratio None when the weight is; both None when either holds a NaN
+    or an infinity (a diverged network: undefined, not 0 degrees or a ratio of 0)."""
     if weight.shape != feedback.shape:
         raise ValueError(
             f"weight of shape {tuple(weight.shape)} and feedback of shape {tuple(feedback.shape)}: "
             "the angle needs one shape"
         )
     w, b = weight.detach().double().flatten(), feedback.detach().double().flatten()
+    if not finite(w, b):
+        return None, None
     w_norm, b_norm = w.norm().item(), b.norm().item()
     ratio = b_norm / w_norm if w_norm > 0 else None
     if not (w_norm > 0 and b_norm > 0):
         return None, ratio
-    cosine = max(-1.0, min(1.0, (w @ b).item() / (w_norm * b_norm)))
-    return math.degrees(math.acos(cosine)), ratio
+    cosine = clamped_cosine((w @ b).item() / (w_norm * b_norm))
+    return (math.degrees(math.acos(cosine)) if math.isfinite(cosine) else None), ratio
 
 
 @torch.no_grad()

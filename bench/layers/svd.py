@@ -224,7 +224,10 @@ def svd_layers(module: nn.Module) -> list[tuple[str, SVDLayer]]:
 
 
 def energy_rank(s: torch.Tensor, eps: float) -> int:
-    """Smallest k whose k largest s^2 hold at least (1 - eps) of sum(s^2)."""
+    """Smallest k whose k largest s^2 hold at least (1 - eps) of sum(s^2); all of s where s holds a NaN
+    or an infinity (a diverged layer has no energy share: reducing it to rank 1 would read NaN as 0)."""
+    if not torch.isfinite(s).all():
+        return s.numel()
     energy = s.detach().pow(2).sort(descending=True).values
     cumulative = energy.cumsum(0)
     return int((cumulative < (1 - eps) * cumulative[-1]).sum().item()) + 1
