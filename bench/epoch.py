@@ -3,6 +3,7 @@ evaluation."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -15,9 +16,12 @@ from bench.speed import Speed
 
 @torch.no_grad()
 def evaluate(model: BlockNet, data, batch_size: int, speed: Speed = Speed()) -> tuple[float, float]:
-    """(top-1, top-5) test accuracy in %, in eval mode (float32: no autocast)."""
+    """(top-1, top-5) test accuracy in %, in eval mode (float32: no autocast); both NaN (undefined) when an
+    image's logits are not finite: the top-k of NaN logits is arbitrary (argmax 0: class 0 always "right")."""
     top1 = top5 = 0
     for logits, y in test_outputs(model, data, batch_size, speed):
+        if not torch.isfinite(logits).all():
+            return math.nan, math.nan
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         top1 += (top[:, 0] == y).sum()
         top5 += (top == y[:, None]).any(dim=1).sum()

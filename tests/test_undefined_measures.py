@@ -19,6 +19,7 @@ from bench.calibration import calibration_error, per_class_accuracy
 from bench.cli import main
 from bench.config import RECIPE
 from bench.data.tensors import TensorData
+from bench.epoch import evaluate
 from bench.evaluation import end_of_run
 from bench.layers.svd import energy_rank
 from bench.measure import (
@@ -181,6 +182,13 @@ def test_robustness_is_undefined_for_non_finite_outputs_and_leaves_the_model_as_
 # ---- ranks, memory, parameter counts, throughput ------------------------------------------------
 
 
+def test_test_accuracy_of_non_finite_outputs_is_undefined_never_class_0():
+    model, data = Linear(), _toy_data()
+    top1, top5 = evaluate(model, data, 8)
+    assert 0 <= top1 <= top5 <= 100
+    assert all(map(_is_nan, evaluate(_poison(model), data, 8)))  # argmax of NaN logits is class 0
+
+
 def test_ranks_memory_and_rates_give_no_number_for_an_undefined_value():
     # a layer with a NaN singular value keeps its rank (it was cut to 1: NaN compared as no energy)
     assert energy_rank(torch.tensor([3.0, NAN, 1.0]), 0.01) == 3
@@ -282,6 +290,7 @@ def test_a_diverged_run_records_null_alignments_and_end_of_run_measures_with_rea
     last = record["history"][-1]
     assert last["update_alignment"] and set(last["update_alignment"].values()) == {None}
     assert last["alignment"] == [None, None, None]
+    assert last["test_acc"] is last["test_top5"] is record["test_acc"] is None  # argmax of NaN
     assert set(last["weight_alignment"]["angle_deg"].values()) == {None}
     assert record["ece"] is record["per_class_acc"] is record["robustness"] is None
     assert set(record["unmeasured"]) == {"ece", "per_class_acc", "robustness"}
