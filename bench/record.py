@@ -2,7 +2,9 @@
 
 A record is written once, by the trainer (bench/run_record.py builds it from a finished run), and read
 by everything else through `read` and `find`, which check the schema version and every value
-(bench/record_check.py) and refuse a key the trainer never writes, naming the file and the key. The
+(bench/record_check.py), the fields against each other and the declared recipe and options
+(bench/record_consistency.py), and refuse a key the trainer never writes or writes twice, naming the
+file and the key. The
 nested measures (per-layer alignments, ranks, the attacks' accuracies by budget) stay plain mappings:
 their keys are layer, class or budget names, not fields.
 
@@ -21,7 +23,7 @@ from typing import Any
 
 from bench import layout
 from bench.models import convolutional
-from bench.record_check import check_record, refusal
+from bench.record_check import MAX_DEPTH, check_record, depth, once, refusal
 
 SCHEMA_VERSION = 1
 Run = tuple[str, str, int]  # (arch, method, seed)
@@ -193,6 +195,8 @@ class Record:
         """A record from its JSON object: schema version, values and keys checked, naming `path`."""
         if not isinstance(data, dict):
             raise ValueError(f"{path}: not a record (a JSON object); got {type(data).__name__}")
+        if depth(data) > MAX_DEPTH:  # a reader of it (dataclasses.asdict) would recurse without end
+            raise ValueError(f"{path}: nested deeper than {MAX_DEPTH} levels; no record is")
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(
                 f"{path}: schema_version {data.get('schema_version')!r}; accepted: {SCHEMA_VERSION}"
@@ -226,14 +230,23 @@ def read(path: Path | str) -> Record:
     """One record.json, checked (a ValueError names the file and the key)."""
     path = Path(path)
     try:
-        if not path.is_file():
-            raise ValueError(f"{path}: not a regular file; a record.json is one")
-        with path.open("rb") as file:
-            raw = file.read(MAX_BYTES + 1)
-        if len(raw) > MAX_BYTES:
-            raise ValueError(f"{path}: over {MAX_BYTES // 2**20} MiB; no record.json is that large")
-        data = json.loads(raw.decode())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        regular = path.is_file()
+        if regular:
+            with path.open("rb") as file:
+                raw = file.read(MAX_BYTES + 1)
+    except OSError as error:
+        raise ValueError(f"{path}: not a readable record.json ({error})") from None
+    if not regular:
+        raise ValueError(f"{path}: not a regular file; a record.json is one")
+    if len(raw) > MAX_BYTES:
+        raise ValueError(f"{path}: over {MAX_BYTES // 2**20} MiB; no record.json is that large")
+    try:
+        data = json.loads(raw.decode(), object_pairs_hook=once)
+    except RecursionError:  # a list in a list ... 100,000 deep
+        raise ValueError(
+            f"{path}: not a readable record.json (nested deeper than {MAX_DEPTH} levels)"
+        ) from None
+    except ValueError as error:  # JSON syntax or UTF-8, a key twice, a 5000-digit integer
         raise ValueError(f"{path}: not a readable record.json ({error})") from None
     return Record.from_json(data, path)
 

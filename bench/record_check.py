@@ -1,7 +1,8 @@
 """The values of a record.json checked before it becomes a Record (bench/record.py): a table must never
 average NaN, 150 % or `true` into a result, so a hand-edited or foreign file is refused naming the file
 and the key. Each field's JSON type comes from its dataclass annotation (bench/record.py checks it);
-the ranges and shapes of the measures are here."""
+the ranges and shapes of the measures are here, and what the JSON itself may be (each key once, nested
+at most MAX_DEPTH deep); the fields against each other: bench/record_consistency.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from bench.record_consistency import check_consistency
 from bench.robustness import ATTACKS
 
 STATUSES = ("ok", "diverged")
@@ -21,6 +24,8 @@ INTEGERS = ("epochs", "epochs_planned", "num_classes", "blocks", "selected_epoch
 SECONDS = ("train_time_s", "images_per_s", "eval_time_s")
 EPOCH_PERCENTAGES = ("train_acc", "test_acc", "test_top5", "val_acc")
 EPOCH_NUMBERS = ("train_loss", "lr", "train_time_s", "images_per_s")  # a diverged loss: null
+# Lists and objects nest at most 5 deep in the trainer's record (history[i].weight_alignment.angle_deg).
+MAX_DEPTH = 16
 COSINE = (
     1 + 1e-6
 )  # a cosine's bound, with float rounding (a BP update's cosine is 1.000000000000001)
@@ -85,6 +90,7 @@ def check_record(record: dict, path: Path | str) -> None:
     check_by_name(record.get("per_class_acc"), "per_class_acc", 0, 100, refuse)
     check_unmeasured(record, refuse)
     check_robustness(record.get("robustness"), refuse)
+    check_consistency(record, path, refuse)  # the fields against each other, once each is right
 
 
 def check_epoch(entry: dict, where: str, refuse: Callable[..., ValueError]) -> None:
@@ -175,3 +181,30 @@ def check_robustness(entry, refuse: Callable[..., ValueError]) -> None:
     for key, value in values.items():
         if not number(value, 0, 100):
             raise refuse(f"robustness.{key}", value, "a number from 0 to 100")
+
+
+def once(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object whose keys are each written once (json.loads keeps the last of two silently)."""
+    data = {}
+    for key, value in pairs:
+        if key in data:
+            raise ValueError(f"key {key!r} written twice in one object; accepted: each key once")
+        data[key] = value
+    return data
+
+
+def depth(data: Any) -> int:
+    """How deeply lists and objects nest in `data` (a number or string: 0), counted without recursion
+    and only up to MAX_DEPTH + 1."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        if not isinstance(value, (dict, list, tuple)):
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_DEPTH:
+            stack.extend(
+                (child, level + 1)
+                for child in (value.values() if isinstance(value, dict) else value)
+            )
+    return deepest

@@ -212,6 +212,10 @@ def test_table_reports_the_selected_epoch_update_alignment_and_feedback_memory(t
     plain = write_record(runs, "mlp", "bp", 0, 90.0)
     chosen = write_record(runs, "mlp", "fa", 0, 80.0)
     chosen |= {"selection": "best_val", "selected_epoch": 2, "selected_test_acc": 75.0}
+    chosen |= {"best_val_acc": 70.0, "recipe": {"epochs": 3, "val_split": 100}}
+    chosen["history"][1]["test_acc"] = 75.0
+    for entry, value in zip(chosen["history"], (50.0, 70.0, 60.0)):
+        entry["val_acc"] = value  # epoch 2 is the best on validation
     chosen["memory"]["feedback"] = 2_000_000
     for entry, value in zip(chosen["history"], (0.2, 0.3, 0.4)):
         entry["update_alignment"] = {"blocks.0": value, "head": 1.0, "blocks.1": None}

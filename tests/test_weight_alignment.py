@@ -130,7 +130,7 @@ def test_a_hand_edited_per_layer_or_per_class_value_is_refused_naming_it(tmp_pat
         "angle_deg": {"head": 80.0},
         "norm_ratio": {"head": 1.0},
     }
-    record["per_class_acc"] = {"cat": 40.0, "dog": None}
+    record["per_class_acc"] = {"cat": 40.0, "dog": None} | {f"c{i}": 50.0 for i in range(8)}
     rewrite_record(tmp_path, record)
     aggregate(tmp_path, "toy", None, out_dir=tmp_path / "ok")  # in range: accepted
     change(record)
