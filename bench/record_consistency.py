@@ -11,6 +11,10 @@ What holds for every record the trainer writes (and every committed one):
 - `selection` `last` reports the last epoch, `best_val` the first epoch of the best validation accuracy
   (every epoch then has one, and the recipe's `val_split` is above 0), with that epoch's test and
   validation accuracies; a record from before the selection existed has none of these;
+- `config_hash` (null before it existed) is the hash of the spec the record names (bench/config.py
+  RunSpec: dataset, arch, method, impl, seed, recipe, options), so an edit of any of them shows even where
+  the new value alone is accepted (a field added to RunSpec changes every hash: keep older records'
+  readable, tests/test_record.py reads every committed one);
 - `per_class_acc` has one entry per class (`num_classes`), each epoch's per-block `alignment` one per block;
 - every recipe key is one of the recipe's (bench/config.py RECIPE) with a value its Option accepts (a key
   the record predates is absent, not refused), and every option one the rule declares, likewise. A rule
@@ -38,6 +42,7 @@ def check_consistency(record: dict, path: Path | str, refuse: Refuse) -> None:
     check_outcome(record, history, refuse)
     check_selection(record, history, refuse)
     check_shapes(record, history, refuse)
+    check_hash(record, refuse)
 
 
 def check_epochs(record: dict, history: list, refuse: Refuse) -> None:
@@ -216,3 +221,20 @@ def plain_value(value) -> bool:
     if isinstance(value, list):
         return all(finite(v) for v in value)
     return isinstance(value, (str, bool)) or finite(value)
+
+
+def check_hash(record: dict, refuse: Refuse) -> None:
+    """`config_hash` against the spec the record names (the hash a checkpoint resumes by)."""
+    from bench.config import RunSpec
+
+    written = record.get("config_hash")
+    if written is None:  # a record from before the hash
+        return
+    named = [record.get(key) for key in ("dataset", "arch", "method", "impl", "seed")]
+    expected = RunSpec(*named, record.get("recipe", {}), record.get("options", {})).config_hash()
+    if written != expected:
+        raise refuse(
+            "config_hash",
+            written,
+            f"{expected!r}, the hash of its dataset, arch, method, impl, seed, recipe and options",
+        )

@@ -45,6 +45,15 @@ def shorten(data: dict, epochs: int) -> None:
     data |= {"test_top5": last["test_top5"], "selected_epoch": epochs}
     data |= {"selected_test_acc": last["test_acc"], "recipe": data["recipe"] | {"epochs": epochs}}
     data["best_test_acc"] = max(h["test_acc"] for h in data["history"])
+    rehash(data)
+
+
+def rehash(data: dict) -> None:
+    """The config_hash of the spec `data` names now, as the trainer writes it."""
+    from bench.config import RunSpec
+
+    named = [data[key] for key in ("dataset", "arch", "method", "impl", "seed")]
+    data["config_hash"] = RunSpec(*named, data["recipe"], data["options"]).config_hash()
 
 
 @pytest.mark.parametrize("source", [LAST, BEST_VAL], ids=["last", "best_val"])
@@ -128,6 +137,10 @@ CONTRADICTIONS = [
     (LAST, lambda r: r["recipe"].update(flip="yes"), "'recipe.flip'"),
     (LAST, lambda r: r["recipe"].update(warp_drive=True), "'recipe.warp_drive'"),
     (LAST, lambda r: r["recipe"].update(norm_mean=[0.5], norm_std=[]), "recipe: bad values"),
+    # the spec against its hash: each new value alone is accepted
+    (LAST, lambda r: r["recipe"].update(lr=0.5), "'config_hash'"),
+    (LAST, lambda r: r.update(seed=5), "'config_hash'"),
+    (LAST, lambda r: r["options"].update(scale=2.0), "'config_hash'"),
     # the options against the rule's declared ones
     (LAST, lambda r: r["options"].update(scale="big"), "'options.scale'"),
     (LAST, lambda r: r["options"].update(init="gaussian_plus"), "'options.init'"),
@@ -160,6 +173,7 @@ def test_the_table_refuses_a_contradicting_record_naming_it(tmp_path):
 def test_a_record_of_a_rule_whose_file_is_gone_reads_with_plain_options(tmp_path):
     def gone(r):
         r.update(method="retired", impl="retired")
+        rehash(r)
 
     assert read(edited(tmp_path / "a", LAST, gone)).options["init"] == "uniform"
     nested = edited(tmp_path / "b", LAST, lambda r: (gone(r), r["options"].update(init={"a": 1})))
