@@ -8,9 +8,10 @@ What holds for every record the trainer writes (and every committed one):
   first non-finite (null) training loss, so only its last epoch's loss is null;
 - `test_acc` and `test_top5` are the last epoch's (top-5 null with 5 classes or fewer), `best_test_acc`
   the history's best; a run that trained no epoch has none of them;
-- `selection` `last` reports the last epoch, `best_val` the first epoch of the best validation accuracy
-  (every epoch then has one, and the recipe's `val_split` is above 0), with that epoch's test and
-  validation accuracies; a record from before the selection existed has none of these;
+- `selection` `last` reports the last epoch, `best_val` (the recipe's `val_split` above 0, or epochs with
+  a validation accuracy) the first epoch of the best validation accuracy, with that epoch's test and
+  validation accuracies; a record from before the selection existed has none of these; a diverged
+  epoch's accuracies are null (undefined), never the best;
 - `config_hash` (null before it existed) is the hash of the spec the record names (bench/config.py
   RunSpec: dataset, arch, method, impl, seed, recipe, options), so an edit of any of them shows even where
   the new value alone is accepted (a field added to RunSpec changes every hash: keep older records'
@@ -99,9 +100,11 @@ def check_outcome(record: dict, history: list, refuse: Refuse) -> None:
                 if classes <= 5
                 else f"{expected!r}, the last epoch's",
             )
-    accs = [entry.get("test_acc") for entry in history]
-    if "best_test_acc" in record and None not in accs:
-        expected = max(accs, default=None)
+    if "best_test_acc" in record:
+        # a diverged epoch's accuracy is null (undefined): the best is that of the others
+        expected = max(
+            (e["test_acc"] for e in history if e.get("test_acc") is not None), default=None
+        )
         if record["best_test_acc"] != expected:
             raise refuse(
                 "best_test_acc", record["best_test_acc"], f"{expected!r}, the history's best"
@@ -116,25 +119,23 @@ def check_selection(record: dict, history: list, refuse: Refuse) -> None:
             if record.get(key) is not None:
                 raise refuse(key, record[key], "null in a record without a 'selection'")
         return
-    has_val = [entry.get("val_acc") is not None for entry in history]
-    expected = "best_val" if history and has_val[-1] else "last"
-    if selection != expected:
-        accepted = "best_val (its epochs have a validation accuracy)"
-        if expected == "last":
-            accepted = "last (its epochs have no validation accuracy)"
-        raise refuse("selection", selection, accepted)
+    # A validation accuracy is null where the network was not finite (a diverged epoch): the recipe's
+    # val_split, or any epoch's number, says whether the run had a validation split.
     val_split = record.get("recipe", {}).get("val_split")
-    if val_split is not None and history and bool(val_split) != (selection == "best_val"):
+    validated = any(entry.get("val_acc") is not None for entry in history)
+    if selection == "last" and validated:
+        raise refuse("selection", selection, "best_val (its epochs have a validation accuracy)")
+    if selection == "best_val" and not (validated or (history and val_split)):
+        raise refuse("selection", selection, "last (its epochs have no validation accuracy)")
+    if val_split is not None and bool(history and val_split) != (selection == "best_val"):
         accepted = "0: its epochs have no validation accuracy (selection last)"
         if not val_split:
             accepted = "> 0: its epochs have a validation accuracy (selection best_val)"
         raise refuse("recipe.val_split", val_split, accepted)
-    if selection == "best_val" and not all(has_val):
-        i = has_val.index(False)
-        raise refuse(f"history[{i}].val_acc", None, "a number in every epoch of a best_val run")
     chosen = {}
     if selection == "best_val":
-        chosen = max(history, key=lambda h: (h["val_acc"], -h["epoch"]))
+        # bench/run_record.py selected_epoch: the first epoch of the best, an undefined one last
+        chosen = max(history, key=lambda h: (_or_low(h.get("val_acc")), -h["epoch"]))
     elif history:
         chosen = history[-1]
     wanted = {
@@ -148,6 +149,10 @@ def check_selection(record: dict, history: list, refuse: Refuse) -> None:
             if key == "selected_epoch" and value is not None:
                 where = f"of {len(history)} epochs, {where}"
             raise refuse(key, record.get(key), f"{value!r}, {where} (selection {selection})")
+
+
+def _or_low(value):
+    return -math.inf if value is None else value
 
 
 def check_shapes(record: dict, history: list, refuse: Refuse) -> None:

@@ -85,6 +85,13 @@ def diverge(data: dict) -> None:
     data["history"][-1]["train_loss"] = None
 
 
+def diverge_undefined(data: dict) -> None:
+    """A diverged run whose last network was not finite: that epoch's accuracies are null (undefined)."""
+    diverge(data)
+    data["history"][-1].update(test_acc=None, test_top5=None, val_acc=None)
+    data.update(test_acc=None, test_top5=None)
+
+
 # A record of no epoch: what bench/run_record.py writes for an empty history.
 NO_EPOCH = dict(epochs=0, history=[], test_acc=None, test_top5=None, best_test_acc=None)
 NO_EPOCH |= dict(selected_epoch=None, selected_test_acc=None)
@@ -99,7 +106,9 @@ CONTRADICTIONS = [
     (BEST_VAL, lambda r: r.update(selection="last"), "'selection'"),
     (LAST, lambda r: r.update(selection="best_val"), "'selection'"),
     (BEST_VAL, lambda r: r["recipe"].update(val_split=0), "'recipe.val_split'"),
-    (BEST_VAL, lambda r: r["history"][3].update(val_acc=None), "'history[3].val_acc'"),
+    (BEST_VAL, lambda r: r["history"][10].update(val_acc=40.0), "'selected_epoch'"),
+    (BEST_VAL, diverge_undefined, None),  # a null val_acc, test_acc: undefined, never the best
+    (BEST_VAL, lambda r: (diverge_undefined(r), r.update(best_test_acc=None)), "'best_test_acc'"),
     (LAST, lambda r: r.update(best_val_acc=50.0), "'best_val_acc'"),
     (LAST, lambda r: r.update(selection=None), "'selected_epoch'"),
     # the epochs
