@@ -5,7 +5,8 @@ so a hand-edited or foreign record whose values are each plausible never reaches
 What holds for every record the trainer writes (and every committed one):
 - the history's epochs are numbered 1 to n in order; `epochs` is n; `epochs_planned` is the recipe's
   `epochs` and at least n; a run that ends `ok` trained all of them, one that `diverged` stopped at its
-  first non-finite (null) training loss, so only its last epoch's loss is null;
+  first epoch with a non-finite (null) training loss or test accuracy (the network's outputs), so only
+  its last epoch's may be null;
 - `test_acc` and `test_top5` are the last epoch's (top-5 null with 5 classes or fewer), `best_test_acc`
   the history's best; a run that trained no epoch has none of them;
 - `selection` `last` reports the last epoch, `best_val` (the recipe's `val_split` above 0, or epochs with
@@ -66,19 +67,27 @@ def check_epochs(record: dict, history: list, refuse: Refuse) -> None:
         raise refuse("epochs_planned", planned, f"at least {n}, the epochs its history holds")
     if record["status"] == "ok" and planned is not None and n != planned:
         raise refuse("status", "ok", f"diverged for a run that trained {n} of {planned} epochs")
-    losses = [entry.get("train_loss") for entry in history]
-    if record["status"] == "diverged" and (not history or losses[-1] is not None):
+    # An epoch diverged when its loss or its network's outputs were not finite (bench/train.py): its
+    # train_loss or test_acc is null, and it is the run's last.
+    diverged = [
+        entry.get("train_loss") is None or entry.get("test_acc") is None for entry in history
+    ]
+    if record["status"] == "diverged" and (not history or not diverged[-1]):
         raise refuse(
-            "status", "diverged", "ok (a diverged run ends at its first non-finite loss, null)"
+            "status",
+            "diverged",
+            "ok (a diverged run ends at its first epoch with a null loss or test accuracy)",
         )
     last_allowed = n - 1 if record["status"] == "diverged" else n
-    for i, loss in enumerate(losses[:last_allowed]):
-        if loss is None:
-            raise refuse(
-                f"history[{i}].train_loss",
-                None,
-                "a finite number (a null loss ends the run as diverged, in its last epoch)",
-            )
+    for i, entry in enumerate(history[:last_allowed]):
+        for key in ("train_loss", "test_acc"):
+            if entry.get(key) is None:
+                raise refuse(
+                    f"history[{i}].{key}",
+                    None,
+                    "a finite number (a null loss or test accuracy ends the run as diverged, "
+                    "in its last epoch)",
+                )
 
 
 def check_outcome(record: dict, history: list, refuse: Refuse) -> None:

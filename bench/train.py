@@ -186,10 +186,15 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
             entry = run_epoch(training, epoch)
             state["history"].append(entry)
             state["epoch"] = epoch
-            if not math.isfinite(entry["train_loss"]):
+            # the loss, or the network's outputs after the epoch's last step (its test accuracy is NaN)
+            if not (math.isfinite(entry["train_loss"]) and math.isfinite(entry["test_acc"])):
                 state["status"] = "diverged"
                 log.warning(
-                    "%s diverged in epoch %d (loss %s)", spec.method, epoch, entry["train_loss"]
+                    "%s diverged in epoch %d (loss %s, test accuracy %s)",
+                    spec.method,
+                    epoch,
+                    entry["train_loss"],
+                    entry["test_acc"],
                 )
             if main:
                 save_checkpoint(out, spec, model, optimizer, shuffle, state, method)

@@ -299,6 +299,28 @@ def test_a_diverged_run_records_null_alignments_and_end_of_run_measures_with_rea
     )
 
 
+def test_an_epoch_whose_loss_is_finite_but_whose_network_is_not_ends_the_run_as_diverged(
+    tmp_path, monkeypatch
+):
+    """The epoch's last step can leave NaN weights behind a finite mean loss: the run is diverged then
+    too (an ok record needs a test accuracy), and the record reads."""
+    import bench.train as trainer
+
+    real = trainer.evaluate
+    calls = []
+
+    def nan_in_epoch_2(model, data, *args):
+        calls.append(1)
+        return (NAN, NAN) if len(calls) == 2 else real(model, data, *args)
+
+    monkeypatch.setattr(trainer, "evaluate", nan_in_epoch_2)
+    record = _train(tmp_path / "bp", "digits", "bp", "epochs=3", "attack_subset=0")
+    assert record["status"] == "diverged" and record["epochs"] == 2
+    assert record["history"][-1]["train_loss"] is not None
+    assert record["test_acc"] is None and record["best_test_acc"] is not None
+    assert Record.from_json(record).status == "diverged"
+
+
 def _one_class_folder(root: Path) -> None:
     rng = np.random.default_rng(0)
     for split, count in (("train", 24), ("test", 6)):
