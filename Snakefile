@@ -21,7 +21,7 @@ import re
 import shlex
 import sys
 
-from bench import grid
+from bench import grid, names
 from bench.config_files import load_config
 from bench.data.beton import run_inputs
 from bench.report.figures import FIGURES, FORMATS
@@ -40,7 +40,7 @@ try:
     # The files merged as Snakemake merged them, then `config` on top (its --config values); checked once:
     # the schema (config/schema.yaml), sweeps expanded into variants, then every method name, variant
     # option and recipe value by key. Variants and sweeps must be the files' own: the trainer reads them.
-    CONFIG = load_config(CONFIG_FILES, config)
+    CONFIG = load_config(CONFIG_FILES, config, plan=True)  # plan: a grid of a broken rule file is refused
 except (ValueError, FileNotFoundError) as error:  # bad input: one line naming the key, exit 2, nothing run
     print(f"error: {error}", file=sys.stderr)
     sys.exit(2)
@@ -60,7 +60,7 @@ shell.prefix(f"set -euo pipefail; PYTHON={shlex.quote(sys.executable)}; export B
 wildcard_constraints:
     dataset="|".join(map(re.escape, GRIDS)) or "(?!)",
     arch=r"[A-Za-z0-9_]+",
-    method=r"[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*",
+    method=names.PATTERN,  # the one rule for names (bench/names.py)
     seed=r"\d+",
 
 

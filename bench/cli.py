@@ -83,7 +83,7 @@ def _check_names(dataset: str, arch: str, data_dir: Path | None) -> None:
 
 def cmd_list(args) -> int:
     from bench.data import DATASETS, image_folders
-    from bench.method import discover
+    from bench.method import broken_methods, discover
     from bench.models import ARCHS
 
     try:  # first, so that a bad config file prints its error and no half listing
@@ -98,12 +98,14 @@ def cmd_list(args) -> int:
         print(f"method {name}: {summary}" if summary else f"method {name}:")
         for line in _option_lines(cls.options) or ["  (no options)"]:
             print(line)
-    for name, entry in variants.items():
+    for name, entry in variants.items():  # impl, method options and recipe keys
         print(f"variant {name}: {entry}")
     print("recipe (--set key=value, or a grid's recipe:):")
     for line in _option_lines(RECIPE):
         print(line)
-    return 0
+    for name, reason in broken_methods().items():  # after the rest, which stays usable; exit 1
+        print(f"broken method {name}: {reason}")
+    return 1 if broken_methods() else 0
 
 
 def _option_lines(options: dict) -> list[str]:

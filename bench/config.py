@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.method import get_method
+from bench.method import broken_methods, discover, get_method
 from bench.models import SCHEMES
 from bench.option import Option, resolve_options
 
@@ -189,33 +189,31 @@ class RunSpec:
 
 def load_variants(paths: list[Path | str] | None = None) -> dict[str, dict[str, Any]]:
     """The trainer's method variants: the `variants:` of config/config.yaml and the files `paths` on top,
-    plus every sweep point (bench/config_files.py load_config); name -> {impl, option: value}."""
+    plus every sweep point (bench/config_files.py load_config); name -> {impl, option or recipe key: value}."""
     from bench.config_files import load_config
 
     return load_config(paths, check_data=False).variants
 
 
-def resolve_variant(name: str, variants: dict[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    """(impl, options) of variant `name`; a bare method file name is its own variant."""
+def resolve_variant(
+    name: str, variants: dict[str, dict[str, Any]]
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(impl, options, recipe) of variant `name`: its method file, its method options and its recipe keys
+    (a key of RECIPE is a recipe key); a bare method file name is its own variant. The one resolution of a
+    variant: make_spec (every run), bench/grid.py (the Snakefile) and `bench list` use it."""
     if name in variants:
         entry = dict(variants[name])
-        return entry.pop("impl", name), entry
+        impl = entry.pop("impl", name)
+        recipe = {key: entry.pop(key) for key in list(entry) if key in RECIPE}
+        return impl, entry, recipe
     try:
         get_method(name)
     except ValueError:
-        known = sorted(set(variants) | set(_method_names()))
+        if name in broken_methods():
+            raise
+        known = sorted(set(variants) | set(discover()))
         raise ValueError(f"unknown method {name!r}; known: {', '.join(known)}") from None
-    return name, {}
-
-
-def _method_names() -> list[str]:
-    return list(_methods())
-
-
-def _methods() -> dict:
-    from bench.method import discover
-
-    return discover()
+    return name, {}, {}
 
 
 def make_spec(
@@ -226,10 +224,12 @@ def make_spec(
     overrides: dict[str, Any],
     variants: dict[str, dict[str, Any]],
 ) -> RunSpec:
-    """Resolve a run: variant options, then `overrides` (recipe keys or method options), all checked."""
-    impl, variant_options = resolve_variant(method, variants)
+    """Resolve a run, all checked: RECIPE defaults < the variant's recipe keys < `overrides` (the
+    command line's --set, where the Snakefile puts the dataset's recipe and method_recipe, resolved by
+    bench/grid.py), and the variant's options < `overrides`' method options."""
+    impl, variant_options, variant_recipe = resolve_variant(method, variants)
     method_cls = get_method(impl)
-    recipe_given = {k: v for k, v in overrides.items() if k in RECIPE}
+    recipe_given = {**variant_recipe, **{k: v for k, v in overrides.items() if k in RECIPE}}
     method_given = {**variant_options, **{k: v for k, v in overrides.items() if k not in RECIPE}}
     unknown = sorted(set(method_given) - set(method_cls.options))
     if unknown:
@@ -244,7 +244,7 @@ def make_spec(
     if recipe["locality"] == "blockwise":
         problem = method_cls(**options).blockwise_problem()
         if problem:
-            able = ", ".join(name for name, cls in _methods().items() if cls.blockwise)
+            able = ", ".join(name for name, cls in discover().items() if cls.blockwise)
             raise ValueError(
                 f"bad value 'blockwise' for 'locality': {problem}; rules that declare it: {able}"
             )
@@ -258,6 +258,12 @@ def check_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"bad values {mean!r} for 'norm_mean' and {std!r} for 'norm_std'; accepted: both empty "
             "(the training split's statistics) or one number per channel each"
+        )
+    milestones = recipe["milestones"]
+    if any(later <= earlier for earlier, later in zip(milestones, milestones[1:])):
+        raise ValueError(
+            f"bad value {milestones!r} for 'milestones'; accepted: distinct epochs in increasing "
+            "order (a repeated epoch would decay the lr twice)"
         )
     if recipe["deterministic"] and recipe["cudnn_benchmark"] == "on":
         raise ValueError(

@@ -46,6 +46,7 @@ def load_config(
     overrides: Mapping | None = None,
     *,
     check_data: bool = True,
+    plan: bool = False,
 ) -> Config:
     """config/config.yaml, then the config files `paths` merged in order (a file given twice counts at
     its first place, as in the Snakefile), then `overrides` (the Snakefile's `config`, which holds
@@ -54,6 +55,8 @@ def load_config(
     Bad input raises ValueError naming the file or the config key and what is accepted (the CLI exits
     2), a missing file FileNotFoundError. `check_data`: every dataset of a grid must be registered or an
     image folder under data_dir; the trainer's readers skip it, as the data_dir that counts is theirs.
+    `plan` (the Snakefile, which plans every grid): a grid that plans a run of a broken method file is
+    refused naming the file (bench/grid.py refuse_broken); a reader of one run needs only its own rule.
     """
     unique: dict[Path, str] = {}
     for path in [DEFAULT_CONFIG, *(paths or [])]:
@@ -82,6 +85,8 @@ def load_config(
                     f"datasets with a grid: {', '.join(grids) or 'none'}"
                 )
     variants = dict(expanded.get("variants") or {})
+    if plan:
+        grid.refuse_broken(grids, variants)
     return Config(files, raw, variants, grids, Layout(str(raw["results_dir"])))
 
 

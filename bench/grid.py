@@ -14,11 +14,9 @@ from typing import Any
 
 import yaml
 
+from bench import names, sweep
 from bench.layout import Layout
-
-ALL_METHODS = (
-    "all"  # a grid's `methods: all` = every config variant plus every method file in methods/
-)
+from bench.names import ALL_METHODS  # `methods: all`: every variant but sweep points, every file
 
 
 @dataclass(frozen=True)
@@ -30,8 +28,9 @@ class Grid:
     methods: tuple[str, ...]
     seeds: tuple[int, ...]
     recipe: dict[str, Any] = field(default_factory=dict)
-    # Per-method recipe overrides, keyed by variant name or by method file (impl): `ssa` covers
-    # every ssa-* ablation unless the variant has its own entry. Resolved by grids().
+    # Per-method recipe overrides beyond `recipe`, resolved by grids(): the dataset's method_recipe of
+    # the method file (impl; `ssa` covers every ssa-* variant) < the variant's own recipe keys < the
+    # dataset's method_recipe of the variant.
     method_recipe: dict[str, dict[str, Any]] = field(default_factory=dict)
     published_as: str | None = (
         None  # the dataset whose published figures its table shows (default: itself)
@@ -66,16 +65,17 @@ def method_source(method: str, variants: dict[str, dict[str, Any]]) -> str:
     from bench.config import resolve_variant
     from bench.method import get_method
 
-    impl, _ = resolve_variant(method, variants)
+    impl, _, _ = resolve_variant(method, variants)
     return str(get_method(impl).source)
 
 
 def variant_definition(method: str, variants: dict[str, dict[str, Any]]) -> str:
     """Variant `method` as its method file and options, one stable line: what its runs depend on in the
-    config files, so that adding or editing another variant's file reruns nothing of this one."""
+    config files, so that adding or editing another variant's file reruns nothing of this one. Its recipe
+    keys are not in it: they reach the run as --set arguments (Grid.set_args), a param of their own."""
     from bench.config import resolve_variant
 
-    impl, options = resolve_variant(method, variants)
+    impl, options, _ = resolve_variant(method, variants)
     return json.dumps({"impl": impl, **options}, sort_keys=True)
 
 
@@ -85,31 +85,54 @@ def _yaml_scalar(value: Any) -> str:
 
 
 def known_methods(variants: dict[str, Any]) -> list[str]:
-    """Names a grid may use: the config's variants, then method files in methods/ that no variant names."""
-    from bench.method import discover
+    """Names a grid may use: the config's variants, then method files in methods/ that no variant names
+    (a broken one too: a grid that plans it is refused by refuse_broken, a run of it by make_spec)."""
+    from bench.method import broken_methods, discover
 
-    return list(variants) + sorted(set(discover()) - set(variants))
+    return list(variants) + sorted((set(discover()) | set(broken_methods())) - set(variants))
+
+
+def refuse_broken(grids: dict[str, Grid], variants: dict[str, dict[str, Any]]) -> None:
+    """Refuse a grid that plans a run of a broken method file (bench/method.py broken_methods), naming
+    the file and its error; the Snakefile plans every grid, so it calls this (load_config(plan=True)),
+    while a reader of one run needs only its own rule (make_spec refuses a broken one)."""
+    from bench.method import broken_methods
+
+    broken = broken_methods()
+    for dataset, planned in grids.items():
+        for method in planned.methods:
+            impl = (variants.get(method) or {}).get("impl", method)
+            if impl in broken:
+                raise ValueError(
+                    f"config key datasets.{dataset}.methods: {method!r} runs the {broken[impl]}; "
+                    f"fix the file, move it out of the methods folder, or list the grid's methods "
+                    f"without it (`{ALL_METHODS}` takes every method file)"
+                )
 
 
 def grids(config: dict, check_data: bool = True) -> dict[str, Grid]:
     """Every dataset's Grid from a schema-validated config, its variants and recipes checked.
 
     A dataset without `seeds` uses the top-level `seeds`; a top-level `epochs` replaces every dataset's
-    recipe epochs; `methods: all` expands to known_methods(). Unknown method names, variant options and
-    recipe values raise ValueError naming the config key, and with `check_data` so does a dataset that is
-    neither registered nor an image folder under the config's data_dir.
+    recipe epochs; `methods: all` expands to known_methods() but the sweeps' points. Unknown method
+    names, variant names against bench/names.py's rule or named like another method file, variant
+    options and recipe values raise ValueError naming the config key, and with `check_data` so does a
+    dataset that is neither registered nor an image folder under the config's data_dir.
     """
     variants = dict(config.get("variants") or {})
     for name in variants:
+        _check_variant_name(name, variants[name])
         _check_spec(f"variants.{name}", name, {}, variants)
     known = known_methods(variants)
+    sweeps = config.get("sweeps") or {}
+    points = {point for name, entry in sweeps.items() for point in sweep.points(name, entry)}
     result = {}
     for dataset, entry in (config.get("datasets") or {}).items():
         if check_data:
             _check_dataset(dataset, config.get("data_dir"))
         _check_archs(dataset, entry["archs"])
         methods = entry.get("methods", ALL_METHODS)
-        methods = known if methods == ALL_METHODS else list(methods)
+        methods = [m for m in known if m not in points] if methods == ALL_METHODS else list(methods)
         for method in methods:
             if method not in known:
                 raise ValueError(
@@ -134,6 +157,21 @@ def grids(config: dict, check_data: bool = True) -> dict[str, Grid]:
             entry.get("published_as"),
         )
     return result
+
+
+def _check_variant_name(name: str, entry: dict) -> None:
+    """A variant's name follows bench/names.py's rule, and one named like a method file runs that file
+    (`ssa: {impl: ssa, ...}` sets ssa's options in this config); `dfa: {impl: ssa}` would mean two things."""
+    from bench.method import broken_methods, discover, methods_dir
+
+    names.check(name, f"config key variants.{name}")
+    impl = entry.get("impl", name)
+    if impl != name and (name in discover() or name in broken_methods()):
+        raise ValueError(
+            f"config key variants.{name}: a variant named like the method file "
+            f"{methods_dir() / name}.py must run that file (impl: {name}), not {impl!r}; "
+            "give the variant another name"
+        )
 
 
 def _check_dataset(name: str, data_dir: str | None) -> None:
@@ -176,7 +214,11 @@ def _method_recipes(
             )
     result = {}
     for method in methods:
-        own = {**overrides.get(impls[method], {}), **overrides.get(method, {})}
+        own = {
+            **overrides.get(impls[method], {}),
+            **_variant_recipe(method, variants),
+            **overrides.get(method, {}),
+        }
         if own:
             _check_spec(
                 f"datasets.{dataset}.method_recipe.{method}", method, {**recipe, **own}, variants
@@ -185,11 +227,25 @@ def _method_recipes(
     return result
 
 
+def _variant_recipe(method: str, variants: dict) -> dict:
+    """The recipe keys variant `method` holds (bench/config.py resolve_variant); {} for a method file."""
+    from bench.config import resolve_variant
+
+    return resolve_variant(method, variants)[2] if method in variants else {}
+
+
 def _check_spec(key: str, method: str, recipe: dict, variants: dict) -> None:
-    """Resolve one run spec as the trainer will (no data loaded); a ValueError names config `key`."""
-    from bench.config import make_spec
+    """Resolve one run spec as the trainer will (no data loaded); a ValueError names config `key`. A
+    broken method file's options wait for the file to be fixed: its recipe is checked alone."""
+    from bench.config import RECIPE, check_recipe, make_spec
+    from bench.method import broken_methods
+    from bench.option import resolve_options
 
     try:
-        make_spec("-", "-", method, 0, recipe, variants)
+        if (variants.get(method) or {}).get("impl", method) in broken_methods():
+            given = {**_variant_recipe(method, variants), **recipe}
+            check_recipe(resolve_options(RECIPE, given, owner="the recipe"))
+        else:
+            make_spec("-", "-", method, 0, recipe, variants)
     except ValueError as error:
         raise ValueError(f"config key {key}: {error}") from None

@@ -7,11 +7,14 @@ import hashlib
 import importlib.util
 import os
 import sys
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench import names
 from bench.models import BlockNet
 from bench.option import Option, resolve_options
 
@@ -22,12 +25,15 @@ DEFAULT_METHODS_DIR = Path(__file__).resolve().parent.parent / "methods"
 class Method:
     """A learning rule: subclass it in methods/<name>.py. This docstring is the whole contract.
 
-    Discovery. Every methods/*.py is imported, sorted by name, except files starting with `_` or
+    Discovery. Every methods/*.py is imported, sorted by name, except files starting with `_`, `.` or
     `template_` (methods/template_rule.py is a documented, working example to copy). A file defines
     exactly one Method subclass (classes it imports do not count); the file name is the method's
-    name. Method files do not import each other: shared code lives in bench/ (bench.local,
-    bench.layers). Nothing else is edited to add a rule: `methods: all` grids, `bench list`, the
-    contract test (tests/test_contract.py) and the tables pick it up.
+    name, under bench/names.py's rule (lowercase, digits, `_`, inner hyphens; not `all`). Method files
+    do not import each other: shared code lives in bench/ (bench.local, bench.layers). Nothing else is
+    edited to add a rule: `methods: all` grids, `bench list`, the contract test (tests/test_contract.py)
+    and the tables pick it up. A file discovery cannot use (a bad name, an error while importing it, not
+    exactly one subclass) is kept aside with its reason (`broken_methods`): `bench list` names it, and
+    only what uses it is refused (a run of it, a grid that plans it).
 
     Options. `options = {"name": Option(default, "help", choices=..., minimum=...)}`; the resolved
     values are attributes of the instance (a config variant is the file plus option values).
@@ -157,45 +163,91 @@ def methods_dir() -> Path:
     return Path(os.environ.get(METHODS_DIR_ENV, DEFAULT_METHODS_DIR))
 
 
+@dataclass(frozen=True)
+class Discovered:
+    """What discovery found in a methods folder: the rules by name, and the files it could not use."""
+
+    methods: dict[str, type[Method]]
+    broken: dict[str, str]  # file stem -> "method file PATH is broken: why (line N)"
+
+
 @functools.lru_cache(maxsize=None)
-def _discover(directory: Path) -> dict[str, type[Method]]:
+def _discover(directory: Path) -> Discovered:
     if not directory.is_dir():
         raise FileNotFoundError(
             f"methods folder {directory} does not exist (set ${METHODS_DIR_ENV})"
         )
-    found = {}
+    found, broken = {}, {}
     for path in sorted(directory.glob("*.py")):
-        if path.name.startswith(("_", "template_")):
+        if path.name.startswith(("_", ".", "template_")):
             continue
-        module_name = f"bench_methods_{abs(hash(str(directory)))}.{path.stem}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
+        try:
+            found[path.stem] = _load(path, f"bench_methods_{abs(hash(str(directory)))}")
+        except _Unusable as error:
+            broken[path.stem] = f"method file {path} is broken: {error}"
+    return Discovered(found, broken)
+
+
+class _Unusable(Exception):
+    """A method file that discovery cannot use, and why."""
+
+
+def _load(path: Path, package: str) -> type[Method]:
+    """The one Method subclass of file `path`, imported; _Unusable says why not (its name, an error raised
+    while importing it, with the file's line, or not exactly one class)."""
+    reason = names.problem(path.stem)
+    if reason:
+        raise _Unusable(f"its name is no method name: {reason}")
+    module_name = f"{package}.{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
         spec.loader.exec_module(module)
-        classes = [
-            c
-            for c in vars(module).values()
-            if isinstance(c, type) and issubclass(c, Method) and c.__module__ == module_name
-        ]
-        if len(classes) != 1:
-            raise ValueError(
-                f"{path} must define exactly one bench.Method subclass, found {len(classes)}"
-            )
-        cls = classes[0]
-        cls.name = path.stem
-        cls.source = path
-        found[path.stem] = cls
-    return found
+    except (Exception, SystemExit) as error:  # anything a file can raise but Ctrl-C
+        del sys.modules[module_name]
+        raise _Unusable(_failure(error, path)) from None
+    classes = [
+        c
+        for c in vars(module).values()
+        if isinstance(c, type) and issubclass(c, Method) and c.__module__ == module_name
+    ]
+    if len(classes) != 1:
+        del sys.modules[module_name]
+        raise _Unusable(f"it must define exactly one bench.Method subclass, found {len(classes)}")
+    cls = classes[0]
+    cls.name = path.stem
+    cls.source = path
+    return cls
+
+
+def _failure(error: BaseException, path: Path) -> str:
+    """`error` as one line with the line of `path` it came from (a SyntaxError's own, or the traceback's)."""
+    if isinstance(error, SyntaxError) and error.filename == str(path):
+        return f"{type(error).__name__}: {error.msg} (line {error.lineno})"
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename) == path]
+    where = f" (line {frames[-1].lineno})" if frames else ""
+    return f"{type(error).__name__}: {error}{where}"
 
 
 def discover(directory: Path | str | None = None) -> dict[str, type[Method]]:
-    """Every method in `directory` (default `methods_dir()`), by file name, sorted."""
-    return _discover(Path(directory or methods_dir()).resolve())
+    """Every usable method in `directory` (default `methods_dir()`), by file name, sorted."""
+    return _discover(Path(directory or methods_dir()).resolve()).methods
+
+
+def broken_methods(directory: Path | str | None = None) -> dict[str, str]:
+    """{file stem: why} of every method file in `directory` that discovery could not use (a bad name,
+    an error while importing it, not exactly one Method subclass): nothing else fails because of it."""
+    return _discover(Path(directory or methods_dir()).resolve()).broken
 
 
 def get_method(name: str, directory: Path | str | None = None) -> type[Method]:
-    """The Method class of file `name`; a ValueError lists the known names."""
+    """The Method class of file `name`; a ValueError says why a broken file cannot run, or lists the
+    known names."""
     known = discover(directory)
-    if name not in known:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(known)}")
-    return known[name]
+    if name in known:
+        return known[name]
+    broken = broken_methods(directory)
+    if name in broken:
+        raise ValueError(f"method {name!r}: {broken[name]}")
+    raise ValueError(f"unknown method {name!r}; known: {', '.join(known)}")

@@ -1,7 +1,8 @@
 """The config's JSON schema (config/schema.yaml) and the one check of a config against it.
 
 The recipe block of the schema is not written in the file: it is generated from bench/config.py RECIPE
-(`recipe_schema`), so that each recipe key's type, bounds, choices and help are declared once.
+(`recipe_schema`), so that each recipe key's type, bounds, choices and help are declared once; so is the
+rule for names (`$defs.name`, from bench/names.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from bench import names
 from bench.config import RECIPE, REPO
 from bench.option import Option
 
@@ -44,9 +46,10 @@ def _option_schema(option: Option) -> dict:
 
 
 def load_schema() -> dict:
-    """config/schema.yaml with its recipe block filled in from RECIPE."""
+    """config/schema.yaml with its recipe block filled in from RECIPE and its name rule from bench/names.py."""
     schema = yaml.safe_load(SCHEMA.read_text())
     schema["$defs"]["recipe"]["properties"] = recipe_schema()
+    schema["$defs"]["name"] = names.json_schema()
     return schema
 
 

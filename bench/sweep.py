@@ -9,13 +9,15 @@ A sweep is config, not code. In a config file:
         design: one_at_a_time         # or `grid`: every combination of the values below
         options:
           rank_ratio: [1.0, 0.5, 0.25]
-          lr: [0.0005, 0.002]         # a recipe key: it becomes the variant's method_recipe entry
+          lr: [0.0005, 0.002]         # a recipe key: the point's variant holds it beside its options
 
 `one_at_a_time` (a fractional design) runs the base point once, then varies one option at a time with the
 others at the base (the base's own value of an option is not run twice); `grid` runs the full factorial.
 A dataset's grid lists a sweep by name in `methods:` (`methods: [bp, dfa, ssa_rank]`); it expands to the
 sweep's variants there. A grid may also name single points (`methods: [bp, ssa_rank-lr_0p002]`, e.g. to
-rerun the best points with more seeds); their recipe keys go with them. `methods: all` does not include sweeps. Variant names spell out what differs
+rerun the best points with more seeds); a point is one variant, its recipe keys in it, so every entry
+point (Snakefile, `bench train`, `bench grid`, `bench list`, perf) runs the same recipe under its name.
+`methods: all` does not include sweep points. Variant names spell out what differs
 from the base, e.g. `ssa_rank-rank_ratio_0p25`, `ssa_rank-lr_0p002`, `ssa_rank-base`.
 """
 
@@ -24,6 +26,8 @@ from __future__ import annotations
 import copy
 import itertools
 from typing import Any
+
+from bench import names
 
 DESIGNS = ("one_at_a_time", "grid")
 
@@ -96,63 +100,55 @@ def _defaults(impl: str | None) -> dict[str, Any]:
 
 
 def expand(config: dict) -> dict:
-    """A copy of `config` with every sweep's points added as variants, each dataset's sweep names replaced
-    by the sweep's variant names, and recipe keys of the points moved into that dataset's method_recipe.
+    """A copy of `config` with every sweep's points added as variants (the point's method options and
+    recipe keys both, as any variant may hold: bench/config.py resolve_variant) and each dataset's sweep
+    names replaced by the sweep's variant names.
 
-    Raises ValueError naming the config key for an unknown design, a variant name that already exists,
-    or a sweep that no longer fits the method's options (checked later by bench.grid like any variant).
+    Raises ValueError naming the config key for an unknown design, a sweep or point name that breaks
+    bench/names.py's rule or names something else already (a variant, a method file), or a sweep of an
+    unknown method file; a point that no longer fits the method's options is checked later by bench.grid
+    like any variant.
     """
-    from bench.config import RECIPE
-    from bench.method import discover
+    from bench.method import broken_methods, discover
 
     sweeps = config.get("sweeps") or {}
     if not sweeps:
         return config
-    known = discover()
+    files = {
+        **discover(),
+        **broken_methods(),
+    }  # a broken file's sweep is refused where it is planned
     for name, sweep in sweeps.items():  # named here: its points' variant names would hide the sweep
-        if sweep.get("impl") not in known:
+        names.check(name, f"config key sweeps.{name}")
+        if name in files:
+            raise ValueError(
+                f"config key sweeps.{name}: a method file of that name exists, which the sweep would "
+                "hide in every grid; give the sweep another name"
+            )
+        if sweep.get("impl") not in files:
             raise ValueError(
                 f"config key sweeps.{name}.impl: unknown method {sweep.get('impl')!r}; "
-                f"known: {', '.join(sorted(known))}"
+                f"known: {', '.join(sorted(files))}"
             )
     config = copy.deepcopy(config)
     variants = config.setdefault("variants", {})
-    recipes: dict[str, dict[str, dict]] = {}
+    expanded: dict[str, list[str]] = {}
     for name, sweep in sweeps.items():
         if name in variants:
             raise ValueError(
                 f"config key sweeps.{name}: a variant of that name exists; give the sweep another name"
             )
-        recipes[name] = {}
+        expanded[name] = []
         for variant, settings in points(name, sweep).items():
+            names.check(variant, f"config key sweeps.{name}: its point")
             if variant in variants:
                 raise ValueError(
                     f"config key sweeps.{name}: its point {variant!r} is already a variant"
                 )
-            variants[variant] = {
-                "impl": sweep["impl"],
-                **{k: v for k, v in settings.items() if k not in RECIPE},
-            }
-            recipes[name][variant] = {k: v for k, v in settings.items() if k in RECIPE}
-    point_recipes = {
-        variant: recipe for by_point in recipes.values() for variant, recipe in by_point.items()
-    }
+            variants[variant] = {"impl": sweep["impl"], **settings}
+            expanded[name].append(variant)
     for entry in (config.get("datasets") or {}).values():
         methods = entry.get("methods")
-        if not isinstance(methods, list):
-            continue
-        entry["methods"] = [v for m in methods for v in (recipes[m] if m in sweeps else [m])]
-        # a point's recipe keys go with it, whether the grid names its sweep or the point itself
-        own = {
-            variant: point_recipes[variant]
-            for variant in entry["methods"]
-            if point_recipes.get(variant)
-        }
-        if own:
-            entry["method_recipe"] = entry.get("method_recipe") or {}
-            for variant, recipe in own.items():
-                entry["method_recipe"][variant] = {
-                    **entry["method_recipe"].get(variant, {}),
-                    **recipe,
-                }
+        if isinstance(methods, list):
+            entry["methods"] = [v for m in methods for v in (expanded[m] if m in sweeps else [m])]
     return config

@@ -504,6 +504,7 @@ def test_reference_match_config_is_the_independent_recipe_and_the_suites_beside_
     assert resolve_variant("ssa-match", variants) == (
         "ssa",
         {"rank_epochs": [], "lambda_align": 1.0, "align_on": "all", "lambda_orth": 0.1},
+        {},  # no recipe keys of its own
     )
 
 

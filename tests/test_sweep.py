@@ -66,7 +66,7 @@ def test_grid_design_is_the_full_factorial():
     assert found["g-rank_ratio_0p25-align_on_all"] == {"rank_ratio": 0.25, "align_on": "all"}
 
 
-def test_expand_adds_variants_and_moves_recipe_keys_to_method_recipe():
+def test_expand_adds_variants_that_keep_their_recipe_keys():
     grids = grid.grids(sweep.expand(config_with(SWEEPS, ["bp", "s", "d"])))
     digits = grids["digits"]
     assert digits.methods[:3] == ("bp", "s-base", "s-rank_ratio_0p5")
@@ -93,7 +93,7 @@ def test_expand_adds_variants_and_moves_recipe_keys_to_method_recipe():
         "rank_epochs": [1],
         "rank_ratio": 0.5,
     }
-    assert "lr" not in expanded["variants"]["s-lr_0p003"]  # a recipe key is not a method option
+    assert expanded["variants"]["s-lr_0p003"]["lr"] == 0.003  # one variant: options and recipe keys
 
 
 @pytest.mark.parametrize(
