@@ -59,7 +59,7 @@ shell.prefix(f"set -euo pipefail; PYTHON={shlex.quote(sys.executable)}; export B
 
 wildcard_constraints:
     dataset="|".join(map(re.escape, GRIDS)) or "(?!)",
-    arch=r"[A-Za-z0-9_]+",
+    arch=names.PATTERN,
     method=names.PATTERN,  # the one rule for names (bench/names.py)
     seed=r"\d+",
 

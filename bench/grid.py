@@ -104,7 +104,7 @@ def refuse_broken(grids: dict[str, Grid], variants: dict[str, dict[str, Any]]) -
             impl = (variants.get(method) or {}).get("impl", method)
             if impl in broken:
                 raise ValueError(
-                    f"config key datasets.{dataset}.methods: {method!r} runs the {broken[impl]}; "
+                    f"config key datasets.{dataset}.methods: {method!r} runs a broken rule: {broken[impl]}; "
                     f"fix the file, move it out of the methods folder, or list the grid's methods "
                     f"without it (`{ALL_METHODS}` takes every method file)"
                 )

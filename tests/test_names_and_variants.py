@@ -2,6 +2,7 @@
 rule for names, and a broken method file refused only where it is used (issue 26, classes 5, 6, 7, 9)."""
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -210,14 +211,16 @@ def test_train_refuses_only_the_broken_rule(broken_dir, capsys):
 
 def test_a_grid_that_plans_a_broken_rule_is_refused_and_no_other(broken_dir, tmp_path):
     with pytest.raises(
-        ValueError, match=r"datasets\.mnist5k\.methods: 'exits' runs the method file"
+        ValueError, match=r"datasets\.mnist5k\.methods: 'exits' runs a broken rule: method file"
     ):
         load_config(None, plan=True)  # methods: all takes every file
     load_config([overlay(tmp_path, datasets=ONLY_BP)], plan=True)
     sweeps = {"syn": {"impl": "syntax", "options": {"lr": [0.01]}}}
     files = overlay(tmp_path, datasets=ONLY_BP | {"digits": {"methods": ["syn"]}}, sweeps=sweeps)
     assert "syn-lr_0p01" in load_config([files]).variants  # a run of another rule may read it
-    with pytest.raises(ValueError, match=r"datasets\.digits\.methods: 'syn-base' runs the method"):
+    with pytest.raises(
+        ValueError, match=r"datasets\.digits\.methods: 'syn-base' runs a broken rule"
+    ):
         load_config([files], plan=True)
 
 
@@ -236,7 +239,7 @@ def test_snakemake_names_the_broken_file_in_one_line(broken_dir, tmp_path):
         capture_output=True,
         text=True,
         timeout=300,
-        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert done.returncode == 2, done.stderr
     assert "error: config key datasets." in done.stderr and "is broken" in done.stderr
