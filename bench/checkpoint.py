@@ -1,41 +1,33 @@
-"""Checkpoints: everything a run needs to resume, written atomically each epoch, and checked before use.
+"""Checkpoints: everything a run needs to resume, written atomically each epoch, and read back checked.
 
-A checkpoint is resumed only when it is readable (CRCs checked), belongs to the same configuration and
-code version, and has the structure this run expects (every key, every tensor of the model's shape or a
-shrunk rank of it, an epoch within the plan); anything else is discarded with a warning, and the run
-starts from scratch, so a bad file can never leave a run stuck or write an inconsistent record.
+A checkpoint is read only when it is readable (CRCs checked), belongs to the same configuration, code
+version and rule file, holds every part, and its training state is one the trainer can produce (an
+epoch within the plan, a history of that many epochs numbered 1 to n, a status that its losses agree
+with, the run's initial parameter count). Its tensors, optimizer state, generator states and the rule's
+own state are then restored into the run's objects and checked there (bench/restore.py). Anything else
+is discarded with a warning and the run starts from scratch, so a bad file can never leave a run stuck
+or write a record that no training produced.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 from pathlib import Path
 
 import torch
 
 from bench.config import RunSpec
 from bench.files import check_torch_file, write_atomic
-from bench.models import BlockNet
 from bench.provenance import code_version
+from bench.record_check import STATUSES
 
 log = logging.getLogger("bench.train")
 CHECKPOINT = "checkpoint.pt"
 KEYS = ("model", "optimizer", "shuffle", "method_generator", "method_state", "state")
 STATE_KEYS = ("epoch", "history", "status", "provenance", "trainable_params_initial")
-
-
-def resize_like(model: BlockNet, state: dict) -> None:
-    """Give every parameter and buffer the shape it has in `state` (ranks shrink during training)."""
-    tensors = dict(model.named_parameters())
-    for name, value in state.items():
-        if name in tensors and tensors[name].shape != value.shape:
-            tensors[name].data = torch.empty_like(value, device=tensors[name].device)
-        elif name.startswith("feedback."):
-            key = name.split(".", 1)[1]
-            current = getattr(model.feedback, key, None)
-            device = current.device if current is not None else value.device
-            setattr(model.feedback, key, torch.empty_like(value, device=device))
+RUN_FILES = (CHECKPOINT, "record.json", "log.csv")  # what a run writes into its folder
 
 
 def save_checkpoint(
@@ -60,8 +52,14 @@ def save_checkpoint(
     write_atomic(out / CHECKPOINT, buffer.getvalue())
 
 
-def load_checkpoint(out: Path, spec: RunSpec, model: BlockNet, method) -> dict | None:
-    """The checkpoint in `out` if it belongs to this exact spec (model loaded into `model`), else None."""
+def discard(path: Path, spec: RunSpec, why: str) -> None:
+    """The warning for a checkpoint that is not resumed (the run starts from scratch)."""
+    log.warning("%s %s; starting %s from scratch", path, why, spec.method)
+
+
+def read_checkpoint(out: Path, spec: RunSpec, method, trainable_params_initial: int) -> dict | None:
+    """The checkpoint in `out` if it belongs to this exact spec and its training state fits the run, else
+    None (with a warning, unless there is no checkpoint). Its tensors are checked when restored."""
     path = out / CHECKPOINT
     if not path.is_file():
         return None
@@ -71,72 +69,68 @@ def load_checkpoint(out: Path, spec: RunSpec, model: BlockNet, method) -> dict |
         )  # torch.load does not check the archive's CRCs: a flipped bit would load
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated or foreign file: unpickling errors have many types
-        log.warning("%s is unreadable (%s); starting %s from scratch", path, error, spec.method)
+        discard(path, spec, f"is unreadable ({error})")
+        return None
+    if not isinstance(checkpoint, dict):
+        discard(path, spec, "is no checkpoint (not a mapping)")
         return None
     if checkpoint.get("config_hash") != spec.config_hash():
-        log.warning(
-            "%s belongs to another configuration; starting %s from scratch", path, spec.method
-        )
+        discard(path, spec, "belongs to another configuration")
         return None
     if checkpoint.get("code_version") != code_version():
-        log.warning(
-            "%s was written by code version %s, this is %s; starting %s from scratch",
-            path,
-            checkpoint.get("code_version"),
-            code_version(),
-            spec.method,
-        )
+        why = f"was written by code version {checkpoint.get('code_version')}, this is {code_version()}"
+        discard(path, spec, why)
         return None
     if checkpoint.get("method_source") != method.source_hash():
-        log.warning(
-            "%s was written by another version of %s (%s); starting %s from scratch",
-            path,
-            method.source.name if method.source else method.name,
-            "its file changed",
-            spec.method,
-        )
+        rule = method.source.name if method.source else method.name
+        discard(path, spec, f"was written by another version of {rule} (its file changed)")
         return None
-    problem = structure_problem(checkpoint, spec, model)
+    problem = structure_problem(checkpoint, spec, trainable_params_initial)
     if problem:  # a readable checkpoint of this run that cannot be resumed from: discarded, as a corrupt one is
-        log.warning(
-            "%s does not fit this run (%s); starting %s from scratch", path, problem, spec.method
-        )
+        discard(path, spec, f"does not fit this run ({problem})")
         return None
-    resize_like(model, checkpoint["model"])
-    model.load_state_dict(checkpoint["model"])
-    log.info("resuming %s from %s (epoch %d)", spec.method, path, checkpoint["state"]["epoch"])
     return checkpoint
 
 
-def structure_problem(checkpoint: dict, spec: RunSpec, model: BlockNet) -> str | None:
-    """Why `checkpoint` cannot resume `model`'s run, or None when it can."""
+def structure_problem(checkpoint: dict, spec: RunSpec, trainable_params_initial: int) -> str | None:
+    """Why `checkpoint`'s parts and training state cannot resume this run, or None when they can."""
     missing = [key for key in KEYS if key not in checkpoint]
     if missing:
         return f"no {', '.join(missing)}"
-    state, saved = checkpoint["state"], checkpoint["model"]
+    state = checkpoint["state"]
     if not isinstance(state, dict) or any(key not in state for key in STATE_KEYS):
         return "its training state lacks " + ", ".join(
             k for k in STATE_KEYS if not isinstance(state, dict) or k not in state
         )
-    epoch = state["epoch"]
-    if not isinstance(epoch, int) or not 0 <= epoch <= spec.recipe["epochs"]:
+    epoch, history, status = state["epoch"], state["history"], state["status"]
+    if not _integer(epoch) or not 0 <= epoch <= spec.recipe["epochs"]:
         return f"epoch {epoch!r} outside the plan of {spec.recipe['epochs']}"
-    if not isinstance(state["history"], list) or len(state["history"]) != epoch:
-        return f"a history of {len(state['history']) if isinstance(state['history'], list) else '?'} epochs at epoch {epoch}"
-    if not isinstance(saved, dict) or set(saved) != set(model.state_dict()):
-        extra = (
-            sorted(set(saved) ^ set(model.state_dict()))
-            if isinstance(saved, dict)
-            else ["(not a state dict)"]
+    if not isinstance(history, list) or len(history) != epoch:
+        length = len(history) if isinstance(history, list) else "?"
+        return f"a history of {length} epochs at epoch {epoch}"
+    for i, entry in enumerate(history, 1):
+        number = entry.get("epoch") if isinstance(entry, dict) else None
+        if not _integer(number) or number != i:
+            return f"history entry {i} is numbered {number!r}; the history numbers its epochs 1 to {epoch}"
+        loss = entry.get("train_loss")
+        if isinstance(loss, bool) or not isinstance(loss, (int, float)):
+            return f"history entry {i} has a train_loss of {loss!r}; accepted: a number"
+    if status not in STATUSES:
+        return f"status {status!r}; accepted: {', '.join(STATUSES)}"
+    # The trainer stops at the first epoch whose loss is not finite, and only then says "diverged".
+    finite = [math.isfinite(entry["train_loss"]) for entry in history]
+    if not all(finite[:-1]) or (status == "diverged") == (not finite or finite[-1]):
+        losses = [entry["train_loss"] for entry in history]
+        return f"status {status!r} with training losses {losses}"
+    if not isinstance(state["provenance"], dict):
+        return f"provenance {state['provenance']!r}; accepted: a mapping"
+    if state["trainable_params_initial"] != trainable_params_initial:
+        return (
+            f"trainable_params_initial {state['trainable_params_initial']!r}, "
+            f"the run's is {trainable_params_initial}"
         )
-        return f"model tensors differ: {', '.join(extra[:5])}"
-    for name, current in model.state_dict().items():
-        value = saved[name]
-        # Ranks only shrink (ssa's rank reduction): a saved tensor may be smaller along a dim, never larger.
-        if (
-            not torch.is_tensor(value)
-            or value.dim() != current.dim()
-            or any(s > c for s, c in zip(value.shape, current.shape))
-        ):
-            return f"tensor {name} of shape {tuple(getattr(value, 'shape', ()))}, the model's is {tuple(current.shape)}"
     return None
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -30,9 +30,12 @@ def write_atomic(path: Path, data: bytes) -> None:
     records in a shared results folder stay readable.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
-    )
+    try:
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+        )
+    except OSError as error:
+        raise _naming(error, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -40,10 +43,51 @@ def write_atomic(path: Path, data: bytes) -> None:
             os.fchmod(f.fileno(), 0o666 & ~_UMASK)
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(error, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _remove_stale_temps(path)
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """`error` naming the file being written, not its temporary file (or nothing: a full disk)."""
+    why = error.strerror or str(error)
+    if path.is_dir():
+        why = f"{why}: {path.name} is a folder, where the file goes"
+    return OSError(error.errno, why, str(path))  # its subclass by errno (IsADirectoryError, ...)
+
+
+def check_run_folder(folder: Path | str, names: tuple[str, ...]) -> None:
+    """Refuse, creating nothing, a run folder that cannot take the files `names`: a dangling symbolic link
+    on its path, a file where a folder goes, no write permission, or one of `names` that is a folder
+    (or a device): a ValueError naming the path, before the run loads data or trains."""
+    folder = Path(folder)
+    for path in [folder, *folder.parents]:
+        if path.is_symlink() and not path.exists():
+            raise ValueError(
+                f"run folder {folder}: {path} is a symbolic link to {os.readlink(path)}, which "
+                "does not exist; create its target or give another folder"
+            )
+    existing = next(p for p in [folder, *folder.parents] if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"run folder {folder}: {existing} is a file; give a folder")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        raise ValueError(
+            f"run folder {folder}: {existing} is not writable ({error.strerror}); "
+            "give a writable folder"
+        ) from None
+    for name in names:
+        path = folder / name
+        if path.exists() and not path.is_file():
+            kind = "a folder" if path.is_dir() else "not a regular file"
+            raise ValueError(
+                f"{path} is {kind}; the run writes its {name} there: remove it or give another folder"
+            )
 
 
 def writable_folder(folder: Path | str) -> Path:

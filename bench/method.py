@@ -55,6 +55,9 @@ class Method:
       state saved in checkpoints), never from the global RNG.
     - `on_epoch_end(model, epoch) -> {parameter: (dim, kept_index)}`, after each epoch (1-based), for a
       rule that changes the parameter set (rank reduction); the trainer slices optimizer state alike.
+    - `fit_ranks(model)`, optional, for a rule whose own tensors follow its SVD layers' ranks (ssa's
+      feedback): fit them to the layers' current ranks. On resume the trainer gives the layers a
+      checkpoint's ranks (`SVDLayer.keep`), calls it, then requires every tensor at the saved shape.
     - `block_signals(model, outputs, logits, y)`, optional: the signal the rule delivers at each block
       output (`outputs` from model.forward_blocks at the rule's `signal_at`; `logits` detached), as a
       gradient of the batch-mean loss. The trainer compares it with the true gradient on a fixed probe
@@ -75,7 +78,8 @@ class Method:
     (tests/test_blockwise.py checks it for every such rule); `blockwise_problem()` returns why the
     rule's current options do not allow it (None: they do).
     - `state_dict() / load_state_dict(state)`: method-private state that must survive a resume (a
-      Python-side counter, a running estimate); tensors and numbers only. Model tensors (parameters,
+      Python-side counter, a running estimate); tensors and numbers only, with the keys, types and
+      shapes of a fresh rule's (a resume checks them before loading). Model tensors (parameters,
       buffers) and the generator are checkpointed by the trainer already.
 
     Measured by the trainer for every rule, with no code in the rule: parameter counts (trainable,
@@ -121,6 +125,9 @@ class Method:
         Returns {parameter: (dim, kept_index)} for every parameter that was sliced, else {}.
         """
         return {}
+
+    def fit_ranks(self, model: BlockNet) -> None:
+        """Fit the rule's own tensors to its SVD layers' current ranks (none by default)."""
 
     def block_signals(
         self, model: BlockNet, outputs: list[torch.Tensor], logits: torch.Tensor, y: torch.Tensor

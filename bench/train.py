@@ -14,19 +14,20 @@ import torch
 from bench import data as datasets
 from bench import distributed, measure, stop
 from bench.blockwise import step_function
-from bench.checkpoint import load_checkpoint, save_checkpoint
+from bench.checkpoint import RUN_FILES, read_checkpoint, save_checkpoint
 from bench.config import RunSpec
 from bench.data.tensors import hold_out
 from bench.determinism import determinism
 from bench.determinism import state as determinism_state
 from bench.epoch import evaluate, train_epoch
 from bench.evaluation import end_of_run, require_packages
-from bench.files import folder_lock, write_json
+from bench.files import check_run_folder, folder_lock, write_json
 from bench.method import get_method
 from bench.models import BlockNet, build_for
 from bench.optim import lr_at, make_optimizer, slice_optimizer_state, steps_per_epoch
 from bench.provenance import provenance
 from bench.record import Record
+from bench.restore import ready_folder, resumed
 from bench.run_record import make_record, write_log_csv
 from bench.speed import Speed, resolve_device
 from bench.tensorboard_log import EpochLog
@@ -66,25 +67,25 @@ def setup(spec: RunSpec, data_dir: Path | None):
     ]:  # constants instead of the training split's statistics (validation too)
         for part in (data, validation) if validation is not None else (data,):
             datasets.set_normalisation(part, spec.recipe["norm_mean"], spec.recipe["norm_std"])
-    torch.manual_seed(derive_seed(spec.seed, "init"))
-    model = build_for(spec.recipe, spec.arch, data.in_shape, data.num_classes)
-    method = get_method(spec.impl)(**spec.options)
     if spec.recipe["batch_size"] > len(data.train_y):
         raise ValueError(
             f"bad value {spec.recipe['batch_size']} for 'batch_size'; accepted: at most the "
             f"{len(data.train_y)} training images of {spec.dataset}"
         )
+    return (device, data, validation, *build(spec, data, device))
+
+
+def build(spec: RunSpec, data, device: torch.device) -> tuple[BlockNet, object]:
+    """The run's model on `device`, prepared by its rule (init and feedback seeded from the run seed), and
+    the rule: the same objects each time, so a run whose checkpoint fails to restore starts from new ones."""
+    torch.manual_seed(derive_seed(spec.seed, "init"))
+    model = build_for(spec.recipe, spec.arch, data.in_shape, data.num_classes)
+    method = get_method(spec.impl)(**spec.options)
     feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
     model = method.prepare(model, data.num_classes, feedback)
     # A stochastic rule's draws (fwdgrad's directions, brsf's magnitudes) on the device, per run seed.
     method.generator = torch.Generator(device).manual_seed(derive_seed(spec.seed, "method"))
-    return (
-        device,
-        data,
-        validation,
-        Speed.from_recipe(spec.recipe, device).prepare(model.to(device)),
-        method,
-    )
+    return Speed.from_recipe(spec.recipe, device).prepare(model.to(device)), method
 
 
 @dataclass
@@ -106,15 +107,15 @@ class Training:
 def run(spec: RunSpec, out: Path, data_dir: Path | None = None) -> Record:
     """Train one run, checkpointing each epoch (resuming from `out`), and write out/record.json."""
     out = Path(out)
+    main = distributed.is_main()  # under torchrun only rank 0 writes; the others train alongside
+    if main:  # a folder that cannot take the run's files fails now, not after an epoch of training
+        check_run_folder(out, RUN_FILES)
     with determinism(
         spec.recipe["deterministic"]
     ):  # first: cuBLAS reads its setting when CUDA starts
         device, data, validation, model, method = setup(
             spec, data_dir
         )  # bad data fails here, before anything is written
-        main = (
-            distributed.is_main()
-        )  # under torchrun only rank 0 writes; the others train alongside
         if main:
             out.mkdir(parents=True, exist_ok=True)
         # A second process training into the same folder (another pipeline from another working folder) is refused.
@@ -130,7 +131,6 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
         "method_sha256": method.source_hash(),
         "threads": torch.get_num_threads(),
     }
-    shuffle = torch.Generator().manual_seed(derive_seed(spec.seed, "shuffle"))
     state = {
         "epoch": 0,
         "history": [],
@@ -138,18 +138,20 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
         "provenance": started,
         "trainable_params_initial": measure.param_counts(model)["trainable_params"],
     }
-    checkpoint = load_checkpoint(out, spec, model, method)
+    shuffle = torch.Generator().manual_seed(derive_seed(spec.seed, "shuffle"))
     optimizer = make_optimizer(model.parameters(), spec.recipe)
-    if checkpoint:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        shuffle.set_state(checkpoint["shuffle"])
-        method.generator.set_state(checkpoint["method_generator"])
-        method.load_state_dict(checkpoint["method_state"])
+    checkpoint = read_checkpoint(out, spec, method, state["trainable_params_initial"])
+    if checkpoint and resumed(
+        checkpoint, out, spec, model, method, optimizer, shuffle, data, device
+    ):
         state = checkpoint["state"]
-    elif main:
-        (out / "record.json").unlink(
-            missing_ok=True
-        )  # a record of an earlier, different run is stale
+    elif checkpoint:
+        # A part failed to restore: the objects may hold some of the checkpoint, so new ones are built.
+        model, method = build(spec, data, device)
+        shuffle = torch.Generator().manual_seed(derive_seed(spec.seed, "shuffle"))
+        optimizer = make_optimizer(model.parameters(), spec.recipe)
+    if main:  # room for the checkpoint, and a word on the record this run replaces
+        ready_folder(out, spec, model, optimizer, state)
     distributed.barrier()  # every rank has read the checkpoint before rank 0 writes the next one
     speed = Speed.from_recipe(spec.recipe, device)
     compiled = speed.compile_model(

@@ -193,12 +193,16 @@ class SSA(Method):
         if epoch not in self.rank_epochs:
             return {}
         resized = reduce_ranks(model.blocks, self.rank_eps)
+        self.fit_ranks(model)
+        return resized
+
+    def fit_ranks(self, model):
+        """Each block's structured feedback cut to its output layer's rank: the k strongest directions."""
         for i, layer in enumerate(self.out_layers):
             bv, beta, bu = self._factors(model, i)
-            k = min(bv.shape[1], layer.rank)  # keep the k strongest feedback directions
+            k = min(bv.shape[1], layer.rank)
             for name, tensor in (("BV", bv), ("beta", beta), ("BU", bu)):
                 setattr(model.feedback, f"ssa_{i}_{name}", tensor[..., :k].contiguous())
-        return resized
 
 
 def broadcast(g: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
