@@ -112,16 +112,20 @@ def structure_problem(checkpoint: dict, spec: RunSpec, trainable_params_initial:
         number = entry.get("epoch") if isinstance(entry, dict) else None
         if not _integer(number) or number != i:
             return f"history entry {i} is numbered {number!r}; the history numbers its epochs 1 to {epoch}"
-        loss = entry.get("train_loss")
-        if isinstance(loss, bool) or not isinstance(loss, (int, float)):
-            return f"history entry {i} has a train_loss of {loss!r}; accepted: a number"
+        for key in ("train_loss", "test_acc"):
+            value = entry.get(key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                return f"history entry {i} has a {key} of {value!r}; accepted: a number"
     if status not in STATUSES:
         return f"status {status!r}; accepted: {', '.join(STATUSES)}"
-    # The trainer stops at the first epoch whose loss is not finite, and only then says "diverged".
-    finite = [math.isfinite(entry["train_loss"]) for entry in history]
+    # The trainer stops at the first epoch whose loss or test accuracy (the network's outputs) is not
+    # finite (bench/train.py), and only then says "diverged".
+    finite = [
+        math.isfinite(entry["train_loss"]) and math.isfinite(entry["test_acc"]) for entry in history
+    ]
     if not all(finite[:-1]) or (status == "diverged") == (not finite or finite[-1]):
-        losses = [entry["train_loss"] for entry in history]
-        return f"status {status!r} with training losses {losses}"
+        losses = [(entry["train_loss"], entry["test_acc"]) for entry in history]
+        return f"status {status!r} with (training loss, test accuracy) per epoch {losses}"
     if not isinstance(state["provenance"], dict):
         return f"provenance {state['provenance']!r}; accepted: a mapping"
     if state["trainable_params_initial"] != trainable_params_initial:

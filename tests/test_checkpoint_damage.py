@@ -94,9 +94,19 @@ def _entry(checkpoint):
         (lambda c: c.update(method_state={"steps": 3}), "method_state holds ['steps']"),
         (lambda c: c.update(method_state=[1]), "method_state holds list"),
         # the status
-        (lambda c: c["state"].update(status="diverged"), "status 'diverged' with training losses"),
+        (
+            lambda c: c["state"].update(status="diverged"),
+            "status 'diverged' with (training loss, test accuracy)",
+        ),
         (lambda c: c["state"].update(status="maybe"), "status 'maybe'; accepted: ok, diverged"),
-        (lambda c: _entry(c).update(train_loss=float("nan")), "status 'ok' with training losses"),
+        (
+            lambda c: _entry(c).update(train_loss=float("nan")),
+            "status 'ok' with (training loss, test accuracy)",
+        ),
+        (
+            lambda c: _entry(c).update(test_acc=float("nan")),
+            "status 'ok' with (training loss, test accuracy)",
+        ),
         # the history: numbering, entries the record refuses or cannot be built from
         (lambda c: _entry(c).update(epoch=5), "history entry 1 is numbered 5"),
         (lambda c: c["state"].update(history=["x"]), "history entry 1 is numbered None"),
