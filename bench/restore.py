@@ -15,6 +15,7 @@ record.json in the folder is named in a warning saying what replaces it.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import inspect
 import logging
@@ -38,8 +39,12 @@ def resumed(checkpoint, out, spec, model, method, optimizer, shuffle, data, devi
     record accepts; if not, a warning says why, and the objects may be partly restored."""
     try:
         restore(checkpoint, model, method, optimizer, shuffle)
-        # The history, status and provenance as the record will hold them (its checks included).
-        make_record(spec, checkpoint["state"], model, optimizer, data, device)
+        # The history, status and provenance as the record will hold them (its checks included): the
+        # record the run would write had it planned only the epochs it has trained so far.
+        state = checkpoint["state"]
+        if state["epoch"]:
+            so_far = dataclasses.replace(spec, recipe={**spec.recipe, "epochs": state["epoch"]})
+            make_record(so_far, state, model, optimizer, data, device)
     except Exception as problem:  # torch and the rule's own load_state_dict fail with many types
         discard(out / CHECKPOINT, spec, f"does not fit this run ({problem})")
         return False
@@ -194,12 +199,13 @@ def shape_problem(saved, fresh, where: str) -> str | None:
     return f"{where} is {saved!r:.60}, not {type(fresh).__name__}"
 
 
-def ready_folder(out: Path, spec: RunSpec, model, optimizer, state: dict) -> None:
+def ready_folder(out: Path, spec: RunSpec, model, state: dict) -> None:
     """Before the first epoch: room on the disk for a checkpoint (a full disk found now, not after an
     epoch), and a warning naming the record.json this run replaces (a fresh run removes it now)."""
+    # The model's tensors and at most two moments per parameter (Adam's), plus room for the rest: an
+    # estimate, with no optimizer step taken to learn the exact layout.
     tensors = [*model.state_dict().values()]
-    moments = sum(shaped for shaped in step_layout(optimizer).values())
-    needed = sum(t.numel() * t.element_size() for t in tensors) * (1 + moments) + 2**20
+    needed = sum(t.numel() * t.element_size() for t in tensors) * 3 + 2**20
     free = shutil.disk_usage(out).free
     if free < needed:
         raise OSError(

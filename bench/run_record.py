@@ -92,7 +92,10 @@ def make_record(
         "convolutional": convolutional(spec.arch),
         "test_acc": last.get("test_acc"),
         "test_top5": last.get("test_top5") if data.num_classes > 5 else None,
-        "best_test_acc": max((h["test_acc"] for h in history), default=None),
+        # a diverged epoch's NaN accuracy is undefined, never the best (max would keep a leading NaN)
+        "best_test_acc": max(
+            (h["test_acc"] for h in history if math.isfinite(h["test_acc"])), default=None
+        ),
         **selected_epoch(history),
         "train_time_s": train_time,
         "images_per_s": images / train_time if train_time else None,

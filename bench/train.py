@@ -151,7 +151,7 @@ def _run(spec: RunSpec, out: Path, device, data, validation, model, method, main
         shuffle = torch.Generator().manual_seed(derive_seed(spec.seed, "shuffle"))
         optimizer = make_optimizer(model.parameters(), spec.recipe)
     if main:  # room for the checkpoint, and a word on the record this run replaces
-        ready_folder(out, spec, model, optimizer, state)
+        ready_folder(out, spec, model, state)
     distributed.barrier()  # every rank has read the checkpoint before rank 0 writes the next one
     speed = Speed.from_recipe(spec.recipe, device)
     compiled = speed.compile_model(
