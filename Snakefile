@@ -23,7 +23,6 @@ import sys
 
 from bench import grid, names
 from bench.config_files import load_config
-from bench.data.beton import run_inputs
 from bench.report.figures import FIGURES, FORMATS
 
 
@@ -92,8 +91,8 @@ rule train:
         "train {wildcards.method} on {wildcards.dataset}/{wildcards.arch}, seed {wildcards.seed}"
     input:
         # imagenet runs read FFCV .beton files written by rule beton; other datasets need none.
-        betons=lambda wildcards: run_inputs(wildcards.dataset, CONFIG.raw["data_dir"],
-                                            GRIDS[wildcards.dataset].recipe_for(wildcards.method)),
+        betons=lambda wildcards: grid.run_inputs(wildcards.dataset, CONFIG.raw["data_dir"],
+                                                 GRIDS[wildcards.dataset].recipe_for(wildcards.method)),
         # The rule's own file, tracked by git or not: an edited rule reruns its runs.
         method=lambda wildcards: grid.method_source(wildcards.method, VARIANTS),
     output:

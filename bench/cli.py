@@ -7,9 +7,10 @@ import sys
 import threading
 from pathlib import Path
 
-from bench import stop
+from bench import grid, stop
 from bench.cli_parser import parser
-from bench.config import RECIPE, load_variants, make_spec, parse_sets
+from bench.config import RECIPE, make_spec, parse_sets
+from bench.config_files import load_config
 
 log = logging.getLogger("bench")
 
@@ -42,7 +43,7 @@ def cmd_train(args) -> int:
             args.method,
             args.seed,
             parse_sets(args.set),
-            load_variants(args.config),
+            load_config(args.config, check_data=False).variants,
         )
         _check_names(spec.dataset, spec.arch, args.data_dir)
         if args.gpu_slots < 1:
@@ -87,7 +88,8 @@ def cmd_list(args) -> int:
     from bench.models import ARCHS
 
     try:  # first, so that a bad config file prints its error and no half listing
-        variants = load_variants(args.config)  # the files' variants and every sweep point
+        config = load_config(args.config, check_data=False)
+        variants = config.variants  # the files' variants and every sweep point
     except (ValueError, FileNotFoundError) as error:
         raise UsageError(str(error)) from None
     print("datasets:", ", ".join(sorted(DATASETS)))
@@ -117,9 +119,6 @@ def _option_lines(options: dict) -> list[str]:
 
 def _expected(args) -> list[tuple[str, str, int]] | None:
     """The planned (arch, method, seed) runs from --config and --archs/--methods/--seeds, or None for all."""
-    from bench import grid
-    from bench.config_files import load_config
-
     axes = {"archs": args.archs, "methods": args.methods, "seeds": args.seeds}
     if args.config is None and not any(axes.values()):
         return None
@@ -204,7 +203,6 @@ def cmd_claims(args) -> int:
 
 
 def cmd_sweep_report(args) -> int:
-    from bench.config_files import load_config
     from bench.record import read
     from bench.report.findings import report
 

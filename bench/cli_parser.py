@@ -6,8 +6,14 @@ import argparse
 import os
 from pathlib import Path
 
-from bench.config import DEFAULT_CONFIG
+from bench import gridrun
+from bench.config_files import config_argument
+from bench.data import beton
 from bench.layout import Layout
+from bench.perf import data as perf_data
+from bench.perf import epoch as perf_epoch
+from bench.perf import load as perf_load
+from bench.perf import step as perf_step
 
 DESCRIPTION = "The command line: `python -m bench train|list` (bad input exits with code 2 and says what is accepted)."
 
@@ -49,20 +55,6 @@ def parser() -> argparse.ArgumentParser:
         "--data-dir", type=Path, default=None, help="also list the image folders found here"
     )
     config_argument(listing, "with the variants and sweeps to list")
-    from bench.data import beton
-    from bench.perf import (
-        data as perf_data,
-    )
-    from bench.perf import (
-        epoch as perf_epoch,
-    )
-    from bench.perf import (
-        load as perf_load,
-    )
-    from bench.perf import (
-        step as perf_step,
-    )
-
     perf = commands.add_parser("perf", help="throughput benchmarks")
     perf_kinds = perf.add_subparsers(dest="perf_command", required=True)
     perf_data.add_arguments(
@@ -91,8 +83,6 @@ def parser() -> argparse.ArgumentParser:
     beton.add_arguments(
         commands.add_parser("beton", help="write one split of an image folder to an FFCV .beton")
     )
-    from bench import gridrun
-
     gridrun.add_arguments(
         commands.add_parser(
             "grid",
@@ -154,18 +144,6 @@ def parser() -> argparse.ArgumentParser:
     )
     _reporting_args(plot, out_default=Path("results/figures"))
     return parser
-
-
-def config_argument(parser: argparse.ArgumentParser, what: str) -> None:
-    """--config, repeatable: the files bench/config_files.py load_config merges, as Snakemake does."""
-    parser.add_argument(
-        "--config",
-        type=Path,
-        action="append",
-        help=f"config file {what}, merged on top of "
-        f"{DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[1])} as Snakemake merges a --configfile "
-        "(repeat to merge several; later ones win)",
-    )
 
 
 def _reporting_args(parser: argparse.ArgumentParser, out_default: Path) -> None:

@@ -187,14 +187,6 @@ class RunSpec:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_variants(paths: list[Path | str] | None = None) -> dict[str, dict[str, Any]]:
-    """The trainer's method variants: the `variants:` of config/config.yaml and the files `paths` on top,
-    plus every sweep point (bench/config_files.py load_config); name -> {impl, option or recipe key: value}."""
-    from bench.config_files import load_config
-
-    return load_config(paths, check_data=False).variants
-
-
 def resolve_variant(
     name: str, variants: dict[str, dict[str, Any]]
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:

@@ -10,6 +10,7 @@ passes its train jobs the same files) and an overlay such as config/sweep_ssa.ya
 
 from __future__ import annotations
 
+import argparse
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -88,6 +89,18 @@ def load_config(
     if plan:
         grid.refuse_broken(grids, variants)
     return Config(files, raw, variants, grids, Layout(str(raw["results_dir"])))
+
+
+def config_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """--config, repeatable: the files load_config merges, as Snakemake does."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        action="append",
+        help=f"config file {what}, merged on top of "
+        f"{DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[1])} as Snakemake merges a --configfile "
+        "(repeat to merge several; later ones win)",
+    )
 
 
 def read(path: Path | str) -> dict:

@@ -2,6 +2,8 @@
 
 bench/config_files.py load_config builds the grids of the merged config files with `grids` (for the
 Snakefile and every `python -m bench ... --config`), so the meaning of every config key lives in one place.
+The Snakefile also asks here what a planned run reads: its rule's file (method_source) and its .beton
+files (run_inputs).
 """
 
 from __future__ import annotations
@@ -15,8 +17,12 @@ from typing import Any
 import yaml
 
 from bench import names, sweep
+from bench.config import RECIPE, check_recipe, make_spec, resolve_variant
 from bench.layout import Layout
+from bench.method import broken_methods, discover, get_method, methods_dir
+from bench.models import ARCHS
 from bench.names import ALL_METHODS  # `methods: all`: every variant but sweep points, every file
+from bench.option import resolve_options
 
 
 @dataclass(frozen=True)
@@ -62,19 +68,32 @@ class Grid:
 
 def method_source(method: str, variants: dict[str, dict[str, Any]]) -> str:
     """The file of the learning rule that variant `method` runs (an input of its runs: edit it, they rerun)."""
-    from bench.config import resolve_variant
-    from bench.method import get_method
-
     impl, _, _ = resolve_variant(method, variants)
     return str(get_method(impl).source)
+
+
+def run_inputs(dataset: str, data_dir: str | Path, recipe: dict) -> list[str]:
+    """The .beton files a training run of `dataset` reads (for the pipeline's train rule); [] when it reads none.
+
+    `recipe` holds the run's recipe overrides; unset keys take bench.config.RECIPE's defaults.
+    """
+    from bench.data.beton import (
+        FFCV_DATASETS,
+        beton_path,
+    )  # bench.data: only where a run reads data
+    from bench.data.options import DataOptions
+
+    if dataset not in FFCV_DATASETS:
+        return []
+    full = {key: option.default for key, option in RECIPE.items()} | dict(recipe)
+    spec = DataOptions.from_recipe(full).beton
+    return [str(beton_path(data_dir, dataset, split, spec)) for split in ("train", "val")]
 
 
 def variant_definition(method: str, variants: dict[str, dict[str, Any]]) -> str:
     """Variant `method` as its method file and options, one stable line: what its runs depend on in the
     config files, so that adding or editing another variant's file reruns nothing of this one. Its recipe
     keys are not in it: they reach the run as --set arguments (Grid.set_args), a param of their own."""
-    from bench.config import resolve_variant
-
     impl, options, _ = resolve_variant(method, variants)
     return json.dumps({"impl": impl, **options}, sort_keys=True)
 
@@ -87,8 +106,6 @@ def _yaml_scalar(value: Any) -> str:
 def known_methods(variants: dict[str, Any]) -> list[str]:
     """Names a grid may use: the config's variants, then method files in methods/ that no variant names
     (a broken one too: a grid that plans it is refused by refuse_broken, a run of it by make_spec)."""
-    from bench.method import broken_methods, discover
-
     return list(variants) + sorted((set(discover()) | set(broken_methods())) - set(variants))
 
 
@@ -96,8 +113,6 @@ def refuse_broken(grids: dict[str, Grid], variants: dict[str, dict[str, Any]]) -
     """Refuse a grid that plans a run of a broken method file (bench/method.py broken_methods), naming
     the file and its error; the Snakefile plans every grid, so it calls this (load_config(plan=True)),
     while a reader of one run needs only its own rule (make_spec refuses a broken one)."""
-    from bench.method import broken_methods
-
     broken = broken_methods()
     for dataset, planned in grids.items():
         for method in planned.methods:
@@ -162,8 +177,6 @@ def grids(config: dict, check_data: bool = True) -> dict[str, Grid]:
 def _check_variant_name(name: str, entry: dict) -> None:
     """A variant's name follows bench/names.py's rule, and one named like a method file runs that file
     (`ssa: {impl: ssa, ...}` sets ssa's options in this config); `dfa: {impl: ssa}` would mean two things."""
-    from bench.method import broken_methods, discover, methods_dir
-
     names.check(name, f"config key variants.{name}")
     impl = entry.get("impl", name)
     if impl != name and (name in discover() or name in broken_methods()):
@@ -186,8 +199,6 @@ def _check_dataset(name: str, data_dir: str | None) -> None:
 
 def _check_archs(dataset: str, archs: list[str]) -> None:
     """Every arch of a grid is one bench.models builds, so a typo stops the pipeline before any job runs."""
-    from bench.models import ARCHS
-
     for arch in archs:
         if arch not in ARCHS:
             raise ValueError(
@@ -229,18 +240,12 @@ def _method_recipes(
 
 def _variant_recipe(method: str, variants: dict) -> dict:
     """The recipe keys variant `method` holds (bench/config.py resolve_variant); {} for a method file."""
-    from bench.config import resolve_variant
-
     return resolve_variant(method, variants)[2] if method in variants else {}
 
 
 def _check_spec(key: str, method: str, recipe: dict, variants: dict) -> None:
     """Resolve one run spec as the trainer will (no data loaded); a ValueError names config `key`. A
     broken method file's options wait for the file to be fixed: its recipe is checked alone."""
-    from bench.config import RECIPE, check_recipe, make_spec
-    from bench.method import broken_methods
-    from bench.option import resolve_options
-
     try:
         if (variants.get(method) or {}).get("impl", method) in broken_methods():
             given = {**_variant_recipe(method, variants), **recipe}

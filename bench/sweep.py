@@ -28,6 +28,8 @@ import itertools
 from typing import Any
 
 from bench import names
+from bench.config import RECIPE
+from bench.method import broken_methods, discover, get_method
 
 DESIGNS = ("one_at_a_time", "grid")
 
@@ -89,9 +91,6 @@ def points(name: str, sweep: dict) -> dict[str, dict[str, Any]]:
 
 def _defaults(impl: str | None) -> dict[str, Any]:
     """Default recipe values and options of method file `impl` ({} if unknown: bench.grid reports it)."""
-    from bench.config import RECIPE
-    from bench.method import get_method
-
     recipe = {k: option.default for k, option in RECIPE.items()}
     try:
         return recipe | {k: option.default for k, option in get_method(impl).options.items()}
@@ -109,8 +108,6 @@ def expand(config: dict) -> dict:
     unknown method file; a point that no longer fits the method's options is checked later by bench.grid
     like any variant.
     """
-    from bench.method import broken_methods, discover
-
     sweeps = config.get("sweeps") or {}
     if not sweeps:
         return config

@@ -17,7 +17,8 @@ import yaml
 from PIL import Image
 
 from bench.cli import main
-from bench.config import REPO, load_variants
+from bench.config import REPO
+from bench.config_files import load_config
 from bench.method import discover
 from bench.models import ARCHS
 
@@ -62,7 +63,7 @@ def files_under(folder: Path) -> dict[str, int]:
             {"method": "dfaa"},
             [],
             "unknown method 'dfaa'; known: "
-            + ", ".join(sorted(set(discover()) | set(load_variants()))),
+            + ", ".join(sorted(set(discover()) | set(load_config(check_data=False).variants))),
         ),
         ({}, ["lambda_algn=1"], "unknown option 'lambda_algn'; recipe keys: epochs, batch_size"),
         ({}, ["epochs=0"], "bad value 0 for 'epochs'; accepted: int >= 1"),
@@ -493,7 +494,5 @@ def test_bad_table_folder_is_named(tmp_path, capsys, where):
 def test_a_command_line_value_of_the_wrong_shape_is_named_by_the_schema(overrides, key):
     # Snakemake's --config values reach the loader as text; the number coercion before the schema must
     # leave a wrong shape for the schema to name, not fail on it
-    from bench.config_files import load_config
-
     with pytest.raises(ValueError, match=re.escape(key)):
         load_config(overrides=overrides)

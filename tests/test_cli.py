@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from bench.cli import main
-from bench.config import REPO, load_variants
+from bench.config import REPO
+from bench.config_files import load_config
 from bench.method import discover
 from bench.models import ARCHS
 
@@ -35,7 +36,7 @@ def test_train_writes_record_and_log(tmp_path, capsys):
         (
             ["--method", "dfaa"],
             "unknown method 'dfaa'; known: "
-            + ", ".join(sorted(set(discover()) | set(load_variants()))),
+            + ", ".join(sorted(set(discover()) | set(load_config(check_data=False).variants))),
         ),
         (["--set", "lambda_algn=1"], "unknown option 'lambda_algn'"),
         (["--set", "epochs=-1"], "bad value -1 for 'epochs'; accepted: int >= 1"),

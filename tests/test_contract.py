@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import bench.train as trainer
-from bench.config import REPO, load_variants, make_spec
+from bench.config import REPO, make_spec
+from bench.config_files import load_config
 from bench.layers import feedback_tensors
 from bench.layers.feedback import FeedbackLayer
 from bench.measure import network_parameters, param_counts
@@ -68,7 +69,7 @@ TIMINGS = {
 
 def _spec(method, seed=0):
     recipe = {"epochs": 2, "batch_size": 64, "probe_size": 64, "device": "cpu"}
-    return make_spec("digits", "mlp3", method, seed, recipe, load_variants())
+    return make_spec("digits", "mlp3", method, seed, recipe, load_config(check_data=False).variants)
 
 
 def _strip(obj):

@@ -185,7 +185,8 @@ def test_update_alignment_is_exactly_one_for_bp_and_between_0_and_1_for_fa(batch
 def test_records_on_digits_fa_between_0_and_1_bp_exactly_1_and_no_signals_is_nan(tmp_path):
     import json
 
-    from bench.config import load_variants, make_spec
+    from bench.config import make_spec
+    from bench.config_files import load_config
     from bench.record import read
     from bench.report.records import final_update_alignment
     from bench.train import run
@@ -193,7 +194,10 @@ def test_records_on_digits_fa_between_0_and_1_bp_exactly_1_and_no_signals_is_nan
     recipe = {"epochs": 1, "batch_size": 64, "probe_size": 64, "device": "cpu"}
     records = {}
     for method in ("bp", "fa"):
-        run(make_spec("digits", "mlp3", method, 0, recipe, load_variants()), tmp_path / method)
+        run(
+            make_spec("digits", "mlp3", method, 0, recipe, load_config(check_data=False).variants),
+            tmp_path / method,
+        )
         records[method] = json.loads((tmp_path / method / "record.json").read_text())
     assert set(records["bp"]["history"][0]["update_alignment"].values()) == {1.0}
     typed = {method: read(tmp_path / method / "record.json") for method in records}

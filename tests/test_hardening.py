@@ -8,7 +8,7 @@ import pytest
 
 from bench import sweep, yamlfile
 from bench.cli import main
-from bench.config import REPO, load_variants
+from bench.config import REPO
 from bench.config_files import load_config
 from bench.schema import validate
 from tests.conftest import run_killed_in_epoch_2
@@ -86,7 +86,7 @@ def test_a_key_written_twice_is_refused_by_every_config_reader(tmp_path):
     )
     path = tmp_path / "twice.yaml"
     path.write_text(text)
-    for read in (lambda p: load_variants([p]), lambda p: load_config([p])):
+    for read in (lambda p: load_config([p], check_data=False), lambda p: load_config([p])):
         with pytest.raises(
             ValueError, match=r"twice\.yaml.*duplicate key 'bp' \(first at line \d+\)"
         ):
@@ -96,7 +96,7 @@ def test_a_key_written_twice_is_refused_by_every_config_reader(tmp_path):
 def test_an_alias_bomb_is_refused_quickly_with_a_short_message(tmp_path):
     path = tmp_path / "bomb.yaml"
     path.write_text(BOMB)
-    for read in (lambda p: load_variants([p]), lambda p: load_config([p])):
+    for read in (lambda p: load_config([p], check_data=False), lambda p: load_config([p])):
         with pytest.raises(ValueError, match="expands to more than") as error:
             read(path)
         assert len(str(error.value)) < 400 and str(path) in str(error.value)
@@ -136,7 +136,7 @@ def test_unreadable_yaml_gives_one_short_line_naming_the_file(tmp_path):
     path = tmp_path / "broken.yaml"
     path.write_text("variants: [" + "x, " * 5000)
     with pytest.raises(ValueError, match="broken.yaml is not readable YAML") as error:
-        load_variants([path])
+        load_config([path], check_data=False)
     assert len(str(error.value)) < 500
 
 
@@ -374,7 +374,7 @@ def _checkpointed_run(tmp_path):
         "dfa",
         0,
         {"epochs": 2, "batch_size": 128, "probe_size": 32, "device": "cpu"},
-        load_variants(),
+        load_config(check_data=False).variants,
     )
     with pytest.MonkeyPatch.context() as monkeypatch:
         run_killed_in_epoch_2(monkeypatch, spec, tmp_path)
@@ -632,7 +632,7 @@ def test_compile_on_trains_two_epochs_on_cpu_with_the_alignment_probes(method, t
         method,
         0,
         {"epochs": 2, "batch_size": 128, "probe_size": 64, "device": "cpu", "compile": "on"},
-        load_variants(),
+        load_config(check_data=False).variants,
     )
     record = run(spec, tmp_path).to_json()
     assert record["status"] == "ok" and record["epochs"] == 2 and record["test_acc"] > 30
@@ -660,7 +660,7 @@ def test_a_cpu_record_names_its_threads_and_a_peak_of_the_training_alone(tmp_pat
             "bp",
             0,
             {"epochs": 1, "batch_size": 128, "probe_size": 32, "device": "cpu"},
-            load_variants(),
+            load_config(check_data=False).variants,
         ),
         tmp_path,
     ).to_json()

@@ -13,7 +13,7 @@ import yaml
 
 from bench import grid, names, sweep
 from bench.cli import main
-from bench.config import REPO, load_variants, make_spec, parse_sets
+from bench.config import REPO, make_spec, parse_sets
 from bench.config_files import load_config
 from bench.method import broken_methods, discover
 from bench.models import ARCHS
@@ -34,7 +34,8 @@ def spec_as_planned(config, dataset: str, method: str):
     """The spec of `method`'s run as the Snakefile plans it: the grid's --set arguments to the trainer,
     which reads the variants from the same files."""
     sets = shlex.split(config.grids[dataset].set_args(method))[1::2]
-    return make_spec(dataset, "mlp3", method, 0, parse_sets(sets), load_variants(config.files[1:]))
+    variants = load_config(config.files[1:], check_data=False).variants
+    return make_spec(dataset, "mlp3", method, 0, parse_sets(sets), variants)
 
 
 # -- class 5: one resolution of a variant, options and recipe keys ------------------------------------
@@ -45,7 +46,7 @@ LR_SWEEP = {"lrs": {"impl": "bp", "options": {"lr": [1e-05]}}}
 def test_a_sweep_points_recipe_keys_reach_the_trainer_list_and_the_plan(tmp_path, capsys):
     files = overlay(tmp_path, sweeps=LR_SWEEP, datasets={"digits": {"methods": ["lrs"]}})
     # `bench train` and `bench grid` (which runs `bench train`): the point's own lr, not the default
-    variants = load_variants([files])
+    variants = load_config([files], check_data=False).variants
     assert make_spec("digits", "mlp3", "lrs-lr_1em05", 0, {}, variants).recipe["lr"] == 1e-05
     assert make_spec("digits", "mlp3", "lrs-base", 0, {}, variants).recipe["lr"] == 1e-03
     # the Snakefile: the same spec from its --set arguments
@@ -201,7 +202,8 @@ def test_list_shows_the_others_and_names_the_broken_files(broken_dir, capsys):
 
 
 def test_train_refuses_only_the_broken_rule(broken_dir, capsys):
-    assert make_spec("digits", "mlp3", "bp", 0, {}, load_variants(None)).impl == "bp"
+    variants = load_config(check_data=False).variants
+    assert make_spec("digits", "mlp3", "bp", 0, {}, variants).impl == "bp"
     args = ["train", "--dataset", "digits", "--arch", "mlp3", "--method", "syntax"]
     assert main([*args, "--out", str(broken_dir.parent / "run")]) == 2
     error = capsys.readouterr().err

@@ -4,7 +4,8 @@ history scalars in <run folder>/tensorboard/, equal to the record's."""
 import pytest
 
 import bench.train as trainer
-from bench.config import load_variants, make_spec
+from bench.config import make_spec
+from bench.config_files import load_config
 from bench.tensorboard_log import scalars
 
 
@@ -22,7 +23,7 @@ def _spec(**recipe):
             "attack_subset": 0,
             **recipe,
         },
-        load_variants(),
+        load_config(check_data=False).variants,
     )
 
 

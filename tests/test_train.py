@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import bench.checkpoint
-from bench.config import load_variants, make_spec
+from bench.config import make_spec
+from bench.config_files import load_config
 from bench.optim import lr_at, make_optimizer
 from bench.train import run
 from tests.conftest import run_killed_in_epoch_2
@@ -25,7 +26,8 @@ TIMING_KEYS = {
 
 def spec(method="ssa", seed=0, **overrides):
     recipe = {"epochs": 2, "batch_size": 128, "probe_size": 64, "device": "cpu"}
-    return make_spec("digits", "mlp3", method, seed, {**recipe, **overrides}, load_variants())
+    variants = load_config(check_data=False).variants
+    return make_spec("digits", "mlp3", method, seed, {**recipe, **overrides}, variants)
 
 
 def strip_timings(obj):
@@ -237,7 +239,7 @@ def test_counting_saved_bytes_leaves_no_graph_alive_across_a_rank_reduction(tmp_
                 "rank_epochs": [1],
                 "rank_eps": 0.2,
             },
-            load_variants(),
+            load_config(check_data=False).variants,
         ),
         tmp_path,
     ).to_json()

@@ -78,7 +78,8 @@ def test_layer_mean_of_an_epochs_weight_alignment():
 def test_kp_feedback_turns_toward_w_over_training(tmp_path):
     # Kolen-Pollack: B gets W's update and both decay, so W - B shrinks and the angle falls (Akrout 2019).
     import bench.train as trainer
-    from bench.config import load_variants, make_spec
+    from bench.config import make_spec
+    from bench.config_files import load_config
 
     spec = make_spec(
         "digits",
@@ -93,7 +94,7 @@ def test_kp_feedback_turns_toward_w_over_training(tmp_path):
             "weight_decay": 0.05,
             "attack_subset": 0,
         },
-        load_variants(),
+        load_config(check_data=False).variants,
     )
     record = trainer.run(spec, tmp_path / "kp")
     angles = [layer_mean(h.weight_alignment, "angle_deg") for h in record.history]

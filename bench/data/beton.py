@@ -176,18 +176,3 @@ def main(args) -> int:
         ) from None
     write_split(args.dataset, args.data_dir, args.split, spec, args.workers, args.page_size)
     return 0
-
-
-def run_inputs(dataset: str, data_dir: str | Path, recipe: dict) -> list[str]:
-    """The .beton files a training run of `dataset` reads (for the pipeline's train rule); [] when it reads none.
-
-    `recipe` holds the run's recipe overrides; unset keys take bench.config.RECIPE's defaults.
-    """
-    if dataset not in FFCV_DATASETS:
-        return []
-    from bench.config import RECIPE
-    from bench.data.options import DataOptions
-
-    full = {key: option.default for key, option in RECIPE.items()} | dict(recipe)
-    spec = DataOptions.from_recipe(full).beton
-    return [str(beton_path(data_dir, dataset, split, spec)) for split in ("train", "val")]

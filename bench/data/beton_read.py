@@ -1,14 +1,20 @@
 """Reading .beton files whole: their labels, their images, and the check that a file is complete before
-ffcv (which reads past the end of a truncated file) opens it."""
+ffcv (which reads past the end of a truncated file) opens it; iterating an ffcv loader so that its thread
+stops however the loop ends (iter_closing, for every reader of ffcv loaders)."""
 
 from __future__ import annotations
 
+import logging
+import queue
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench.data.beton import import_ffcv
+
+log = logging.getLogger("bench.data")
 
 
 def read_beton(path: Path, workers: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -17,10 +23,6 @@ def read_beton(path: Path, workers: int = 1) -> tuple[torch.Tensor, torch.Tensor
     from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import Squeeze, ToTensor, ToTorchImage
-
-    from bench.data.ffcv_loader import (
-        iter_closing,  # here: ffcv_loader reads labels from this module
-    )
 
     labels = read_labels(path)
     loader = Loader(
@@ -88,3 +90,30 @@ def check_beton(path: Path) -> None:
         raise ValueError(
             f"{path} is truncated: its allocation table covers {len(table)} of {samples} samples"
         )
+
+
+def iter_closing(loader):
+    """Iterate an ffcv loader and close its epoch (and its thread) however the loop ends."""
+    iterator = iter(loader)
+    try:
+        yield from iterator
+    finally:
+        close_epoch(iterator)
+
+
+def close_epoch(iterator, timeout_s: float = 10.0) -> None:
+    """Stop an ffcv EpochIterator and wait for its thread.
+
+    close() only sets a flag; a thread that has already produced its last batch blocks, without a
+    timeout, putting the end-of-epoch marker into a full queue, so the queue is drained until it exits.
+    """
+    iterator.close()
+    deadline = time.monotonic() + timeout_s
+    while iterator.is_alive() and time.monotonic() < deadline:
+        try:
+            iterator.output_queue.get(timeout=0.05)
+        except queue.Empty:
+            pass
+        iterator.join(timeout=0.05)
+    if iterator.is_alive():
+        log.warning("an ffcv loader thread did not stop within %.0f s", timeout_s)

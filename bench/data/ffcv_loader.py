@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ import torch
 
 from bench import distributed
 from bench.data.beton import beton_path, import_ffcv
-from bench.data.beton_read import read_labels
+from bench.data.beton_read import iter_closing, read_labels
 from bench.data.folder import read_tree, split_dirs
 from bench.data.options import DataOptions
 from bench.data.stream import CROP_RATIO, StreamData, folder_stream
@@ -165,33 +163,6 @@ def beton_stream(
         probe,
         rank_share=True,
     )
-
-
-def iter_closing(loader):
-    """Iterate an ffcv loader and close its epoch (and its thread) however the loop ends."""
-    iterator = iter(loader)
-    try:
-        yield from iterator
-    finally:
-        close_epoch(iterator)
-
-
-def close_epoch(iterator, timeout_s: float = 10.0) -> None:
-    """Stop an ffcv EpochIterator and wait for its thread.
-
-    close() only sets a flag; a thread that has already produced its last batch blocks, without a
-    timeout, putting the end-of-epoch marker into a full queue, so the queue is drained until it exits.
-    """
-    iterator.close()
-    deadline = time.monotonic() + timeout_s
-    while iterator.is_alive() and time.monotonic() < deadline:
-        try:
-            iterator.output_queue.get(timeout=0.05)
-        except queue.Empty:
-            pass
-        iterator.join(timeout=0.05)
-    if iterator.is_alive():
-        log.warning("an ffcv loader thread did not stop within %.0f s", timeout_s)
 
 
 class RankShareOrder:

@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.cli_parser import config_argument
-from bench.config import load_variants, make_spec
+from bench.config import make_spec
+from bench.config_files import config_argument, load_config
 from bench.data.augment import Augment, AugmentedData, channel_stats
 from bench.epoch import train_epoch
 from bench.models import ARCHS
@@ -177,7 +177,7 @@ def run(args) -> list[dict]:
         args.method,
         0,
         {"batch_size": args.batch_size, **sets},
-        load_variants(args.config),
+        load_config(args.config, check_data=False).variants,
     )
     if args.dataset:
         root = dataset_folder(args.data_dir, args.dataset)

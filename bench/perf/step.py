@@ -25,8 +25,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import memory
-from bench.cli_parser import config_argument
-from bench.config import load_variants, make_spec, parse_sets
+from bench.config import make_spec, parse_sets
+from bench.config_files import config_argument, load_config
 from bench.models import ARCHS
 from bench.perf.common import (
     add_speed_arguments,
@@ -48,7 +48,7 @@ EXTRA_VARIANTS = {"ssa-r0.25": {"impl": "ssa", "rank_ratio": 0.25}}
 
 def step_variants(config_files: list[Path] | None) -> dict[str, dict]:
     """The variants to time: the config files' own and their sweeps' points, then EXTRA_VARIANTS."""
-    return {**load_variants(config_files), **EXTRA_VARIANTS}
+    return {**load_config(config_files, check_data=False).variants, **EXTRA_VARIANTS}
 
 
 def parse_method(token: str) -> tuple[str, str, dict]:
