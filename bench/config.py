@@ -8,12 +8,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.layout import DEFAULT_CONFIG, REPO  # noqa: F401 (callers still import them from here)
 from bench.method import broken_methods, discover, get_method
 from bench.models import SCHEMES
 from bench.option import Option, resolve_options
-
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 
 SWITCH = (
     "auto",

@@ -1,9 +1,11 @@
-"""Where everything of a results folder lives: the one place that spells the run layout
-(runs/<dataset>/<arch>/<method>/seed<seed>/) and the files the pipeline builds beside it.
+"""Where everything lives: the repository's own paths (its root, the default config, the published
+numbers), and a results folder's run layout (runs/<dataset>/<arch>/<method>/seed<seed>/) with the files
+the pipeline builds beside it. The one place that spells either; it imports nothing of bench.
 
 The Snakefile asks it for its rules' inputs and outputs (passing wildcards such as "{dataset}" as the
 names, which gives Snakemake's patterns), the grid runner for each run's folder and log, and the report
-wing for the records of a dataset. Paths are strings, relative when `results` is: Snakemake matches them as text.
+wing for the records of a dataset. A results folder's paths are strings, relative when `results` is:
+Snakemake matches them as text.
 """
 
 from __future__ import annotations
@@ -11,6 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent  # the repository: bench/, methods/, config/
+DEFAULT_CONFIG = (
+    REPO / "config" / "config.yaml"
+)  # read first by every config loader (and the Snakefile)
+PUBLISHED = (
+    REPO / "config" / "published.csv"
+)  # the cited figures beside the tables (bench/report/published.py)
 
 RUNS = "runs"
 RUN = "{dataset}/{arch}/{method}/seed{seed}"  # under RUNS: one run's record.json, log.csv, checkpoint.pt

@@ -10,16 +10,21 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from bench import names
-from bench.models import BlockNet
+from bench.layout import REPO
 from bench.option import Option, resolve_options
 
+if (
+    TYPE_CHECKING
+):  # for the hooks' annotations only: importing bench (bench.Option) never imports torch
+    import torch
+
+    from bench.models import BlockNet
+
 METHODS_DIR_ENV = "BENCH_METHODS_DIR"
-DEFAULT_METHODS_DIR = Path(__file__).resolve().parent.parent / "methods"
+DEFAULT_METHODS_DIR = REPO / "methods"
 
 
 class Method:
@@ -103,6 +108,8 @@ class Method:
         self.config = resolve_options(type(self).options, options, owner=f"method {self.name!r}")
         for key, value in self.config.items():
             setattr(self, key, value)
+        import torch  # here, not above: the record and report wings import bench without torch
+
         # Replaced by the trainer with a generator on the run's device, seeded from the run seed. This
         # default's seed is no small integer, so it never replays a stream that torch.manual_seed(0) drew.
         self.generator = torch.Generator().manual_seed(0x5EED_0F_57E9)

@@ -8,11 +8,11 @@ import importlib.metadata
 import platform
 import subprocess
 from datetime import datetime, timezone
-from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
+from bench.layout import REPO
+
 CODE_PATHS = (
     "bench",
     "methods",

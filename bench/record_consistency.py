@@ -31,6 +31,10 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.config import RECIPE, RunSpec
+from bench.config import check_recipe as check_across
+from bench.method import get_method
+
 Refuse = Callable[..., ValueError]  # (key, value, accepted) -> the error naming the file
 
 
@@ -180,9 +184,6 @@ def check_shapes(record: dict, history: list, refuse: Refuse) -> None:
 
 def check_recipe(recipe: dict, path: Path | str, refuse: Refuse) -> None:
     """Every recipe key a declared one, with a value its Option accepts, and the keys together."""
-    from bench.config import RECIPE
-    from bench.config import check_recipe as check_across
-
     for key, value in recipe.items():
         if key not in RECIPE:
             raise refuse(f"recipe.{key}", value, f"a recipe key: {', '.join(RECIPE)}")
@@ -196,8 +197,6 @@ def check_recipe(recipe: dict, path: Path | str, refuse: Refuse) -> None:
 def check_options(record: dict, refuse: Refuse) -> None:
     """Every option one the rule declares, with a value its Option accepts; a rule that cannot be
     loaded (its file gone) has its options checked as option values only."""
-    from bench.method import get_method
-
     impl = record.get("impl") or record["method"]
     try:
         declared = get_method(impl).options
@@ -239,8 +238,6 @@ def plain_value(value) -> bool:
 
 def check_hash(record: dict, refuse: Refuse) -> None:
     """`config_hash` against the spec the record names (the hash a checkpoint resumes by)."""
-    from bench.config import RunSpec
-
     written = record.get("config_hash")
     if written is None:  # a record from before the hash
         return

@@ -23,14 +23,11 @@ from torch import nn
 
 from bench.layers.feedback import exact_backward, feedback_layers
 from bench.measure import Undefined
+from bench.record_check import ATTACKS
 
 SUBSET_SEED = 0  # the attacked images: the same for every run (as the test split's seed)
 START_SEED = 0  # PGD's random starts
 STEP_RATIO = 2.5  # PGD step size = STEP_RATIO * eps / steps
-ATTACKS = ("fgsm", "pgd")
-TABLE_BUDGET = (
-    "2"  # the table's column: PGD at 2/255, where the suite's small CPU-scale nets still differ
-)
 
 
 def budget_key(eps_255: float) -> str:

@@ -58,10 +58,3 @@ def weight_alignment(model: nn.Module) -> dict | None:
     for name, layer in layers:
         angles[name], ratios[name] = angle_and_ratio(layer.weight, layer.backward_weight())
     return {"angle_deg": angles, "norm_ratio": ratios}
-
-
-def layer_mean(alignment: dict | None, measure: str) -> float | None:
-    """The mean over layers of one epoch's weight alignment `measure` ("angle_deg" or "norm_ratio");
-    None without one (the rule has no per-layer feedback, or the record predates the measure)."""
-    values = [v for v in ((alignment or {}).get(measure) or {}).values() if v is not None]
-    return sum(values) / len(values) if values else None

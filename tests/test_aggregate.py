@@ -192,7 +192,8 @@ def test_cli_aggregate_needs_every_grid_axis_without_config(runs, tmp_path, caps
 
 
 def test_the_shipped_published_figures_parse_and_join_by_dataset_arch_method():
-    from bench.report.table import PUBLISHED, published
+    from bench.layout import PUBLISHED
+    from bench.report.table import published
 
     figures = published("imagenet", PUBLISHED)
     assert figures[("resnet18", "bp")] == [

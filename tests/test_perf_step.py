@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.cli import main as cli
-from bench.config import REPO, make_spec
+from bench.config import make_spec
 from bench.layers import (
     SVDConv2d,
     SVDLinear,
@@ -22,6 +22,7 @@ from bench.layers import (
     orthogonality_loss,
 )
 from bench.layers.svd import is_channels_last
+from bench.layout import REPO
 from bench.local import in_layout_of
 from bench.method import get_method
 from bench.models import build

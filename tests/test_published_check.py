@@ -8,7 +8,8 @@ import pytest
 from synthetic_records import write_record
 
 from bench.cli import main
-from bench.report.published import PUBLISHED, read
+from bench.layout import PUBLISHED
+from bench.report.published import read
 from bench.report.table import aggregate, published
 
 HEADER = "dataset,arch,method,metric,value,source,optimizer\n"

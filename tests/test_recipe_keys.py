@@ -14,10 +14,11 @@ import bench.train as trainer
 from bench import data as datasets
 from bench import optim
 from bench.cli import main
-from bench.config import RECIPE, REPO, make_spec
+from bench.config import RECIPE, make_spec
 from bench.data.augment import Augment, AugmentedData
 from bench.data.tensors import TensorData, batch_bounds
 from bench.epoch import train_epoch
+from bench.layout import REPO
 from bench.models import ARCHS, SCHEMES, build
 
 DIGITS_TRAIN = 1437  # scikit-learn's digits: 1,797 images, 36 per class held out for test

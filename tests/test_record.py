@@ -178,7 +178,7 @@ def test_null_measures_and_an_older_records_missing_fields_read(tmp_path):
     path.write_text(json.dumps(data))
     record = read(path)
     assert record.memory.grads is None and record.provenance.git_commit is None
-    from bench.weight_alignment import layer_mean
+    from bench.report.records import layer_mean
 
     assert layer_mean(record.history[0].weight_alignment, "angle_deg") is None
 

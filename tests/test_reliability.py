@@ -22,7 +22,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from bench import files
 from bench import provenance as provenances
-from bench.config import REPO
+from bench.layout import REPO
 
 SNAKEFILE = REPO / "Snakefile"
 TESTS = Path(__file__).resolve().parent

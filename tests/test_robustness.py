@@ -17,8 +17,9 @@ from bench.config import RECIPE
 from bench.data.tensors import TensorData
 from bench.evaluation import require_packages
 from bench.models import build
+from bench.record_check import ATTACKS
 from bench.report.table import aggregate
-from bench.robustness import ATTACKS, attack_subset, robustness
+from bench.robustness import attack_subset, robustness
 from bench.speed import Speed
 from tests.conftest import make
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench.config import REPO
+from bench.layout import REPO
 from bench.report.table import COLUMNS
 
 SCRIPT = REPO / "scripts" / "slurm_single_node.sh"

@@ -9,8 +9,8 @@ from synthetic_records import write_record
 
 from bench import grid, sweep
 from bench.cli import main
-from bench.config import REPO
 from bench.config_files import coerce_numbers, load_config
+from bench.layout import REPO
 from bench.record import Record
 from bench.report.findings import bp_reference, report
 from bench.report.sweep_figures import base_label

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from bench.layers import register_feedback, swap_layers
-from bench.weight_alignment import angle_and_ratio, layer_mean, weight_alignment
+from bench.report.records import layer_mean
+from bench.weight_alignment import angle_and_ratio, weight_alignment
 from tests.conftest import make
 
 

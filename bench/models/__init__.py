@@ -1,30 +1,20 @@
-"""Architectures by name: `build(name, in_shape, num_classes)` returns a BlockNet."""
+"""Architectures by name: `build(name, in_shape, num_classes)` returns a BlockNet.
+
+Files: archs.py, the name table ARCHS (one line per architecture) and `build`; blocknet.py, the BlockNet
+every builder returns; small.py, resnet.py, vgg.py, mobilenet.py, the builders by family; init.py, the
+weight-init schemes. This file holds what a reader of records or of the recipe knows of the archs without
+building one, and imports no torch: the record and report wings read it, and so does the recipe
+(`weight_init`'s choices). `ARCHS`, `build`, `build_for`, `BlockNet` and `initialise` are imported from
+their files (with torch) when first asked for here.
+"""
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+import importlib
 
-from bench.models.blocknet import BlockNet
-from bench.models.init import SCHEMES as SCHEMES  # the weight_init names, for the recipe
-from bench.models.init import initialise
-from bench.models.mobilenet import mobilenetv1
-from bench.models.resnet import resnet18, resnet20, resnet32, resnet56
-from bench.models.small import lenet, mlp3, smallconv
-from bench.models.vgg import vgg13
+# The weight_init names (the recipe key's choices, in order): init.py draws each (its DRAWS).
+SCHEMES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform")
 
-# One line per architecture: name -> builder(in_shape, num_classes).
-ARCHS: dict[str, Callable[..., BlockNet]] = {
-    "lenet": lenet,
-    "mlp3": mlp3,
-    "mobilenetv1": mobilenetv1,
-    "resnet18": resnet18,
-    "resnet20": resnet20,
-    "resnet32": resnet32,
-    "resnet56": resnet56,
-    "smallconv": smallconv,
-    "vgg13": vgg13,
-}
 # The archs without a convolution (every hidden block fully connected). A declared fact, so that a report
 # (claims.md's claim 3) knows it without building a network; tests/test_models.py checks it on every arch.
 FULLY_CONNECTED = frozenset({"mlp3"})
@@ -36,42 +26,17 @@ def convolutional(name: str) -> bool:
     return name not in FULLY_CONNECTED
 
 
-def build(
-    name: str,
-    in_shape: tuple[int, ...],
-    num_classes: int,
-    batchnorm: bool = False,
-    batchnorm_fc: bool = True,
-    conv_bias: bool = True,
-    weight_init: str = "default",
-) -> BlockNet:
-    """Build architecture `name` for inputs of per-sample shape `in_shape` (C, H, W) and K classes.
-
-    The structure keys ensure a property, so one recipe can ask for it over a grid of archs:
-    `batchnorm` puts BatchNorm before every hidden activation of the archs built without it (those
-    whose builder takes `batchnorm`; the others have it already); `batchnorm_fc: false` keeps it out of
-    the fully connected blocks and `conv_bias: false` takes the hidden convs' biases away, in the archs
-    whose builder takes those keys (the others have no hidden FC block and no conv bias:
-    tests/test_models.py checks both over every arch). `weight_init` re-draws the hidden blocks'
-    weights (bench/models/init.py).
-    """
-    if name not in ARCHS:
-        raise ValueError(f"unknown arch {name!r}; known: {', '.join(sorted(ARCHS))}")
-    builder = ARCHS[name]
-    accepted = inspect.signature(builder).parameters
-    given = {"batchnorm": batchnorm, "batchnorm_fc": batchnorm_fc, "conv_bias": conv_bias}
-    kwargs = {key: value for key, value in given.items() if key in accepted}
-    return initialise(builder(tuple(in_shape), int(num_classes), **kwargs), weight_init)
+# The names whose files import torch: each is loaded when first used (PEP 562).
+_HEAVY = {
+    "ARCHS": "bench.models.archs",
+    "build": "bench.models.archs",
+    "build_for": "bench.models.archs",
+    "BlockNet": "bench.models.blocknet",
+    "initialise": "bench.models.init",
+}
 
 
-def build_for(recipe: dict, name: str, in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
-    """Architecture `name` as a resolved recipe asks for it (its structure and init keys)."""
-    return build(
-        name,
-        in_shape,
-        num_classes,
-        batchnorm=recipe["batchnorm"],
-        batchnorm_fc=recipe["batchnorm_fc"],
-        conv_bias=recipe["conv_bias"],
-        weight_init=recipe["weight_init"],
-    )
+def __getattr__(name: str):
+    if name in _HEAVY:
+        return getattr(importlib.import_module(_HEAVY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,17 +7,21 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from bench.models import SCHEMES
 from bench.models.blocknet import BlockNet
 
 # name -> in-place init of one weight tensor. Kaiming: fan_in with the ReLU gain (std sqrt(2 / fan_in));
 # Xavier: gain 1 over fan_in + fan_out. Fans as torch counts them (a conv's include its kernel's area).
-SCHEMES: dict[str, Callable[[torch.Tensor], object] | None] = {
+DRAWS: dict[str, Callable[[torch.Tensor], object] | None] = {
     "default": None,  # the arch's own init (PyTorch's layer defaults for mlp3, smallconv, lenet)
     "kaiming_normal": lambda w: nn.init.kaiming_normal_(w, mode="fan_in", nonlinearity="relu"),
     "kaiming_uniform": lambda w: nn.init.kaiming_uniform_(w, mode="fan_in", nonlinearity="relu"),
     "xavier_normal": nn.init.xavier_normal_,
     "xavier_uniform": nn.init.xavier_uniform_,
 }
+assert tuple(DRAWS) == SCHEMES, (
+    "a weight_init scheme is declared in bench/models/__init__.py and drawn here"
+)
 
 
 @torch.no_grad()
@@ -32,7 +36,7 @@ def initialise(model: BlockNet, scheme: str) -> BlockNet:
         raise ValueError(
             f"bad value {scheme!r} for 'weight_init'; accepted: one of {', '.join(SCHEMES)}"
         )
-    draw = SCHEMES[scheme]
+    draw = DRAWS[scheme]
     if draw is None:
         return model
     for module in model.blocks.modules():

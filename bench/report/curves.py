@@ -11,9 +11,8 @@ from matplotlib.ticker import MaxNLocator
 
 from bench.record import Record, Run
 from bench.report.plotting import figure_legend, groups, line_styles, methods, nothing_to_show, plt
-from bench.report.records import mean_update_alignment
+from bench.report.records import layer_mean, mean_update_alignment
 from bench.report.summary import mean, per_epoch
-from bench.weight_alignment import layer_mean
 
 PER_LAYER_FEEDBACK = (
     "no record holds the per-layer W and B measures (rules with per-layer feedback weights "

@@ -15,9 +15,8 @@ import math
 import re
 from pathlib import Path
 
-from bench.config import REPO
+from bench.layout import PUBLISHED  # one cited figure a row
 
-PUBLISHED = REPO / "config" / "published.csv"  # one cited figure a row
 REQUIRED = ("dataset", "arch", "method", "metric", "value", "source")
 OPTIONAL = ("optimizer",)  # "" or absent: the source names no optimizer; compared with every run
 METRICS = {  # metric -> accuracy (%) from its value (%)

@@ -1,6 +1,6 @@
 """The records a report reads: the typed records of bench/record.py collected for the planned runs, and
 the values of one record that the reports show (the accuracy a table reports, the update alignment, the
-robust accuracy).
+robust accuracy, the weight alignment's mean over layers).
 
 Records are read by bench/record.py (read, find) alone; every report module summarises them through
 bench/report/summary.py.
@@ -14,9 +14,10 @@ from pathlib import Path
 
 from bench import layout
 from bench.record import Epoch, Record, Run, find
-from bench.robustness import TABLE_BUDGET
 
 log = logging.getLogger(__name__)
+
+TABLE_BUDGET = "2"  # the table's robust accuracy: PGD at 2/255, where the suite's small CPU-scale nets still differ
 
 
 def collect(
@@ -76,3 +77,11 @@ def mean_update_alignment(entry: Epoch) -> float | None:
         if name != "head" and not name.startswith("head.") and v is not None and math.isfinite(v)
     ]
     return sum(defined) / len(defined) if defined else None
+
+
+def layer_mean(alignment: dict | None, measure: str) -> float | None:
+    """The mean over layers of one epoch's weight alignment `measure` ("angle_deg" or "norm_ratio",
+    bench/weight_alignment.py); None without one (the rule has no per-layer feedback, or the record
+    predates the measure)."""
+    values = [v for v in ((alignment or {}).get(measure) or {}).values() if v is not None]
+    return sum(values) / len(values) if values else None

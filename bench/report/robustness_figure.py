@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from bench.record import Record, Run
+from bench.record_check import ATTACKS
 from bench.report.plotting import figure_legend, groups, line_styles, methods, nothing_to_show, plt
 from bench.report.summary import Summary, finished
-from bench.robustness import ATTACKS
 
 
 def _budgets(records: list[Record], kind: str, rule: bool = False) -> dict[float, Summary]:

@@ -18,13 +18,13 @@ from pathlib import Path
 import pandas as pd
 
 from bench.files import writable_folder, write_atomic
+from bench.layout import PUBLISHED
 from bench.record import Record, Run
 from bench.record_check import COUNTS
 from bench.report import markdown as md
-from bench.report.published import PUBLISHED, named, published
-from bench.report.records import collect, final_update_alignment, robust_acc
+from bench.report.published import named, published
+from bench.report.records import TABLE_BUDGET, collect, final_update_alignment, robust_acc
 from bench.report.summary import accuracy, finished, mean, memory_mb
-from bench.robustness import TABLE_BUDGET
 
 log = logging.getLogger(__name__)
 
