@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from bench.layout import DEFAULT_CONFIG, REPO  # noqa: F401 (callers still import them from here)
 from bench.method import broken_methods, discover, get_method
 from bench.models import SCHEMES
 from bench.option import Option, resolve_options

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import grid, schema, sweep, yamlfile
-from bench.config import DEFAULT_CONFIG
-from bench.layout import Layout
+from bench.layout import DEFAULT_CONFIG, Layout
 
 DATASET_LISTS = ("default_datasets", "paper_datasets", "sweep_datasets")
 # The trainer reads these from the files (the Snakefile passes it the files, not its merged config), so

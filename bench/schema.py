@@ -13,7 +13,8 @@ from typing import Any
 import yaml
 
 from bench import names
-from bench.config import RECIPE, REPO
+from bench.config import RECIPE
+from bench.layout import REPO
 from bench.option import Option
 
 SCHEMA = REPO / "config" / "schema.yaml"

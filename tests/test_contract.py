@@ -8,10 +8,11 @@ import pytest
 import torch
 
 import bench.train as trainer
-from bench.config import REPO, make_spec
+from bench.config import make_spec
 from bench.config_files import load_config
 from bench.layers import feedback_tensors
 from bench.layers.feedback import FeedbackLayer
+from bench.layout import REPO
 from bench.measure import network_parameters, param_counts
 from bench.method import discover
 from bench.models import ARCHS, build

@@ -8,8 +8,8 @@ import pytest
 
 from bench import sweep, yamlfile
 from bench.cli import main
-from bench.config import REPO
 from bench.config_files import load_config
+from bench.layout import REPO
 from bench.schema import validate
 from tests.conftest import run_killed_in_epoch_2
 

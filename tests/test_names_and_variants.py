@@ -13,8 +13,9 @@ import yaml
 
 from bench import grid, names, sweep
 from bench.cli import main
-from bench.config import REPO, make_spec, parse_sets
+from bench.config import make_spec, parse_sets
 from bench.config_files import load_config
+from bench.layout import REPO
 from bench.method import broken_methods, discover
 from bench.models import ARCHS
 from bench.schema import validate

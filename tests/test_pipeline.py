@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from bench import grid
-from bench.config import RECIPE, REPO, make_spec, parse_sets
+from bench.config import RECIPE, make_spec, parse_sets
 from bench.config_files import coerce_numbers, load_config
+from bench.layout import REPO
 from bench.method import discover
 from bench.report.figures import FIGURES
 from bench.report.table import COLUMNS
