@@ -21,7 +21,7 @@ import torch
 from bench.config import RunSpec
 from bench.files import check_torch_file, write_atomic
 from bench.provenance import code_version
-from bench.record_check import STATUSES
+from bench.record.check import STATUSES
 
 log = logging.getLogger("bench.train")
 CHECKPOINT = "checkpoint.pt"

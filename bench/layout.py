@@ -55,7 +55,7 @@ class Layout:
         return self._per_run("logs", "train", dataset, arch, method, seed, "log")
 
     def status(self) -> str:
-        """`python -m bench grid`'s outcome of every run (bench/grid_status.py)."""
+        """`python -m bench grid`'s outcome of every run (bench/gridrun/status.py)."""
         return f"{self.results}/status.csv"
 
     def benchmark(self, dataset, arch, method, seed) -> str:

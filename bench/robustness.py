@@ -23,7 +23,7 @@ from torch import nn
 
 from bench.layers.feedback import exact_backward, feedback_layers
 from bench.measure import Undefined
-from bench.record_check import ATTACKS
+from bench.record.check import ATTACKS
 
 SUBSET_SEED = 0  # the attacked images: the same for every run (as the test split's seed)
 START_SEED = 0  # PGD's random starts

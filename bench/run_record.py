@@ -1,4 +1,4 @@
-"""What the trainer writes: the Record of a finished run (make_record; bench/record.py is its type), the
+"""What the trainer writes: the Record of a finished run (make_record; bench/record/types.py is its type), the
 epoch its table reports (selected_epoch), and the per-epoch log.csv beside it."""
 
 from __future__ import annotations

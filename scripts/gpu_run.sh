@@ -12,7 +12,7 @@
 #   3. decode   the CIFAR-10 JPEG tree decoded once into its cache, before the grid's runs read it;
 #   4. grid     `python -m bench grid` (no Snakemake there): archs x methods x seeds in priority order,
 #               JOBS runs packed on the card (the trainer's gpu slots), epochs sized from the perf table
-#               (`--epochs auto`, bench/gridrun.py estimate_epochs), cut at the deadline; a cut run is
+#               (`--epochs auto`, bench/gridrun/runner.py estimate_epochs), cut at the deadline; a cut run is
 #               reported as cut in status.csv and has no record;
 #   5. report   table, figures and claims.md from the finished records;
 #   6. pack     records, logs, table, figures and claims into $OUT (at most 8 files come back).

@@ -91,7 +91,7 @@ def rewrite_record(runs: Path, record: dict) -> None:
 
 
 def typed_record(**fields):
-    """A Record (bench/record.py) of one toy run with no history; `fields` replace the defaults."""
+    """A Record (bench/record/types.py) of one toy run with no history; `fields` replace the defaults."""
     from bench.record import Memory, Record
 
     defaults = dict(dataset="toy", arch="mlp", method="bp", seed=0, status="ok", test_acc=50.0)

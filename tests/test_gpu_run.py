@@ -1,5 +1,5 @@
 """The prepared GPU run (scripts/gpu_run.sh, issue 18): its CPU dry run on a tiny JPEG tree, without the
-packages the GPU machine lacks; the deadline grid (bench/gridrun.py); the epoch sizing; `deterministic`."""
+packages the GPU machine lacks; the deadline grid (bench/gridrun/runner.py); the epoch sizing; `deterministic`."""
 
 import csv
 import json
@@ -15,9 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import grid_epochs, grid_status, gridrun
 from bench.cli import main
 from bench.config import make_spec
+from bench.gridrun import runner
+from bench.gridrun.epochs import estimate_epochs
+from bench.gridrun.status import write_status
 from bench.layout import Layout
 
 REPO = Path(__file__).resolve().parent.parent
@@ -60,7 +62,7 @@ def test_the_stage_limits_add_up_to_at_most_nine_minutes():
     seconds = [deadline + 30 if limit == '"$GRID_LIMIT"' else int(limit) for _, limit in limits]
     assert sum(seconds) <= 9 * 60
     assert (
-        gridrun.STOP_GRACE_S + 5 < 30
+        runner.STOP_GRACE_S + 5 < 30
     )  # the grid stage stops its runs before its own limit kills it
 
 
@@ -141,17 +143,17 @@ def test_the_dry_run_brings_back_records_table_claims_and_the_perf_table(dry_run
 
 def test_a_run_cut_at_the_deadline_is_reported_as_cut_and_has_no_record(tmp_path):
     jobs = [
-        gridrun.Job("mlp3", m, 0, tmp_path / m, tmp_path / "logs" / f"{m}.log")
+        runner.Job("mlp3", m, 0, tmp_path / m, tmp_path / "logs" / f"{m}.log")
         for m in ("bp", "dfa")
     ]
     commands = {
-        i: gridrun.train_command(
+        i: runner.train_command(
             job, "digits", ["epochs=500", "device=cpu"], [REPO / "config" / "config.yaml"], None, 1
         )
         for i, job in enumerate(jobs)
     }
-    gridrun.run_grid(jobs, commands, parallel=1, deadline_s=8)
-    grid_status.write_status(jobs, tmp_path / "status.csv")
+    runner.run_grid(jobs, commands, parallel=1, deadline_s=8)
+    write_status(jobs, tmp_path / "status.csv")
     assert [job.status for job in jobs] == ["cut", "not_started"]
     assert not (tmp_path / "bp" / "record.json").exists()
     with open(tmp_path / "status.csv") as f:
@@ -172,22 +174,15 @@ def test_estimate_epochs_fills_the_budget_with_the_perf_tables_step_times():
         ("vgg13", "ssa", 0),
     ]
     # steps 390; per epoch one at a time: 390 x (2 + 1 + 5 + 5 (ssa: vgg13's slowest)) ms x 1.3 = 6.591 s
-    epochs, how = grid_epochs.estimate_epochs(
+    epochs, how = estimate_epochs(
         rows, runs, 50000, 128, seconds=115, jobs=4, packing_gain=2, startup_s=15
     )
     assert epochs == 30 and "at most 30" in how  # (115 - 15) x 2 / 6.591 = 30.3
-    assert (
-        grid_epochs.estimate_epochs(rows, runs, 50000, 128, 115, 4, 2, startup_s=15, most=50)[0]
-        == 30
-    )
-    assert (
-        grid_epochs.estimate_epochs(rows, runs, 50000, 128, 60, 4, 1, startup_s=15)[0] == 6
-    )  # 45 / 6.591
-    assert (
-        grid_epochs.estimate_epochs(rows, runs, 50000, 128, 10, 4, 1, startup_s=15)[0] == 1
-    )  # never 0
+    assert estimate_epochs(rows, runs, 50000, 128, 115, 4, 2, startup_s=15, most=50)[0] == 30
+    assert estimate_epochs(rows, runs, 50000, 128, 60, 4, 1, startup_s=15)[0] == 6  # 45 / 6.591
+    assert estimate_epochs(rows, runs, 50000, 128, 10, 4, 1, startup_s=15)[0] == 1  # never 0
     with pytest.raises(ValueError, match="no row for arch 'resnet32'"):
-        grid_epochs.estimate_epochs(rows, [("resnet32", "bp", 0)], 50000, 128, 60, 4, 1)
+        estimate_epochs(rows, [("resnet32", "bp", 0)], 50000, 128, 60, 4, 1)
 
 
 @pytest.mark.parametrize(

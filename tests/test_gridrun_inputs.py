@@ -8,7 +8,7 @@ import pytest
 
 from bench.cli import main
 from bench.data import check_name
-from bench.grid_epochs import estimate_epochs, read_perf_table
+from bench.gridrun.epochs import estimate_epochs, read_perf_table
 
 REPO = Path(__file__).resolve().parent.parent
 PERF_HEADER = "arch,method,median_ms,ratio_to_bp,device\n"

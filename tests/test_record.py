@@ -1,4 +1,4 @@
-"""The typed record (bench/record.py): every committed record reads, loses nothing on the way back to
+"""The typed record (bench/record/types.py): every committed record reads, loses nothing on the way back to
 JSON, and a foreign or hand-edited file is refused naming the file and the key."""
 
 import dataclasses
@@ -192,12 +192,12 @@ def test_a_device_named_record_json_is_refused_not_read_without_end(tmp_path):
 
 
 def test_a_record_json_past_the_size_limit_is_refused(tmp_path, monkeypatch):
-    import bench.record
+    import bench.record.types
 
     write_record(tmp_path, "mlp3", "bp", 0, 50.0)
     path = tmp_path / "toy" / "mlp3" / "bp" / "seed0" / "record.json"
-    monkeypatch.setattr(bench.record, "MAX_BYTES", path.stat().st_size - 1)
+    monkeypatch.setattr(bench.record.types, "MAX_BYTES", path.stat().st_size - 1)
     with pytest.raises(ValueError, match="no record.json is that large"):
         read(path)
-    monkeypatch.setattr(bench.record, "MAX_BYTES", path.stat().st_size)
+    monkeypatch.setattr(bench.record.types, "MAX_BYTES", path.stat().st_size)
     assert read(path).method == "bp"

@@ -1,4 +1,4 @@
-"""A record is checked as a whole (bench/record_consistency.py): committed records, hand-edited so that each
+"""A record is checked as a whole (bench/record/consistency.py): committed records, hand-edited so that each
 value alone is plausible but the fields contradict each other or the declared recipe and options, are
 refused naming the file and the key; so are a key written twice, a record nested without end and a number
 Python will not read."""

@@ -17,7 +17,7 @@ from bench.config import RECIPE
 from bench.data.tensors import TensorData
 from bench.evaluation import require_packages
 from bench.models import build
-from bench.record_check import ATTACKS
+from bench.record.check import ATTACKS
 from bench.report.table import aggregate
 from bench.robustness import attack_subset, robustness
 from bench.speed import Speed

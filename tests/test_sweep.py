@@ -163,7 +163,7 @@ def test_cli_trains_a_sweep_point(tmp_path):
 
 
 def typed(records: list[dict]) -> list[Record]:
-    """The records as the report reads them (bench/record.py): checked, typed."""
+    """The records as the report reads them (bench/record/types.py): checked, typed."""
     return [Record.from_json(r) for r in records]
 
 

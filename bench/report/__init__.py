@@ -1,7 +1,7 @@
 """The report wing: run records -> tables, figures, claims.md and a sweep's findings.md.
 
 Layers, each importing only those above it in this list:
-- records.py: the typed records (bench/record.py) of the planned runs, and the values of one record a
+- records.py: the typed records (bench/record/types.py) of the planned runs, and the values of one record a
   report shows.
 - summary.py: the one summary of a group of runs (n_ok, n_diverged, mean, sample std, standard error,
   pooled std); markdown.py: the one markdown table writer and its cell formats; plotting.py: what the

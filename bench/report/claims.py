@@ -185,7 +185,7 @@ def claim_dfa_scaling(grouped: dict) -> Claim:
     for dataset, arch, runs, accs in _pairs(grouped, "bp", "dfa"):
         dfa = finished(runs["dfa"])[
             0
-        ]  # the arch's facts, as the trainer wrote them (bench/record.py)
+        ]  # the arch's facts, as the trainer wrote them (bench/record/types.py)
         by_dataset.setdefault(dataset, []).append(
             (arch, dfa.blocks, dfa.convolutional, accs["bp"].mean - accs["dfa"].mean)
         )

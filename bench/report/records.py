@@ -1,8 +1,8 @@
-"""The records a report reads: the typed records of bench/record.py collected for the planned runs, and
+"""The records a report reads: the typed records of bench/record/types.py collected for the planned runs, and
 the values of one record that the reports show (the accuracy a table reports, the update alignment, the
 robust accuracy, the weight alignment's mean over layers).
 
-Records are read by bench/record.py (read, find) alone; every report module summarises them through
+Records are read by bench/record/types.py (read, find) alone; every report module summarises them through
 bench/report/summary.py.
 """
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.record import Record, Run
-from bench.record_check import ATTACKS
+from bench.record.check import ATTACKS
 from bench.report.plotting import figure_legend, groups, line_styles, methods, nothing_to_show, plt
 from bench.report.summary import Summary, finished
 

@@ -20,7 +20,7 @@ import pandas as pd
 from bench.files import writable_folder, write_atomic
 from bench.layout import PUBLISHED
 from bench.record import Record, Run
-from bench.record_check import COUNTS
+from bench.record.check import COUNTS
 from bench.report import markdown as md
 from bench.report.published import named, published
 from bench.report.records import TABLE_BUDGET, collect, final_update_alignment, robust_acc

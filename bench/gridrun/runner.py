@@ -10,7 +10,7 @@ is reported as cut, never as a result; runs never started are reported as not st
 outcome goes to RESULTS/status.csv, its output to the train rule's log (bench.layout.Layout); a rerun
 of the same command resumes cut runs from their checkpoints.
 
-`--epochs auto` sizes the run length from a `perf step` table measured on the same device (grid_epochs).
+`--epochs auto` sizes the run length from a `perf step` table measured on the same device (epochs.py).
 Bad input (a number, an unknown dataset or arch, a run listed twice, a perf table's row) is refused,
 exit 2, before any run starts.
 """
@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import files, grid, record
-from bench.grid_epochs import estimate_epochs, read_perf_table
-from bench.grid_status import write_status
+from bench.gridrun.epochs import estimate_epochs, read_perf_table
+from bench.gridrun.status import write_status
 from bench.layout import Layout
 
 log = logging.getLogger("bench.grid")

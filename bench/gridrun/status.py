@@ -1,4 +1,4 @@
-"""RESULTS/status.csv of `python -m bench grid` (bench/gridrun.py): one row per planned run with its
+"""RESULTS/status.csv of `python -m bench grid` (bench/gridrun/runner.py): one row per planned run with its
 outcome, from each run's folder."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ STATUS_FIELDS = (
 
 
 def write_status(jobs: list, path: Path) -> None:
-    """RESULTS/status.csv: one row per planned run (a gridrun.Job) with its outcome (written whole, then
+    """RESULTS/status.csv: one row per planned run (a runner.Job) with its outcome (written whole, then
     renamed)."""
     rows = []
     for job in jobs:

@@ -2,8 +2,8 @@
 
 A record is written once, by the trainer (bench/run_record.py builds it from a finished run), and read
 by everything else through `read` and `find`, which check the schema version and every value
-(bench/record_check.py), the fields against each other and the declared recipe and options
-(bench/record_consistency.py), and refuse a key the trainer never writes or writes twice, naming the
+(bench/record/check.py), the fields against each other and the declared recipe and options
+(bench/record/consistency.py), and refuse a key the trainer never writes or writes twice, naming the
 file and the key. The
 nested measures (per-layer alignments, ranks, the attacks' accuracies by budget) stay plain mappings:
 their keys are layer, class or budget names, not fields.
@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import layout
 from bench.models import convolutional
-from bench.record_check import MAX_DEPTH, check_record, depth, once, refusal
+from bench.record.check import MAX_DEPTH, check_record, depth, once, refusal
 
 SCHEMA_VERSION = 1
 Run = tuple[str, str, int]  # (arch, method, seed)

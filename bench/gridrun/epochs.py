@@ -1,5 +1,5 @@
 """How many epochs a grid's runs can train before a deadline, from the perf table (`perf step`'s CSV):
-`python -m bench grid --epochs auto` (bench/gridrun.py). The table is checked before any run starts:
+`python -m bench grid --epochs auto` (bench/gridrun/runner.py). The table is checked before any run starts:
 every row's arch, method and median_ms (a finite time > 0), one row per (arch, method), naming the
 file and line."""
 

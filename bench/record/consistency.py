@@ -1,4 +1,4 @@
-"""A record checked as a whole (bench/record_check.py checks each value alone): the fields must agree with
+"""A record checked as a whole (bench/record/check.py checks each value alone): the fields must agree with
 each other as bench/run_record.py writes them, and the recipe and options with what the trainer declares,
 so a hand-edited or foreign record whose values are each plausible never reaches a table.
 

@@ -1,8 +1,8 @@
-"""The values of a record.json checked before it becomes a Record (bench/record.py): a table must never
+"""The values of a record.json checked before it becomes a Record (bench/record/types.py): a table must never
 average NaN, 150 % or `true` into a result, so a hand-edited or foreign file is refused naming the file
-and the key. Each field's JSON type comes from its dataclass annotation (bench/record.py checks it);
+and the key. Each field's JSON type comes from its dataclass annotation (bench/record/types.py checks it);
 the ranges and shapes of the measures are here, and what the JSON itself may be (each key once, nested
-at most MAX_DEPTH deep); the fields against each other: bench/record_consistency.py."""
+at most MAX_DEPTH deep); the fields against each other: bench/record/consistency.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.record_consistency import check_consistency
+from bench.record.consistency import check_consistency
 
 STATUSES = ("ok", "diverged")
 ATTACKS = ("fgsm", "pgd")  # a `robustness` entry's attacks (bench/robustness.py measures each)
