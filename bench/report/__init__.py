@@ -8,6 +8,6 @@ Layers, each importing only those above it in this list:
   figures share; published.py: the cited figures of config/published.csv, checked as a whole.
 - table.py (`python -m bench aggregate`), figures.py and curves.py (`plot`), claims.py (`claims`),
   findings.py (`sweep-report`).
-Nothing in bench/ outside this package imports it but the command line (bench/cli.py) and the Snakefile.
+Nothing in bench/ outside this package imports it but the command line (bench/cli/commands.py) and the Snakefile.
 It reads records only, and none of its modules imports torch (tests/test_light_imports.py).
 """
