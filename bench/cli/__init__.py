@@ -2,7 +2,7 @@
 
 Layers, each importing only those above it in this list:
 - parser.py: one function per command that adds its options to the command's parser, and the `perf`
-  kinds {kind: (help, module)}; the grid runner (bench/gridrun.py) and bench/data/beton.py bring their own.
+  kinds {kind: (help, module)}; the grid runner (bench/gridrun/) and bench/data/beton.py bring their own.
 - commands.py: one function per command that runs it on the parsed arguments and returns the exit code;
   bad input is a ValueError or FileNotFoundError.
 - this file: COMMANDS, the one table {name: (help, add_arguments, run)} that both builds the parser and

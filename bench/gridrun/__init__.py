@@ -6,7 +6,7 @@ Layers, each importing only those below it in this list:
 - epochs.py: how many epochs fit before the deadline (`--epochs auto`), from a `perf step` table.
 - status.py: RESULTS/status.csv, one row per planned run with its outcome (reads the records through
   bench/record/).
-Nothing in bench/ outside this package imports it but the command line (bench/cli.py, bench/cli_parser.py).
+Nothing in bench/ outside this package imports it but the command line (bench/cli/).
 """
 
 from bench.gridrun.runner import add_arguments, main
