@@ -1,5 +1,5 @@
 # The pipeline: train every configured run, then each dataset's table and figures. Rules only; the
-# logic lives in bench/ (bench.config_files: the config files, checked, with their grids and variants;
+# logic lives in bench/ (bench.config.files: the config files, checked, with their grids and variants;
 # bench/report/: tables, figures, claims.md, findings.md).
 #
 #   snakemake --cores 2                          default target: the embedded grid (default_datasets)
@@ -21,8 +21,8 @@ import re
 import shlex
 import sys
 
-from bench import grid, names
-from bench.config_files import load_config
+from bench.config import grid, names
+from bench.config.files import load_config
 from bench.report.figures import FIGURES, FORMATS
 
 
@@ -50,7 +50,7 @@ LAYOUT = CONFIG.layout  # every path of the results folder (bench/layout.py)
 RESULTS = LAYOUT.results
 # Jobs run `$PYTHON -m bench`: the interpreter running Snakemake has bench installed, a bare `python`
 # may not. A shell prefix, not a param, so that another path to the same venv reruns nothing.
-# BENCH_GPU_SLOTS: runs sharing one GPU (bench/devices.py); a scheduling choice, so not a param either.
+# BENCH_GPU_SLOTS: runs sharing one GPU (bench/run/devices.py); a scheduling choice, so not a param either.
 # CONFIG_ARGS: a bash array of the config files for the trainer; not a param (see rule train's `variant`).
 shell.prefix(f"set -euo pipefail; PYTHON={shlex.quote(sys.executable)}; export BENCH_GPU_SLOTS={CONFIG.raw['gpu_slots']}; "
              f"CONFIG_ARGS=({CONFIG_ARGS}); ")
@@ -59,7 +59,7 @@ shell.prefix(f"set -euo pipefail; PYTHON={shlex.quote(sys.executable)}; export B
 wildcard_constraints:
     dataset="|".join(map(re.escape, GRIDS)) or "(?!)",
     arch=names.PATTERN,
-    method=names.PATTERN,  # the one rule for names (bench/names.py)
+    method=names.PATTERN,  # the one rule for names (bench/config/names.py)
     seed=r"\d+",
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import names
+from bench.config import names
 from bench.layout import REPO
 from bench.option import Option, resolve_options
 
@@ -33,7 +33,7 @@ class Method:
     Discovery. Every methods/*.py is imported, sorted by name, except files starting with `_`, `.` or
     `template_` (methods/template_rule.py is a documented, working example to copy). A file defines
     exactly one Method subclass (classes it imports do not count); the file name is the method's
-    name, under bench/names.py's rule (lowercase, digits, `_`, inner hyphens; not `all`). Method files
+    name, under bench/config/names.py's rule (lowercase, digits, `_`, inner hyphens; not `all`). Method files
     do not import each other: shared code lives in bench/ (bench.local, bench.layers). Nothing else is
     edited to add a rule: `methods: all` grids, `bench list`, the contract test (tests/test_contract.py)
     and the tables pick it up. A file discovery cannot use (a bad name, an error while importing it, not
@@ -77,7 +77,7 @@ class Method:
     logits, the labels and fixed or parameter state, never of another block's activations), whose head
     learns from its true cross-entropy gradient and whose other terms are `penalty`'s sets
     `blockwise = True`. The trainer may then run it with the recipe key `locality: blockwise`
-    (bench/blockwise.py) instead of calling `step`: a no-grad forward to the logits, then each block
+    (bench/run/blockwise.py) instead of calling `step`: a no-grad forward to the logits, then each block
     re-run from its kept input with its own graph, its signal backwarded and the graph freed before the
     next, so a step holds one block's saved activations at a time. The gradients equal `step`'s
     (tests/test_blockwise.py checks it for every such rule); `blockwise_problem()` returns why the

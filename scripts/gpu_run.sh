@@ -43,7 +43,7 @@ PACKING_GAIN=${PACKING_GAIN:-4}  # assumed: JOBS small-network runs on one H200 
 PERF_STEPS=${PERF_STEPS:-30}
 GRID_DEADLINE=${GRID_DEADLINE:-300}  # the grid stage's limit is this plus 30 s for stopping and status.csv
 BATCH=${BATCH:-128}
-DETERMINISTIC=${DETERMINISTIC:-false}  # true: cudnn.deterministic and no cudnn.benchmark (bench/determinism.py)
+DETERMINISTIC=${DETERMINISTIC:-false}  # true: cudnn.deterministic and no cudnn.benchmark (bench/run/determinism.py)
 EXTRA_SETS=${EXTRA_SETS:-}  # more KEY=VALUE recipe settings of every grid run (the dry run forces CUDA's speed paths)
 WHEELS=${WHEELS:-$DATA_DIR/wheels}
 

@@ -5,7 +5,7 @@ import torch
 
 from bench.method import discover
 from bench.models import build
-from bench.train import derive_seed
+from bench.run.train import derive_seed
 
 torch.set_num_threads(2)
 
@@ -37,7 +37,7 @@ def methods():
 
 def run_killed_in_epoch_2(monkeypatch, run_spec, out):
     """Train `run_spec` into `out` and kill it (KeyboardInterrupt) as epoch 2 starts: epoch 1's checkpoint stays."""
-    import bench.train as trainer
+    import bench.run.train as trainer
 
     real_epoch = trainer.run_epoch
 

@@ -17,7 +17,7 @@ import yaml
 from PIL import Image
 
 from bench.cli import main
-from bench.config_files import load_config
+from bench.config.files import load_config
 from bench.layout import REPO
 from bench.method import discover
 from bench.models import ARCHS

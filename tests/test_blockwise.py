@@ -1,4 +1,4 @@
-"""`locality: blockwise` (bench/blockwise.py, issue 20): for every rule that declares it, the same gradients
+"""`locality: blockwise` (bench/run/blockwise.py, issue 20): for every rule that declares it, the same gradients
 and BatchNorm statistics as its own step, one block's graph at a time, and the memory that saves."""
 
 import csv
@@ -6,13 +6,13 @@ import csv
 import pytest
 import torch
 
-from bench import memory
-from bench.blockwise import blockwise_step, step_function
 from bench.cli import main
-from bench.config import make_spec
+from bench.config.spec import make_spec
+from bench.measure import memory
 from bench.method import discover
 from bench.models import build
-from bench.train import derive_seed, run
+from bench.run.blockwise import blockwise_step, step_function
+from bench.run.train import derive_seed, run
 
 BLOCKWISE = sorted(name for name, cls in discover().items() if cls.blockwise)
 ARCHS = {"mlp3": (1, 8, 8), "smallconv": (3, 16, 16), "resnet20": (3, 16, 16)}

@@ -1,4 +1,4 @@
-"""End-of-run calibration and per-class accuracy (bench/calibration.py): ECE against a hand computation,
+"""End-of-run calibration and per-class accuracy (bench/measure/calibration.py): ECE against a hand computation,
 per-class accuracy against the overall one, in every record; old records still aggregate."""
 
 import json
@@ -9,10 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from bench.calibration import ECE_BINS, calibration_error, logits_and_labels, per_class_accuracy
 from bench.data.tensors import TensorData
+from bench.measure.calibration import (
+    ECE_BINS,
+    calibration_error,
+    logits_and_labels,
+    per_class_accuracy,
+)
 from bench.report.table import aggregate
-from bench.speed import Speed
+from bench.run.speed import Speed
 
 
 def _ece_by_hand(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -29,7 +34,7 @@ def _ece_by_hand(probs: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) ->
 
 
 def final_evaluation(model, data, batch_size, speed) -> dict:
-    """ECE and per-class accuracy of `model` on data's test split, as bench.evaluation.end_of_run takes them."""
+    """ECE and per-class accuracy of `model` on data's test split, as bench.measure.end_of_run.end_of_run takes them."""
     logits, labels = logits_and_labels(model, data, batch_size, speed)
     return {
         "ece": calibration_error(logits, labels),

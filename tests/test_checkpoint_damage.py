@@ -13,9 +13,9 @@ import pytest
 import torch
 
 import bench.method
-import bench.train as trainer
+import bench.run.train as trainer
 from bench.cli import main
-from bench.config import make_spec
+from bench.config.spec import make_spec
 from bench.files import write_atomic
 from tests.conftest import run_killed_in_epoch_2
 from tests.test_reliability import strip_timings
@@ -57,7 +57,7 @@ def _damaged_rerun(runs, damage, tmp_path, caplog):
     torch.save(checkpoint, buffer)
     write_atomic(out / "checkpoint.pt", buffer.getvalue())
     caplog.clear()
-    caplog.set_level(logging.INFO, "bench.train")
+    caplog.set_level(logging.INFO, "bench.run.train")
     record = trainer.run(spec, out)
     return record, [r.getMessage() for r in caplog.records if "does not fit this run" in r.message]
 
@@ -157,7 +157,7 @@ def rules(monkeypatch):
 def test_learned_feedback_on_model_feedback_resumes_to_the_uninterrupted_record(
     rules, tmp_path, monkeypatch, caplog
 ):
-    caplog.set_level(logging.INFO, "bench.train")
+    caplog.set_level(logging.INFO, "bench.run.train")
     spec = _spec("kp_head")
     whole = trainer.run(spec, tmp_path / "whole")
     assert whole.feedback_params == 10 * 512  # the head's B (10 x 512) on model.feedback: feedback
@@ -265,10 +265,10 @@ def test_a_write_that_fails_names_the_file_not_its_temporary(tmp_path, monkeypat
 
 
 def test_a_disk_too_full_for_a_checkpoint_is_refused_before_training(tmp_path, monkeypatch, capsys):
-    import bench.restore
+    import bench.run.restore
 
     monkeypatch.setattr(
-        bench.restore.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 1000)
+        bench.run.restore.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 1000)
     )
     out = tmp_path / "run"
     assert main([*TRAIN, "--out", str(out), "--set", "epochs=1"]) == 2

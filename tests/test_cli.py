@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from bench.cli import main
-from bench.config_files import load_config
+from bench.config.files import load_config
 from bench.layout import REPO
 from bench.method import discover
 from bench.models import ARCHS

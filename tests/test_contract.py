@@ -7,13 +7,13 @@ import shutil
 import pytest
 import torch
 
-import bench.train as trainer
-from bench.config import make_spec
-from bench.config_files import load_config
+import bench.run.train as trainer
+from bench.config.files import load_config
+from bench.config.spec import make_spec
 from bench.layers import feedback_tensors
 from bench.layers.feedback import FeedbackLayer
 from bench.layout import REPO
-from bench.measure import network_parameters, param_counts
+from bench.measure.network import network_parameters, param_counts
 from bench.method import discover
 from bench.models import ARCHS, build
 from tests.conftest import make, run_killed_in_epoch_2
@@ -222,7 +222,7 @@ def test_a_copy_of_the_template_trains_as_a_new_rule(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("rule", RULES)
 def test_update_alignment_covers_every_layer_with_trainable_network_parameters(rule, batch):
-    from bench.measure import update_alignment
+    from bench.measure.network import update_alignment
 
     model, method = make("smallconv", rule)
     network = {id(p) for _, p in network_parameters(model) if p.requires_grad}

@@ -182,7 +182,7 @@ def test_beton_spec_rejects_bad_values_naming_the_key():
 
 
 def test_run_inputs_name_the_betons_a_run_reads():
-    from bench.grid import run_inputs
+    from bench.config.grid import run_inputs
 
     assert run_inputs("imagenet", "data", {"beton_quality": 95}) == [
         "data/ffcv/imagenet/train_500_0.50_95.beton",

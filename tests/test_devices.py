@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bench.devices import claim_slot
+from bench.run.devices import claim_slot
 
 
 def test_claims_spread_over_gpus_then_fill_slots(tmp_path):
@@ -24,7 +24,7 @@ def test_a_killed_run_frees_its_slot(tmp_path):
     holder = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from bench.devices import claim_slot
+        from bench.run.devices import claim_slot
         gpu, handle = claim_slot(1, 1, folder=Path({str(tmp_path)!r}))
         print(gpu, flush=True)
         time.sleep(60)

@@ -12,7 +12,7 @@ from bench.layers import (
     register_feedback,
     swap_layers,
 )
-from bench.measure import param_counts, update_alignment
+from bench.measure.network import param_counts, update_alignment
 from bench.models.blocknet import BlockNet
 from tests.conftest import make
 
@@ -185,11 +185,11 @@ def test_update_alignment_is_exactly_one_for_bp_and_between_0_and_1_for_fa(batch
 def test_records_on_digits_fa_between_0_and_1_bp_exactly_1_and_no_signals_is_nan(tmp_path):
     import json
 
-    from bench.config import make_spec
-    from bench.config_files import load_config
+    from bench.config.files import load_config
+    from bench.config.spec import make_spec
     from bench.record import read
     from bench.report.records import final_update_alignment
-    from bench.train import run
+    from bench.run.train import run
 
     recipe = {"epochs": 1, "batch_size": 64, "probe_size": 64, "device": "cpu"}
     records = {}

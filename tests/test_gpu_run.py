@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from bench.cli import main
-from bench.config import make_spec
+from bench.config.spec import make_spec
 from bench.gridrun import runner
 from bench.gridrun.epochs import estimate_epochs
 from bench.gridrun.status import write_status
@@ -213,7 +213,7 @@ def test_bad_grid_arguments_exit_2_before_any_run_starts(args, message, tmp_path
 
 
 def test_deterministic_sets_the_flags_records_them_and_restores_them(tmp_path):
-    from bench.train import run
+    from bench.run.train import run
 
     before = (torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
     record = run(

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from bench import sweep, yamlfile
 from bench.cli import main
-from bench.config_files import load_config
+from bench.config import sweep, yamlfile
+from bench.config.files import load_config
+from bench.config.schema import validate
 from bench.layout import REPO
-from bench.schema import validate
 from tests.conftest import run_killed_in_epoch_2
 
 TRAIN = ["train", "--dataset", "digits", "--arch", "mlp3", "--method", "ssa", "--seed", "0"]
@@ -353,11 +353,11 @@ def test_an_accuracy_of_zero_prints_as_zero_not_nan(tmp_path, caplog, monkeypatc
 
     from synthetic_records import typed_record
 
-    import bench.train
+    import bench.run.train
 
     caplog.set_level(logging.INFO)
     zero = typed_record(test_acc=0.0)
-    monkeypatch.setattr(bench.train, "run", lambda spec, out, data_dir: zero)
+    monkeypatch.setattr(bench.run.train, "run", lambda spec, out, data_dir: zero)
     assert main([*TRAIN, "--out", str(tmp_path / "run")]) == 0
     assert "test accuracy 0.00%" in caplog.text and "nan" not in caplog.text
 
@@ -366,7 +366,7 @@ def _checkpointed_run(tmp_path):
     """A 1-epoch dfa run on digits planned for 2 epochs, interrupted after epoch 1: its checkpoint and spec."""
     import torch
 
-    from bench.config import make_spec
+    from bench.config.spec import make_spec
 
     spec = make_spec(
         "digits",
@@ -406,7 +406,7 @@ def test_a_checkpoint_that_does_not_fit_the_run_is_discarded_with_a_warning(
 
     import torch
 
-    import bench.train as trainer
+    import bench.run.train as trainer
     from bench.files import write_atomic
 
     spec, checkpoint = _checkpointed_run(tmp_path)
@@ -467,8 +467,8 @@ def test_a_checkpoint_of_an_edited_rule_file_is_not_resumed_and_the_record_names
 ):
     import shutil
 
-    import bench.train as trainer
-    from bench.config import make_spec
+    import bench.run.train as trainer
+    from bench.config.spec import make_spec
 
     methods = tmp_path / "methods"
     shutil.copytree(REPO / "methods", methods, ignore=shutil.ignore_patterns("__pycache__"))
@@ -595,7 +595,7 @@ def test_a_cifar_batch_of_the_wrong_dtype_is_refused_never_cast(data, labels, wh
 def test_gpu_lock_files_never_follow_a_planted_link_and_the_folder_must_be_private(tmp_path):
     import os
 
-    from bench.devices import claim_slot, lock_dir
+    from bench.run.devices import claim_slot, lock_dir
 
     assert str(os.getuid()) in str(lock_dir())  # a per-user folder, not one predictable shared name
     folder = tmp_path / "locks"
@@ -623,8 +623,8 @@ def test_gpu_lock_files_never_follow_a_planted_link_and_the_folder_must_be_priva
 @pytest.mark.parametrize("method", ["bp", "dfa", "ssa"])
 def test_compile_on_trains_two_epochs_on_cpu_with_the_alignment_probes(method, tmp_path):
 
-    from bench.config import make_spec
-    from bench.train import run
+    from bench.config.spec import make_spec
+    from bench.run.train import run
 
     spec = make_spec(
         "digits",
@@ -650,8 +650,8 @@ def test_compile_on_trains_two_epochs_on_cpu_with_the_alignment_probes(method, t
 def test_a_cpu_record_names_its_threads_and_a_peak_of_the_training_alone(tmp_path):
     import torch
 
-    from bench.config import make_spec
-    from bench.train import run
+    from bench.config.spec import make_spec
+    from bench.run.train import run
 
     record = run(
         make_spec(

@@ -19,7 +19,7 @@ def module_name(package: Path, path: Path) -> str:
 def imported_modules(package: Path, path: Path, known: set[str]) -> set[str]:
     """The modules of `known` that the file at `path` imports anywhere in it, its own packages left out.
 
-    `from bench.data import check_name` imports bench.data, `from bench import grid` bench.grid: each
+    `from bench.data import check_name` imports bench.data, `from bench import grid` bench.config.grid: each
     name is taken to the deepest module of `known` it names."""
     me = module_name(package, path)
     here = me if path.name == "__init__.py" else me.rpartition(".")[0]

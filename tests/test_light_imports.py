@@ -41,7 +41,7 @@ def test_light_imports_the_record_and_the_report_wing_without_torch():
     assert "torch" not in imported(LIGHT)
 
 
-@pytest.mark.parametrize("module", ["bench.models.archs", "bench.robustness"])
+@pytest.mark.parametrize("module", ["bench.models.archs", "bench.measure.robustness"])
 def test_light_imports_see_torch_where_it_is_imported(module):
     assert "torch" in imported([module])  # so the test above can fail
 

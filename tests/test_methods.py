@@ -130,7 +130,7 @@ def test_ssa_layers_start_as_the_svd_of_the_initial_weights():
 
 @pytest.mark.parametrize("in_shape", [(1, 28, 28), (3, 32, 32)])
 def test_ssa_has_fewer_feedback_parameters_than_dfa(in_shape):
-    from bench.measure import param_counts
+    from bench.measure.network import param_counts
     from bench.models import build
 
     def prepared(name):
@@ -142,7 +142,7 @@ def test_ssa_has_fewer_feedback_parameters_than_dfa(in_shape):
 
 
 def test_ssa_rank_reduction_shrinks_factors_feedback_and_optimizer_state(batch):
-    from bench.optim import slice_optimizer_state
+    from bench.run.optim import slice_optimizer_state
 
     model, rule = make("mlp3", "ssa", rank_epochs=[1], rank_eps=0.05)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -259,7 +259,7 @@ def test_dfa_prior_init_is_small_positive_and_not_rescaled(batch):
 
 
 def test_alignment_at_preactivation_compares_with_the_true_gradient_there(batch):
-    from bench.measure import alignment_with_bp
+    from bench.measure.network import alignment_with_bp
 
     x, y = batch
 

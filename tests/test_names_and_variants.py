@@ -11,14 +11,14 @@ import sys
 import pytest
 import yaml
 
-from bench import grid, names, sweep
 from bench.cli import main
-from bench.config import make_spec, parse_sets
-from bench.config_files import load_config
+from bench.config import grid, names, sweep
+from bench.config.files import load_config
+from bench.config.schema import validate
+from bench.config.spec import make_spec, parse_sets
 from bench.layout import REPO
 from bench.method import broken_methods, discover
 from bench.models import ARCHS
-from bench.schema import validate
 
 CONFIG = REPO / "config" / "config.yaml"
 # Every grid of config/config.yaml names only these, so that an overlay plans no `methods: all`.
@@ -115,7 +115,7 @@ BAD_NAMES = ["Bp", "bp slow", "bp/x", "-bp", "bp--x", "bp-", "bp.x", "x" * 65, "
 def test_a_bad_variant_name_is_refused_naming_the_rule(tmp_path, name):
     with pytest.raises(ValueError, match="accepted: lowercase letters, digits and _"):
         load_config([overlay(tmp_path, variants={name: {"impl": "bp"}})])
-    # the same without jsonschema (the lent GPU machine): the rule is checked in bench/grid.py too
+    # the same without jsonschema (the lent GPU machine): the rule is checked in bench/config/grid.py too
     with pytest.raises(ValueError, match=r"config key variants\..*accepted: lowercase"):
         grid.grids({"variants": {name: {"impl": "bp"}}, "datasets": {}})
 

@@ -113,11 +113,11 @@ def test_perf_epoch_on_real_cifar10_jpegs(tmp_path):
 
 
 def test_perf_epoch_times_the_step_the_trainer_would_take(monkeypatch):
-    # a run with locality: blockwise trains with bench/blockwise.py's step, not the rule's graph step
+    # a run with locality: blockwise trains with bench/run/blockwise.py's step, not the rule's graph step
     import torch
 
-    import bench.blockwise as blockwise
-    from bench.config import make_spec
+    import bench.run.blockwise as blockwise
+    from bench.config.spec import make_spec
     from bench.perf.epoch import suite_epoch, synthetic_images
 
     calls = []

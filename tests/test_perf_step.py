@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.cli import main as cli
-from bench.config import make_spec
+from bench.config.spec import make_spec
 from bench.layers import (
     SVDConv2d,
     SVDLinear,
@@ -27,7 +27,7 @@ from bench.local import in_layout_of
 from bench.method import get_method
 from bench.models import build
 from bench.perf import step as perf_step
-from bench.speed import Speed
+from bench.run.speed import Speed
 from methods.ssa import broadcast_cosine
 
 
@@ -265,7 +265,7 @@ def test_compile_failure_warns_and_leaves_the_model_eager_and_unchanged(monkeypa
         return run
 
     monkeypatch.setattr(torch, "compile", broken)
-    with caplog.at_level(logging.WARNING, logger="bench.train"):
+    with caplog.at_level(logging.WARNING, logger="bench.run.train"):
         assert Speed(compile=True).compile_model(model, torch.randn(6, 1, 8, 8)) is False
     assert "torch.compile failed" in caplog.text and "no compiler here" in caplog.text
     assert "forward" not in vars(model) and "forward_blocks" not in vars(model)

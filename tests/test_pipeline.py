@@ -10,14 +10,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from bench import grid
-from bench.config import RECIPE, make_spec, parse_sets
-from bench.config_files import coerce_numbers, load_config
+from bench.config import grid
+from bench.config.files import coerce_numbers, load_config
+from bench.config.recipe import RECIPE
+from bench.config.schema import load_schema, validate
+from bench.config.spec import make_spec, parse_sets
 from bench.layout import REPO
 from bench.method import discover
 from bench.report.figures import FIGURES
 from bench.report.table import COLUMNS
-from bench.schema import load_schema, validate
 
 SNAKEFILE = REPO / "Snakefile"
 CONFIG = REPO / "config" / "config.yaml"

@@ -10,16 +10,17 @@ import torch
 import yaml
 from torch import nn
 
-import bench.train as trainer
+import bench.run.train as trainer
 from bench import data as datasets
-from bench import optim
 from bench.cli import main
-from bench.config import RECIPE, make_spec
+from bench.config.recipe import RECIPE
+from bench.config.spec import make_spec
 from bench.data.augment import Augment, AugmentedData
 from bench.data.tensors import TensorData, batch_bounds
-from bench.epoch import train_epoch
 from bench.layout import REPO
 from bench.models import ARCHS, SCHEMES, build
+from bench.run import optim
+from bench.run.epoch import train_epoch
 
 DIGITS_TRAIN = 1437  # scikit-learn's digits: 1,797 images, 36 per class held out for test
 CIFAR_SHAPE = (3, 32, 32)
@@ -455,10 +456,10 @@ def test_a_run_with_every_key_set_records_them(tmp_path):
 
 
 def test_reference_match_config_is_the_independent_recipe_and_the_suites_beside_it(tmp_path):
-    from bench import grid
-    from bench.config import resolve_variant
-    from bench.config_files import load_config
-    from bench.schema import validate
+    from bench.config import grid
+    from bench.config.files import load_config
+    from bench.config.schema import validate
+    from bench.config.spec import resolve_variant
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     own = yaml.safe_load((REPO / "config" / "reference_match.yaml").read_text())

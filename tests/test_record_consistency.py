@@ -50,7 +50,7 @@ def shorten(data: dict, epochs: int) -> None:
 
 def rehash(data: dict) -> None:
     """The config_hash of the spec `data` names now, as the trainer writes it."""
-    from bench.config import RunSpec
+    from bench.config.spec import RunSpec
 
     named = [data[key] for key in ("dataset", "arch", "method", "impl", "seed")]
     data["config_hash"] = RunSpec(*named, data["recipe"], data["options"]).config_hash()
@@ -92,7 +92,7 @@ def diverge_undefined(data: dict) -> None:
     data.update(test_acc=None, test_top5=None)
 
 
-# A record of no epoch: what bench/run_record.py writes for an empty history.
+# A record of no epoch: what bench/run/outputs.py writes for an empty history.
 NO_EPOCH = dict(epochs=0, history=[], test_acc=None, test_top5=None, best_test_acc=None)
 NO_EPOCH |= dict(selected_epoch=None, selected_test_acc=None)
 
@@ -190,7 +190,7 @@ def test_a_record_of_a_rule_whose_file_is_gone_reads_with_plain_options(tmp_path
 
 
 def test_the_trainers_record_is_checked_as_a_whole(tmp_path):
-    """bench/run_record.py's record passes through the same check: the trainer cannot write a
+    """bench/run/outputs.py's record passes through the same check: the trainer cannot write a
     contradiction either (here: a history whose epochs are numbered twice)."""
     from bench.record import Record
 

@@ -21,8 +21,8 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from bench import files
-from bench import provenance as provenances
 from bench.layout import REPO
+from bench.run import provenance as provenances
 
 SNAKEFILE = REPO / "Snakefile"
 TESTS = Path(__file__).resolve().parent

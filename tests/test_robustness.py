@@ -1,4 +1,4 @@
-"""Adversarial robustness after training (bench/robustness.py): the attacks against a closed-form reference
+"""Adversarial robustness after training (bench/measure/robustness.py): the attacks against a closed-form reference
 on a linear model, the true gradient whatever rule trained the network, the seeded subset, the record,
 the table, the figure, and a missing package refused before training."""
 
@@ -13,14 +13,14 @@ import torch
 from torch import nn
 
 from bench.cli import main
-from bench.config import RECIPE
+from bench.config.recipe import RECIPE
 from bench.data.tensors import TensorData
-from bench.evaluation import require_packages
+from bench.measure.end_of_run import require_packages
+from bench.measure.robustness import attack_subset, robustness
 from bench.models import build
 from bench.record.check import ATTACKS
 from bench.report.table import aggregate
-from bench.robustness import attack_subset, robustness
-from bench.speed import Speed
+from bench.run.speed import Speed
 from tests.conftest import make
 
 RECIPE_DEFAULTS = {key: option.default for key, option in RECIPE.items()}

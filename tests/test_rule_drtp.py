@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import measure
+from bench.measure import network as measure
 from tests.conftest import make
 
 ARCHS = ["mlp3", "smallconv"]

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import measure, memory
+from bench.measure import memory
+from bench.measure import network as measure
 from bench.method import discover
 from bench.models import BlockNet, build
 from tests.conftest import make

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.layers import feedback_layers, feedback_tensors
-from bench.measure import network_parameters, param_counts
+from bench.measure.network import network_parameters, param_counts
 from bench.method import discover
 from bench.models import BlockNet, build
 

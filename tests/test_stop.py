@@ -1,5 +1,5 @@
 """A stop request that lands inside a finaliser is neither printed as a dropped traceback nor lost
-(bench/stop.py): it is remembered and the training loop's check raises it."""
+(bench/run/stop.py): it is remembered and the training loop's check raises it."""
 
 import contextlib
 import signal
@@ -8,7 +8,7 @@ import weakref
 
 import pytest
 
-from bench import stop
+from bench.run import stop
 
 
 class _SignalledWhileCollected:
@@ -24,7 +24,7 @@ class _SignalledWhileCollected:
 
 @pytest.fixture
 def dropped(monkeypatch):
-    """What reaches the hook Python prints dropped exceptions with (installed before bench.stop's)."""
+    """What reaches the hook Python prints dropped exceptions with (installed before bench.run.stop's)."""
     seen = []
     monkeypatch.setattr(sys, "unraisablehook", seen.append)
     previous = stop.install()

@@ -7,14 +7,14 @@ import pytest
 import yaml
 from synthetic_records import write_record
 
-from bench import grid, sweep
 from bench.cli import main
-from bench.config_files import coerce_numbers, load_config
+from bench.config import grid, sweep
+from bench.config.files import coerce_numbers, load_config
+from bench.config.schema import validate
 from bench.layout import REPO
 from bench.record import Record
 from bench.report.findings import bp_reference, report
 from bench.report.sweep_figures import base_label
-from bench.schema import validate
 
 CONFIG = REPO / "config" / "config.yaml"
 SWEEPS = {

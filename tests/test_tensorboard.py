@@ -3,10 +3,10 @@ history scalars in <run folder>/tensorboard/, equal to the record's."""
 
 import pytest
 
-import bench.train as trainer
-from bench.config import make_spec
-from bench.config_files import load_config
-from bench.tensorboard_log import scalars
+import bench.run.train as trainer
+from bench.config.files import load_config
+from bench.config.spec import make_spec
+from bench.run.tensorboard import scalars
 
 
 def _spec(**recipe):

@@ -6,11 +6,11 @@ import json
 import pytest
 import torch
 
-import bench.checkpoint
-from bench.config import make_spec
-from bench.config_files import load_config
-from bench.optim import lr_at, make_optimizer
-from bench.train import run
+import bench.run.checkpoint
+from bench.config.files import load_config
+from bench.config.spec import make_spec
+from bench.run.optim import lr_at, make_optimizer
+from bench.run.train import run
 from tests.conftest import run_killed_in_epoch_2
 
 TIMING_KEYS = {
@@ -177,7 +177,7 @@ def test_variant_resolves_to_its_method_and_options():
 
 
 def test_alignment_of_bp_with_itself_is_one_even_for_tiny_gradients():
-    from bench.measure import _mean_cosine
+    from bench.measure.network import _mean_cosine
 
     tiny = torch.tensor([[1e-12, 2e-12], [3.0, 4.0], [0.0, 0.0]])
     assert _mean_cosine(tiny, tiny) == pytest.approx(1.0, abs=1e-12)
@@ -213,7 +213,7 @@ def test_ssa_scale_scales_its_signals(batch, feedback):
 
 def test_checkpoint_of_another_code_version_is_not_resumed(tmp_path, caplog, monkeypatch):
     run_killed_in_epoch_2(monkeypatch, spec("dfa"), tmp_path)
-    monkeypatch.setattr(bench.checkpoint, "code_version", lambda: "another-commit")
+    monkeypatch.setattr(bench.run.checkpoint, "code_version", lambda: "another-commit")
     record = run(spec("dfa"), tmp_path).to_json()
     assert (
         "was written by code version" in caplog.text and "starting dfa from scratch" in caplog.text

@@ -14,15 +14,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from bench import stop
-from bench.calibration import calibration_error, per_class_accuracy
 from bench.cli import main
-from bench.config import RECIPE
+from bench.config.recipe import RECIPE
 from bench.data.tensors import TensorData
-from bench.epoch import evaluate
-from bench.evaluation import end_of_run
 from bench.layers.svd import energy_rank
-from bench.measure import (
+from bench.measure.calibration import calibration_error, per_class_accuracy
+from bench.measure.end_of_run import end_of_run
+from bench.measure.memory import memory_breakdown
+from bench.measure.network import (
     Undefined,
     _cosine,
     _mean_cosine,
@@ -32,11 +31,12 @@ from bench.measure import (
     rate,
     update_alignment,
 )
-from bench.memory import memory_breakdown
+from bench.measure.robustness import accuracy, robustness
+from bench.measure.weight_alignment import angle_and_ratio, weight_alignment
 from bench.record import Record
-from bench.robustness import accuracy, robustness
-from bench.speed import Speed
-from bench.weight_alignment import angle_and_ratio, weight_alignment
+from bench.run import stop
+from bench.run.epoch import evaluate
+from bench.run.speed import Speed
 from tests.conftest import make
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -210,7 +210,7 @@ def test_ranks_memory_and_rates_give_no_number_for_an_undefined_value():
 def test_end_of_run_records_each_measure_it_cannot_compute_as_null_with_its_reason(
     monkeypatch, caplog
 ):
-    import bench.evaluation
+    import bench.measure.end_of_run
 
     data, recipe = _toy_data(), RECIPE_DEFAULTS | {"eval_batch_size": 8, "attack_subset": 10}
     measured = end_of_run(Linear(), data, recipe, Speed())
@@ -225,7 +225,7 @@ def test_end_of_run_records_each_measure_it_cannot_compute_as_null_with_its_reas
     def broken(*args):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(bench.evaluation, "robustness", broken)
+    monkeypatch.setattr(bench.measure.end_of_run, "robustness", broken)
     measured = end_of_run(Linear(), data, recipe, Speed())
     assert measured["unmeasured"] == {"robustness": "failed: RuntimeError: out of memory"}
     assert measured["robustness"] is None and measured["ece"] is not None
@@ -234,7 +234,7 @@ def test_end_of_run_records_each_measure_it_cannot_compute_as_null_with_its_reas
     def stopped(*args):
         raise stop.Terminated()
 
-    monkeypatch.setattr(bench.evaluation, "robustness", stopped)
+    monkeypatch.setattr(bench.measure.end_of_run, "robustness", stopped)
     with pytest.raises(stop.Terminated):  # a SIGTERM still stops the run
         end_of_run(Linear(), data, recipe, Speed())
 
@@ -304,7 +304,7 @@ def test_an_epoch_whose_loss_is_finite_but_whose_network_is_not_ends_the_run_as_
 ):
     """The epoch's last step can leave NaN weights behind a finite mean loss: the run is diverged then
     too (an ok record needs a test accuracy), and the record reads."""
-    import bench.train as trainer
+    import bench.run.train as trainer
 
     real = trainer.evaluate
     calls = []

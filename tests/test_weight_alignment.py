@@ -1,4 +1,4 @@
-"""Weight alignment (bench/weight_alignment.py): angles and norm ratios on matrices with known angles, on
+"""Weight alignment (bench/measure/weight_alignment.py): angles and norm ratios on matrices with known angles, on
 swapped layers, per epoch in the history, and undefined where a rule has no per-layer feedback weight."""
 
 import math
@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from bench.layers import register_feedback, swap_layers
+from bench.measure.weight_alignment import angle_and_ratio, weight_alignment
 from bench.report.records import layer_mean
-from bench.weight_alignment import angle_and_ratio, weight_alignment
 from tests.conftest import make
 
 
@@ -78,9 +78,9 @@ def test_layer_mean_of_an_epochs_weight_alignment():
 
 def test_kp_feedback_turns_toward_w_over_training(tmp_path):
     # Kolen-Pollack: B gets W's update and both decay, so W - B shrinks and the angle falls (Akrout 2019).
-    import bench.train as trainer
-    from bench.config import make_spec
-    from bench.config_files import load_config
+    import bench.run.train as trainer
+    from bench.config.files import load_config
+    from bench.config.spec import make_spec
 
     spec = make_spec(
         "digits",

@@ -17,10 +17,11 @@ import logging
 import sys
 import threading
 
-from bench import gridrun, stop
+from bench import gridrun
 from bench.cli import commands
 from bench.cli import parser as arguments
 from bench.data import beton
+from bench.run import stop
 
 DESCRIPTION = "The command line: `python -m bench train|list` (bad input exits with code 2 and says what is accepted)."
 

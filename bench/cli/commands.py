@@ -6,18 +6,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from bench import grid
 from bench.cli.parser import PERF
-from bench.config import RECIPE, make_spec, parse_sets
-from bench.config_files import load_config
+from bench.config import grid
+from bench.config.files import load_config
+from bench.config.recipe import RECIPE
+from bench.config.spec import make_spec, parse_sets
 
 log = logging.getLogger("bench")
 
 
 def cmd_train(args) -> int:
     from bench import distributed
-    from bench.devices import bind_gpu
-    from bench.train import run
+    from bench.run.devices import bind_gpu
+    from bench.run.train import run
 
     blocking = next((p for p in [args.out, *args.out.parents] if p.exists()), None)
     if blocking is not None and not blocking.is_dir():

@@ -7,7 +7,7 @@ import argparse
 import os
 from pathlib import Path
 
-from bench.config_files import config_argument
+from bench.config.files import config_argument
 from bench.layout import Layout
 from bench.perf import data as perf_data
 from bench.perf import epoch as perf_epoch
@@ -59,7 +59,7 @@ def train(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=os.environ.get("BENCH_GPU_SLOTS") or 1,
         metavar="S",
-        help="runs sharing one GPU: the run claims a free one of GPUs x S slots (bench/devices.py; "
+        help="runs sharing one GPU: the run claims a free one of GPUs x S slots (bench/run/devices.py; "
         "default $BENCH_GPU_SLOTS or 1)",
     )
 

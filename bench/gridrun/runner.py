@@ -26,12 +26,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import files, grid, record
+from bench import files, record
+from bench.config import grid
 from bench.gridrun.epochs import estimate_epochs, read_perf_table
 from bench.gridrun.status import write_status
 from bench.layout import Layout
 
-log = logging.getLogger("bench.grid")
+log = logging.getLogger("bench.config.grid")
 STOP_GRACE_S = 20  # after SIGTERM, time to finish the step and release the folder, before SIGKILL
 
 
@@ -240,8 +241,8 @@ def check_arguments(args) -> None:
 
 
 def main(args) -> int:
-    from bench.config import make_spec, parse_sets
-    from bench.config_files import load_config
+    from bench.config.files import load_config
+    from bench.config.spec import make_spec, parse_sets
 
     check_arguments(args)
     config = load_config(args.config, check_data=False)  # the trainer's variants, sweep points too

@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.blockwise import step_function
-from bench.config import RECIPE, parse_sets
+from bench.config.recipe import RECIPE
+from bench.config.spec import parse_sets
 from bench.data.folder import Split
 from bench.method import get_method
 from bench.models import build_for
-from bench.optim import make_optimizer
-from bench.speed import SPEED_KEYS, Speed
-from bench.train import derive_seed
+from bench.run.blockwise import step_function
+from bench.run.optim import make_optimizer
+from bench.run.speed import SPEED_KEYS, Speed
+from bench.run.train import derive_seed
 
 log = logging.getLogger("bench.perf")
 

@@ -38,7 +38,7 @@ from bench.perf.common import (
     torchvision_cifar,
     write_json,
 )
-from bench.speed import resolve_device
+from bench.run.speed import resolve_device
 
 
 def time_batches(batches: Iterable, count: int, sync=lambda: None) -> tuple[float, int]:

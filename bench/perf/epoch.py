@@ -28,12 +28,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench.config import make_spec
-from bench.config_files import config_argument, load_config
+from bench.config.files import config_argument, load_config
+from bench.config.spec import make_spec
 from bench.data.augment import Augment, AugmentedData, channel_stats
-from bench.epoch import train_epoch
 from bench.models import ARCHS
-from bench.optim import make_optimizer
 from bench.perf.common import (
     add_speed_arguments,
     dataset_folder,
@@ -47,8 +45,10 @@ from bench.perf.common import (
     wall_clock,
     write_json,
 )
-from bench.speed import Speed, resolve_device
-from bench.train import derive_seed
+from bench.run.epoch import train_epoch
+from bench.run.optim import make_optimizer
+from bench.run.speed import Speed, resolve_device
+from bench.run.train import derive_seed
 
 SHAPE = (3, 32, 32)
 

@@ -4,7 +4,7 @@ For every (arch, method variant) one model is built from the same seed, prepared
 trained on one fixed synthetic CIFAR-shaped batch (3 x 32 x 32, 10 classes by default), so no data
 is needed. The timed unit is exactly the trainer's step: zero_grad, `method.step(model, x, y)`,
 `optimizer.step()` (AdamW), with the trainer's speed options (channels_last, bf16 autocast,
-cudnn.benchmark, torch.compile; `auto` as bench.speed.Speed resolves it; `--set` forces one for
+cudnn.benchmark, torch.compile; `auto` as bench.run.speed.Speed resolves it; `--set` forces one for
 every row, `method:channels_last=off` for one row, so both layouts can be timed side by side). Every
 arch's methods are timed side by side: after `warmup` untimed steps each, the methods take turns,
 one step each, `steps` times, so a burst of outside load hits every method alike; each method's
@@ -13,7 +13,7 @@ are timed with CUDA events. FLOPs per step come from torch.utils.flop_counter (m
 convolutions, forward and backward, counted on the eager model); the share column divides the
 achieved FLOP/s by the best of a square matmul timed in the same run (float32, or bf16 under
 autocast). Saved activations: the bytes autograd saves for backward in one step
-(bench.memory.SavedTensorBytes, parameters excluded).
+(bench.measure.memory.SavedTensorBytes, parameters excluded).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import memory
-from bench.config import make_spec, parse_sets
-from bench.config_files import config_argument, load_config
+from bench.config.files import config_argument, load_config
+from bench.config.spec import make_spec, parse_sets
+from bench.measure import memory
 from bench.models import ARCHS
 from bench.perf.common import (
     add_speed_arguments,
@@ -37,8 +37,8 @@ from bench.perf.common import (
     wall_clock,
     write_csv,
 )
-from bench.speed import Speed, resolve_device
-from bench.train import derive_seed
+from bench.run.speed import Speed, resolve_device
+from bench.run.train import derive_seed
 
 DEFAULT_ARCHS = ("smallconv", "vgg13", "resnet32")
 # Rows beyond the config's variants: SSA started at a quarter of full rank, where its factored

@@ -7,8 +7,8 @@ Layers, each importing only those below it in this list:
 - check.py: each value alone (its range and shape; the names STATUSES, ATTACKS, COUNTS, ... that the
   trainer and the report share), and what the JSON itself may be (each key once, at most MAX_DEPTH deep).
 - consistency.py: the record as a whole (the fields against each other, the recipe and options against
-  what bench/config.py and the rule declare).
-The trainer builds a record in bench/run_record.py (it imports torch: the run's side, not this package's).
+  what bench/config/recipe.py and the rule declare).
+The trainer builds a record in bench/run/outputs.py (it imports torch: the run's side, not this package's).
 Importing this package never imports torch (tests/test_light_imports.py): the report wing reads records
 through it alone.
 """

@@ -15,7 +15,10 @@ from typing import Any
 from bench.record.consistency import check_consistency
 
 STATUSES = ("ok", "diverged")
-ATTACKS = ("fgsm", "pgd")  # a `robustness` entry's attacks (bench/robustness.py measures each)
+ATTACKS = (
+    "fgsm",
+    "pgd",
+)  # a `robustness` entry's attacks (bench/measure/robustness.py measures each)
 MEASURES = ("ece", "per_class_acc", "robustness")  # the end-of-run measures: `unmeasured`'s keys
 SELECTIONS = ("last", "best_val")
 PERCENTAGES = ("test_acc", "test_top5", "best_test_acc", "selected_test_acc", "best_val_acc")

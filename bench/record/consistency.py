@@ -1,5 +1,5 @@
 """A record checked as a whole (bench/record/check.py checks each value alone): the fields must agree with
-each other as bench/run_record.py writes them, and the recipe and options with what the trainer declares,
+each other as bench/run/outputs.py writes them, and the recipe and options with what the trainer declares,
 so a hand-edited or foreign record whose values are each plausible never reaches a table.
 
 What holds for every record the trainer writes (and every committed one):
@@ -13,12 +13,12 @@ What holds for every record the trainer writes (and every committed one):
   a validation accuracy) the first epoch of the best validation accuracy, with that epoch's test and
   validation accuracies; a record from before the selection existed has none of these; a diverged
   epoch's accuracies are null (undefined), never the best;
-- `config_hash` (null before it existed) is the hash of the spec the record names (bench/config.py
+- `config_hash` (null before it existed) is the hash of the spec the record names (bench/config/spec.py
   RunSpec: dataset, arch, method, impl, seed, recipe, options), so an edit of any of them shows even where
   the new value alone is accepted (a field added to RunSpec changes every hash: keep older records'
   readable, tests/test_record.py reads every committed one);
 - `per_class_acc` has one entry per class (`num_classes`), each epoch's per-block `alignment` one per block;
-- every recipe key is one of the recipe's (bench/config.py RECIPE) with a value its Option accepts (a key
+- every recipe key is one of the recipe's (bench/config/recipe.py RECIPE) with a value its Option accepts (a key
   the record predates is absent, not refused), and every option one the rule declares, likewise. A rule
   whose file no longer exists (or cannot be loaded) still has readable records: their results stay
   results, and its options are then checked only as option values (a string, a boolean, a finite number
@@ -31,8 +31,9 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.config import RECIPE, RunSpec
-from bench.config import check_recipe as check_across
+from bench.config.recipe import RECIPE
+from bench.config.recipe import check_recipe as check_across
+from bench.config.spec import RunSpec
 from bench.method import get_method
 
 Refuse = Callable[..., ValueError]  # (key, value, accepted) -> the error naming the file
@@ -71,7 +72,7 @@ def check_epochs(record: dict, history: list, refuse: Refuse) -> None:
         raise refuse("epochs_planned", planned, f"at least {n}, the epochs its history holds")
     if record["status"] == "ok" and planned is not None and n != planned:
         raise refuse("status", "ok", f"diverged for a run that trained {n} of {planned} epochs")
-    # An epoch diverged when its loss or its network's outputs were not finite (bench/train.py): its
+    # An epoch diverged when its loss or its network's outputs were not finite (bench/run/train.py): its
     # train_loss or test_acc is null, and it is the run's last.
     diverged = [
         entry.get("train_loss") is None or entry.get("test_acc") is None for entry in history
@@ -125,7 +126,7 @@ def check_outcome(record: dict, history: list, refuse: Refuse) -> None:
 
 
 def check_selection(record: dict, history: list, refuse: Refuse) -> None:
-    """The reported epoch: bench/run_record.py selected_epoch, recomputed from the history."""
+    """The reported epoch: bench/run/outputs.py selected_epoch, recomputed from the history."""
     selection = record.get("selection")
     if selection is None:  # a record from before the selection existed: nothing selected
         for key in ("selected_epoch", "selected_test_acc", "best_val_acc"):
@@ -147,7 +148,7 @@ def check_selection(record: dict, history: list, refuse: Refuse) -> None:
         raise refuse("recipe.val_split", val_split, accepted)
     chosen = {}
     if selection == "best_val":
-        # bench/run_record.py selected_epoch: the first epoch of the best, an undefined one last
+        # bench/run/outputs.py selected_epoch: the first epoch of the best, an undefined one last
         chosen = max(history, key=lambda h: (_or_low(h.get("val_acc")), -h["epoch"]))
     elif history:
         chosen = history[-1]

@@ -1,6 +1,6 @@
 """The run record (record.json) as types: Record, with its Epoch history, Memory and Provenance.
 
-A record is written once, by the trainer (bench/run_record.py builds it from a finished run), and read
+A record is written once, by the trainer (bench/run/outputs.py builds it from a finished run), and read
 by everything else through `read` and `find`, which check the schema version and every value
 (bench/record/check.py), the fields against each other and the declared recipe and options
 (bench/record/consistency.py), and refuse a key the trainer never writes or writes twice, naming the
@@ -78,7 +78,7 @@ def _from_json(cls, data, path: Path | str, where: str):
 
 @dataclass(frozen=True)
 class Memory:
-    """Bytes at the end of training (bench/memory.py memory_breakdown); `peak_kind` says what `peak` is."""
+    """Bytes at the end of training (bench/measure/memory.py memory_breakdown); `peak_kind` says what `peak` is."""
 
     params: int | None = None
     grads: int | None = None
@@ -92,7 +92,7 @@ class Memory:
 
 @dataclass(frozen=True)
 class Provenance:
-    """What produced the record (bench/provenance.py), plus what the trainer resolved on the device."""
+    """What produced the record (bench/run/provenance.py), plus what the trainer resolved on the device."""
 
     git_commit: str | None = None
     git_dirty: bool | None = None
@@ -172,8 +172,10 @@ class Record:
     ece: float | None = None
     per_class_acc: dict | None = None
     eval_time_s: float | None = None
-    robustness: dict | None = None  # bench/robustness.py: accuracies under attack by budget
-    unmeasured: dict | None = None  # end-of-run measure -> why it is null (bench/evaluation.py)
+    robustness: dict | None = None  # bench/measure/robustness.py: accuracies under attack by budget
+    unmeasured: dict | None = (
+        None  # end-of-run measure -> why it is null (bench/measure/end_of_run.py)
+    )
 
     @property
     def run(self) -> Run:

@@ -1,6 +1,6 @@
 """A sweep's results: its table (option values as columns), a sensitivity figure per option, findings.md.
 
-Reads the records of one dataset and the sweeps of the config files (bench/sweep.py). The reference rows
+Reads the records of one dataset and the sweeps of the config files (bench/config/sweep.py). The reference rows
 are BP on the best SSA point's network (`bp_reference`) and the DFA baseline (the first of: a sweep of
 impl dfa's base point, `dfa`). An option
 "matters" [suite] when one of its values differs from the base point by more than twice the standard
@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.config.sweep import points, value_name
 from bench.files import write_atomic
 from bench.record import Record
 from bench.report import markdown as md
@@ -32,7 +33,6 @@ from bench.report.summary import (
 )
 from bench.report.sweep_figures import sensitivity_figures
 from bench.report.table import write_csv
-from bench.sweep import points, value_name
 
 NOISE_FALLBACK = 1.0
 MEMORY = ("params", "grads", "optimizer_state", "saved_activations")

@@ -23,7 +23,7 @@ METRICS = {  # metric -> accuracy (%) from its value (%)
     "test_acc": lambda value: value,
     "top1_error": lambda value: 100.0 - value,
 }
-OPTIMIZERS = ("sgd", "adam", "adamw")  # the recipe's optimizer choices (bench/config.py RECIPE)
+OPTIMIZERS = ("sgd", "adam", "adamw")  # the recipe's optimizer choices (bench/config/recipe.py RECIPE)
 NAME = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 )  # as the run folders spell names; others never join

@@ -62,7 +62,7 @@ def final_update_alignment(record: Record) -> float | None:
     """The last epoch's update alignment, mean over the hidden layers where it is defined (None: not measured).
 
     Per layer it is the cosine between the rule's parameter update and the true BP gradient on the probe
-    batch (bench/measure.py update_alignment): 1 for BP, below 1 for any rule that departs from it. The
+    batch (bench/measure/network.py update_alignment): 1 for BP, below 1 for any rule that departs from it. The
     head is left out: every local rule trains it with its true gradient, so its 1 would lift them all.
     """
     return mean_update_alignment(record.last) if record.last else None
@@ -81,7 +81,7 @@ def mean_update_alignment(entry: Epoch) -> float | None:
 
 def layer_mean(alignment: dict | None, measure: str) -> float | None:
     """The mean over layers of one epoch's weight alignment `measure` ("angle_deg" or "norm_ratio",
-    bench/weight_alignment.py); None without one (the rule has no per-layer feedback, or the record
+    bench/measure/weight_alignment.py); None without one (the rule has no per-layer feedback, or the record
     predates the measure)."""
     values = [v for v in ((alignment or {}).get(measure) or {}).values() if v is not None]
     return sum(values) / len(values) if values else None

@@ -1,5 +1,5 @@
 """The robustness figure: accuracy under FGSM and PGD against the L-inf budget, from the records'
-`robustness` (bench/robustness.py)."""
+`robustness` (bench/measure/robustness.py)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Accuracy is the mean +- sample std over the seeds that finished (`status: ok`), 
 record selects (`selection`: the last, or the best on a validation split: BioTorch's protocol); a diverged run is left
 out of the mean and counted in `status`; a planned run without a record is counted as missing. Params
 and memory are means over every record found (they do not depend on divergence); memory is in MB
-(10^6 bytes), as measured by the trainer (bench/measure.py). Every mean and std is bench/report/summary.py's,
+(10^6 bytes), as measured by the trainer (bench/measure/network.py). Every mean and std is bench/report/summary.py's,
 the one the figures use too; the markdown is bench/report/markdown.py's.
 """
 

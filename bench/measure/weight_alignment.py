@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from bench.layers.feedback import feedback_layers
-from bench.measure import clamped_cosine, finite
+from bench.measure.network import clamped_cosine, finite
 
 
 def angle_and_ratio(

@@ -12,28 +12,30 @@ from pathlib import Path
 import torch
 
 from bench import data as datasets
-from bench import distributed, measure, stop
-from bench.blockwise import step_function
-from bench.checkpoint import RUN_FILES, read_checkpoint, save_checkpoint
-from bench.config import RunSpec
+from bench import distributed
+from bench.config.spec import RunSpec
 from bench.data.tensors import hold_out
-from bench.determinism import determinism
-from bench.determinism import state as determinism_state
-from bench.epoch import evaluate, train_epoch
-from bench.evaluation import end_of_run, require_packages
 from bench.files import check_run_folder, folder_lock, write_json
+from bench.measure import network as measure
+from bench.measure.end_of_run import end_of_run, require_packages
+from bench.measure.weight_alignment import weight_alignment
 from bench.method import get_method
 from bench.models import BlockNet, build_for
-from bench.optim import lr_at, make_optimizer, slice_optimizer_state, steps_per_epoch
-from bench.provenance import provenance
 from bench.record import Record
-from bench.restore import ready_folder, resumed
-from bench.run_record import make_record, write_log_csv
-from bench.speed import Speed, resolve_device
-from bench.tensorboard_log import EpochLog
-from bench.weight_alignment import weight_alignment
+from bench.run import stop
+from bench.run.blockwise import step_function
+from bench.run.checkpoint import RUN_FILES, read_checkpoint, save_checkpoint
+from bench.run.determinism import determinism
+from bench.run.determinism import state as determinism_state
+from bench.run.epoch import evaluate, train_epoch
+from bench.run.optim import lr_at, make_optimizer, slice_optimizer_state, steps_per_epoch
+from bench.run.outputs import make_record, write_log_csv
+from bench.run.provenance import provenance
+from bench.run.restore import ready_folder, resumed
+from bench.run.speed import Speed, resolve_device
+from bench.run.tensorboard import EpochLog
 
-log = logging.getLogger("bench.train")
+log = logging.getLogger("bench.run.train")
 
 
 def derive_seed(seed: int, purpose: str) -> int:

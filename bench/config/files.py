@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import grid, schema, sweep, yamlfile
+from bench.config import grid, schema, sweep, yamlfile
 from bench.layout import DEFAULT_CONFIG, Layout
 
 DATASET_LISTS = ("default_datasets", "paper_datasets", "sweep_datasets")
@@ -56,7 +56,7 @@ def load_config(
     2), a missing file FileNotFoundError. `check_data`: every dataset of a grid must be registered or an
     image folder under data_dir; the trainer's readers skip it, as the data_dir that counts is theirs.
     `plan` (the Snakefile, which plans every grid): a grid that plans a run of a broken method file is
-    refused naming the file (bench/grid.py refuse_broken); a reader of one run needs only its own rule.
+    refused naming the file (bench/config/grid.py refuse_broken); a reader of one run needs only its own rule.
     """
     unique: dict[Path, str] = {}
     for path in [DEFAULT_CONFIG, *(paths or [])]:

@@ -11,7 +11,7 @@ import torch
 
 from bench.models import BlockNet
 
-log = logging.getLogger("bench.train")
+log = logging.getLogger("bench.run.train")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -8,7 +8,7 @@ shapes compared, exactly. The optimizer's settings must be the run's and its sta
 parameter, what a step of this optimizer keeps, at the parameter's shape; each generator state must be
 a ByteTensor of the generator's size; the rule's state must have the keys, types and shapes of a fresh
 rule's. A failure raises ValueError saying which part; the objects may then be partly restored, so the
-trainer drops them and builds fresh ones (bench/train.py). Last, the training state must make a record
+trainer drops them and builds fresh ones (bench/run/train.py). Last, the training state must make a record
 that passes the record's checks. Before the first epoch the disk must have room for a checkpoint, and a
 record.json in the folder is named in a warning saying what replaces it.
 """
@@ -26,12 +26,12 @@ from pathlib import Path
 import torch
 
 from bench import record
-from bench.checkpoint import CHECKPOINT, discard
-from bench.config import RunSpec
+from bench.config.spec import RunSpec
 from bench.layers import svd_layers
-from bench.run_record import make_record
+from bench.run.checkpoint import CHECKPOINT, discard
+from bench.run.outputs import make_record
 
-log = logging.getLogger("bench.train")
+log = logging.getLogger("bench.run.train")
 
 
 def resumed(checkpoint, out, spec, model, method, optimizer, shuffle, data, device) -> bool:
@@ -58,7 +58,7 @@ def resumed(checkpoint, out, spec, model, method, optimizer, shuffle, data, devi
 
 
 def restore(checkpoint: dict, model, method, optimizer, shuffle: torch.Generator) -> None:
-    """Load every part of `checkpoint` (read and checked by bench.checkpoint) into the run's objects."""
+    """Load every part of `checkpoint` (read and checked by bench.run.checkpoint) into the run's objects."""
     restore_model(checkpoint["model"], model, method)
     restore_optimizer(checkpoint["optimizer"], optimizer)
     for key, generator in (("shuffle", shuffle), ("method_generator", method.generator)):

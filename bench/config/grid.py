@@ -1,6 +1,6 @@
 """The experiment grid: the pipeline config (config/config.yaml) checked and expanded into planned runs.
 
-bench/config_files.py load_config builds the grids of the merged config files with `grids` (for the
+bench/config/files.py load_config builds the grids of the merged config files with `grids` (for the
 Snakefile and every `python -m bench ... --config`), so the meaning of every config key lives in one place.
 The Snakefile also asks here what a planned run reads: its rule's file (method_source) and its .beton
 files (run_inputs).
@@ -16,12 +16,15 @@ from typing import Any
 
 import yaml
 
-from bench import names, sweep
-from bench.config import RECIPE, check_recipe, make_spec, resolve_variant
+from bench.config import names, sweep
+from bench.config.names import (
+    ALL_METHODS,  # `methods: all`: every variant but sweep points, every file
+)
+from bench.config.recipe import RECIPE, check_recipe
+from bench.config.spec import make_spec, resolve_variant
 from bench.layout import Layout
 from bench.method import broken_methods, discover, get_method, methods_dir
 from bench.models import ARCHS
-from bench.names import ALL_METHODS  # `methods: all`: every variant but sweep points, every file
 from bench.option import resolve_options
 
 
@@ -75,7 +78,7 @@ def method_source(method: str, variants: dict[str, dict[str, Any]]) -> str:
 def run_inputs(dataset: str, data_dir: str | Path, recipe: dict) -> list[str]:
     """The .beton files a training run of `dataset` reads (for the pipeline's train rule); [] when it reads none.
 
-    `recipe` holds the run's recipe overrides; unset keys take bench.config.RECIPE's defaults.
+    `recipe` holds the run's recipe overrides; unset keys take bench.config.recipe.RECIPE's defaults.
     """
     from bench.data.beton import (
         FFCV_DATASETS,
@@ -130,7 +133,7 @@ def grids(config: dict, check_data: bool = True) -> dict[str, Grid]:
 
     A dataset without `seeds` uses the top-level `seeds`; a top-level `epochs` replaces every dataset's
     recipe epochs; `methods: all` expands to known_methods() but the sweeps' points. Unknown method
-    names, variant names against bench/names.py's rule or named like another method file, variant
+    names, variant names against bench/config/names.py's rule or named like another method file, variant
     options and recipe values raise ValueError naming the config key, and with `check_data` so does a
     dataset that is neither registered nor an image folder under the config's data_dir.
     """
@@ -175,7 +178,7 @@ def grids(config: dict, check_data: bool = True) -> dict[str, Grid]:
 
 
 def _check_variant_name(name: str, entry: dict) -> None:
-    """A variant's name follows bench/names.py's rule, and one named like a method file runs that file
+    """A variant's name follows bench/config/names.py's rule, and one named like a method file runs that file
     (`ssa: {impl: ssa, ...}` sets ssa's options in this config); `dfa: {impl: ssa}` would mean two things."""
     names.check(name, f"config key variants.{name}")
     impl = entry.get("impl", name)
@@ -239,7 +242,7 @@ def _method_recipes(
 
 
 def _variant_recipe(method: str, variants: dict) -> dict:
-    """The recipe keys variant `method` holds (bench/config.py resolve_variant); {} for a method file."""
+    """The recipe keys variant `method` holds (bench/config/spec.py resolve_variant); {} for a method file."""
     return resolve_variant(method, variants)[2] if method in variants else {}
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from bench.layers.feedback import feedback_tensors
-from bench.measure import network_parameters
+from bench.measure.network import network_parameters
 
 
 def tensor_bytes(tensors) -> int:
@@ -25,7 +25,7 @@ class SavedTensorBytes:
     wrapped, so freeing a graph is seen); parameter and buffer storages are excluded, since the model
     holds them anyway: what remains is the activation memory a training step costs. With one backward
     call (BP, every rule's `step`) nothing saved is freed before it, so the peak is every saved
-    storage; a blockwise step frees each block's graph before the next (bench/blockwise.py) and adds
+    storage; a blockwise step frees each block's graph before the next (bench/run/blockwise.py) and adds
     the tensors it holds outside autograd (`note_kept`: the block inputs and signals), counted from
     then until the end of the block or `note_released`.
     """

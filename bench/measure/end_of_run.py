@@ -1,5 +1,5 @@
 """What the trainer measures once, on the trained network, after the last epoch (issue 21): calibration and
-per-class accuracy (bench/calibration.py) and adversarial robustness (bench/robustness.py), with the time
+per-class accuracy (bench/measure/calibration.py) and adversarial robustness (bench/measure/robustness.py), with the time
 it took; and the check, before anything trains, that the packages those need are installed.
 
 A measure that cannot be computed (undefined: a diverged network's non-finite outputs, a one-class
@@ -16,12 +16,11 @@ from collections.abc import Callable
 
 import torch
 
-from bench import stop
-from bench.calibration import calibration_error, logits_and_labels, per_class_accuracy
-from bench.measure import Undefined
-from bench.robustness import robustness
+from bench.measure.calibration import calibration_error, logits_and_labels, per_class_accuracy
+from bench.measure.network import Undefined
+from bench.measure.robustness import robustness
 
-log = logging.getLogger("bench.evaluation")
+log = logging.getLogger("bench.measure.end_of_run")
 
 # (recipe key that asks for it, package, what needs it): a run that cannot measure fails before it trains.
 NEEDS = (
@@ -83,11 +82,9 @@ def end_of_run(model, data, recipe: dict, speed) -> dict:
 
 def _attempt(names: tuple[str, ...], unmeasured: dict, compute: Callable):
     """compute(), or None with the reason noted under each of `names` in `unmeasured` and logged: the
-    measure's Undefined message, or the error it raised. A stop request (Ctrl-C, SIGTERM) still stops."""
+    measure's Undefined message, or the error it raised. A stop request (Ctrl-C, SIGTERM: BaseExceptions) still stops."""
     try:
         return compute()
-    except stop.STOPS:
-        raise
     except Undefined as error:
         reason = str(error)
         log.warning("end-of-run %s not measured: %s", " and ".join(names), reason)

@@ -1,15 +1,12 @@
-"""Run configuration: the training recipe's declared keys, method variants, and one run's resolved spec."""
+"""The training recipe: RECIPE, its keys declared once (the schema is generated from them), and the checks
+across keys."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bench.method import broken_methods, discover, get_method
 from bench.models import SCHEMES
-from bench.option import Option, resolve_options
+from bench.option import Option
 
 SWITCH = (
     "auto",
@@ -58,14 +55,14 @@ RECIPE: dict[str, Option] = {
     "locality": Option(
         "graph",
         "graph: the rule's own step (one backward call, the whole graph kept until it); "
-        "blockwise: one block's graph at a time, for rules that declare it (bench/blockwise.py)",
+        "blockwise: one block's graph at a time, for rules that declare it (bench/run/blockwise.py)",
         choices=("graph", "blockwise"),
     ),
     "eval_batch_size": Option(1000, "evaluation batch size", minimum=1),
     "probe_size": Option(
         256, "images in the fixed batch that measures alignment with BP", minimum=1
     ),
-    # Robustness after training (bench/robustness.py): FGSM and PGD through torchattacks, true gradients.
+    # Robustness after training (bench/measure/robustness.py): FGSM and PGD through torchattacks, true gradients.
     "attack_subset": Option(
         1000, "test images attacked after training, a fixed seeded draw (0: no attack)", minimum=0
     ),
@@ -165,80 +162,6 @@ RECIPE: dict[str, Option] = {
 }
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything that determines one run's numbers (timings aside)."""
-
-    dataset: str
-    arch: str
-    method: str  # the variant name, e.g. ssa-no_align
-    impl: str  # the method file it runs, e.g. ssa
-    seed: int
-    recipe: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def config_hash(self) -> str:
-        """Hash of the resolved spec: a checkpoint resumes only into a run with the same hash."""
-        text = json.dumps(asdict(self), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def resolve_variant(
-    name: str, variants: dict[str, dict[str, Any]]
-) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """(impl, options, recipe) of variant `name`: its method file, its method options and its recipe keys
-    (a key of RECIPE is a recipe key); a bare method file name is its own variant. The one resolution of a
-    variant: make_spec (every run), bench/grid.py (the Snakefile) and `bench list` use it."""
-    if name in variants:
-        entry = dict(variants[name])
-        impl = entry.pop("impl", name)
-        recipe = {key: entry.pop(key) for key in list(entry) if key in RECIPE}
-        return impl, entry, recipe
-    try:
-        get_method(name)
-    except ValueError:
-        if name in broken_methods():
-            raise
-        known = sorted(set(variants) | set(discover()))
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(known)}") from None
-    return name, {}, {}
-
-
-def make_spec(
-    dataset: str,
-    arch: str,
-    method: str,
-    seed: int,
-    overrides: dict[str, Any],
-    variants: dict[str, dict[str, Any]],
-) -> RunSpec:
-    """Resolve a run, all checked: RECIPE defaults < the variant's recipe keys < `overrides` (the
-    command line's --set, where the Snakefile puts the dataset's recipe and method_recipe, resolved by
-    bench/grid.py), and the variant's options < `overrides`' method options."""
-    impl, variant_options, variant_recipe = resolve_variant(method, variants)
-    method_cls = get_method(impl)
-    recipe_given = {**variant_recipe, **{k: v for k, v in overrides.items() if k in RECIPE}}
-    method_given = {**variant_options, **{k: v for k, v in overrides.items() if k not in RECIPE}}
-    unknown = sorted(set(method_given) - set(method_cls.options))
-    if unknown:
-        raise ValueError(
-            f"unknown option {unknown[0]!r}; recipe keys: {', '.join(RECIPE)}; "
-            f"options of {impl}: {', '.join(method_cls.options) or 'none'}"
-        )
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"bad value {seed!r} for 'seed'; accepted: an integer >= 0")
-    recipe = check_recipe(resolve_options(RECIPE, recipe_given, owner="the recipe"))
-    options = resolve_options(method_cls.options, method_given, owner=f"method {impl!r}")
-    if recipe["locality"] == "blockwise":
-        problem = method_cls(**options).blockwise_problem()
-        if problem:
-            able = ", ".join(name for name, cls in discover().items() if cls.blockwise)
-            raise ValueError(
-                f"bad value 'blockwise' for 'locality': {problem}; rules that declare it: {able}"
-            )
-    return RunSpec(dataset, arch, method, impl, seed, recipe, options)
-
-
 def check_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     """The checks across recipe keys (each key's own are its Option's); returns `recipe`."""
     mean, std = recipe["norm_mean"], recipe["norm_std"]
@@ -259,14 +182,3 @@ def check_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
             "cudnn_benchmark auto or off with deterministic (cuDNN's timed pick is not reproducible)"
         )
     return recipe
-
-
-def parse_sets(pairs: list[str]) -> dict[str, str]:
-    """['key=value', ...] from --set into a dict; values stay strings until their Option parses them."""
-    parsed = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"bad --set {pair!r}; expected key=value")
-        parsed[key.strip()] = value.strip()
-    return parsed

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from bench.layers.feedback import exact_backward, feedback_layers
-from bench.measure import Undefined
+from bench.measure.network import Undefined
 from bench.record.check import ATTACKS
 
 SUBSET_SEED = 0  # the attacked images: the same for every run (as the test split's seed)
@@ -105,7 +105,7 @@ def robustness(model: nn.Module, data, recipe: dict, speed) -> dict | None:
     """The record's `robustness` entry (None when `attack_subset` is 0): clean and attacked accuracy (%)
     of the subset per attack and budget, the settings, and the seconds it took. With
     `attack_rule_gradient`, also `rule_gradient`: the same attacks through the rule's own backward.
-    Undefined (bench.measure) where the network's outputs, clean or attacked, are not finite."""
+    Undefined (bench.measure.network) where the network's outputs, clean or attacked, are not finite."""
     n = recipe["attack_subset"]
     if not n or not recipe["attack_eps"]:
         return None

@@ -1,12 +1,12 @@
 """End-of-run evaluation beyond accuracy (issue 21, first part): expected calibration error and per-class
 test accuracy, once, on the trained network, in eval mode (float32). Each raises
-bench.measure.Undefined, with the reason, where it has no value (bench/evaluation.py records it as null)."""
+bench.measure.network.Undefined, with the reason, where it has no value (bench/measure/end_of_run.py records it as null)."""
 
 from __future__ import annotations
 
 import torch
 
-from bench.measure import Undefined
+from bench.measure.network import Undefined
 
 ECE_BINS = 15  # the usual choice (Guo et al. 2017); torchmetrics' default too
 

@@ -1,8 +1,8 @@
 """The config's JSON schema (config/schema.yaml) and the one check of a config against it.
 
-The recipe block of the schema is not written in the file: it is generated from bench/config.py RECIPE
+The recipe block of the schema is not written in the file: it is generated from bench/config/recipe.py RECIPE
 (`recipe_schema`), so that each recipe key's type, bounds, choices and help are declared once; so is the
-rule for names (`$defs.name`, from bench/names.py).
+rule for names (`$defs.name`, from bench/config/names.py).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from bench import names
-from bench.config import RECIPE
+from bench.config import names
+from bench.config.recipe import RECIPE
 from bench.layout import REPO
 from bench.option import Option
 
@@ -47,7 +47,7 @@ def _option_schema(option: Option) -> dict:
 
 
 def load_schema() -> dict:
-    """config/schema.yaml with its recipe block filled in from RECIPE and its name rule from bench/names.py."""
+    """config/schema.yaml with its recipe block filled in from RECIPE and its name rule from bench/config/names.py."""
     schema = yaml.safe_load(SCHEMA.read_text())
     schema["$defs"]["recipe"]["properties"] = recipe_schema()
     schema["$defs"]["name"] = names.json_schema()
@@ -60,7 +60,7 @@ def validate(config: dict) -> dict:
     NaN and infinities are refused everywhere first: JSON schema's `number` admits them (YAML's .inf).
     Where jsonschema is not installed (the lent GPU machine, which runs configs checked here first) only
     the top-level defaults are filled in; every variant, recipe value and method name is still checked by
-    bench.grid.grids, which needs no jsonschema.
+    bench.config.grid.grids, which needs no jsonschema.
     """
     _refuse_non_finite(config, "")
     schema = load_schema()

@@ -14,8 +14,12 @@ import signal
 import sys
 
 
-class Terminated(Exception):
-    """SIGTERM (a scheduler's or `kill`'s stop), raised where the process is so that cleanup runs."""
+class Terminated(BaseException):
+    """SIGTERM (a scheduler's or `kill`'s stop), raised where the process is so that cleanup runs.
+
+    A BaseException, as KeyboardInterrupt is: a stop is not an error, so no `except Exception` that turns
+    a failure into a message or a null measure (a download's advice, an unmeasured end-of-run measure)
+    swallows it, and a measure need not know this module."""
 
 
 STOPS = (KeyboardInterrupt, Terminated)

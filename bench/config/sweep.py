@@ -27,8 +27,8 @@ import copy
 import itertools
 from typing import Any
 
-from bench import names
-from bench.config import RECIPE
+from bench.config import names
+from bench.config.recipe import RECIPE
 from bench.method import broken_methods, discover, get_method
 
 DESIGNS = ("one_at_a_time", "grid")
@@ -90,7 +90,7 @@ def points(name: str, sweep: dict) -> dict[str, dict[str, Any]]:
 
 
 def _defaults(impl: str | None) -> dict[str, Any]:
-    """Default recipe values and options of method file `impl` ({} if unknown: bench.grid reports it)."""
+    """Default recipe values and options of method file `impl` ({} if unknown: bench.config.grid reports it)."""
     recipe = {k: option.default for k, option in RECIPE.items()}
     try:
         return recipe | {k: option.default for k, option in get_method(impl).options.items()}
@@ -100,12 +100,12 @@ def _defaults(impl: str | None) -> dict[str, Any]:
 
 def expand(config: dict) -> dict:
     """A copy of `config` with every sweep's points added as variants (the point's method options and
-    recipe keys both, as any variant may hold: bench/config.py resolve_variant) and each dataset's sweep
+    recipe keys both, as any variant may hold: bench/config/spec.py resolve_variant) and each dataset's sweep
     names replaced by the sweep's variant names.
 
     Raises ValueError naming the config key for an unknown design, a sweep or point name that breaks
-    bench/names.py's rule or names something else already (a variant, a method file), or a sweep of an
-    unknown method file; a point that no longer fits the method's options is checked later by bench.grid
+    bench/config/names.py's rule or names something else already (a variant, a method file), or a sweep of an
+    unknown method file; a point that no longer fits the method's options is checked later by bench.config.grid
     like any variant.
     """
     sweeps = config.get("sweeps") or {}

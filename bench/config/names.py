@@ -41,5 +41,5 @@ def check(name: object, where: str) -> str:
 
 
 def json_schema() -> dict:
-    """The rule as config/schema.yaml's `$defs.name` (bench/schema.py fills it in), reserved words aside."""
+    """The rule as config/schema.yaml's `$defs.name` (bench/config/schema.py fills it in), reserved words aside."""
     return {"type": "string", "pattern": f"^{_FULL.pattern}$", "description": RULE}

@@ -8,9 +8,10 @@ import io
 import math
 from pathlib import Path
 
-from bench import measure, memory
-from bench.config import RunSpec
+from bench.config.spec import RunSpec
 from bench.files import finite, write_atomic
+from bench.measure import memory
+from bench.measure import network as measure
 from bench.models import convolutional
 from bench.record import SCHEMA_VERSION, Record
 
@@ -67,7 +68,7 @@ def make_record(
     spec: RunSpec, state: dict, model, optimizer, data, device, measured: dict | None = None
 ) -> Record:
     """The run's record, from the training state, the network and the end-of-run measures (`measured`:
-    bench/evaluation.py end_of_run), checked as every reader checks it. NaN and infinities are None in it,
+    bench/measure/end_of_run.py end_of_run), checked as every reader checks it. NaN and infinities are None in it,
     as in record.json (a diverged loss, an undefined cosine), so the run returns what a reader reads."""
     history = state["history"]
     last = history[-1] if history else {}

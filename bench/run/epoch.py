@@ -8,10 +8,12 @@ import time
 
 import torch
 
-from bench import distributed, memory, stop
-from bench.calibration import test_outputs
+from bench import distributed
+from bench.measure import memory
+from bench.measure.calibration import test_outputs
 from bench.models import BlockNet
-from bench.speed import Speed
+from bench.run import stop
+from bench.run.speed import Speed
 
 
 @torch.no_grad()
@@ -71,7 +73,7 @@ def train_epoch(
 
     `keep_last`: the last partial batch is trained on too; `lr_of_step(i)`: the learning rate of the
     epoch's step i (a per-step schedule), else the optimizer's rate stays as set; `step(model, x, y)`:
-    the step to call (bench.blockwise.step_function), else `method.step`.
+    the step to call (bench.run.blockwise.step_function), else `method.step`.
     """
     step = step or method.step
     model.train()

@@ -4,7 +4,7 @@ A checkpoint is read only when it is readable (CRCs checked), belongs to the sam
 version and rule file, holds every part, and its training state is one the trainer can produce (an
 epoch within the plan, a history of that many epochs numbered 1 to n, a status that its losses agree
 with, the run's initial parameter count). Its tensors, optimizer state, generator states and the rule's
-own state are then restored into the run's objects and checked there (bench/restore.py). Anything else
+own state are then restored into the run's objects and checked there (bench/run/restore.py). Anything else
 is discarded with a warning and the run starts from scratch, so a bad file can never leave a run stuck
 or write a record that no training produced.
 """
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from bench.config import RunSpec
+from bench.config.spec import RunSpec
 from bench.files import check_torch_file, write_atomic
-from bench.provenance import code_version
 from bench.record.check import STATUSES
+from bench.run.provenance import code_version
 
-log = logging.getLogger("bench.train")
+log = logging.getLogger("bench.run.train")
 CHECKPOINT = "checkpoint.pt"
 KEYS = ("model", "optimizer", "shuffle", "method_generator", "method_state", "state")
 STATE_KEYS = ("epoch", "history", "status", "provenance", "trainable_params_initial")
@@ -119,7 +119,7 @@ def structure_problem(checkpoint: dict, spec: RunSpec, trainable_params_initial:
     if status not in STATUSES:
         return f"status {status!r}; accepted: {', '.join(STATUSES)}"
     # The trainer stops at the first epoch whose loss or test accuracy (the network's outputs) is not
-    # finite (bench/train.py), and only then says "diverged".
+    # finite (bench/run/train.py), and only then says "diverged".
     finite = [
         math.isfinite(entry["train_loss"]) and math.isfinite(entry["test_acc"]) for entry in history
     ]

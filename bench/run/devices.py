@@ -19,7 +19,7 @@ import stat
 import time
 from pathlib import Path
 
-log = logging.getLogger("bench.devices")
+log = logging.getLogger("bench.run.devices")
 LOCK_DIR_ENV = "BENCH_GPU_LOCK_DIR"
 
 

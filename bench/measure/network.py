@@ -1,4 +1,4 @@
-"""Measurements a record carries: parameter counts, alignment with BP, per-layer ranks (memory: bench/memory.py)."""
+"""Measurements a record carries: parameter counts, alignment with BP, per-layer ranks (memory: bench/measure/memory.py)."""
 
 from __future__ import annotations
 

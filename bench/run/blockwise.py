@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _NormBase
 
-from bench import memory
 from bench.local import in_layout_of, step_stats
+from bench.measure import memory
 
 LOCALITIES = ("graph", "blockwise")
 

@@ -1,0 +1,12 @@
+"""The measure wing: what a run measures, on the network, beside training.
+
+Files:
+- network.py: parameter counts, alignment with BP (signal and update cosines), per-layer ranks, and the
+  Undefined error a measure raises where it has no value.
+- memory.py: bytes saved for backward, resident-set growth, and the memory breakdown.
+- weight_alignment.py: the angle and norm ratio of each forward weight and its feedback weight.
+- calibration.py: expected calibration error and per-class accuracy; robustness.py: accuracy under
+  FGSM and PGD; end_of_run.py: those measured once after training, each null with its reason when it
+  cannot be computed.
+It stands on layers/ and models/ only; the run wing calls it.
+"""
