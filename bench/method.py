@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.config import names
+from bench.config.names import problem as name_problem
 from bench.layout import REPO
 from bench.option import Option, resolve_options
 
@@ -209,7 +209,7 @@ class _Unusable(Exception):
 def _load(path: Path, package: str) -> type[Method]:
     """The one Method subclass of file `path`, imported; _Unusable says why not (its name, an error raised
     while importing it, with the file's line, or not exactly one class)."""
-    reason = names.problem(path.stem)
+    reason = name_problem(path.stem)
     if reason:
         raise _Unusable(f"its name is no method name: {reason}")
     module_name = f"{package}.{path.stem}"

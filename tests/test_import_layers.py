@@ -128,3 +128,63 @@ def test_a_package_importing_one_way_has_no_cycle(tmp_path):
     (package / "top.py").write_text("from pkg.low import X\n\ndef g():\n    from pkg import low\n")
     graph = import_graph(package)
     assert graph["pkg.top"] == {"pkg.low"} and cycles(graph) == []
+
+
+# bench/'s layers, lowest first (../shared/spec/design.md, "Layout of bench/"): a module imports only
+# from its own layer or those below it. A module's layer is that of the longest name here it starts with.
+LAYERS = [
+    # the foundations every wing imports; config/names.py is the name rule that method discovery uses
+    ("bench.layout", "bench.files", "bench.option", "bench.distributed", "bench.config.names"),
+    ("bench.layers", "bench.models"),  # the leaves a rule builds on
+    ("bench.local", "bench.method"),  # what a rule author imports
+    ("bench.data",),
+    ("bench.config",),  # config -> run -> measure -> record -> report, as data flows; the trainer
+    ("bench.measure",),  # (run) calls the measures and builds the record, so it stands above both
+    ("bench.record",),
+    ("bench.run",),
+    ("bench.gridrun", "bench.perf", "bench.report"),  # tools on top, and the report on the records
+    ("bench.cli", "bench.__main__", "bench"),
+]
+
+
+def layer_of(module: str) -> int:
+    matches = [
+        (len(name), i)
+        for i, names in enumerate(LAYERS)
+        for name in names
+        if module == name or module.startswith(name + ".")
+    ]
+    assert matches, f"{module} is in no layer of LAYERS: place it there"
+    return max(matches)[1]
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(
+        f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
+        for a, imported in graph.items()
+        for b in imported
+        if layer_of(b) > layer_of(a)
+    )
+
+
+def test_bench_imports_only_from_its_own_layer_or_below():
+    found = upward_imports(import_graph(ROOT / "bench"))
+    assert not found, "imports from a higher layer of bench/:\n" + "\n".join(found)
+
+
+def test_an_upward_import_is_found_and_named():
+    graph = {"bench.record.types": {"bench.run.train"}, "bench.run.train": {"bench.record"}}
+    assert upward_imports(graph) == [
+        "bench.record.types (layer 6) imports bench.run.train (layer 7)"
+    ]
+
+
+def test_at_most_8_modules_directly_in_bench_and_none_over_300_lines():
+    flat = sorted(p.name for p in (ROOT / "bench").glob("*.py"))
+    assert len(flat) <= 8, flat
+    long = [
+        f"{p.relative_to(ROOT)}: {n} lines"
+        for p in sorted((ROOT / "bench").rglob("*.py"))
+        if (n := len(p.read_text().splitlines())) > 300
+    ]
+    assert not long, long

@@ -75,6 +75,7 @@ def _check_names(dataset: str, arch: str, data_dir: Path | None) -> None:
 
 def cmd_list(args) -> int:
     from bench.data import DATASETS, image_folders
+    from bench.measure import declare
     from bench.method import broken_methods, discover
     from bench.models import ARCHS
 
@@ -94,6 +95,10 @@ def cmd_list(args) -> int:
     print("recipe (--set key=value, or a grid's recipe:):")
     for line in _option_lines(RECIPE):
         print(line)
+    print("declared measures (bench/measure/<name>.py; record, log.csv and table):")
+    for name, measure in declare.declared().items():
+        column = f", table column {measure.column!r}" if measure.column else ""
+        print(f"  {name}: {measure.doc}  [{measure.when}, {measure.accepted()}{column}]")
     for name, reason in broken_methods().items():  # after the rest, which stays usable; exit 1
         print(f"broken method {name}: {reason}")
     return 1 if broken_methods() else 0

@@ -35,7 +35,7 @@ def resolve_variant(
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """(impl, options, recipe) of variant `name`: its method file, its method options and its recipe keys
     (a key of RECIPE is a recipe key); a bare method file name is its own variant. The one resolution of a
-    variant: make_spec (every run), bench/grid.py (the Snakefile) and `bench list` use it."""
+    variant: make_spec (every run), bench/config/grid.py (the Snakefile) and `bench list` use it."""
     if name in variants:
         entry = dict(variants[name])
         impl = entry.pop("impl", name)
@@ -61,7 +61,7 @@ def make_spec(
 ) -> RunSpec:
     """Resolve a run, all checked: RECIPE defaults < the variant's recipe keys < `overrides` (the
     command line's --set, where the Snakefile puts the dataset's recipe and method_recipe, resolved by
-    bench/grid.py), and the variant's options < `overrides`' method options."""
+    bench/config/grid.py), and the variant's options < `overrides`' method options."""
     impl, variant_options, variant_recipe = resolve_variant(method, variants)
     method_cls = get_method(impl)
     recipe_given = {**variant_recipe, **{k: v for k, v in overrides.items() if k in RECIPE}}

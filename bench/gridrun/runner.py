@@ -10,9 +10,8 @@ is reported as cut, never as a result; runs never started are reported as not st
 outcome goes to RESULTS/status.csv, its output to the train rule's log (bench.layout.Layout); a rerun
 of the same command resumes cut runs from their checkpoints.
 
-`--epochs auto` sizes the run length from a `perf step` table measured on the same device (epochs.py).
-Bad input (a number, an unknown dataset or arch, a run listed twice, a perf table's row) is refused,
-exit 2, before any run starts.
+`--epochs auto` sizes runs from a `perf step` table of the same device (epochs.py). Bad input (a number,
+an unknown dataset or arch, a run listed twice, a perf table's row) is refused, exit 2, before any run.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ from bench.gridrun.epochs import estimate_epochs, read_perf_table
 from bench.gridrun.status import write_status
 from bench.layout import Layout
 
-log = logging.getLogger("bench.config.grid")
+log = logging.getLogger("bench.gridrun")
 STOP_GRACE_S = 20  # after SIGTERM, time to finish the step and release the folder, before SIGKILL
 
 

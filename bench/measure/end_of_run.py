@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 
+from bench.measure import declare
 from bench.measure.calibration import calibration_error, logits_and_labels, per_class_accuracy
 from bench.measure.network import Undefined
 from bench.measure.robustness import robustness
@@ -53,7 +54,8 @@ def require_packages(recipe: dict) -> None:
 
 
 def end_of_run(model, data, recipe: dict, speed) -> dict:
-    """The record's `ece`, `per_class_acc`, `robustness` (null when attack_subset is 0), `unmeasured`
+    """The record's `ece`, `per_class_acc`, `robustness` (null when attack_subset is 0), `measures` (the
+    declared end-of-run measures, bench/measure/declare.py; null when none is declared), `unmeasured`
     ({measure: reason} for each that is null because it could not be computed; null when none) and
     `eval_time_s` (the seconds all of it took; robustness.time_s is the attacks' share)."""
     start = time.perf_counter()
@@ -72,6 +74,13 @@ def end_of_run(model, data, recipe: dict, speed) -> dict:
     measured["robustness"] = _attempt(
         ("robustness",), unmeasured, lambda: robustness(model, data, recipe, speed)
     )
+    declared = declare.of("end")  # on the run's probe batch, as the per-epoch ones
+    x, y = data.probe_batch(recipe["probe_size"]) if declared else (None, None)
+    values = {
+        name: _attempt((name,), unmeasured, lambda m=measure: declare.value(m, model, x, y))
+        for name, measure in declared.items()
+    }
+    measured["measures"] = values or None
     device = next(model.parameters()).device
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from bench.layers.feedback import exact_backward, feedback_layers
+from bench.measure.declare import ATTACKS
 from bench.measure.network import Undefined
-from bench.record.check import ATTACKS
 
 SUBSET_SEED = 0  # the attacked images: the same for every run (as the test split's seed)
 START_SEED = 0  # PGD's random starts

@@ -1,7 +1,7 @@
 """The values of a record.json checked before it becomes a Record (bench/record/types.py): a table must never
 average NaN, 150 % or `true` into a result, so a hand-edited or foreign file is refused naming the file
 and the key. Each field's JSON type comes from its dataclass annotation (bench/record/types.py checks it);
-the ranges and shapes of the measures are here, and what the JSON itself may be (each key once, nested
+the ranges and shapes of the measures are here (a declared measure's: its declaration, bench/measure/declare.py), and what the JSON itself may be (each key once, nested
 at most MAX_DEPTH deep); the fields against each other: bench/record/consistency.py."""
 
 from __future__ import annotations
@@ -12,14 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.measure import declare
+from bench.measure.declare import ATTACKS, END_OF_RUN
 from bench.record.consistency import check_consistency
 
 STATUSES = ("ok", "diverged")
-ATTACKS = (
-    "fgsm",
-    "pgd",
-)  # a `robustness` entry's attacks (bench/measure/robustness.py measures each)
-MEASURES = ("ece", "per_class_acc", "robustness")  # the end-of-run measures: `unmeasured`'s keys
 SELECTIONS = ("last", "best_val")
 PERCENTAGES = ("test_acc", "test_top5", "best_test_acc", "selected_test_acc", "best_val_acc")
 COUNTS = ["trainable_params", "trainable_params_initial", "feedback_params", "inference_params"]
@@ -93,6 +90,7 @@ def check_record(record: dict, path: Path | str) -> None:
     check_by_name(record.get("per_class_acc"), "per_class_acc", 0, 100, refuse)
     check_unmeasured(record, refuse)
     check_robustness(record.get("robustness"), refuse)
+    check_declared(record.get("measures"), "measures", "end", refuse)
     check_consistency(record, path, refuse)  # the fields against each other, once each is right
 
 
@@ -122,6 +120,7 @@ def check_epoch(entry: dict, where: str, refuse: Callable[..., ValueError]) -> N
         raise refuse(
             f"{where}.weight_alignment", weights, "null or an object of angle_deg and norm_ratio"
         )
+    check_declared(entry.get("measures"), f"{where}.measures", "epoch", refuse)
     weights = weights or {}
     check_by_name(weights.get("angle_deg"), f"{where}.weight_alignment.angle_deg", 0, 180, refuse)
     check_by_name(
@@ -142,24 +141,41 @@ def check_by_name(
             raise refuse(f"{key}.{name}", value, f"null or a finite number from {low} to {high}")
 
 
+def check_declared(values, key: str, when: str, refuse: Callable[..., ValueError]) -> None:
+    """Null, or {declared measure taken `when`: its value}, each value as its declaration accepts."""
+    if values is None:
+        return
+    measures = declare.of(when)
+    if not isinstance(values, dict):
+        raise refuse(key, values, f"null or an object by measure ({', '.join(measures) or 'none'})")
+    for name, value in values.items():
+        if name not in measures:
+            raise refuse(
+                f"{key}.{name}", value, f"a measure taken {when!r}: {', '.join(measures) or 'none'}"
+            )
+        if not measures[name].accepts(value):
+            raise refuse(f"{key}.{name}", value, measures[name].accepted())
+
+
 def check_unmeasured(record: dict, refuse: Callable[..., ValueError]) -> None:
     """A record's `unmeasured`: null, or {end-of-run measure: the reason it is null} (that measure null)."""
     entry = record.get("unmeasured")
     if entry is None:
         return
+    names = (*END_OF_RUN, *declare.of("end"))
     if not isinstance(entry, dict):
         raise refuse(
-            "unmeasured", entry, f"null or an object of reasons by measure ({', '.join(MEASURES)})"
+            "unmeasured", entry, f"null or an object of reasons by measure ({', '.join(names)})"
         )
     for name, reason in entry.items():
-        if name not in MEASURES:
-            raise refuse(
-                f"unmeasured.{name}", reason, f"a reason under one of {', '.join(MEASURES)}"
-            )
+        if name not in names:
+            raise refuse(f"unmeasured.{name}", reason, f"a reason under one of {', '.join(names)}")
         if not isinstance(reason, str) or not reason:
             raise refuse(f"unmeasured.{name}", reason, "a non-empty string (the reason)")
-        if record.get(name) is not None:
-            raise refuse(name, record[name], f"null: unmeasured.{name} says it was not measured")
+        key = name if name in END_OF_RUN else f"measures.{name}"
+        value = record.get(name) if name in END_OF_RUN else (record.get("measures") or {}).get(name)
+        if value is not None:
+            raise refuse(key, value, f"null: unmeasured.{name} says it was not measured")
 
 
 def check_robustness(entry, refuse: Callable[..., ValueError]) -> None:

@@ -17,7 +17,8 @@ What holds for every record the trainer writes (and every committed one):
   RunSpec: dataset, arch, method, impl, seed, recipe, options), so an edit of any of them shows even where
   the new value alone is accepted (a field added to RunSpec changes every hash: keep older records'
   readable, tests/test_record.py reads every committed one);
-- `per_class_acc` has one entry per class (`num_classes`), each epoch's per-block `alignment` one per block;
+- `per_class_acc` has one entry per class (`num_classes`), each epoch's per-block `alignment` and
+  declared per-block measures one per block;
 - every recipe key is one of the recipe's (bench/config/recipe.py RECIPE) with a value its Option accepts (a key
   the record predates is absent, not refused), and every option one the rule declares, likewise. A rule
   whose file no longer exists (or cannot be loaded) still has readable records: their results stay
@@ -170,7 +171,8 @@ def _or_low(value):
 
 
 def check_shapes(record: dict, history: list, refuse: Refuse) -> None:
-    """Per-class accuracies one per class, per-block alignments one per block."""
+    """Per-class accuracies one per class; per-block alignments and declared per-block measures one per
+    block."""
     classes, per_class = record.get("num_classes"), record.get("per_class_acc")
     if classes is not None and per_class is not None and len(per_class) != classes:
         raise refuse("num_classes", classes, f"{len(per_class)}, the classes of per_class_acc")
@@ -181,6 +183,13 @@ def check_shapes(record: dict, history: list, refuse: Refuse) -> None:
             raise refuse(
                 f"history[{i}].alignment", alignment, f"one cosine per block ({blocks} blocks)"
             )
+    if blocks is None:
+        return
+    per_block = [(f"history[{i}].measures", e.get("measures")) for i, e in enumerate(history)]
+    for key, values in [*per_block, ("measures", record.get("measures"))]:
+        for name, value in (values or {}).items():
+            if isinstance(value, list) and len(value) != blocks:
+                raise refuse(f"{key}.{name}", value, f"one value per block ({blocks} blocks)")
 
 
 def check_recipe(recipe: dict, path: Path | str, refuse: Refuse) -> None:

@@ -131,6 +131,9 @@ class Epoch:
     ranks: dict | None = None
     trainable_params: int | None = None
     val_acc: float | None = None
+    measures: dict | None = (
+        None  # the declared per-epoch measures by name (bench/measure/declare.py)
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,6 +178,9 @@ class Record:
     robustness: dict | None = None  # bench/measure/robustness.py: accuracies under attack by budget
     unmeasured: dict | None = (
         None  # end-of-run measure -> why it is null (bench/measure/end_of_run.py)
+    )
+    measures: dict | None = (
+        None  # the declared end-of-run measures by name (bench/measure/declare.py)
     )
 
     @property

@@ -1,4 +1,5 @@
-"""The cited figures beside the tables (config/published.csv): read, checked as a whole, joined by name.
+"""The cited figures beside the tables (config/published.csv): read, checked as a whole, joined by name,
+and the ones a table row shows (like with like: the row's optimizer).
 
 One row is one figure a paper or repository published: `dataset,arch,method,metric,value,source` and an
 optional `optimizer`. The file is validated like a config file before any figure is shown: its columns,
@@ -23,7 +24,11 @@ METRICS = {  # metric -> accuracy (%) from its value (%)
     "test_acc": lambda value: value,
     "top1_error": lambda value: 100.0 - value,
 }
-OPTIMIZERS = ("sgd", "adam", "adamw")  # the recipe's optimizer choices (bench/config/recipe.py RECIPE)
+OPTIMIZERS = (
+    "sgd",
+    "adam",
+    "adamw",
+)  # the recipe's optimizer choices (bench/config/recipe.py RECIPE)
 NAME = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 )  # as the run folders spell names; others never join
@@ -156,4 +161,16 @@ def named(dataset: str, path: Path | str | None = PUBLISHED) -> Published:
     raise ValueError(
         f"published_as {dataset!r} (--published-as): {path} has no figure of that dataset; "
         f"accepted: {', '.join(known) or 'none'}"
+    )
+
+
+def like_with_like(figures: list[tuple[str, str]], records: list) -> str:
+    """The published figures a row compares with: those with the row's optimizer, or with none stated.
+
+    Like with like: a BioTorch Adam figure sits beside runs trained with Adam, never beside AdamW or SGD
+    runs. A row without records (every run missing) shows every figure.
+    """
+    used = {r.recipe.get("optimizer") for r in records} - {None}
+    return "; ".join(
+        text for optimizer, text in figures if not optimizer or not used or optimizer in used
     )

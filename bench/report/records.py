@@ -1,6 +1,6 @@
 """The records a report reads: the typed records of bench/record/types.py collected for the planned runs, and
 the values of one record that the reports show (the accuracy a table reports, the update alignment, the
-robust accuracy, the weight alignment's mean over layers).
+robust accuracy, the weight alignment's mean over layers, a declared measure's value).
 
 Records are read by bench/record/types.py (read, find) alone; every report module summarises them through
 bench/report/summary.py.
@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 
 from bench import layout
+from bench.measure.declare import Measure
 from bench.record import Epoch, Record, Run, find
 
 log = logging.getLogger(__name__)
@@ -85,3 +86,20 @@ def layer_mean(alignment: dict | None, measure: str) -> float | None:
     predates the measure)."""
     values = [v for v in ((alignment or {}).get(measure) or {}).values() if v is not None]
     return sum(values) / len(values) if values else None
+
+
+def declared_value(record: Record, measure: Measure) -> float | None:
+    """A declared measure's value in a table (bench/measure/declare.py): at the epoch the table reports
+    (the selected epoch, else the last) for a per-epoch one, the record's for an end-of-run one; a
+    per-block list's mean over its defined blocks. None where the record has none (it predates the
+    measure, or the measure was undefined)."""
+    if measure.when == "epoch":
+        chosen = [e for e in record.history if e.epoch == record.selected_epoch] or [record.last]
+        values = (chosen[0].measures if chosen[0] else None) or {}
+    else:
+        values = record.measures or {}
+    value = values.get(measure.name)
+    if isinstance(value, list):
+        defined = [v for v in value if v is not None]
+        return sum(defined) / len(defined) if defined else None
+    return value

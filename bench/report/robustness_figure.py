@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bench.measure.declare import ATTACKS
 from bench.record import Record, Run
-from bench.record.check import ATTACKS
 from bench.report.plotting import figure_legend, groups, line_styles, methods, nothing_to_show, plt
 from bench.report.summary import Summary, finished
 

@@ -19,11 +19,19 @@ import pandas as pd
 
 from bench.files import writable_folder, write_atomic
 from bench.layout import PUBLISHED
+from bench.measure import declare
+from bench.measure.declare import Measure
 from bench.record import Record, Run
 from bench.record.check import COUNTS
 from bench.report import markdown as md
-from bench.report.published import named, published
-from bench.report.records import TABLE_BUDGET, collect, final_update_alignment, robust_acc
+from bench.report.published import like_with_like, named, published
+from bench.report.records import (
+    TABLE_BUDGET,
+    collect,
+    declared_value,
+    final_update_alignment,
+    robust_acc,
+)
 from bench.report.summary import accuracy, finished, mean, memory_mb
 
 log = logging.getLogger(__name__)
@@ -61,7 +69,9 @@ COLUMNS = [
 ]
 
 
-def _row(arch: str, method: str, records: list[Record], n_missing: int) -> dict:
+def _row(
+    arch: str, method: str, records: list[Record], n_missing: int, shown: list[Measure]
+) -> dict:
     acc, ok = accuracy(records), finished(records)
     n_seeds = len(records) + n_missing
     status = [f"diverged {acc.n_diverged}/{n_seeds}"] if acc.n_diverged else []
@@ -83,6 +93,7 @@ def _row(arch: str, method: str, records: list[Record], n_missing: int) -> dict:
         "ece": mean(r.ece for r in ok),  # records before issue 21 have none: empty
         "pgd_acc": mean(robust_acc(r) for r in ok),
     }
+    row |= {m.name: mean(declared_value(r, m) for r in ok) for m in shown}
     row |= {key: mean(getattr(r, key) for r in records) for key in COUNTS}
     row |= {col: memory_mb(records, key) for col, key in MEMORY.items()}
     row |= {
@@ -93,21 +104,25 @@ def _row(arch: str, method: str, records: list[Record], n_missing: int) -> dict:
     return row
 
 
+def shown_measures(records: list[Record]) -> list[Measure]:
+    """The declared measures with a table column that some record holds (bench/measure/declare.py):
+    a table of records from before a measure existed keeps the columns it had."""
+    return [
+        m
+        for m in declare.declared().values()
+        if m.column and any(declared_value(r, m) is not None for r in records)
+    ]
+
+
+def _after(items: list, anchor, added: list) -> list:
+    """`items` with `added` inserted after `anchor`."""
+    at = items.index(anchor) + 1
+    return [*items[:at], *added, *items[at:]]
+
+
 def _order(runs: list[Run]) -> list[tuple[str, str]]:
     """(arch, method) rows in first-seen order; `runs` comes in grid order or sorted with bp first."""
     return list(dict.fromkeys((a, m) for a, m, _ in runs))
-
-
-def like_with_like(figures: list[tuple[str, str]], records: list[Record]) -> str:
-    """The published figures a row compares with: those with the row's optimizer, or with none stated.
-
-    Like with like: a BioTorch Adam figure sits beside runs trained with Adam, never beside AdamW or SGD
-    runs. A row without records (every run missing) shows every figure.
-    """
-    used = {r.recipe.get("optimizer") for r in records} - {None}
-    return "; ".join(
-        text for optimizer, text in figures if not optimizer or not used or optimizer in used
-    )
 
 
 def provenance_notes(records: list[Record], dataset: str) -> list[str]:
@@ -158,15 +173,17 @@ def aggregate(
     cited = (
         named(published_as, published_path) if published_as else published(dataset, published_path)
     )
+    shown = shown_measures(list(records.values()))
+    columns = _after(COLUMNS, "pgd_acc", [m.name for m in shown])
     rows = []
     for arch, method in _order(runs):
         mine = [r for (a, m, _), r in records.items() if (a, m) == (arch, method)]
         n_missing = sum(1 for a, m, _ in missing if (a, m) == (arch, method))
         rows.append(
-            _row(arch, method, mine, n_missing)
+            _row(arch, method, mine, n_missing, shown)
             | {"published": like_with_like(cited.get((arch, method), []), mine)}
         )
-    table = pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=columns)
     table[COUNTS] = (
         table[COUNTS].round().astype("Int64")
     )  # counts print as integers, <NA> when unknown
@@ -241,12 +258,25 @@ MARKDOWN = [  # (header, cell from a table row)
 ]
 
 
+def _declared_cell(measure: Measure):
+    return lambda r: md.number(getattr(r, measure.name), f"{{:.{measure.digits}f}}")
+
+
+def _reported(measure: Measure) -> str:
+    where = "at the epoch the table reports" if measure.when == "epoch" else "after training"
+    blocks = ", mean over blocks" if measure.shape == "per_block" else ""
+    return f"{where}{blocks} and seeds"
+
+
 def markdown(table: pd.DataFrame, dataset: str) -> str:
     """The table as GitHub markdown: accuracy as mean ± std over the seeds that finished."""
+    shown = [m for m in declare.declared().values() if m.column and m.name in table.columns]
+    pgd = next(c for c in MARKDOWN if c[0].startswith("PGD"))
+    cells = _after(MARKDOWN, pgd, [(m.column, _declared_cell(m)) for m in shown])
     lines = [f"# {dataset}: test accuracy, mean ± std over seeds that finished", ""]
     lines += md.table(
-        [h for h, _ in MARKDOWN],
-        [[cell(row) for _, cell in MARKDOWN] for row in table.itertuples()],
+        [h for h, _ in cells],
+        [[cell(row) for _, cell in cells] for row in table.itertuples()],
     )
     lines += [
         "",
@@ -259,6 +289,8 @@ def markdown(table: pd.DataFrame, dataset: str) -> str:
         "left out) and seeds (1 for BP). ECE: expected calibration error (15 bins). PGD acc: test accuracy "
         f"under PGD at L-inf budget {TABLE_BUDGET}/255 on the fixed attacked subset (the record's robustness).",
     ]
+    if shown:  # the declared measures' own words (their column, then what it is)
+        lines[-1] += "".join(f" {m.column}: {m.doc}, {_reported(m)}." for m in shown)
     for note in table.attrs.get("notes", []):
         lines += ["", f"**Warning:** {note}."]
     lines += [""]

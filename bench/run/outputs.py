@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.config.spec import RunSpec
 from bench.files import finite, write_atomic
-from bench.measure import memory
+from bench.measure import declare, memory
 from bench.measure import network as measure
 from bench.models import convolutional
 from bench.record import SCHEMA_VERSION, Record
@@ -28,16 +28,38 @@ LOG_COLUMNS = [
 
 
 def write_log_csv(path: Path, history: list[dict]) -> None:
-    """One row per epoch: the fixed columns, then the epoch's local loss terms as term_<name>."""
+    """One row per epoch: the fixed columns, the epoch's local loss terms as term_<name>, then each
+    declared per-epoch measure (bench/measure/declare.py): a number as <name>, a per-block list as
+    <name>_block<i> (from 1)."""
     terms = sorted({k for h in history for k in h.get("terms", {})})
+    measures = [
+        name for name in declare.of("epoch") if any(name in h.get("measures", {}) for h in history)
+    ]
+    widths = {name: _width(history, name) for name in measures}
+    header = LOG_COLUMNS + [f"term_{t}" for t in terms]
+    for name in measures:
+        header += (
+            [name]
+            if widths[name] is None
+            else [f"{name}_block{i + 1}" for i in range(widths[name])]
+        )
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(LOG_COLUMNS + [f"term_{t}" for t in terms])
+    writer.writerow(header)
     for h in history:
-        writer.writerow(
-            [h.get(c, "") for c in LOG_COLUMNS] + [h.get("terms", {}).get(t, "") for t in terms]
-        )
+        row = [h.get(c, "") for c in LOG_COLUMNS] + [h.get("terms", {}).get(t, "") for t in terms]
+        for name in measures:
+            value = h.get("measures", {}).get(name)
+            cells = [value] if widths[name] is None else list(value or []) + [None] * widths[name]
+            row += ["" if v is None else v for v in cells[: widths[name] or 1]]
+        writer.writerow(row)
     write_atomic(path, buffer.getvalue().encode())
+
+
+def _width(history: list[dict], name: str) -> int | None:
+    """How many log columns a per-block measure takes (its longest list), None for a number (one)."""
+    lists = [v for h in history if isinstance(v := h.get("measures", {}).get(name), list)]
+    return max(map(len, lists)) if lists else None
 
 
 def selected_epoch(history: list[dict]) -> dict:

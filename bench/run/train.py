@@ -16,6 +16,7 @@ from bench import distributed
 from bench.config.spec import RunSpec
 from bench.data.tensors import hold_out
 from bench.files import check_run_folder, folder_lock, write_json
+from bench.measure import declare
 from bench.measure import network as measure
 from bench.measure.end_of_run import end_of_run, require_packages
 from bench.measure.weight_alignment import weight_alignment
@@ -262,6 +263,7 @@ def run_epoch(training: Training, epoch: int) -> dict:
         "weight_alignment": weight_alignment(model),
         "ranks": measure.layer_ranks(model),
         "trainable_params": measure.param_counts(model)["trainable_params"],
+        "measures": declare.take("epoch", model, x, y),  # every declared per-epoch measure
     }
     if t.validation is not None:
         entry["val_acc"] = evaluate(model, t.validation, recipe["eval_batch_size"], speed)[0]
