@@ -114,10 +114,10 @@ def shown_measures(records: list[Record]) -> list[Measure]:
     ]
 
 
-def _after(items: list, anchor, added: list) -> list:
-    """`items` with `added` inserted after `anchor`."""
-    at = items.index(anchor) + 1
-    return [*items[:at], *added, *items[at:]]
+def table_columns(shown: list[Measure]) -> list[str]:
+    """The csv's columns: COLUMNS, with the shown declared measures' after the PGD accuracy."""
+    at = COLUMNS.index("pgd_acc") + 1
+    return [*COLUMNS[:at], *(m.name for m in shown), *COLUMNS[at:]]
 
 
 def _order(runs: list[Run]) -> list[tuple[str, str]]:
@@ -174,7 +174,7 @@ def aggregate(
         named(published_as, published_path) if published_as else published(dataset, published_path)
     )
     shown = shown_measures(list(records.values()))
-    columns = _after(COLUMNS, "pgd_acc", [m.name for m in shown])
+    columns = table_columns(shown)
     rows = []
     for arch, method in _order(runs):
         mine = [r for (a, m, _), r in records.items() if (a, m) == (arch, method)]
@@ -271,8 +271,8 @@ def _reported(measure: Measure) -> str:
 def markdown(table: pd.DataFrame, dataset: str) -> str:
     """The table as GitHub markdown: accuracy as mean ± std over the seeds that finished."""
     shown = [m for m in declare.declared().values() if m.column and m.name in table.columns]
-    pgd = next(c for c in MARKDOWN if c[0].startswith("PGD"))
-    cells = _after(MARKDOWN, pgd, [(m.column, _declared_cell(m)) for m in shown])
+    at = next(i for i, (header, _) in enumerate(MARKDOWN) if header.startswith("PGD")) + 1
+    cells = [*MARKDOWN[:at], *((m.column, _declared_cell(m)) for m in shown), *MARKDOWN[at:]]
     lines = [f"# {dataset}: test accuracy, mean ± std over seeds that finished", ""]
     lines += md.table(
         [h for h, _ in cells],
