@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.layers.svd import is_channels_last
+from bench.layers.svd.factored import is_channels_last
 
 
 def output_error(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

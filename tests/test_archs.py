@@ -6,7 +6,7 @@ from torch import nn
 
 from bench.cli import main
 from bench.layers import svd_layers
-from bench.layers.svd import convert_to_svd
+from bench.layers.svd.factored import convert_to_svd
 from bench.method import discover
 from bench.models import build
 from bench.models.mobilenet import mobilenetv1

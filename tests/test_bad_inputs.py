@@ -392,7 +392,7 @@ def beton(tmp_path_factory) -> bytes:
     if not _ffcv():
         pytest.skip("ffcv not installed (scripts/install_system_deps.sh)")
     from bench.data import BetonSpec
-    from bench.data.beton import TEST_PAGE_SIZE, write_split
+    from bench.data.beton.write import TEST_PAGE_SIZE, write_split
 
     root = tmp_path_factory.mktemp("beton")
     image_tree(root / "imagenet", per_class=3)

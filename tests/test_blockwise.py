@@ -188,8 +188,8 @@ def test_claim_2_shows_ssas_blockwise_memory_beside_its_graph_memory_and_judges_
     sys.path.insert(0, str(Path(__file__).parent))
     from synthetic_records import write_record
 
-    from bench.report.claims import evaluate
-    from bench.report.claims_md import load_records
+    from bench.report.claims.markdown import load_records
+    from bench.report.claims.verdicts import evaluate
 
     def record(method, saved, time_s, params, locality=None):
         for seed in range(2):

@@ -7,8 +7,8 @@ import pytest
 from synthetic_records import write_record
 
 from bench.cli import main
-from bench.report.claims import NOT_RUN, NOT_SUPPORTED, SUPPORTED, evaluate
-from bench.report.claims_md import load_records, write_claims
+from bench.report.claims.markdown import load_records, write_claims
+from bench.report.claims.verdicts import NOT_RUN, NOT_SUPPORTED, SUPPORTED, evaluate
 
 
 def grid(

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from bench.data import BetonSpec, DataOptions, StreamData, ffcv_loader, load
-from bench.data.beton import TEST_PAGE_SIZE, beton_path, write_split
-from bench.data.beton_read import read_beton, read_labels
+from bench.data.beton.read import read_beton, read_labels
+from bench.data.beton.write import TEST_PAGE_SIZE, beton_path, write_split
 from bench.data.ffcv_loader import ffcv_available
 
 # numba's dispatcher finalizer raises a harmless KeyError when ffcv's compiled pipelines are collected.

@@ -266,7 +266,7 @@ def tree(tmp_path):
 @needs_ffcv
 def test_two_ranks_decode_disjoint_contiguous_shares_of_beton_batches(tree):
     """ffcv: 2 ranks' loaders read their slices of the global batches ffcv's order gives one process."""
-    from bench.data.beton import TEST_PAGE_SIZE, write_split
+    from bench.data.beton.write import TEST_PAGE_SIZE, write_split
 
     for split in ("train", "val"):
         write_split("imagenet", tree, split, RAW, workers=1, page_size=TEST_PAGE_SIZE)

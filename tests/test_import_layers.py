@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def module_name(package: Path, path: Path) -> str:
-    """`bench/data/beton.py` -> bench.data.beton; a package's `__init__.py` is the package."""
+    """`bench/data/beton/write.py` -> bench.data.beton.write; a package's `__init__.py` is the package."""
     parts = list(path.relative_to(package.parent).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 

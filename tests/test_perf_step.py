@@ -21,7 +21,7 @@ from bench.layers import (
     hoyer,
     orthogonality_loss,
 )
-from bench.layers.svd import is_channels_last
+from bench.layers.svd.factored import is_channels_last
 from bench.layout import REPO
 from bench.local import in_layout_of
 from bench.method import get_method

@@ -17,7 +17,7 @@ from torch import nn
 from bench.cli import main
 from bench.config.recipe import RECIPE
 from bench.data.tensors import TensorData
-from bench.layers.svd import energy_rank
+from bench.layers.svd.factored import energy_rank
 from bench.measure.calibration import calibration_error, per_class_accuracy
 from bench.measure.end_of_run import end_of_run
 from bench.measure.memory import memory_breakdown

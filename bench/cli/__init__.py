@@ -2,7 +2,7 @@
 
 Layers, each importing only those above it in this list:
 - parser.py: one function per command that adds its options to the command's parser, and the `perf`
-  kinds {kind: (help, module)}; the grid runner (bench/gridrun/) and bench/data/beton.py bring their own.
+  kinds {kind: (help, module)}; the grid runner (bench/gridrun/) and bench/data/beton/write.py bring their own.
 - commands.py: one function per command that runs it on the parsed arguments and returns the exit code;
   bad input is a ValueError or FileNotFoundError.
 - this file: COMMANDS, the one table {name: (help, add_arguments, run)} that both builds the parser and
@@ -20,7 +20,7 @@ import threading
 from bench import gridrun
 from bench.cli import commands
 from bench.cli import parser as arguments
-from bench.data import beton
+from bench.data.beton import write as beton
 from bench.run import stop
 
 DESCRIPTION = "The command line: `python -m bench train|list` (bad input exits with code 2 and says what is accepted)."

@@ -176,7 +176,7 @@ def cmd_plot(args) -> int:
 
 
 def cmd_claims(args) -> int:
-    from bench.report.claims_md import write_claims
+    from bench.report.claims.markdown import write_claims
 
     claims = write_claims(args.datasets, args.out, args.runs_dir, args.records)
     for claim in claims:

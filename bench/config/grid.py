@@ -80,7 +80,7 @@ def run_inputs(dataset: str, data_dir: str | Path, recipe: dict) -> list[str]:
 
     `recipe` holds the run's recipe overrides; unset keys take bench.config.recipe.RECIPE's defaults.
     """
-    from bench.data.beton import (
+    from bench.data.beton.write import (
         FFCV_DATASETS,
         beton_path,
     )  # bench.data: only where a run reads data

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from bench import distributed
-from bench.data.beton import beton_path, import_ffcv
-from bench.data.beton_read import iter_closing, read_labels
+from bench.data.beton.read import iter_closing, read_labels
+from bench.data.beton.write import beton_path, import_ffcv
 from bench.data.folder import read_tree, split_dirs
 from bench.data.options import DataOptions
 from bench.data.stream import CROP_RATIO, StreamData, folder_stream

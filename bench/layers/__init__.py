@@ -1,5 +1,6 @@
 """Layers the learning rules swap into a BlockNet: SVD-factored Linear and Conv2d, and layers whose
-backward a rule replaces (feedback layers)."""
+backward a rule replaces (feedback layers): feedback.py (the generic swap and feedback registry),
+sign.py (sign-symmetric feedback), svd/ (SVD-factored layers and their losses)."""
 
 from bench.layers.feedback import (
     FeedbackConv2d,
@@ -13,7 +14,7 @@ from bench.layers.feedback import (
     swap_layers,
     weight_std,
 )
-from bench.layers.svd import (
+from bench.layers.svd.factored import (
     SVDConv2d,
     SVDLayer,
     SVDLinear,
@@ -23,7 +24,7 @@ from bench.layers.svd import (
     reduce_ranks,
     svd_layers,
 )
-from bench.layers.svd_losses import alignment_loss, factor_penalties, hoyer, orthogonality_loss
+from bench.layers.svd.losses import alignment_loss, factor_penalties, hoyer, orthogonality_loss
 
 __all__ = [
     "FeedbackConv2d",

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.layers.feedback import exact_backward, feedback_tensors
-from bench.layers.svd import SVDLayer, svd_layers
+from bench.layers.svd.factored import SVDLayer, svd_layers
 from bench.models import BlockNet
 
 

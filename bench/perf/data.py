@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from bench.data.augment import Augment, AugmentedData
-from bench.data.beton_read import iter_closing
+from bench.data.beton.read import iter_closing
 from bench.data.folder import Split, read_tree
 from bench.data.imagefolder import decode_all
 from bench.data.options import BetonSpec
@@ -147,7 +147,7 @@ def ffcv_pair(
     )
     baseline = {"loader": f"torchvision ImageFolder ({workers} workers)"}
     try:
-        from bench.data.beton import write_beton
+        from bench.data.beton.write import write_beton
         from bench.data.ffcv_loader import make_loader
     except ImportError:
         log.warning(

@@ -270,7 +270,7 @@ def _markdown(table: pd.DataFrame, dataset: str) -> str:
 
 def report(records: list[Record], sweeps: dict, dataset: str, out_dir: Path | str) -> pd.DataFrame:
     """Write out_dir/{dataset}_sweep.csv|md, figures/{dataset}_{sweep}_{option}.png|pdf and findings.md."""
-    from bench.report.claims_md import conditions
+    from bench.report.claims.markdown import conditions
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.data.beton import import_ffcv
+from bench.data.beton.write import import_ffcv
 
 log = logging.getLogger("bench.data")
 

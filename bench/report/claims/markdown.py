@@ -1,4 +1,4 @@
-"""claims.md itself: the claims of bench/report/claims.py evaluated on the records, rendered with their
+"""claims.md itself: the claims of bench/report/claims/verdicts.py evaluated on the records, rendered with their
 evidence, verdicts and the conditions the records were trained under, and written atomically."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 from bench.files import write_atomic
 from bench.record import Record, find, read
 from bench.report import markdown as md
-from bench.report.claims import NOT_RUN, Claim, evaluate
+from bench.report.claims.verdicts import NOT_RUN, Claim, evaluate
 
 
 def conditions(records: list[Record]) -> list[str]:

@@ -1,5 +1,5 @@
 """SVD-parameterised Linear and Conv2d layers, W = U diag(s) V^T, and their rank reduction (their losses:
-bench/layers/svd_losses.py).
+bench/layers/svd/losses.py).
 
 [paper] every hidden Linear/Conv2d is stored and trained as U (m x r), s (r), V (n x r), initialised
 by the SVD of a standard (Kaiming) initial weight. [suite] conv decompositions: `channel` (default,

@@ -1,4 +1,4 @@
-"""The losses on SVD layers (bench/layers/svd.py): orthogonality of U and V, alignment of a layer's
+"""The losses on SVD layers (bench/layers/svd/factored.py): orthogonality of U and V, alignment of a layer's
 top singular directions with a feedback basis, Hoyer sparsity of s, and their weighted sum over a model."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.layers.svd import SVDLayer, svd_layers
+from bench.layers.svd.factored import SVDLayer, svd_layers
 
 # Factors with at most this many entries and one shape share one batched matmul in L_orth (a ResNet
 # stage's repeated layers): kernel launches, not FLOPs, are their cost. Bigger factors go one matmul
