@@ -9,6 +9,7 @@ import pytest
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "config" / "published.csv"
 COLUMNS = ["dataset", "arch", "method", "metric", "value", "source", "optimizer"]
+COLUMNS += ["modules", "epochs", "provenance", "quoted_in"]  # issue 28: K, the recipe, where read
 METRICS = ("test_acc", "top1_error")  # percentages
 OPTIMIZERS = ("sgd", "adam", "")  # empty: the source compares no optimizers
 RULES = ["bp", "fa", "dfa", "usf", "brsf", "frsf"]  # BioTorch's six, in the suite's spelling

@@ -9,7 +9,7 @@ from synthetic_records import write_record
 
 from bench.cli import main
 from bench.layout import PUBLISHED
-from bench.report.published import read
+from bench.report.published import Figure, read
 from bench.report.table import aggregate, published
 
 HEADER = "dataset,arch,method,metric,value,source,optimizer\n"
@@ -26,8 +26,8 @@ def runs(tmp_path):
 def test_the_committed_published_file_passes_every_check_row_for_row():
     rows = read(PUBLISHED)
     with open(PUBLISHED, newline="") as f:
-        assert len(rows) == len(list(csv.DictReader(f))) == 47
-    assert {row["dataset"] for row in rows} == {"cifar10", "imagenet", "mnist"}
+        assert len(rows) == len(list(csv.DictReader(f))) == 74
+    assert {row["dataset"] for row in rows} == {"cifar10", "cifar100", "imagenet", "mnist"}
 
 
 @pytest.mark.parametrize(
@@ -95,13 +95,18 @@ def test_a_good_file_joins_one_figure_per_row_and_quoted_commas_stay_in_the_sour
     path = tmp_path / "published.csv"
     path.write_text(HEADER + GOOD + 'toy,mlp,bp,test_acc,91,"Paper 2021, Adam",adam\n\n')
     assert published("toy", path) == {
-        ("mlp", "bp"): [("sgd", "91.50 [Paper 2021]"), ("adam", "91.00 [Paper 2021, Adam]")]
+        ("mlp", "bp"): [
+            Figure("sgd", "91.50 [Paper 2021]"),
+            Figure("adam", "91.00 [Paper 2021, Adam]"),
+        ]
     }
 
 
 def test_an_unknown_published_as_is_refused_naming_the_datasets_with_figures(runs, tmp_path):
-    with pytest.raises(ValueError, match=r"published_as 'cifar100'.*accepted: cifar10, imagenet"):
-        aggregate(runs, "toy", published_as="cifar100")
+    with pytest.raises(
+        ValueError, match=r"published_as 'svhn'.*accepted: cifar10, cifar100, imagenet"
+    ):
+        aggregate(runs, "toy", published_as="svhn")
     path = tmp_path / "published.csv"
     path.write_text(HEADER + GOOD)
     shown = aggregate(runs, "toy", published_path=path, published_as="toy")
@@ -115,7 +120,9 @@ def test_cli_aggregate_exits_2_on_an_unknown_published_as_and_writes_nothing(
     argv = ["aggregate", "--runs-dir", str(runs), "--dataset", "toy", "--out-dir", str(out)]
     assert main(argv + ["--published-as", "cifar-10"]) == 2
     err = capsys.readouterr().err
-    assert "published_as 'cifar-10'" in err and "accepted: cifar10, imagenet, mnist" in err
+    assert (
+        "published_as 'cifar-10'" in err and "accepted: cifar10, cifar100, imagenet, mnist" in err
+    )
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not (out / "toy_table.csv").exists()
     assert main(argv + ["--published-as", "cifar10"]) == 0  # a dataset with figures is taken

@@ -1,11 +1,15 @@
 """The cited figures beside the tables (config/published.csv): read, checked as a whole, joined by name,
-and the ones a table row shows (like with like: the row's optimizer).
+and the ones a table row shows (like with like: the row's optimizer and its number of modules K).
 
-One row is one figure a paper or repository published: `dataset,arch,method,metric,value,source` and an
-optional `optimizer`. The file is validated like a config file before any figure is shown: its columns,
-each value's type and range (a percentage in 0-100, finite; a known metric and optimizer), a source on
-every row, and no figure given twice (the same dataset, arch, method, optimizer and source); an error
-names the file, the line and what is accepted, and no table is written.
+One row is one figure a paper or repository published: `dataset,arch,method,metric,value,source` and the
+optional columns `optimizer`, `modules` (K, the gradient-isolated modules the figure was trained with),
+`epochs` (the recipe's, as the source states it), `provenance` (`primary`: read from the authors' own
+table or code; `secondary`: quoted by a later paper, named in `quoted_in`). A file without an optional
+column is read with that column empty on every row (the BioTorch-only file of issue 26 stays valid). The
+file is validated like a config file before any figure is shown: its columns, each value's type and range
+(a percentage in 0-100, finite; a known metric, optimizer and provenance; K and epochs positive integers),
+a source on every row, and no figure given twice (the same dataset, arch, method, optimizer, K and
+source); an error names the file, the line, the column and what is accepted, and no table is written.
 """
 
 from __future__ import annotations
@@ -15,11 +19,19 @@ import io
 import math
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 from bench.layout import PUBLISHED  # one cited figure a row
 
 REQUIRED = ("dataset", "arch", "method", "metric", "value", "source")
-OPTIONAL = ("optimizer",)  # "" or absent: the source names no optimizer; compared with every run
+OPTIONAL = (
+    "optimizer",  # "" or absent: the source names no optimizer; compared with every run
+    "modules",  # "" or absent: no K (end to end, or one module per block); else shown beside runs of K
+    "epochs",  # "" or absent: the source states none
+    "provenance",  # one of PROVENANCES on every row of a file that has the column
+    "quoted_in",  # the later paper that quotes a secondary figure; empty for a primary one
+)
+PROVENANCES = ("primary", "secondary")
 METRICS = {  # metric -> accuracy (%) from its value (%)
     "test_acc": lambda value: value,
     "top1_error": lambda value: 100.0 - value,
@@ -34,9 +46,20 @@ NAME = re.compile(
 )  # as the run folders spell names; others never join
 MAX_BYTES = 4 * 2**20  # the real file is a few KB
 
-Published = dict[
-    tuple[str, str], list[tuple[str, str]]
-]  # (arch, method) -> [(optimizer or "", "acc [source]")]
+K_VARIANT = re.compile(
+    r"(.+)-k([1-9][0-9]*)"
+)  # a variant of the K axis: dgl-k4 is dgl at modules 4
+
+
+class Figure(NamedTuple):
+    """One published figure as a table row shows it."""
+
+    optimizer: str  # "" when the source names none
+    text: str  # "acc [source]", with K and the quoting paper where the row has them
+    modules: int | None = None  # K, or None when the figure has none
+
+
+Published = dict[tuple[str, str], list[Figure]]  # (arch, method) -> its figures
 
 
 def read(path: Path | str) -> list[dict[str, str]]:
@@ -116,33 +139,77 @@ def _checked(row: dict[str, str], where: str) -> dict:
         )
     if not row["source"].strip():
         raise ValueError(f"{where}: no 'source' for {figure}; every figure names where it is from")
-    return row | {"value": value, "optimizer": optimizer}
+    counts = {key: _count(row.get(key, ""), key, where, figure) for key in ("modules", "epochs")}
+    return row | {
+        "value": value,
+        "optimizer": optimizer,
+        **counts,
+        **_provenance(row, where, figure),
+    }
+
+
+def _count(text: str, key: str, where: str, figure: str) -> int | None:
+    """A positive integer column (`modules`, `epochs`): None when empty."""
+    if text == "":
+        return None
+    if not re.fullmatch(r"[1-9][0-9]{0,5}", text):
+        raise ValueError(
+            f"{where}: bad value {text!r} for {key!r} ({figure}); accepted: a positive integer "
+            "written in digits, or empty when the source states none"
+        )
+    return int(text)
+
+
+def _provenance(row: dict[str, str], where: str, figure: str) -> dict[str, str]:
+    """`provenance` and `quoted_in` checked together: a secondary figure names the paper quoting it."""
+    provenance, quoted_in = row.get("provenance"), row.get("quoted_in", "")
+    if provenance is None:  # a file from before the column: nothing is claimed
+        provenance = ""
+    elif provenance not in PROVENANCES:
+        raise ValueError(
+            f"{where}: bad value {provenance!r} for 'provenance' ({figure}); accepted: primary (read "
+            "from the authors' own table or code) or secondary (quoted by a later paper, in quoted_in)"
+        )
+    if provenance == "secondary" and not quoted_in.strip():
+        raise ValueError(
+            f"{where}: no 'quoted_in' for the secondary figure {figure}; accepted: the later paper "
+            "that quotes it"
+        )
+    if quoted_in and provenance != "secondary":
+        raise ValueError(
+            f"{where}: bad value {quoted_in!r} for 'quoted_in' ({figure}, provenance "
+            f"{provenance or 'not given'!r}); accepted: empty unless the provenance is secondary"
+        )
+    return {"provenance": provenance, "quoted_in": quoted_in}
 
 
 def _check_duplicates(path: Path, rows: list[dict]) -> None:
     seen: dict[tuple, int] = {}
     for row in rows:
-        key = tuple(row[k] for k in ("dataset", "arch", "method", "optimizer", "source"))
+        key = tuple(row[k] for k in ("dataset", "arch", "method", "optimizer", "modules", "source"))
         if key in seen:
             raise ValueError(
                 f"{path} line {row['line']}: the figure of line {seen[key]} again (dataset, arch, "
-                f"method, optimizer and source {', '.join(map(repr, key))}); accepted: each figure once"
+                f"method, optimizer, modules and source {', '.join(map(repr, key))}); accepted: each "
+                "figure once"
             )
         seen[key] = row["line"]
 
 
 def published(dataset: str, path: Path | str | None = PUBLISHED) -> Published:
     """Published accuracies (%) of `dataset` by (arch, method), each with its optimizer ("" when the source
-    names none) and its source, from the cited data file (config/published.csv) if present; the whole
-    file is checked first (`read`)."""
+    names none), its K (None when it has none) and its source, from the cited data file
+    (config/published.csv) if present; the whole file is checked first (`read`)."""
     if path is None or not Path(path).exists():
         return {}
     figures: Published = {}
     for row in read(path):
         if row["dataset"] == dataset:
             acc = METRICS[row["metric"]](row["value"])
+            k = f" K={row['modules']}" if row["modules"] else ""
+            quoted = f"; quoted in {row['quoted_in']}" if row["quoted_in"] else ""
             figures.setdefault((row["arch"], row["method"]), []).append(
-                (row["optimizer"], f"{acc:.2f} [{row['source']}]")
+                Figure(row["optimizer"], f"{acc:.2f}{k} [{row['source']}{quoted}]", row["modules"])
             )
     return figures
 
@@ -164,13 +231,41 @@ def named(dataset: str, path: Path | str | None = PUBLISHED) -> Published:
     )
 
 
-def like_with_like(figures: list[tuple[str, str]], records: list) -> str:
-    """The published figures a row compares with: those with the row's optimizer, or with none stated.
+def run_modules(record) -> int | None:
+    """The K a run trained with: its `modules` option, else one module per block (the default of
+    every module-wise rule), None when the record holds neither."""
+    k = record.options.get("modules")
+    if isinstance(k, int) and not isinstance(k, bool) and k > 0:
+        return k
+    return record.blocks
+
+
+def like_with_like(figures: list[Figure], records: list) -> str:
+    """The published figures a row compares with: those with the row's optimizer, or with none stated,
+    and those of the row's K, or with none.
 
     Like with like: a BioTorch Adam figure sits beside runs trained with Adam, never beside AdamW or SGD
-    runs. A row without records (every run missing) shows every figure.
+    runs; InfoPro's K = 2 figure beside runs of 2 modules only (every run of the row: a row mixing K, or
+    of runs whose K is unknown, shows no K figure). A row without records (every run missing) shows
+    every figure.
     """
     used = {r.recipe.get("optimizer") for r in records} - {None}
+    ks = {run_modules(r) for r in records}
+    k = next(iter(ks)) if len(ks) == 1 else None
     return "; ".join(
-        text for optimizer, text in figures if not optimizer or not used or optimizer in used
+        f.text
+        for f in figures
+        if (not f.optimizer or not used or f.optimizer in used)
+        and (f.modules is None or not records or f.modules == k)
     )
+
+
+def shown_beside(cited: Published, arch: str, method: str, records: list) -> str:
+    """The figures the table row (arch, method) shows: those named `method`, and for a variant of the K
+    axis named `{rule}-k{K}` (dgl-k4) the rule's figures at that K; then like with like."""
+    figures = list(cited.get((arch, method), []))
+    axis = K_VARIANT.fullmatch(method)
+    if axis:
+        rule, k = axis.group(1), int(axis.group(2))
+        figures += [f for f in cited.get((arch, rule), []) if f.modules == k]
+    return like_with_like(figures, records)

@@ -24,7 +24,7 @@ from bench.measure.declare import Measure
 from bench.record import Record, Run
 from bench.record.check import COUNTS
 from bench.report import markdown as md
-from bench.report.published import like_with_like, named, published
+from bench.report.published import named, published, shown_beside
 from bench.report.records import (
     TABLE_BUDGET,
     collect,
@@ -181,7 +181,7 @@ def aggregate(
         n_missing = sum(1 for a, m, _ in missing if (a, m) == (arch, method))
         rows.append(
             _row(arch, method, mine, n_missing, shown)
-            | {"published": like_with_like(cited.get((arch, method), []), mine)}
+            | {"published": shown_beside(cited, arch, method, mine)}
         )
     table = pd.DataFrame(rows, columns=columns)
     table[COUNTS] = (
