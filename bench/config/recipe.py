@@ -92,12 +92,13 @@ RECIPE: dict[str, Option] = {
     "batchnorm_fc": Option(
         True,
         "with batchnorm: in the fully connected hidden blocks too (false: conv blocks "
-        "only; mlp3 then has none; the other archs have no such block)",
+        "only; mlp3 then has none; vgg8b's FC block has it built in; the other archs "
+        "have no such block)",
     ),
     "conv_bias": Option(
         True,
-        "smallconv, lenet: a bias in each hidden conv (false: none, as the other archs' "
-        "convs, which BatchNorm follows)",
+        "smallconv, lenet, vgg8b: a bias in each hidden conv (false: none, as the other "
+        "archs' convs, which BatchNorm follows)",
     ),
     "weight_init": Option(
         "default",

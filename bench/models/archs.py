@@ -8,9 +8,9 @@ from collections.abc import Callable
 from bench.models.blocknet import BlockNet
 from bench.models.init import initialise
 from bench.models.mobilenet import mobilenetv1
-from bench.models.resnet import resnet18, resnet20, resnet32, resnet56
+from bench.models.resnet import resnet18, resnet20, resnet32, resnet56, resnet110
 from bench.models.small import lenet, mlp3, smallconv
-from bench.models.vgg import vgg13
+from bench.models.vgg import vgg8b, vgg13
 
 # One line per architecture: name -> builder(in_shape, num_classes).
 ARCHS: dict[str, Callable[..., BlockNet]] = {
@@ -21,7 +21,9 @@ ARCHS: dict[str, Callable[..., BlockNet]] = {
     "resnet20": resnet20,
     "resnet32": resnet32,
     "resnet56": resnet56,
+    "resnet110": resnet110,
     "smallconv": smallconv,
+    "vgg8b": vgg8b,
     "vgg13": vgg13,
 }
 # What is known of an arch without building it (FULLY_CONNECTED) is declared beside the names, in

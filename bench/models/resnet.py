@@ -1,5 +1,5 @@
-"""ResNets as BlockNets: CIFAR style `resnet32` [paper] and `resnet20`, `resnet56` [BioTorch]; ImageNet style
-`resnet18` [suite]."""
+"""ResNets as BlockNets: CIFAR style `resnet32` [paper], `resnet20`, `resnet56` [BioTorch] and `resnet110`
+[InfoPro, AugLocal]; ImageNet style `resnet18` [suite]."""
 
 from __future__ import annotations
 
@@ -122,6 +122,18 @@ def resnet56(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
     853,018 parameters for K = 10 (0.85M in small_resnet.py's table).
     """
     return _cifar_resnet(in_shape, num_classes, 9, "pad")
+
+
+def resnet110(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
+    """He et al. 2016's CIFAR ResNet-110 as InfoPro (blackfeather-wang/InfoPro-Pytorch) and AugLocal
+    (ChenxiangMA/AugLocal) build it in `networks/resnet.py`: as resnet32 with 18 blocks a stage.
+
+    55 blocks (stem + 54 residual), the units their modules group; (C, H, W) -> (64, H/4, W/4) before the
+    head. Their `_make_layer` puts a 1x1 conv + BN projection where the width doubles (option B), as
+    resnet32 here, not He et al.'s option A: 1,730,714 parameters for K = 10, 2,752 over option A's
+    1,727,962 (both the 1.7M of He et al.'s table 6).
+    """
+    return _cifar_resnet(in_shape, num_classes, 18, "projection")
 
 
 def resnet18(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
