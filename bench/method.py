@@ -97,6 +97,9 @@ class Method:
     options: dict[str, Option] = {}
     source: Path | None = None  # the file discovery found it in
     blockwise = False  # True: block_signals + penalty are the whole rule (see Locality above)
+    # Required (tests/test_contract.py): what the rule needs, a bench.measure.locality.Locality (weight
+    # transport, a global broadcast, backward/update locking, auxiliary nets), shown by `bench list`.
+    locality = None
 
     @classmethod
     def source_hash(cls) -> str | None:

@@ -4,10 +4,13 @@ import torch.nn.functional as F
 
 from bench import Method
 from bench.local import step_stats
+from bench.measure.locality import Locality
 
 
 class BP(Method):
     """Ordinary end-to-end backpropagation; the block structure is ignored."""
+
+    locality = Locality(transport="W^T", broadcast=False, locking="backward", auxiliary=False)
 
     def step(self, model, x, y):
         logits = model(x)

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from bench import Method, Option
 from bench.layers.sign import redraw_magnitudes, swap_sign_layers
 from bench.local import step_stats
+from bench.measure.locality import Locality
 
 
 class BRSF(Method):
@@ -15,6 +16,8 @@ class BRSF(Method):
     `self.generator`. [suite] The draw lives in a feedback buffer `sign_magnitude` per swapped layer
     (first filled at prepare from the feedback generator), so it is on the device and in checkpoints.
     """
+
+    locality = Locality(transport="sign(W)", broadcast=False, locking="backward", auxiliary=False)
 
     options = {"scale": Option(1.0, "multiplier on every sigma_l", above=0.0)}
 

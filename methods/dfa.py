@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from bench import Method, Option
 from bench.local import FEEDBACK_INITS, deliver, output_error, shared_feedback, step_stats
+from bench.measure.locality import Locality
 from bench.models.blocknet import SIGNAL_POINTS
 
 
@@ -16,6 +17,8 @@ class DFA(Method):
     its first size_i columns times 1/sqrt(size_i), so one matmul per step serves every block.
     `init: prior` is the authors' earlier feedback, uniform in [0, 1e-4) and not rescaled [prior].
     """
+
+    locality = Locality(transport="none", broadcast=True, locking="update", auxiliary=False)
 
     blockwise = (
         True  # the head's CE and block_signals are the whole rule: `locality: blockwise` can run it

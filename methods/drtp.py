@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from bench import Method, Option
 from bench.local import deliver, shared_feedback, step_stats
+from bench.measure.locality import Locality
 from bench.models.blocknet import SIGNAL_POINTS
 
 
@@ -26,6 +27,8 @@ class DRTP(Method):
     [suite] The signal enters at the block output, after any pooling (the authors' conv blocks take
     it before the pool); `signal_at: preactivation` skips the activation's derivative.
     """
+
+    locality = Locality(transport="none", broadcast=True, locking="none", auxiliary=False)
 
     blockwise = (
         True  # the head's CE and block_signals are the whole rule: `locality: blockwise` can run it

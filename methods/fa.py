@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from bench import Method, Option
 from bench.layers import like_weight, register_feedback, swap_layers
 from bench.local import step_stats
+from bench.measure.locality import Locality
 
 
 def _fixed_feedback(layer):
@@ -21,6 +22,8 @@ class FA(Method):
     the forward's scale whatever init the arch uses), from the run's feedback generator; `init:
     gaussian` draws it normal with that deviation.
     """
+
+    locality = Locality(transport="none", broadcast=False, locking="backward", auxiliary=False)
 
     options = {
         "init": Option(

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from bench import Method, Option
 from bench.layers.sign import swap_sign_layers
 from bench.local import step_stats
+from bench.measure.locality import Locality
 
 
 class FRSF(Method):
@@ -14,6 +15,8 @@ class FRSF(Method):
     frsf, `biotorch/layers/fa_constructor/linear.py`) is drawn once, at prepare, from the run's feedback
     generator and kept fixed: a feedback buffer `sign_magnitude` on each swapped layer (bench/layers/sign.py).
     """
+
+    locality = Locality(transport="sign(W)", broadcast=False, locking="backward", auxiliary=False)
 
     options = {"scale": Option(1.0, "multiplier on every sigma_l", above=0.0)}
 

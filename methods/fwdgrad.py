@@ -7,6 +7,7 @@ from torch.func import functional_call
 
 from bench import Method, Option
 from bench.local import step_stats
+from bench.measure.locality import Locality
 
 
 class ForwardGradient(Method):
@@ -28,6 +29,8 @@ class ForwardGradient(Method):
     Under the trainer's bf16 autocast the forward runs in bf16, like every rule's: d is then the bf16
     network's directional derivative.
     """
+
+    locality = Locality(transport="none", broadcast=True, locking="update", auxiliary=False)
 
     options = {
         "directions": Option(

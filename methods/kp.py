@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from bench import Method
 from bench.layers import feedback_layers, like_weight, register_feedback, swap_layers
 from bench.local import step_stats
+from bench.measure.locality import Locality
 
 
 def _learned_feedback(layer):
@@ -27,6 +28,8 @@ class KP(Method):
     [suite] B_l starts uniform with W_l's standard deviation at init, independent of W_l, from the
     run's feedback generator (as fa's B).
     """
+
+    locality = Locality(transport="none", broadcast=False, locking="backward", auxiliary=False)
 
     def prepare(self, model, num_classes, generator):
         def draw(layer):

@@ -9,6 +9,7 @@ from bench import Method, Option
 from bench.layers import alignment_loss, convert_to_svd, factor_penalties, reduce_ranks, svd_layers
 from bench.layers.svd import DECOMPOSITIONS
 from bench.local import deliver, output_error, step_stats
+from bench.measure.locality import Locality
 from bench.models.blocknet import SIGNAL_POINTS
 
 FEEDBACK = ("broadcast", "spatial_map", "full")
@@ -30,6 +31,8 @@ class SSA(Method):
     aligns U with B_U, which no longer shapes the signal). `signal_at: preactivation` delivers the
     signal before the block's last activation (and pooling) instead of at its output.
     """
+
+    locality = Locality(transport="none", broadcast=True, locking="update", auxiliary=False)
 
     blockwise = True  # block_signals + penalty are the rule (lambda_cos aside: blockwise_problem)
 

@@ -6,6 +6,7 @@ from bench import Method, Option
 from bench.layers import convert_to_svd, factor_penalties, reduce_ranks
 from bench.layers.svd import DECOMPOSITIONS
 from bench.local import step_stats
+from bench.measure.locality import Locality
 
 
 class SVDBP(Method):
@@ -13,6 +14,8 @@ class SVDBP(Method):
 
     Separates low-rank parameterisation from local learning in the tables.
     """
+
+    locality = Locality(transport="W^T", broadcast=False, locking="backward", auxiliary=False)
 
     options = {
         "rank_ratio": Option(1.0, "initial rank as a share of min(m, n)", above=0.0, maximum=1.0),

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from bench import Method, Option
 from bench.local import step_stats
+from bench.measure.locality import Locality
 
 
 class NoisyBP(Method):
@@ -24,6 +25,11 @@ class NoisyBP(Method):
 
     sigma_t = noise / sqrt(1 + t / 100) after t steps (annealed noise), times a per-class multiplier.
     """
+
+    # What the rule needs, declared for `bench list` and docs/methods.md's locality audit (every rule must
+    # say; the contract test refuses one that does not): BP's backward carries the error down through W^T,
+    # so each block waits for the forward and backward of the blocks above it (bench/measure/locality.py).
+    locality = Locality(transport="W^T", broadcast=False, locking="backward", auxiliary=False)
 
     # Declared options: the default fixes the type; bounds and choices are checked with a message that
     # names the option. Resolved values become attributes (self.noise).

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from bench import Method, Option
 from bench.layers.sign import swap_sign_layers
 from bench.local import step_stats
+from bench.measure.locality import Locality
 
 
 class USF(Method):
@@ -15,6 +16,8 @@ class USF(Method):
     (`biotorch/layers/fa_constructor/linear.py`), which keeps a deep backward finite; [suite] measured
     from the arch's W_l rather than from BioTorch's init formula (bench/layers/sign.py).
     """
+
+    locality = Locality(transport="sign(W)", broadcast=False, locking="backward", auxiliary=False)
 
     options = {"scale": Option(1.0, "multiplier on every sigma_l", above=0.0)}
 

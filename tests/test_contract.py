@@ -13,6 +13,7 @@ from bench.config.spec import make_spec
 from bench.layers import feedback_tensors
 from bench.layers.feedback import FeedbackLayer
 from bench.layout import REPO
+from bench.measure.locality import Locality
 from bench.measure.network import network_parameters, param_counts
 from bench.method import discover
 from bench.models import ARCHS, build
@@ -274,3 +275,15 @@ def test_every_rule_documents_what_it_computes(rule):
     # The class docstring is what `bench list` shows; one placed after an attribute is no docstring.
     doc = discover()[rule].__doc__
     assert doc and doc.strip(), f"{rule}: its class has no docstring (is it below an attribute?)"
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_every_rule_declares_what_it_needs(rule):
+    # A rule author must say: weight transport, broadcast, locking, auxiliary nets (docs/methods.md,
+    # "Locality audit"); tests/test_locality.py then checks the locking it declares.
+    declared = discover()[rule].locality
+    assert isinstance(declared, Locality), (
+        f"{rule}: its class declares no locality ({declared!r}); add one line such as "
+        "`locality = Locality(transport='none', broadcast=True, locking='update', auxiliary=False)` "
+        "(bench/measure/locality.py says what each fact means)"
+    )

@@ -11,6 +11,7 @@ from bench.config import grid
 from bench.config.files import load_config
 from bench.config.recipe import RECIPE
 from bench.config.spec import make_spec, parse_sets
+from bench.measure.locality import Locality
 
 log = logging.getLogger("bench")
 
@@ -87,7 +88,8 @@ def cmd_list(args) -> int:
     print("archs:   ", ", ".join(sorted(ARCHS)))
     for name, cls in discover().items():
         summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"method {name}: {summary}" if summary else f"method {name}:")
+        title = f"method {name}: {summary}" if summary else f"method {name}:"
+        print(f"{title}  [locality: {_facts(cls.locality)}]")
         for line in _option_lines(cls.options) or ["  (no options)"]:
             print(line)
     for name, entry in variants.items():  # impl, method options and recipe keys
@@ -102,6 +104,15 @@ def cmd_list(args) -> int:
     for name, reason in broken_methods().items():  # after the rest, which stays usable; exit 1
         print(f"broken method {name}: {reason}")
     return 1 if broken_methods() else 0
+
+
+def _facts(locality) -> str:
+    """A rule's declared locality in words; the contract test refuses what this calls undeclared."""
+    if locality is None:
+        return "undeclared"
+    return (
+        locality.describe() if isinstance(locality, Locality) else f"not a Locality: {locality!r}"
+    )
 
 
 def _option_lines(options: dict) -> list[str]:

@@ -9,6 +9,8 @@ Files:
 - network.py: parameter counts, alignment with BP (signal and update cosines), per-layer ranks, and the
   Undefined error a measure raises where it has no value.
 - memory.py: bytes saved for backward, resident-set growth, and the memory breakdown.
+- locality.py: the locality facts each rule declares (Locality: weight transport, broadcast, locking,
+  auxiliary nets), read by `bench list`; no torch.
 - weight_alignment.py: the angle and norm ratio of each forward weight and its feedback weight.
 - calibration.py: expected calibration error and per-class accuracy; robustness.py: accuracy under
   FGSM and PGD; end_of_run.py: those measured once after training, each null with its reason when it
