@@ -12,8 +12,9 @@ AUXILIARIES = ("mlp-sr", "linear")
 
 
 class DGL(Method):
-    """Each module learns from its own auxiliary classifier's cross-entropy on its output, on its input
-    detached (no gradient crosses a module boundary); the last module learns from the network's head.
+    """Each module learns from its own auxiliary classifier's CE, the last from the head's; inputs detached.
+
+    No gradient crosses a module boundary: module i's update never depends on anything above it.
 
     Modules: `modules` contiguous groups of blocks (0: one per block, the paper's layer-wise DGL).
     Auxiliary nets [paper, code]: `mlp-sr`, their CIFAR MLP-SR-aux (auxiliary_nets_study/models.py,

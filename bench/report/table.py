@@ -41,6 +41,7 @@ MEMORY = {
     "grads_mb": "grads",
     "optimizer_state_mb": "optimizer_state",
     "feedback_mb": "feedback",
+    "auxiliary_mb": "auxiliary",  # auxiliary modules' parameters, gradients and optimizer state
     "saved_activations_mb": "saved_activations",
     "peak_mb": "peak",
 }
@@ -249,6 +250,7 @@ MARKDOWN = [  # (header, cell from a table row)
         lambda r: md.number(r.params_mb + r.grads_mb + r.optimizer_state_mb, "{:.1f}"),
     ),
     ("feedback (MB)", lambda r: md.number(r.feedback_mb, "{:.2f}")),
+    ("auxiliary (MB)", lambda r: md.number(r.auxiliary_mb, "{:.2f}")),
     ("saved activations (MB)", lambda r: md.number(r.saved_activations_mb, "{:.1f}")),
     ("peak in training (MB)", lambda r: md.number(r.peak_mb, "{:.0f}")),
     ("train time (s)", lambda r: md.number(r.train_time_s_mean, "{:.1f}")),
@@ -283,7 +285,7 @@ def markdown(table: pd.DataFrame, dataset: str) -> str:
         "Memory in MB (10^6 bytes) per training step; peak in training is what the training steps "
         "allocated at most: CUDA's max_memory_allocated, or on CPU the growth of the resident set over "
         "a training epoch (records before this measure: the process's peak RSS); feedback is the rule's "
-        "feedback tensors (fixed or learned), apart from the network's parameters. Δ to BP: mean accuracy minus bp's on the same arch. Update align.: the "
+        "feedback tensors, auxiliary its training-only modules' (local heads: parameters, gradients, optimizer state), both apart from the network's. Δ to BP: mean accuracy minus bp's on the same arch. Update align.: the "
         "cosine between the rule's parameter update and the true BP gradient on a fixed probe batch, "
         "last epoch, mean over hidden layers (the head, trained by its true gradient in every local rule, "
         "left out) and seeds (1 for BP). ECE: expected calibration error (15 bins). PGD acc: test accuracy "
