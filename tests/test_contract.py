@@ -115,6 +115,7 @@ def test_rule_trains_two_epochs_into_a_complete_record(trained):
     auxiliary = sum(p.numel() for _, p in auxiliary_parameters(make("mlp3", rule)[0]))
     assert record["measures"]["auxiliary_params"] == auxiliary, rule
     assert 12 * auxiliary <= record["memory"]["auxiliary"] <= 16 * auxiliary + 4096, rule
+    assert (record["memory"]["auxiliary"] == 0) == (auxiliary == 0), rule  # bp, dfa: exactly 0
 
 
 def test_auxiliary_modules_are_trained_checkpointed_and_never_the_networks(trained):
