@@ -1,10 +1,20 @@
-"""What local rules share: the output error and the one backward call that delivers block signals."""
+"""What local rules share: the output error and the one backward call that delivers block signals;
+auxiliary modules (training-only heads and decoders) and where they live; the `modules` option that
+groups blocks into gradient-isolated modules; the graph-mode step of a rule with per-module losses;
+a forward pass that leaves normalisation statistics as they were."""
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.batchnorm import _NormBase
 
 from bench.layers.svd.factored import is_channels_last
+from bench.option import Option
 
 
 def output_error(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -65,3 +75,152 @@ def step_stats(
     so a step never waits for the device.
     """
     return {"loss": loss.detach(), "correct": (logits.detach().argmax(1) == y).sum()}
+
+
+# Auxiliary modules ---------------------------------------------------------------------------------
+
+AUXILIARY = (
+    "auxiliary"  # the model's attribute (and state-dict prefix) holding every auxiliary module
+)
+
+
+def register_auxiliary(model: nn.Module, name: str, module: nn.Module) -> nn.Module:
+    """Register `module` as the training-only auxiliary module `name` of `model`; returns it.
+
+    Auxiliary modules (a local classifier head, a decoder, a projection net) learn with the network
+    but are no part of it: no inference uses them. They live in one nn.ModuleDict, `model.auxiliary`,
+    made by the first registration, because being a submodule of the model is what gives them, with
+    no code in the trainer, everything the network's layers get: `parameters()` (so the optimizer,
+    built after `prepare`, trains them with the recipe's weight decay), `.to()` (the device and
+    channels_last), `state_dict()` (checkpoints, resume), `train()`/`eval()`; and one named place is
+    how every measure sets them apart, with no mark on each tensor: `auxiliary_params`, the memory
+    entry `auxiliary`, never trainable_params, feedback_params, inference_params or the alignment
+    measures (bench/measure/network.py network_parameters). A rule that registers none leaves the
+    model, its state dict and its checkpoints as they were. An auxiliary module holds parameters and
+    normalisation statistics only: a buffer of its own would be counted as feedback, so it is refused.
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"auxiliary module {name!r} is a {type(module).__name__}, not an nn.Module")
+    buffers = [
+        f"{prefix}.{b}" if prefix else b
+        for prefix, sub in module.named_modules()
+        if not isinstance(sub, _NormBase)
+        for b, _ in sub.named_buffers(recurse=False)
+    ]
+    if buffers:
+        raise ValueError(
+            f"auxiliary module {name!r} holds buffers {buffers}; accepted: parameters and "
+            "normalisation statistics only (register fixed tensors as feedback)"
+        )
+    if AUXILIARY not in model._modules:
+        model.add_module(AUXILIARY, nn.ModuleDict())
+    if name in model.auxiliary:
+        raise ValueError(f"auxiliary module {name!r} is registered twice")
+    model.auxiliary[name] = module
+    return module
+
+
+def is_auxiliary(name: str) -> bool:
+    """Whether a qualified parameter or buffer name of the model is an auxiliary module's."""
+    return name.startswith(AUXILIARY + ".")
+
+
+def auxiliary_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """(name, parameter) of every auxiliary module of `model` (none for most rules)."""
+    return [(n, p) for n, p in model.named_parameters() if is_auxiliary(n)]
+
+
+@contextlib.contextmanager
+def seeded(generator: torch.Generator):
+    """Modules built inside draw their default init from `generator` (one seed taken from it), and the
+    global RNG is left as it was: an auxiliary net gets PyTorch's usual init, seeded per run."""
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+# Gradient-isolated modules ------------------------------------------------------------------------
+
+# The one `modules` option every module-wise rule declares (options = {"modules": MODULES, ...}).
+MODULES = Option(
+    0,
+    "gradient-isolated modules: the network's blocks grouped into this many contiguous modules, "
+    "from 1 to the arch's block count (0: one module per block)",
+    minimum=0,
+)
+
+
+def module_groups(model: nn.Module, modules: int) -> list[range]:
+    """The blocks of `model` grouped into `modules` contiguous modules, as ranges of block indices.
+
+    0 gives one module per block. Otherwise module m holds blocks floor(m B / K) to floor((m+1) B / K)
+    - 1 [suite]: sizes differ by at most one, the larger modules last (e.g. 3 blocks in 2 modules:
+    [0], [1, 2]). A ValueError names `modules`, the value and what the arch accepts.
+    """
+    blocks = len(model.blocks)
+    if modules == 0:
+        return [range(i, i + 1) for i in range(blocks)]
+    if isinstance(modules, bool) or not isinstance(modules, int) or not 1 <= modules <= blocks:
+        raise ValueError(
+            f"bad value {modules!r} for 'modules'; accepted: 1 to {blocks} (this arch's blocks), "
+            "or 0 for one module per block"
+        )
+    edges = [math.floor(m * blocks / modules) for m in range(modules + 1)]
+    return [range(a, b) for a, b in zip(edges, edges[1:])]
+
+
+def run_module(model: nn.Module, blocks: range, h: torch.Tensor) -> torch.Tensor:
+    """The output of the module made of `blocks` on its input `h`."""
+    for i in blocks:
+        h = model.blocks[i](h)
+    return h
+
+
+def module_losses_step(rule, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """The graph-mode step of a rule with per-module losses (`module_loss`): one forward with the graph
+    cut at every module input, each module's local loss, the head's cross-entropy through the last
+    module, all summed and backwarded in one call. Each module's parameters (and its auxiliary
+    modules') see only their own loss; `locality: blockwise` computes the same gradients one module at
+    a time (bench/run/blockwise.py). Returns `loss`, `correct` and every module's logged terms."""
+    ranges = rule.module_ranges(model)
+    h, losses, terms = x, [], {}
+    for index, blocks in enumerate(ranges):
+        h = run_module(model, blocks, h.detach())
+        local, logged = rule.module_loss(model, index, h, y)
+        losses += [] if local is None else [local]
+        terms |= logged
+    logits = model.head(h)
+    loss = F.cross_entropy(logits, y)
+    sum(losses, loss).backward()
+    return {**step_stats(loss, logits, y), **terms}
+
+
+# Normalisation statistics --------------------------------------------------------------------------
+
+
+def _statistics(module: _NormBase) -> list[torch.Tensor]:
+    kept = (module.running_mean, module.running_var, module.num_batches_tracked)
+    return [b for b in kept if b is not None]
+
+
+@contextlib.contextmanager
+def frozen_statistics(*modules: nn.Module):
+    """Forward passes inside leave every normalisation layer's running statistics under `modules` as
+    they were (saved on entry, put back on exit): a second forward of a step (a re-run, a modulated
+    input) normalises with the batch's statistics, as in training, without moving the estimates twice.
+    Only the running estimates are kept; gradients flow as in any training-mode forward."""
+    norms = [
+        m
+        for root in modules
+        for m in root.modules()
+        if isinstance(m, _NormBase) and m.track_running_stats
+    ]
+    saved = [[b.clone() for b in _statistics(m)] for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, buffers in zip(norms, saved):
+                for current, kept in zip(_statistics(module), buffers):
+                    current.copy_(kept)

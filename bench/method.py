@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import inspect
 import os
 import sys
 import traceback
@@ -16,9 +17,8 @@ from bench.config.names import problem as name_problem
 from bench.layout import REPO
 from bench.option import Option, resolve_options
 
-if (
-    TYPE_CHECKING
-):  # for the hooks' annotations only: importing bench (bench.Option) never imports torch
+# for the hooks' annotations only: importing bench (bench.Option) never imports torch
+if TYPE_CHECKING:
     import torch
 
     from bench.models import BlockNet
@@ -44,13 +44,17 @@ class Method:
     values are attributes of the instance (a config variant is the file plus option values).
 
     Hooks, in the order the trainer calls them:
-    - `prepare(model, num_classes, generator) -> model`, once, on the CPU, before the model moves to
-      its device and before the optimizer exists. Convert layers (bench.layers.swap_layers for a rule
-      with its own backward, convert_to_svd for factored layers) and register feedback drawn from
-      `generator` (seeded from the run seed). Feedback is counted as feedback wherever it is
-      registered: every buffer (a normalisation layer's statistics aside) is feedback, in
-      `model.feedback` or in any layer; a feedback tensor the optimizer updates (kp's B) is registered
-      with bench.layers.register_feedback(..., learned=True). Feedback is never a trainable parameter.
+    - `prepare(model, num_classes, generator, in_shape) -> model`, once, on the CPU, before the model
+      moves to its device and before the optimizer exists (`in_shape`: one input's, C x H x W or D).
+      Convert layers (bench.layers.swap_layers for a rule with its own backward, convert_to_svd for
+      factored layers) and register feedback drawn from `generator` (seeded from the run seed).
+      Feedback is counted as feedback wherever it is registered: every buffer (a normalisation
+      layer's statistics aside) is feedback, in `model.feedback` or in any layer; a feedback tensor
+      the optimizer updates (kp's B) is registered with bench.layers.register_feedback(...,
+      learned=True). Feedback is never a trainable parameter.
+      Register training-only modules (local heads, decoders) with bench.local.register_auxiliary:
+      trained, moved, checkpointed with the network, counted apart as `auxiliary_params` and the
+      memory entry `auxiliary`, never as network, feedback or inference parameters.
     - `step(model, x, y) -> dict`, per batch, in train mode, on the device (x: N x C x H x W or N x D,
       channels_last when the recipe says so; y: N class indices; under bf16 autocast when on). Fill
       `.grad` of every trainable parameter (the trainer zeroed them) and of learned feedback; the trainer
@@ -63,32 +67,41 @@ class Method:
     - `fit_ranks(model)`, optional, for a rule whose own tensors follow its SVD layers' ranks (ssa's
       feedback): fit them to the layers' current ranks. On resume the trainer gives the layers a
       checkpoint's ranks (`SVDLayer.keep`), calls it, then requires every tensor at the saved shape.
-    - `block_signals(model, outputs, logits, y)`, optional: the signal the rule delivers at each block
-      output (`outputs` from model.forward_blocks at the rule's `signal_at`; `logits` detached), as a
+    - `block_signals(model, outputs, logits, y, x)`, optional: the signal the rule delivers at each
+      block output (`outputs` from model.forward_blocks at the rule's `signal_at`; `logits` detached), as a
       gradient of the batch-mean loss. The trainer compares it with the true gradient on a fixed probe
       batch; a rule that returns None (the default) has no block signals, recorded as NaN, not as 1.
-    - `block_signal(model, index, output, logits, y)`, optional: block `index`'s signal alone, equal to
+    - `block_signal(model, index, output, logits, y, x)`, optional: block `index`'s signal alone, as
       `block_signals(...)[index]`; blockwise mode then makes each signal just before its block learns,
       instead of holding every block's at once.
     - `penalty(model) -> (tensor or None, {name: 0-d tensor})`, optional, for `blockwise` rules: the
       rule's local loss terms that depend on parameters alone (ssa's L_align and L_orth), and what to log.
+    - `module_loss(model, index, output, y) -> (loss or None, {name: 0-d tensor})`, optional, for a
+      rule whose modules learn from local losses: module `index`'s loss on its output (the modules are
+      `module_ranges(model)`, contiguous block ranges; declare the shared option bench.local.MODULES
+      as `modules` to let a config choose K), backwarded into that module and the auxiliary modules it
+      uses only, and the terms to log. The last module also learns from the head's cross-entropy;
+      None: no local loss. bench.local.module_losses_step is such a rule's graph-mode `step`.
+    A hook written without a later argument (prepare's `in_shape`, the signals' `x`) is called without it.
 
     Locality. A rule whose hidden blocks learn from `block_signals` alone (each signal a function of the
     logits, the labels and fixed or parameter state, never of another block's activations), whose head
     learns from its true cross-entropy gradient and whose other terms are `penalty`'s sets
-    `blockwise = True`. The trainer may then run it with the recipe key `locality: blockwise`
-    (bench/run/blockwise.py) instead of calling `step`: a no-grad forward to the logits, then each block
-    re-run from its kept input with its own graph, its signal backwarded and the graph freed before the
-    next, so a step holds one block's saved activations at a time. The gradients equal `step`'s
-    (tests/test_blockwise.py checks it for every such rule); `blockwise_problem()` returns why the
-    rule's current options do not allow it (None: they do).
+    `blockwise = True`, as does a rule whose modules learn from `module_loss` alone. The trainer may then
+    run it with the recipe key `locality: blockwise` (bench/run/blockwise.py) instead of calling `step`:
+    a no-grad forward to the logits, then each block re-run from its kept input with its own graph, its
+    signal backwarded and the graph freed before the next (for `module_loss`: the modules first to
+    last, each on its detached input, no extra forward), so a step holds one block's (module's) saved
+    activations at a time. The gradients equal `step`'s (tests/test_blockwise.py checks it for every
+    such rule), and so do the keys it returns: `loss`, `correct`, `penalty`'s and `module_loss`'s terms.
+    `blockwise_problem()` returns why the rule's current options do not allow it (None: they do).
     - `state_dict() / load_state_dict(state)`: method-private state that must survive a resume (a
       Python-side counter, a running estimate); tensors and numbers only, with the keys, types and
       shapes of a fresh rule's (a resume checks them before loading). Model tensors (parameters,
       buffers) and the generator are checkpointed by the trainer already.
 
     Measured by the trainer for every rule, with no code in the rule: parameter counts (trainable,
-    feedback, inference), memory, and update alignment: per layer, the cosine between the gradient
+    feedback, inference, auxiliary), memory, and update alignment: per layer, the cosine between the gradient
     `step` produces on the probe batch and the true BP gradient of the same parameters, computed with
     every swapped layer's exact backward (bench.layers.exact_backward), never through the rule's own.
     """
@@ -117,8 +130,10 @@ class Method:
         # default's seed is no small integer, so it never replays a stream that torch.manual_seed(0) drew.
         self.generator = torch.Generator().manual_seed(0x5EED_0F_57E9)
 
-    def prepare(self, model: BlockNet, num_classes: int, generator: torch.Generator) -> BlockNet:
-        """Convert layers and register feedback (drawn from `generator`); return the model."""
+    def prepare(
+        self, model: BlockNet, num_classes: int, generator: torch.Generator, in_shape: tuple = ()
+    ) -> BlockNet:
+        """Convert layers, register feedback (drawn from `generator`) and auxiliary modules."""
         return model
 
     def step(self, model: BlockNet, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -130,17 +145,15 @@ class Method:
         raise NotImplementedError
 
     def on_epoch_end(self, model: BlockNet, epoch: int) -> dict:
-        """After epoch `epoch` (1-based): change the parameter set if the rule does (rank reduction).
-
-        Returns {parameter: (dim, kept_index)} for every parameter that was sliced, else {}.
-        """
+        """After epoch `epoch` (1-based): change the parameter set if the rule does (rank reduction);
+        returns {parameter: (dim, kept_index)} for every parameter that was sliced, else {}."""
         return {}
 
     def fit_ranks(self, model: BlockNet) -> None:
         """Fit the rule's own tensors to its SVD layers' current ranks (none by default)."""
 
     def block_signals(
-        self, model: BlockNet, outputs: list[torch.Tensor], logits: torch.Tensor, y: torch.Tensor
+        self, model: BlockNet, outputs: list, logits: torch.Tensor, y: torch.Tensor, x=None
     ) -> list[torch.Tensor] | None:
         """The signal this rule delivers at each block output (as a gradient of the batch-mean loss).
 
@@ -148,7 +161,15 @@ class Method:
         """
         return None
 
-    block_signal = None  # optional: (model, index, output, logits, y) -> block index's signal alone
+    block_signal = None  # optional hooks, as the contract above describes them
+    module_loss = None
+
+    def module_ranges(self, model: BlockNet) -> list[range]:
+        """The gradient-isolated modules, as block ranges: the `modules` option's grouping (one per block
+        without it; bench.local.module_groups)."""
+        from bench.local import module_groups  # here: bench.local imports torch
+
+        return module_groups(model, getattr(self, "modules", 0))
 
     def penalty(self, model: BlockNet) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """A blockwise rule's parameter-only loss terms (None: none) and the 0-d tensors to log."""
@@ -173,6 +194,13 @@ class Method:
             raise ValueError(
                 f"method {self.name!r} keeps no state, but its checkpoint holds {sorted(state)}"
             )
+
+
+def call_hook(hook, *args, **added):
+    """hook(*args, **added), each of `added` passed only where the hook's signature names it: a rule
+    written before a hook gained an argument (prepare's in_shape, block_signals' x) keeps working."""
+    named = inspect.signature(hook).parameters
+    return hook(*args, **{k: v for k, v in added.items() if k in named})
 
 
 def methods_dir() -> Path:

@@ -9,7 +9,9 @@ The rule here is backpropagation with Gaussian noise added to every gradient ("n
 because it touches every hook a rule may need: a declared option, a feedback buffer drawn from the
 seeded generator in `prepare`, randomness in `step` from `self.generator`, and private state that a
 resumed run must restore. For other shapes of rule, see methods/dfa.py (signals delivered at block
-outputs, one backward call: bench.local) and methods/fa.py (a backward of its own: bench.layers.swap_layers).
+outputs, one backward call: bench.local), methods/fa.py (a backward of its own: bench.layers.swap_layers)
+and methods/dgl.py (modules that learn from local losses through auxiliary classifiers:
+bench.local.register_auxiliary, the shared `modules` option, the `module_loss` hook).
 """
 
 import torch
@@ -37,10 +39,12 @@ class NoisyBP(Method):
         "noise": Option(0.1, "relative standard deviation of the gradient noise", minimum=0.0),
     }
 
-    def prepare(self, model, num_classes, generator):
-        # Runs once on the CPU before the model moves to its device. Anything random comes from
-        # `generator` (seeded from the run seed). A buffer is counted as feedback wherever it is
-        # registered; this one only shows how (a K-vector of per-class noise multipliers).
+    def prepare(self, model, num_classes, generator, in_shape):
+        # Runs once on the CPU before the model moves to its device; `in_shape` is one input's shape
+        # (C x H x W, or D), unused here. Anything random comes from `generator` (seeded from the run
+        # seed). A buffer is counted as feedback wherever it is registered; this one only shows how (a
+        # K-vector of per-class noise multipliers). Training-only modules (a local classifier head)
+        # go through bench.local.register_auxiliary instead: they are counted apart, as auxiliary.
         model.feedback.register_buffer(
             "template_class_scale", 1 + 0.1 * torch.rand(num_classes, generator=generator)
         )

@@ -30,7 +30,7 @@ def _prepared(arch: str, method: str, **options):
 
 
 def test_the_rules_that_declare_blockwise():
-    assert {"dfa", "drtp", "ssa"} <= set(BLOCKWISE)
+    assert {"dfa", "drtp", "ssa", "dgl"} <= set(BLOCKWISE)
     assert not {"bp", "fa", "kp", "usf", "fwdgrad"} & set(BLOCKWISE)
 
 
@@ -38,7 +38,8 @@ def test_the_rules_that_declare_blockwise():
 @pytest.mark.parametrize(
     "method,options",
     [(m, {}) for m in BLOCKWISE]
-    + [("dfa", {"signal_at": "preactivation"}), ("ssa", {"lambda_sparse": 0.1})],
+    + [("dfa", {"signal_at": "preactivation"}), ("ssa", {"lambda_sparse": 0.1})]
+    + [("dgl", {"modules": 2}), ("dgl", {"aux": "linear"})],
 )
 def test_blockwise_gradients_and_batchnorm_statistics_equal_the_rules_own_step(
     arch, method, options
@@ -239,3 +240,36 @@ def test_augmented_data_builds_its_padded_copy_before_training_and_serves_the_sa
         late.train_batches(8, torch.Generator().manual_seed(3)),
     ):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_a_module_loss_rule_holds_one_modules_graph_and_resumes_as_it_ran(tmp_path, monkeypatch):
+    """dgl blockwise: less saved than its graph mode (one module's graph at a time, the auxiliary nets'
+    included), the per-module losses logged, and a run killed in epoch 2 resumes to the same record."""
+    import math
+
+    from tests.conftest import run_killed_in_epoch_2
+
+    x, y = torch.randn(64, 3, 16, 16), torch.arange(64) % 10
+    saved = {}
+    for local in (False, True):
+        model, rule = _prepared("smallconv", "dgl")
+        with memory.SavedTensorBytes(model) as counter:
+            blockwise_step(model, x, y, method=rule) if local else rule.step(model, x, y)
+        saved[local] = counter.bytes
+    assert 0 < saved[True] < saved[False]
+    recipe = {"epochs": 2, "batch_size": 128, "probe_size": 32, "device": "cpu", "batchnorm": True}
+    spec = make_spec("digits", "mlp3", "dgl", 0, {**recipe, "locality": "blockwise"}, {})
+    whole = run(spec, tmp_path / "whole").to_json()
+    run_killed_in_epoch_2(monkeypatch, spec, tmp_path / "resumed")
+    resumed = run(spec, tmp_path / "resumed").to_json()
+    assert set(whole["history"][0]["terms"]) == {"module1", "module2"}
+    timings = {"train_time_s", "images_per_s", "eval_time_s", "started", "peak", "peak_memory"}
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in timings and k != "time_s"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return "nan" if isinstance(value, float) and math.isnan(value) else value
+
+    assert strip(resumed) == strip(whole)

@@ -13,6 +13,7 @@ from bench.config.spec import make_spec
 from bench.layers import feedback_tensors
 from bench.layers.feedback import FeedbackLayer
 from bench.layout import REPO
+from bench.local import auxiliary_parameters
 from bench.measure.locality import Locality
 from bench.measure.network import network_parameters, param_counts
 from bench.method import discover
@@ -111,6 +112,35 @@ def test_rule_trains_two_epochs_into_a_complete_record(trained):
         ), rule
     # the trainable count is the network's; feedback is counted apart, and its bytes are in memory
     assert record["memory"]["feedback"] == 4 * record["feedback_params"], rule
+    # so are auxiliary modules (0 for a rule without any): params, gradients, at least one moment
+    auxiliary = sum(p.numel() for _, p in auxiliary_parameters(make("mlp3", rule)[0]))
+    assert record["measures"]["auxiliary_params"] == auxiliary, rule
+    assert 12 * auxiliary <= record["memory"]["auxiliary"] <= 16 * auxiliary + 4096, rule
+    assert (record["memory"]["auxiliary"] == 0) == (auxiliary == 0), rule  # bp, dfa: exactly 0
+
+
+def test_auxiliary_modules_are_trained_checkpointed_and_never_the_networks(trained):
+    rule, record, _, out = trained
+    fresh = make("mlp3", rule)[0]
+    auxiliary = dict(auxiliary_parameters(fresh))
+    if not auxiliary:
+        pytest.skip(f"{rule} registers no auxiliary module")
+    network = sum(p.numel() for _, p in network_parameters(fresh) if p.requires_grad)
+    assert record["trainable_params"] == record["inference_params"] == network, rule
+    assert not any("auxiliary" in layer for layer in record["history"][-1]["update_alignment"])
+    checkpoint = torch.load(out / "first" / "checkpoint.pt", weights_only=True)
+    saved = checkpoint["model"]
+    assert set(auxiliary) <= set(saved), f"{rule}: auxiliary modules missing from the checkpoint"
+    optimized = [i for group in checkpoint["optimizer"]["param_groups"] for i in group["params"]]
+    assert len(optimized) == len(list(fresh.parameters())), f"{rule}: the optimizer misses some"
+    assert all(
+        group["weight_decay"] == record["recipe"]["weight_decay"]
+        for group in checkpoint["optimizer"]["param_groups"]
+    )
+    moved = [n for n, p in auxiliary.items() if not torch.equal(saved[n], p.detach())]
+    assert len(moved) == len(auxiliary), (
+        f"{rule}: untrained auxiliary parameters {set(auxiliary) - set(moved)}"
+    )
 
 
 def test_every_rule_is_measured_for_robustness_and_weight_alignment(trained):

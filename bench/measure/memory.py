@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from bench.layers.feedback import feedback_tensors
+from bench.local import auxiliary_parameters
 from bench.measure.network import network_parameters
 
 
@@ -173,10 +174,13 @@ def memory_breakdown(
     device: torch.device,
     training_peak: int | None = None,
 ) -> dict:
-    """Bytes of parameters, gradients, optimizer state, feedback and saved activations, and the peak.
+    """Bytes of parameters, gradients, optimizer state, feedback, auxiliary modules and saved
+    activations, and the peak.
 
     `params` is the network's parameters; `feedback` every feedback tensor (fixed or learned); `grads`
-    the gradients of everything the optimizer updates (learned feedback included).
+    the gradients of everything the optimizer updates (learned feedback included) but the auxiliary
+    modules, and `optimizer_state` its state of those; `auxiliary` the auxiliary modules' parameters,
+    gradients and optimizer state together (bench.local.register_auxiliary; 0 for a rule without any).
 
     On CPU, where /proc allows it, the peak is the largest growth of the resident set over a training
     epoch (`training_peak`, HostPeak: what the steps allocated, not the process's libraries and data).
@@ -185,9 +189,24 @@ def memory_breakdown(
     on CPU without /proc it is the process's peak resident set, which cannot be reset and so covers
     everything the process did.
     """
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    auxiliary = {id(p): p for _, p in auxiliary_parameters(model)}
+    trainable = [p for p in model.parameters() if p.requires_grad and id(p) not in auxiliary]
     network = [p for _, p in network_parameters(model)]
-    state = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
+    state = [
+        v
+        for p, s in optimizer.state.items()
+        if id(p) not in auxiliary
+        for v in s.values()
+        if torch.is_tensor(v)
+    ]
+    auxiliary_state = [
+        v
+        for p, s in optimizer.state.items()
+        if id(p) in auxiliary
+        for v in s.values()
+        if torch.is_tensor(v)
+    ]
+    grads = [p for p in auxiliary.values() if p.requires_grad]
     if device.type == "cuda":
         peak, peak_kind = training_peak, "cuda_max_memory_allocated_in_training"
     elif training_peak is not None:
@@ -204,6 +223,7 @@ def memory_breakdown(
         "grads": tensor_bytes(trainable),
         "optimizer_state": tensor_bytes(state),
         "feedback": tensor_bytes(feedback_tensors(model).values()),
+        "auxiliary": tensor_bytes([*auxiliary.values(), *grads, *auxiliary_state]),
         "saved_activations": saved_bytes,
         "peak": int(peak) if peak is not None else None,  # unmeasured: null, not 0
         "peak_kind": peak_kind,

@@ -12,13 +12,18 @@ from torch import nn
 
 from bench.layers.feedback import exact_backward, feedback_tensors
 from bench.layers.svd.factored import SVDLayer, svd_layers
+from bench.local import is_auxiliary
+from bench.method import call_hook
 from bench.models import BlockNet
 
 
 def network_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """(name, parameter) of the network itself: every parameter except learned feedback (kp's B)."""
+    """(name, parameter) of the network itself: every parameter except learned feedback (kp's B) and
+    the auxiliary modules' (bench.local.register_auxiliary: trained, never deployed)."""
     feedback = feedback_tensors(model)
-    return [(n, p) for n, p in model.named_parameters() if n not in feedback]
+    return [
+        (n, p) for n, p in model.named_parameters() if n not in feedback and not is_auxiliary(n)
+    ]
 
 
 def param_counts(model: BlockNet) -> dict[str, int]:
@@ -58,7 +63,7 @@ def alignment_with_bp(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor)
             outputs, logits = type(model).forward_blocks(
                 model, x, at=getattr(method, "signal_at", "output")
             )
-            signals = method.block_signals(model, outputs, logits.detach(), y)
+            signals = call_hook(method.block_signals, model, outputs, logits.detach(), y, x=x)
             if signals is None:
                 return [math.nan] * len(outputs)
             true = torch.autograd.grad(F.cross_entropy(logits, y), outputs)

@@ -15,7 +15,7 @@ import torch
 from bench.config.recipe import RECIPE
 from bench.config.spec import parse_sets
 from bench.data.folder import Split
-from bench.method import get_method
+from bench.method import call_hook, get_method
 from bench.models import build_for
 from bench.run.blockwise import step_function
 from bench.run.optim import make_optimizer
@@ -39,7 +39,8 @@ def training_parts(spec, in_shape, classes: int, device: torch.device, speed: Sp
     method = get_method(spec.impl)(**spec.options)
     step = step_function(method, spec.recipe["locality"])
     feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
-    model = speed.prepare(method.prepare(model, classes, feedback).to(device))
+    model = call_hook(method.prepare, model, classes, feedback, in_shape=tuple(in_shape))
+    model = speed.prepare(model.to(device))
     return model, method, step, make_optimizer(model.parameters(), spec.recipe)
 
 

@@ -84,6 +84,7 @@ class Memory:
     grads: int | None = None
     optimizer_state: int | None = None
     feedback: int | None = None
+    auxiliary: int | None = None  # auxiliary modules' parameters, gradients, optimizer state
     saved_activations: int | None = None
     peak: int | None = None
     peak_kind: str | None = None

@@ -19,6 +19,7 @@ MEMORY_PARTS = (
     ("grads", "gradients"),
     ("optimizer_state", "optimizer state"),
     ("feedback", "feedback"),
+    ("auxiliary", "auxiliary modules"),
     ("saved_activations", "saved activations"),
 )
 

@@ -1,6 +1,7 @@
 """The records a report reads: the typed records of bench/record/types.py collected for the planned runs, and
 the values of one record that the reports show (the accuracy a table reports, the update alignment, the
-robust accuracy, the weight alignment's mean over layers, a declared measure's value).
+robust accuracy, the weight alignment's mean over layers, a declared measure's value), and the warnings
+of a table about where its records come from (provenance_notes).
 
 Records are read by bench/record/types.py (read, find) alone; every report module summarises them through
 bench/report/summary.py.
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from pathlib import Path
 
 from bench import layout
@@ -103,3 +105,21 @@ def declared_value(record: Record, measure: Measure) -> float | None:
         defined = [v for v in value if v is not None]
         return sum(defined) / len(defined) if defined else None
     return value
+
+
+def provenance_notes(records: list[Record], dataset: str) -> list[str]:
+    """Warnings (also logged) when the records come from several git commits or from uncommitted code."""
+    notes = []
+    sources = [r.provenance for r in records]
+    commits = Counter(str(p.git_commit or "unknown") for p in sources)
+    if len(commits) > 1:
+        listed = ", ".join(f"{c[:10]} ({n} runs)" for c, n in commits.most_common())
+        notes.append(f"the rows mix records from {len(commits)} git commits: {listed}")
+    dirty = sum(1 for p in sources if p.git_dirty)
+    if dirty:
+        notes.append(
+            f"{dirty} of {len(records)} runs ran on a working tree with uncommitted changes (git_dirty)"
+        )
+    for note in notes:
+        log.warning("%s: %s", dataset, note)
+    return notes

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import logging
-from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +29,7 @@ from bench.report.records import (
     collect,
     declared_value,
     final_update_alignment,
+    provenance_notes,
     robust_acc,
 )
 from bench.report.summary import accuracy, finished, mean, memory_mb
@@ -44,6 +44,9 @@ MEMORY = {
     "saved_activations_mb": "saved_activations",
     "peak_mb": "peak",
 }
+# The training-only modules' parameters, gradients and optimizer state (bench.local.register_auxiliary):
+# a column only where a record has the measure, so tables of older records keep their columns.
+AUXILIARY = {"auxiliary_mb": "auxiliary"}
 COLUMNS = [
     "arch",
     "method",
@@ -95,7 +98,7 @@ def _row(
     }
     row |= {m.name: mean(declared_value(r, m) for r in ok) for m in shown}
     row |= {key: mean(getattr(r, key) for r in records) for key in COUNTS}
-    row |= {col: memory_mb(records, key) for col, key in MEMORY.items()}
+    row |= {col: memory_mb(records, key) for col, key in (MEMORY | AUXILIARY).items()}
     row |= {
         "train_time_s_mean": mean(r.train_time_s for r in ok),
         "images_per_s_mean": mean(r.images_per_s for r in ok),
@@ -114,33 +117,18 @@ def shown_measures(records: list[Record]) -> list[Measure]:
     ]
 
 
-def table_columns(shown: list[Measure]) -> list[str]:
-    """The csv's columns: COLUMNS, with the shown declared measures' after the PGD accuracy."""
-    at = COLUMNS.index("pgd_acc") + 1
-    return [*COLUMNS[:at], *(m.name for m in shown), *COLUMNS[at:]]
+def table_columns(shown: list[Measure], auxiliary: bool = False) -> list[str]:
+    """The csv's columns: COLUMNS, with the shown declared measures' after the PGD accuracy and, where
+    `auxiliary`, the auxiliary modules' memory after the feedback's."""
+    at, memory = COLUMNS.index("pgd_acc") + 1, COLUMNS.index("feedback_mb") + 1
+    aux = list(AUXILIARY) if auxiliary else []
+    names = [m.name for m in shown]
+    return [*COLUMNS[:at], *names, *COLUMNS[at:memory], *aux, *COLUMNS[memory:]]
 
 
 def _order(runs: list[Run]) -> list[tuple[str, str]]:
     """(arch, method) rows in first-seen order; `runs` comes in grid order or sorted with bp first."""
     return list(dict.fromkeys((a, m) for a, m, _ in runs))
-
-
-def provenance_notes(records: list[Record], dataset: str) -> list[str]:
-    """Warnings (also logged) when the records come from several git commits or from uncommitted code."""
-    notes = []
-    sources = [r.provenance for r in records]
-    commits = Counter(str(p.git_commit or "unknown") for p in sources)
-    if len(commits) > 1:
-        listed = ", ".join(f"{c[:10]} ({n} runs)" for c, n in commits.most_common())
-        notes.append(f"the rows mix records from {len(commits)} git commits: {listed}")
-    dirty = sum(1 for p in sources if p.git_dirty)
-    if dirty:
-        notes.append(
-            f"{dirty} of {len(records)} runs ran on a working tree with uncommitted changes (git_dirty)"
-        )
-    for note in notes:
-        log.warning("%s: %s", dataset, note)
-    return notes
 
 
 def aggregate(
@@ -174,7 +162,7 @@ def aggregate(
         named(published_as, published_path) if published_as else published(dataset, published_path)
     )
     shown = shown_measures(list(records.values()))
-    columns = table_columns(shown)
+    columns = table_columns(shown, any(r.memory.auxiliary is not None for r in records.values()))
     rows = []
     for arch, method in _order(runs):
         mine = [r for (a, m, _), r in records.items() if (a, m) == (arch, method)]
@@ -273,6 +261,9 @@ def markdown(table: pd.DataFrame, dataset: str) -> str:
     shown = [m for m in declare.declared().values() if m.column and m.name in table.columns]
     at = next(i for i, (header, _) in enumerate(MARKDOWN) if header.startswith("PGD")) + 1
     cells = [*MARKDOWN[:at], *((m.column, _declared_cell(m)) for m in shown), *MARKDOWN[at:]]
+    if "auxiliary_mb" in table.columns:
+        at = next(i for i, (header, _) in enumerate(cells) if header == "feedback (MB)") + 1
+        cells.insert(at, ("auxiliary (MB)", lambda r: md.number(r.auxiliary_mb, "{:.2f}")))
     lines = [f"# {dataset}: test accuracy, mean ± std over seeds that finished", ""]
     lines += md.table(
         [h for h, _ in cells],
@@ -289,6 +280,11 @@ def markdown(table: pd.DataFrame, dataset: str) -> str:
         "left out) and seeds (1 for BP). ECE: expected calibration error (15 bins). PGD acc: test accuracy "
         f"under PGD at L-inf budget {TABLE_BUDGET}/255 on the fixed attacked subset (the record's robustness).",
     ]
+    if "auxiliary_mb" in table.columns:
+        lines[-1] += (
+            " Auxiliary (MB): the rule's training-only modules (local heads, decoders): their "
+            "parameters, gradients and optimizer state, apart from the network's."
+        )
     if shown:  # the declared measures' own words (their column, then what it is)
         lines[-1] += "".join(f" {m.column}: {m.doc}, {_reported(m)}." for m in shown)
     for note in table.attrs.get("notes", []):

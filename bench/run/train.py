@@ -20,7 +20,7 @@ from bench.measure import declare
 from bench.measure import network as measure
 from bench.measure.end_of_run import end_of_run, require_packages
 from bench.measure.weight_alignment import weight_alignment
-from bench.method import get_method
+from bench.method import call_hook, get_method
 from bench.models import BlockNet, build_for
 from bench.record import Record
 from bench.run import stop
@@ -85,7 +85,7 @@ def build(spec: RunSpec, data, device: torch.device) -> tuple[BlockNet, object]:
     model = build_for(spec.recipe, spec.arch, data.in_shape, data.num_classes)
     method = get_method(spec.impl)(**spec.options)
     feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
-    model = method.prepare(model, data.num_classes, feedback)
+    model = call_hook(method.prepare, model, data.num_classes, feedback, in_shape=data.in_shape)
     # A stochastic rule's draws (fwdgrad's directions, brsf's magnitudes) on the device, per run seed.
     method.generator = torch.Generator(device).manual_seed(derive_seed(spec.seed, "method"))
     return Speed.from_recipe(spec.recipe, device).prepare(model.to(device)), method
