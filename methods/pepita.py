@@ -22,7 +22,7 @@ class PEPITA(Method):
     dW_L = e_mod^T h_{L-1}^mod / N, e_mod the modulated pass's error. No activation derivative gates
     h_l - h_l^mod. Signs as their code, whose step is W -= lr (h_l - h_l^mod)^T h_{l-1}^mod / N.
     [code] F uniform in [-1, 1) x sqrt(6 / D) x `scale` (0.05), D the input's size, drawn from the run's
-    feedback generator [suite]; the tutorial's x + e F^T (the paper's Algorithm 1 as well).
+    feedback generator [suite]; x + e F^T as their code writes it (F is symmetric about 0).
     [suite] As the suite runs it: (h_l - h_l^mod) / N is delivered at the input of block l's last
     activation (z_l^mod) on the modulated pass, block l's input detached, in one backward call: on a
     Linear-act block this is the formula above, and a bias gets the batch mean of h_l - h_l^mod (their
