@@ -13,8 +13,7 @@ from bench.models.blocknet import ACTIVATIONS
 
 
 class PEPITA(Method):
-    """Two forward passes, no backward through the network: the second on x + F e, updates from the
-    difference of the two passes' activations.
+    """Two forward passes, the second on x + e F^T; each layer learns from the passes' difference.
 
     Per batch of N [paper, code]: the standard pass gives h_l = act(z_l) and e = softmax(logits) - onehot(y);
     the modulated pass runs on x_mod = x + e F^T (F: D x K, fixed) and gives h_l^mod. Hidden layer l gets
