@@ -86,6 +86,16 @@ def test_pred_and_sim_alone_build_and_use_only_their_own_auxiliary_nets(loss):
     assert terms.keys() == {f"{loss}1"}
 
 
+def test_one_module_has_no_auxiliary_nets_and_learns_as_bp(batch):
+    model, rule = make("mlp3", "predsim", modules=1)
+    bp, bp_rule = make("mlp3", "bp")
+    assert "auxiliary" not in model._modules
+    assert set(rule.step(model, *batch)) == {"loss", "correct"}
+    bp_rule.step(bp, *batch)
+    for p, q in zip(model.parameters(), bp.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7)
+
+
 def test_pred_pools_feature_maps_to_dim_in_decoder_as_their_code():
     # 16 x 32 x 32 = 16384 > 4096: kernel 2 x 2; 128 x 16 x 16: height 2, width 2, height 4 (4 x 2);
     # 32 x 7 x 7 to 512: kernel 2 x 2 with one zero of padding, ceil(7 / 2) = 4 positions a side.
