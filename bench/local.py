@@ -6,6 +6,7 @@ a forward pass that leaves normalisation statistics as they were."""
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 
 import torch
@@ -177,6 +178,15 @@ def run_module(model: nn.Module, blocks: range, h: torch.Tensor) -> torch.Tensor
     return h
 
 
+def call_module_loss(rule, model: nn.Module, index: int, output, y, x) -> tuple:
+    """rule.module_loss(model, index, output, y, x), `x` (the step's input batch: a decoder's target)
+    passed only where the hook's signature names it, so a rule written without it (dgl) keeps working.
+    (bench.method.call_hook does this for every hook; bench.method imports this module, so not it.)"""
+    if "x" in inspect.signature(rule.module_loss).parameters:
+        return rule.module_loss(model, index, output, y, x=x)
+    return rule.module_loss(model, index, output, y)
+
+
 def module_losses_step(rule, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict:
     """The graph-mode step of a rule with per-module losses (`module_loss`): one forward with the graph
     cut at every module input, each module's local loss, the head's cross-entropy through the last
@@ -187,7 +197,7 @@ def module_losses_step(rule, model: nn.Module, x: torch.Tensor, y: torch.Tensor)
     h, losses, terms = x, [], {}
     for index, blocks in enumerate(ranges):
         h = run_module(model, blocks, h.detach())
-        local, logged = rule.module_loss(model, index, h, y)
+        local, logged = call_module_loss(rule, model, index, h, y, x)
         losses += [] if local is None else [local]
         terms |= logged
     logits = model.head(h)

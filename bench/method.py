@@ -76,13 +76,15 @@ class Method:
       instead of holding every block's at once.
     - `penalty(model) -> (tensor or None, {name: 0-d tensor})`, optional, for `blockwise` rules: the
       rule's local loss terms that depend on parameters alone (ssa's L_align and L_orth), and what to log.
-    - `module_loss(model, index, output, y) -> (loss or None, {name: 0-d tensor})`, optional, for a
-      rule whose modules learn from local losses: module `index`'s loss on its output (the modules are
+    - `module_loss(model, index, output, y, x) -> (loss or None, {name: 0-d tensor})`, optional, for a
+      rule whose modules learn from local losses: module `index`'s loss on its output (`x`: the step's
+      input batch, infopro's reconstruction target; the modules are
       `module_ranges(model)`, contiguous block ranges; declare the shared option bench.local.MODULES
       as `modules` to let a config choose K), backwarded into that module and the auxiliary modules it
       uses only, and the terms to log. The last module also learns from the head's cross-entropy;
       None: no local loss. bench.local.module_losses_step is such a rule's graph-mode `step`.
-    A hook written without a later argument (prepare's `in_shape`, the signals' `x`) is called without it.
+    A hook written without a later argument (prepare's `in_shape`, the signals' and module_loss's `x`)
+    is called without it.
 
     Locality. A rule whose hidden blocks learn from `block_signals` alone (each signal a function of the
     logits, the labels and fixed or parameter state, never of another block's activations), whose head

@@ -50,10 +50,8 @@ class DGL(Method):
 
     def module_loss(self, model, index, output, y):
         name = f"module{index + 1}"
-        if (
-            name not in model.auxiliary
-        ):  # the last module: the trainer adds the head's cross-entropy
-            return None, {}
+        if index == len(self.module_ranges(model)) - 1:  # the trainer adds the head's cross-entropy
+            return None, {}  # (with modules 1 the only module: no auxiliary net exists, dgl is bp)
         loss = F.cross_entropy(model.auxiliary[name](output), y)
         return loss, {name: loss.detach()}
 

@@ -30,7 +30,7 @@ def _prepared(arch: str, method: str, **options):
 
 
 def test_the_rules_that_declare_blockwise():
-    assert {"dfa", "drtp", "ssa", "dgl"} <= set(BLOCKWISE)
+    assert {"dfa", "drtp", "ssa", "dgl", "predsim"} <= set(BLOCKWISE)
     assert not {"bp", "fa", "kp", "usf", "fwdgrad"} & set(BLOCKWISE)
 
 
@@ -39,7 +39,8 @@ def test_the_rules_that_declare_blockwise():
     "method,options",
     [(m, {}) for m in BLOCKWISE]
     + [("dfa", {"signal_at": "preactivation"}), ("ssa", {"lambda_sparse": 0.1})]
-    + [("dgl", {"modules": 2}), ("dgl", {"aux": "linear"})],
+    + [("dgl", {"modules": 2}), ("dgl", {"aux": "linear"})]
+    + [("predsim", {"modules": 2}), ("predsim", {"loss": "sim"})],
 )
 def test_blockwise_gradients_and_batchnorm_statistics_equal_the_rules_own_step(
     arch, method, options

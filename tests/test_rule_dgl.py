@@ -34,7 +34,9 @@ def _by_hand(model, ranges, index, x, y):
     return params, torch.autograd.grad(F.cross_entropy(top(out), y), params)
 
 
-@pytest.mark.parametrize("arch,modules", [("smallconv", 0), ("smallconv", 2), ("mlp3", 0)])
+@pytest.mark.parametrize(
+    "arch,modules", [("smallconv", 0), ("smallconv", 2), ("smallconv", 1), ("mlp3", 0)]
+)
 def test_each_modules_gradient_is_that_of_its_own_local_loss(arch, modules, batch):
     model, rule = make(arch, "dgl", modules=modules)
     x, y = batch

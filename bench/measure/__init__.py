@@ -4,7 +4,8 @@ Files:
 - declare.py: a measure declared once (Measure: name, per-epoch or end-of-run, JSON shape and range, the
   function, the table column), the declared measures found by their files, and the trainer's call of
   them (`take`, `value`); imports no torch at its top, so the record and report wings read it.
-- dead_units.py: the fraction of each block's output units no probe image activates (declared).
+- dead_units.py: the fraction of each block's output units no probe image activates (declared, per
+  epoch); auxiliary_params.py: the parameters a rule trains in auxiliary modules (declared, end of run).
   A new measure is one more such file (docs/metrics.md, "Declared measures").
 - network.py: parameter counts, alignment with BP (signal and update cosines), per-layer ranks, and the
   Undefined error a measure raises where it has no value.

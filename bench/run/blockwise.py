@@ -35,7 +35,13 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from bench.local import frozen_statistics, in_layout_of, run_module, step_stats
+from bench.local import (
+    call_module_loss,
+    frozen_statistics,
+    in_layout_of,
+    run_module,
+    step_stats,
+)
 from bench.measure import memory
 from bench.method import call_hook
 
@@ -107,7 +113,7 @@ def module_step(model, x: torch.Tensor, y: torch.Tensor, method) -> dict[str, to
     for index, blocks in enumerate(ranges):
         kept = h
         h = run_module(model, blocks, kept)
-        local, logged = method.module_loss(model, index, h, y)
+        local, logged = call_module_loss(method, model, index, h, y, x)
         terms |= logged
         if index == last:
             logits = model.head(h)
