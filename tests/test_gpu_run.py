@@ -68,7 +68,8 @@ def test_the_stage_limits_add_up_to_at_most_nine_minutes():
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
-    """The script end to end on the CPU: 2 rules x 1 arch x 1 seed, 1 epoch, bf16 autocast forced on."""
+    """The script end to end on the CPU: 2 rules (bp, and dgl for the local-loss family: auxiliary nets
+    under bf16 autocast) x 1 arch x 1 seed, 1 epoch, bf16 autocast forced on."""
     root = tmp_path_factory.mktemp("gpu_run")
     data, results, out = _jpeg_tree(root / "data"), root / "results", root / "out"
     env = {
@@ -79,7 +80,7 @@ def dry_run(tmp_path_factory):
         "RESULTS": str(results),
         "OUT": str(out),
         "ARCHS": "smallconv",
-        "METHODS": "bp dfa",
+        "METHODS": "bp dgl",
         "SEEDS": "0",
         "EPOCHS": "1",
         "JOBS": "2",
@@ -108,12 +109,12 @@ def test_the_dry_run_passes_every_stage_and_finishes_its_runs(dry_run):
         status = list(csv.DictReader(f))
     assert [(r["method"], r["status"], r["epochs_done"]) for r in status] == [
         ("bp", "finished", "1"),
-        ("dfa", "finished", "1"),
+        ("dgl", "finished", "1"),
     ]
     device = (out / "device.log").read_text()
     assert "torch " in device and "sha256 " in device
     layout = Layout(str(results))  # each run's output where the Snakefile's train rule logs it
-    for method in ("bp", "dfa"):
+    for method in ("bp", "dgl"):
         log = Path(layout.train_log("cifar10-jpeg", "smallconv", method, 0)).read_text()
         assert f"{method}: status ok" in log
 
@@ -138,7 +139,7 @@ def test_the_dry_run_brings_back_records_table_claims_and_the_perf_table(dry_run
     assert (out / "claims.md").read_text().startswith("#")
     with open(out / "perf_step.csv") as f:
         perf = {r["method"]: float(r["ratio_to_bp"]) for r in csv.DictReader(f)}
-    assert perf["bp"] == 1.0 and perf["dfa"] > 0
+    assert perf["bp"] == 1.0 and perf["dgl"] > 0
 
 
 def test_a_run_cut_at_the_deadline_is_reported_as_cut_and_has_no_record(tmp_path):
