@@ -209,28 +209,29 @@ def module_losses_step(rule, model: nn.Module, x: torch.Tensor, y: torch.Tensor)
 # Normalisation statistics --------------------------------------------------------------------------
 
 
-def _statistics(module: _NormBase) -> list[torch.Tensor]:
-    kept = (module.running_mean, module.running_var, module.num_batches_tracked)
-    return [b for b in kept if b is not None]
+STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 @contextlib.contextmanager
 def frozen_statistics(*modules: nn.Module):
     """Forward passes inside leave every normalisation layer's running statistics under `modules` as
-    they were (saved on entry, put back on exit): a second forward of a step (a re-run, a modulated
-    input) normalises with the batch's statistics, as in training, without moving the estimates twice.
-    Only the running estimates are kept; gradients flow as in any training-mode forward."""
-    norms = [
-        m
-        for root in modules
-        for m in root.modules()
-        if isinstance(m, _NormBase) and m.track_running_stats
-    ]
-    saved = [[b.clone() for b in _statistics(m)] for m in norms]
+    they were: a second forward of a step (a re-run, a modulated input) normalises with the batch's
+    statistics, as in training, without moving the estimates twice. Gradients flow as in any forward.
+
+    Inside, each layer works on copies of its estimates; on exit the untouched originals are put back.
+    Writing the originals back in place instead would bump their version under any graph built inside
+    (or, in eval mode, outside), and BatchNorm's backward would then refuse to run; with copies a
+    backward after the block works."""
+    originals = []
+    for root in modules:
+        for module in root.modules():
+            if isinstance(module, _NormBase) and module.track_running_stats:
+                for name in STATISTICS:
+                    if getattr(module, name, None) is not None:
+                        originals.append((module, name, module._buffers[name]))
+                        module._buffers[name] = module._buffers[name].clone()
     try:
         yield
     finally:
-        with torch.no_grad():
-            for module, buffers in zip(norms, saved):
-                for current, kept in zip(_statistics(module), buffers):
-                    current.copy_(kept)
+        for module, name, original in originals:
+            module._buffers[name] = original

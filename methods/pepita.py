@@ -1,6 +1,5 @@
 """pepita: PEPITA, error-driven input modulation (Dellaferrera & Kreiman, ICML 2022; code GiorgiaD/PEPITA)."""
 
-import contextlib
 import math
 
 import torch
@@ -73,10 +72,7 @@ class PEPITA(Method):
     def block_signals(self, model, outputs, logits, y, x):
         """The signal PEPITA delivers at each block's pre-activation `outputs`, from a modulated pass
         on `x` (run without a graph, normalisation statistics left as they were)."""
-        # In eval mode (the alignment probe) nothing moves the statistics, and restoring them would bump
-        # their version under the caller's graph, whose BatchNorm backward reads them.
-        kept = frozen_statistics(model) if model.training else contextlib.nullcontext()
-        with torch.no_grad(), kept:
+        with torch.no_grad(), frozen_statistics(model):
             modulated, _ = model.forward_blocks(
                 self.modulated(model, x, logits, y), at=self.signal_at
             )
@@ -86,8 +82,7 @@ class PEPITA(Method):
         with torch.no_grad():  # the standard pass: no graph; BatchNorm statistics move here only
             points, logits = model.forward_blocks(x, at=self.signal_at)
         loss = F.cross_entropy(logits, y)
-        # The modulated pass, each block on its detached input, and its backward: inside the context, as
-        # BatchNorm's backward checks that the statistics it saw are unchanged (restored on exit).
+        # The modulated pass, each block on its detached input, and its backward.
         with frozen_statistics(model):
             modulated, h = [], self.modulated(model, x, logits, y)
             for index in range(len(model.blocks)):

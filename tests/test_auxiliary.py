@@ -177,3 +177,20 @@ def test_a_forward_in_frozen_statistics_leaves_batchnorm_estimates_and_trains_as
     model(x)
     changed = [k for k, v in model.state_dict().items() if not torch.equal(before[k], v)]
     assert "blocks.0.1.running_mean" in changed  # outside it, the forward moves them as always
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_a_graph_built_in_frozen_statistics_backpropagates_after_it(mode):
+    """Put back by swapping, not by writing in place: a backward after the block (or, in eval mode, of
+    a graph that read the estimates) still runs."""
+    torch.manual_seed(0)
+    model = build("smallconv", (3, 8, 8), 10, batchnorm=True).train(mode == "train")
+    x = torch.randn(8, 3, 8, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    outside = model(x).sum()
+    with frozen_statistics(model):
+        inside = model(x).sum()
+    (inside + outside).backward()
+    assert model.blocks[0][0].weight.grad is not None
+    running = model.blocks[0][1].running_mean
+    assert torch.equal(running, before["blocks.0.1.running_mean"]) == (mode == "eval")
