@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bench.method import discover
+from bench.method import call_hook, discover
 from bench.models import build
 from bench.run.train import derive_seed
 
@@ -25,7 +25,8 @@ def make(arch: str, method: str, seed: int = 0, **options):
     model = build(arch, (1, 8, 8), 10)
     rule = discover()[method](**options)
     # Feedback from its own stream, as the trainer does: seeded like the init, fa's B would be W's copy.
-    model = rule.prepare(model, 10, torch.Generator().manual_seed(derive_seed(seed, "feedback")))
+    feedback = torch.Generator().manual_seed(derive_seed(seed, "feedback"))
+    model = call_hook(rule.prepare, model, 10, feedback, in_shape=(1, 8, 8))  # as the trainer calls it
     rule.generator.manual_seed(derive_seed(seed, "method"))
     return model, rule
 
