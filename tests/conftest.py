@@ -26,7 +26,9 @@ def make(arch: str, method: str, seed: int = 0, **options):
     rule = discover()[method](**options)
     # Feedback from its own stream, as the trainer does: seeded like the init, fa's B would be W's copy.
     feedback = torch.Generator().manual_seed(derive_seed(seed, "feedback"))
-    model = call_hook(rule.prepare, model, 10, feedback, in_shape=(1, 8, 8))  # as the trainer calls it
+    model = call_hook(
+        rule.prepare, model, 10, feedback, in_shape=(1, 8, 8)
+    )  # as the trainer calls it
     rule.generator.manual_seed(derive_seed(seed, "method"))
     return model, rule
 

@@ -284,10 +284,10 @@ def test_pipeline_end_to_end_on_digits(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = tmp_path / "results"
     table = pd.read_csv(results / "digits_table.csv")
-    # a real run records every declared per-epoch measure: each with a column has it in the table
-    assert list(table.columns) == table_columns(
-        [m for m in declare.of("epoch").values() if m.column]
-    )
+    # a real run records every declared measure and its auxiliary memory (0 without auxiliary modules):
+    # each declared measure with a column, and the auxiliary column, are in the table
+    declared = [m for m in declare.declared().values() if m.column]
+    assert list(table.columns) == table_columns(declared, auxiliary=True)
     assert list(zip(table["arch"], table["method"])) == [("mlp3", "bp"), ("mlp3", "ssa")]
     assert (
         (table["n_ok"] == 1).all()

@@ -120,10 +120,10 @@ def test_digits_grid_runs_through_profiles_slurm(slurm_conf, tmp_path):
     print(f"snakemake --profile profiles/slurm: {time.time() - start:.0f} s")
 
     table = pd.read_csv(tmp_path / "results" / "digits_table.csv")
-    # a real run records every declared per-epoch measure: each with a column has it in the table
-    assert list(table.columns) == table_columns(
-        [m for m in declare.of("epoch").values() if m.column]
-    )
+    # a real run records every declared measure and its auxiliary memory (0 without auxiliary modules):
+    # each declared measure with a column, and the auxiliary column, are in the table
+    declared = [m for m in declare.declared().values() if m.column]
+    assert list(table.columns) == table_columns(declared, auxiliary=True)
     assert list(zip(table["arch"], table["method"])) == [("mlp3", "bp"), ("mlp3", "ssa")]
     assert (
         (table["n_ok"] == 1).all()
