@@ -76,6 +76,12 @@ def test_a_unit_active_on_one_image_is_alive():
     assert dead_fraction(net, x, None) == [pytest.approx(2 / 3)]
 
 
+def test_a_count_is_recorded_as_an_integer():
+    measure = declare.Measure("n", "end", "number", 0, 1e9, lambda m, x, y: 1592340, "n")
+    value = declare.value(measure, nn.Linear(1, 1), None, None)
+    assert value == 1592340 and isinstance(value, int)
+
+
 def test_a_nan_value_is_recorded_as_null():
     measure = declare.Measure(
         "x", "epoch", "per_block", 0, 1, lambda m, x, y: [float("nan"), 0.5], "x"

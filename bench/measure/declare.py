@@ -148,5 +148,7 @@ def value(measure: Measure, model, x, y):
 def _json(value):
     if isinstance(value, list | tuple):
         return [_json(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value  # a count stays an integer in record.json
     value = float(value)
     return value if math.isfinite(value) else None
