@@ -156,6 +156,21 @@ def test_failed_download_says_where_files_go_and_how_to_get_them(tmp_path, monke
     assert "cifar-100-python.tar.gz" in message and "download=True" in message
 
 
+def test_a_sigterm_during_the_download_stops_and_is_not_called_a_failed_download(
+    tmp_path, monkeypatch
+):
+    """A stop is not an error: the download's `except Exception` (any failure -> the same advice) lets a
+    SIGTERM through, as it lets Ctrl-C through (stop.Terminated is a BaseException)."""
+    from bench.run import stop
+
+    def stopped(root, train, download):
+        raise stop.Terminated()
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", stopped)
+    with pytest.raises(stop.Terminated):
+        load("cifar10", data_dir=tmp_path)
+
+
 def test_cifar_without_a_data_dir_names_the_setting():
     with pytest.raises(ValueError, match="cifar10.*--data-dir"):
         load("cifar10")
