@@ -82,6 +82,36 @@ def test_perf_step_puts_bp_first_at_ratio_one_and_counts_fewer_flops_for_local_a
     assert flops["dfa"] < flops["bp"] and flops["ssa-r0.25"] < flops["bp"]
 
 
+def test_perf_step_counts_auxiliary_bytes_and_memory_ratio_and_draws_the_ratio_figure(tmp_path):
+    """A local-loss rule's auxiliary nets (parameters, gradients, AdamW state) show in their own column,
+    none for BP or DFA; `memory_ratio` is (saved + auxiliary) over BP's; blockwise holds fewer saved
+    activations than graph mode; --plot-ratios writes the figure."""
+    figure = tmp_path / "ratios.png"
+    rows = _run(
+        tmp_path,
+        "--methods",
+        "dfa",
+        "dgl:aux=linear",
+        "dgl:aux=linear,locality=blockwise",
+        "--plot-ratios",
+        str(figure),
+    )
+    by = {
+        r["method"]: {k: float(v) for k, v in r.items() if k not in ("arch", "method", "device")}
+        for r in rows
+    }
+    assert by["bp"]["auxiliary_mb"] == 0 == by["dfa"]["auxiliary_mb"]
+    assert by["bp"]["memory_ratio"] == 1.0
+    graph, blockwise = by["dgl:aux=linear"], by["dgl:aux=linear,locality=blockwise"]
+    # aux=linear on smallconv: one pool + linear head per local module; weights, grads, 2 AdamW moments
+    assert graph["auxiliary_mb"] > 0 and graph["auxiliary_mb"] == blockwise["auxiliary_mb"]
+    for row in (graph, blockwise, by["dfa"]):
+        expected = (row["saved_mb"] + row["auxiliary_mb"]) / (by["bp"]["saved_mb"])
+        assert row["memory_ratio"] == pytest.approx(expected)
+    assert blockwise["saved_mb"] < graph["saved_mb"]
+    assert figure.stat().st_size > 10_000
+
+
 def test_perf_step_bad_input_exits_2_naming_what_is_accepted(capsys):
     assert cli(["perf", "step", "--device", "cpu", "--arch", "vggg"]) == 2
     assert "unknown arch 'vggg'" in capsys.readouterr().err
