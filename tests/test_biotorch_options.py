@@ -1,6 +1,8 @@
 """BioTorch's options as recipe keys: `optimizer: rmsprop`, `grad_clip` and `constrain_weights`
 (bench/run/optim.py, bench/run/layer_options.py), checked against hand-computed values."""
 
+import warnings
+
 import pytest
 import torch
 from torch import nn
@@ -104,7 +106,7 @@ def test_constrain_weights_restores_the_initial_norm_before_each_forward_and_kee
     model.eval()
     model(x)  # evaluation rescales too, as BioTorch's forward does in either mode
     for layer, w0 in zip((model[0], model[2]), initial):
-        assert float(torch.linalg.norm(layer.weight)) == pytest.approx(
+        assert float(torch.linalg.norm(layer.weight.detach())) == pytest.approx(
             float(torch.linalg.norm(w0)), rel=1e-6
         )
         assert not torch.allclose(layer.weight, w0)  # the optimizer still moves the (same) weight
@@ -143,3 +145,53 @@ def test_a_run_with_every_option_trains_and_records_them(tmp_path):
     record = record.to_json()
     assert record["status"] == "ok" and record["test_acc"] > 20  # 10 classes: above chance
     assert {k: record["recipe"][k] for k in options} == options
+
+
+# --- against the real BioTorch, where it is installed (pip install --no-deps biotorch) ---------------
+
+
+def _biotorch_fa_linear(**options):
+    fa_linear = pytest.importorskip(
+        "biotorch.layers.fa_constructor.linear", reason="biotorch is not installed"
+    )
+    config = {"type": "fa", "options": {"constrain_weights": False, "gradient_clip": False}}
+    config["options"] |= {"init": "xavier", **options}
+    return fa_linear.Linear(4, 3, True, config)
+
+
+def test_grad_clip_equals_biotorchs_gradient_clip():
+    torch.manual_seed(0)
+    theirs = _biotorch_fa_linear(gradient_clip=True)
+    with (
+        torch.no_grad()
+    ):  # its feedback = its weight: FA's gradients are BP's, so only the clip differs
+        theirs.weight_backward.copy_(theirs.weight)
+    ours = layer_options.apply(nn.Linear(4, 3), recipe(grad_clip=1.0))
+    ours.load_state_dict({"weight": theirs.weight, "bias": theirs.bias})
+    x = torch.randn(6, 4) * 30
+    grads = []
+    for layer in (theirs, ours):
+        xi = x.clone().requires_grad_()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # BioTorch's deprecated register_backward_hook warns
+            (200 * layer(xi)).sum().backward()
+        if layer is ours:  # BioTorch's hook clamps the weight and bias gradients in its backward
+            layer_options.clip_gradients(layer, 1.0)
+        grads.append((xi.grad, layer.weight.grad, layer.bias.grad))
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    assert grads[1][0].abs().max() == 1.0  # the clamp was reached
+
+
+def test_constrain_weights_equals_biotorchs_on_the_same_weight():
+    torch.manual_seed(0)
+    theirs = _biotorch_fa_linear(constrain_weights=True)
+    ours = nn.Linear(4, 3)
+    ours.load_state_dict({"weight": theirs.weight, "bias": theirs.bias})
+    layer_options.apply(ours, recipe(constrain_weights=True))
+    with torch.no_grad():  # one optimizer step's worth of change, the same on both
+        for layer in (theirs, ours):
+            layer.weight.mul_(1.7).add_(0.05)
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
+    torch.testing.assert_close(ours.weight, theirs.weight, rtol=0, atol=0)
