@@ -56,7 +56,7 @@ def files_under(folder: Path) -> dict[str, int]:
         (
             {"dataset": "cifar7"},
             [],
-            "unknown dataset 'cifar7'; known: cifar10, cifar100, digits, imagenet, mnist5k",
+            "unknown dataset 'cifar7'; known: cifar10, cifar100, digits, fashion_mnist, imagenet, mnist, mnist5k",
         ),
         ({"arch": "resnet9"}, [], "unknown arch 'resnet9'; known: " + ", ".join(sorted(ARCHS))),
         (

@@ -52,6 +52,6 @@ def test_test_batches_cover_the_test_split_in_order(mnist):
 def test_unknown_dataset_names_the_known_ones():
     with pytest.raises(
         ValueError,
-        match="unknown dataset 'mnist'; known: cifar10, cifar100, digits, imagenet, mnist5k",
+        match="unknown dataset 'mnist7'; known: cifar10, cifar100, digits, fashion_mnist, imagenet, mnist, mnist5k",
     ):
-        load("mnist")
+        load("mnist7")

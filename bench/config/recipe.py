@@ -18,12 +18,31 @@ SWITCH = (
 RECIPE: dict[str, Option] = {
     "epochs": Option(10, "training epochs", minimum=1),
     "batch_size": Option(128, "training batch size", minimum=1),
-    "optimizer": Option("adamw", "optimizer", choices=("sgd", "adam", "adamw")),
+    "optimizer": Option(
+        "adamw",
+        "optimizer (rmsprop: BioTorch's, biotorch/benchmark/optimizers.py: torch's RMSprop "
+        "with lr, momentum and weight_decay from the recipe, alpha 0.99 and eps 1e-8)",
+        choices=("sgd", "adam", "adamw", "rmsprop"),
+    ),
     "lr": Option(1e-3, "peak learning rate", above=0.0),
     "weight_decay": Option(
-        1e-4, "weight decay (decoupled for adamw, L2 for sgd and adam)", minimum=0.0
+        1e-4, "weight decay (decoupled for adamw, L2 for sgd, adam and rmsprop)", minimum=0.0
     ),
-    "momentum": Option(0.9, "sgd momentum", minimum=0.0, maximum=1.0),
+    "momentum": Option(0.9, "sgd and rmsprop momentum", minimum=0.0, maximum=1.0),
+    # BioTorch's layer options (biotorch/layers/fa_constructor/{linear,conv}.py), applied by the trainer to
+    # every Conv2d and Linear of the network, head included, for every rule (bench/run/layer_options.py).
+    "grad_clip": Option(
+        0.0,
+        "clamp each element of every Conv2d and Linear layer's gradients (weight, bias and the "
+        "error it passes down) to [-grad_clip, grad_clip]; BioTorch's gradient_clip: true is 1 "
+        "(0: off)",
+        minimum=0.0,
+    ),
+    "constrain_weights": Option(
+        False,
+        "before every forward, rescale each Conv2d and Linear weight to the Frobenius norm it had "
+        "when the rule's preparation ended (BioTorch's constrain_weights, after Moskovitz et al. 2018)",
+    ),
     "schedule": Option(
         "cosine", "lr schedule", choices=("cosine", "step", "multistep", "constant")
     ),

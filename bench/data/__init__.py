@@ -18,6 +18,7 @@ from bench.data.cifar import CIFAR10, CIFAR100, load_cifar
 from bench.data.embedded import digits, mnist5k
 from bench.data.ffcv_loader import load_imagenet
 from bench.data.imagefolder import load_imagefolder
+from bench.data.mnist import FASHION_MNIST, MNIST, load_mnist
 from bench.data.options import BetonSpec, DataOptions
 from bench.data.stream import StreamData
 from bench.data.tensors import TensorData
@@ -27,7 +28,9 @@ DATASETS: dict[str, Callable[[Path | None, DataOptions], TensorData | StreamData
     "cifar10": lambda data_dir, options: load_cifar(CIFAR10, data_dir, options.augment),
     "cifar100": lambda data_dir, options: load_cifar(CIFAR100, data_dir, options.augment),
     "digits": lambda data_dir, options: digits(),
+    "fashion_mnist": lambda data_dir, options: load_mnist(FASHION_MNIST, data_dir),
     "imagenet": lambda data_dir, options: load_imagenet(data_dir, options),
+    "mnist": lambda data_dir, options: load_mnist(MNIST, data_dir),
     "mnist5k": lambda data_dir, options: mnist5k(),
 }
 # An image folder's dataset name: as the run folders, the tables and the pipeline's patterns spell it,

@@ -8,7 +8,15 @@ from collections.abc import Callable
 from bench.models.blocknet import BlockNet
 from bench.models.init import initialise
 from bench.models.mobilenet import mobilenetv1
-from bench.models.resnet import resnet18, resnet20, resnet32, resnet56, resnet110
+from bench.models.resnet import (
+    resnet18,
+    resnet20,
+    resnet32,
+    resnet44,
+    resnet56,
+    resnet110,
+    resnet1202,
+)
 from bench.models.small import lenet, mlp3, smallconv
 from bench.models.vgg import vgg8b, vgg13
 
@@ -20,8 +28,10 @@ ARCHS: dict[str, Callable[..., BlockNet]] = {
     "resnet18": resnet18,
     "resnet20": resnet20,
     "resnet32": resnet32,
+    "resnet44": resnet44,
     "resnet56": resnet56,
     "resnet110": resnet110,
+    "resnet1202": resnet1202,
     "smallconv": smallconv,
     "vgg8b": vgg8b,
     "vgg13": vgg13,

@@ -1,5 +1,5 @@
-"""ResNets as BlockNets: CIFAR style `resnet32` [paper], `resnet20`, `resnet56` [BioTorch] and `resnet110`
-[InfoPro, AugLocal]; ImageNet style `resnet18` [suite]."""
+"""ResNets as BlockNets: CIFAR style `resnet32` [paper], `resnet20`, `resnet44`, `resnet56`, `resnet1202`
+[BioTorch] and `resnet110` [InfoPro, AugLocal]; ImageNet style `resnet18` [suite]."""
 
 from __future__ import annotations
 
@@ -122,6 +122,24 @@ def resnet56(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
     853,018 parameters for K = 10 (0.85M in small_resnet.py's table).
     """
     return _cifar_resnet(in_shape, num_classes, 9, "pad")
+
+
+def resnet44(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
+    """BioTorch's CIFAR ResNet-44 (`biotorch/models/small_resnet.py`, He et al. 2016's 6n+2 with n = 7):
+    as `resnet20` with 7 blocks a stage and option-A shortcuts, 22 blocks (stem + 21 residual).
+
+    658,586 parameters for K = 10 (0.66M in He et al.'s table 6 and small_resnet.py's table).
+    """
+    return _cifar_resnet(in_shape, num_classes, 7, "pad")
+
+
+def resnet1202(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
+    """BioTorch's CIFAR ResNet-1202 (`biotorch/models/small_resnet.py`, He et al. 2016's 6n+2 with
+    n = 200): as `resnet20` with 200 blocks a stage and option-A shortcuts, 601 blocks (stem + 600).
+
+    19,421,274 parameters for K = 10 (19.4M in He et al.'s table 6 and small_resnet.py's table).
+    """
+    return _cifar_resnet(in_shape, num_classes, 200, "pad")
 
 
 def resnet110(in_shape: tuple[int, ...], num_classes: int) -> BlockNet:

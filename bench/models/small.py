@@ -1,5 +1,5 @@
 """The small reference architectures: `mlp3`, `smallconv` [paper: the authors' small CNN and MLP], `lenet`
-[BioTorch]."""
+[BioTorch: its LeNetMNIST on gray 28 px and larger inputs, its LeNetCIFAR otherwise]."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from bench.models.blocknet import BlockNet
 # The smallest side on which lenet's unpadded convs fit: three 3x3 convs (-2 each) and two 2x2
 # max-pools (halving, rounded down) leave 1 pixel from 18. Smaller inputs (digits 8x8) pad instead.
 LENET_MIN_UNPADDED_SIDE = 18
+# The smallest side of a gray input on which lenet is BioTorch's LeNetMNIST: LeNet-5's 32 px frame less
+# the 2-pixel zero pad of its first conv (28 -> 28 -> 14 -> 10 -> 5 -> 1); MNIST and Fashion-MNIST are 28.
+LENET_MNIST_MIN_SIDE = 28
 
 
 def mlp3(
@@ -75,7 +78,9 @@ def lenet(
     batchnorm_fc: bool = True,
     conv_bias: bool = True,
 ) -> BlockNet:
-    """BioTorch's CIFAR-10 LeNet (`biotorch/models/le_net.py`, LeNetCIFAR): four blocks, then a Linear head.
+    """BioTorch's LeNets (`biotorch/models/le_net.py`): its LeNetMNIST on one-channel inputs of at least
+    `LENET_MNIST_MIN_SIDE` (28) pixels (`_lenet_mnist`), else its CIFAR-10 LeNetCIFAR: four blocks, then a
+    Linear head.
 
     conv3x3 32 -> pool -> conv3x3 64 -> pool -> conv3x3 128 -> global avg pool -> FC 256 -> FC K; one block
     per hidden layer: conv-ReLU-maxpool2, conv-ReLU-maxpool2, conv-ReLU-global average pool,
@@ -87,6 +92,8 @@ def lenet(
     No BatchNorm, as BioTorch's; `batchnorm` [suite] puts one after every hidden conv and FC, as smallconv
     (`batchnorm_fc` and `conv_bias` as smallconv's).
     """
+    if in_shape[0] == 1 and min(in_shape[1:]) >= LENET_MNIST_MIN_SIDE:
+        return _lenet_mnist(in_shape, num_classes, batchnorm, batchnorm_fc, conv_bias)
     pad = 0 if min(in_shape[1:]) >= LENET_MIN_UNPADDED_SIDE else 1
     bn, bias = batchnorm, conv_bias
     blocks = [
@@ -107,6 +114,40 @@ def lenet(
         ),
     ]
     return BlockNet(blocks, nn.Linear(256, num_classes), in_shape)
+
+
+def _lenet_mnist(
+    in_shape: tuple[int, ...],
+    num_classes: int,
+    batchnorm: bool = False,
+    batchnorm_fc: bool = True,
+    conv_bias: bool = True,
+) -> BlockNet:
+    """BioTorch's LeNetMNIST (`biotorch/models/le_net.py`, LeCun et al.'s LeNet-5 with ReLU and max-pool):
+    conv5x5 6 -> pool -> conv5x5 16 -> pool -> conv5x5 120 -> FC 84 -> FC K; four blocks (conv-ReLU-pool2,
+    conv-ReLU-pool2, conv-ReLU, flatten-FC-ReLU), the last FC the head.
+
+    BioTorch resizes MNIST to 32x32 first (its `target_size`); here the first conv zero-pads a smaller
+    side up to that frame instead (28 px: padding 2, LeNet-5's own), so the maps are BioTorch's: 32 -> 28
+    -> 14 -> 10 -> 5 -> 1. 61,706 parameters for K = 10, as its net. Larger inputs keep their extra
+    pixels: the FC takes the flattened 120-channel map, as many inputs as it has.
+    """
+    pad = max(0, (32 - min(in_shape[1:]) + 1) // 2)
+    side = [(((s + 2 * pad - 4) // 2 - 4) // 2) - 4 for s in in_shape[1:]]
+    bn, bias = batchnorm, conv_bias
+    blocks = [
+        nn.Sequential(
+            *_unit(nn.Conv2d(in_shape[0], 6, 5, padding=pad, bias=bias), nn.BatchNorm2d, bn),
+            nn.MaxPool2d(2),
+        ),
+        nn.Sequential(*_unit(nn.Conv2d(6, 16, 5, bias=bias), nn.BatchNorm2d, bn), nn.MaxPool2d(2)),
+        nn.Sequential(*_unit(nn.Conv2d(16, 120, 5, bias=bias), nn.BatchNorm2d, bn)),
+        nn.Sequential(
+            nn.Flatten(),
+            *_unit(nn.Linear(120 * math.prod(side), 84), nn.BatchNorm1d, bn and batchnorm_fc),
+        ),
+    ]
+    return BlockNet(blocks, nn.Linear(84, num_classes), in_shape)
 
 
 def _unit(layer: nn.Module, norm: type[nn.Module], batchnorm: bool) -> list[nn.Module]:

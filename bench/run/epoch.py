@@ -13,6 +13,7 @@ from bench.measure import memory
 from bench.measure.calibration import test_outputs
 from bench.models import BlockNet
 from bench.run import stop
+from bench.run.layer_options import clip_gradients
 from bench.run.speed import Speed
 
 
@@ -68,12 +69,15 @@ def train_epoch(
     keep_last: bool = False,
     lr_of_step=None,
     step=None,
+    grad_clip: float = 0.0,
 ) -> dict:
     """One epoch; returns the mean of every logged step scalar, accuracy, time and saved bytes.
 
     `keep_last`: the last partial batch is trained on too; `lr_of_step(i)`: the learning rate of the
     epoch's step i (a per-step schedule), else the optimizer's rate stays as set; `step(model, x, y)`:
-    the step to call (bench.run.blockwise.step_function), else `method.step`.
+    the step to call (bench.run.blockwise.step_function), else `method.step`; `grad_clip` > 0: each
+    Conv2d and Linear gradient element is clamped to [-grad_clip, grad_clip] after the step (the recipe
+    key, bench/run/layer_options.py).
     """
     step = step or method.step
     model.train()
@@ -107,6 +111,8 @@ def train_epoch(
                     stats = step(model, x, y)
             else:
                 stats = step(model, x, y)
+        if grad_clip:  # on this process's gradient, as BioTorch's layer hook clamps its own
+            clip_gradients(model, grad_clip)
         distributed.average_gradients(
             model, len(y), total
         )  # the global batch's gradient on every rank

@@ -10,9 +10,14 @@ from bench.data.tensors import batch_bounds
 
 
 def make_optimizer(params, recipe: dict) -> torch.optim.Optimizer:
+    """The recipe's optimizer over `params`. `rmsprop` is BioTorch's (`biotorch/benchmark/optimizers.py`):
+    torch's RMSprop with the recipe's lr, momentum and weight decay (L2), and torch's defaults for what
+    BioTorch does not pass (alpha 0.99, eps 1e-8, not centered)."""
     name, lr, wd = recipe["optimizer"], recipe["lr"], recipe["weight_decay"]
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=recipe["momentum"], weight_decay=wd)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=recipe["momentum"], weight_decay=wd)
     return (torch.optim.AdamW if name == "adamw" else torch.optim.Adam)(
         params, lr=lr, weight_decay=wd
     )

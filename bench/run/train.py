@@ -23,7 +23,7 @@ from bench.measure.weight_alignment import weight_alignment
 from bench.method import call_hook, get_method
 from bench.models import BlockNet, build_for
 from bench.record import Record
-from bench.run import stop
+from bench.run import layer_options, stop
 from bench.run.blockwise import step_function
 from bench.run.checkpoint import RUN_FILES, read_checkpoint, save_checkpoint
 from bench.run.determinism import determinism
@@ -88,6 +88,7 @@ def build(spec: RunSpec, data, device: torch.device) -> tuple[BlockNet, object]:
     model = call_hook(method.prepare, model, data.num_classes, feedback, in_shape=data.in_shape)
     # A stochastic rule's draws (fwdgrad's directions, brsf's magnitudes) on the device, per run seed.
     method.generator = torch.Generator(device).manual_seed(derive_seed(spec.seed, "method"))
+    layer_options.apply(model, spec.recipe)  # BioTorch's constrain_weights and grad_clip
     return Speed.from_recipe(spec.recipe, device).prepare(model.to(device)), method
 
 
@@ -240,6 +241,7 @@ def run_epoch(training: Training, epoch: int) -> dict:
         recipe["keep_last_batch"],
         lr_of_step,
         step_function(method, recipe["locality"]),
+        recipe["grad_clip"],
     )
     slice_optimizer_state(t.optimizer, method.on_epoch_end(model, epoch))
     test_acc, test_top5 = evaluate(model, t.data, recipe["eval_batch_size"], speed)
