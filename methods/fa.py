@@ -20,7 +20,8 @@ class FA(Method):
     swapped (bench.layers.swap_layers); a conv's input gradient is the transposed convolution with
     B's kernel. [suite] B_l is uniform with the standard deviation of W_l at init (so the backward has
     the forward's scale whatever init the arch uses), from the run's feedback generator; `init:
-    gaussian` draws it normal with that deviation.
+    gaussian` draws it normal with that deviation; `init: xavier` Xavier-uniform for W_l's shape,
+    BioTorch's B under its `init: xavier` (`biotorch/layers/fa_constructor/linear.py`).
     """
 
     locality = Locality(transport="none", broadcast=False, locking="backward", auxiliary=False)
@@ -28,8 +29,9 @@ class FA(Method):
     options = {
         "init": Option(
             "uniform",
-            "distribution of B, both with W's standard deviation at init",
-            choices=("uniform", "gaussian"),
+            "distribution of B: uniform or gaussian with W's standard deviation at init, "
+            "or xavier: Xavier-uniform for W's shape (BioTorch's)",
+            choices=("uniform", "gaussian", "xavier"),
         ),
         "scale": Option(1.0, "multiplier on every B", above=0.0),
     }

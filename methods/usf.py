@@ -3,7 +3,7 @@
 import torch.nn.functional as F
 
 from bench import Method, Option
-from bench.layers.sign import swap_sign_layers
+from bench.layers.sign import SIGMAS, swap_sign_layers
 from bench.local import step_stats
 from bench.measure.locality import Locality
 
@@ -19,10 +19,18 @@ class USF(Method):
 
     locality = Locality(transport="sign(W)", broadcast=False, locking="backward", auxiliary=False)
 
-    options = {"scale": Option(1.0, "multiplier on every sigma_l", above=0.0)}
+    options = {
+        "scale": Option(1.0, "multiplier on every sigma_l", above=0.0),
+        "init": Option(
+            "measured",
+            "sigma_l: the std of W_l at prepare (measured), or xavier: sqrt(2 / (fan_in + "
+            "fan_out)) of W_l's shape (BioTorch's under its init: xavier)",
+            choices=SIGMAS,
+        ),
+    }
 
     def prepare(self, model, num_classes, generator):
-        swap_sign_layers(model, random=False, scale=self.scale)
+        swap_sign_layers(model, random=False, scale=self.scale, sigma=self.init)
         return model
 
     def step(self, model, x, y):

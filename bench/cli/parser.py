@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench.config.files import config_argument
 from bench.layout import Layout
+from bench.perf import biotorch as perf_biotorch
 from bench.perf import data as perf_data
 from bench.perf import epoch as perf_epoch
 from bench.perf import load as perf_load
@@ -31,6 +32,10 @@ PERF = {
     "load": (
         "a job's start-up: import the suite and load one dataset, in fresh processes",
         perf_load,
+    ),
+    "biotorch": (
+        "a rule's training step beside the biotorch package's, interleaved, and their ratio",
+        perf_biotorch,
     ),
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.models import SCHEMES
+from bench.models import SCHEMES, SCOPES
 from bench.option import Option
 
 SWITCH = (
@@ -121,9 +121,16 @@ RECIPE: dict[str, Option] = {
     ),
     "weight_init": Option(
         "default",
-        "hidden blocks' conv and linear weights: the arch's own init, or re-drawn "
-        "(kaiming: fan_in, ReLU gain; biases zero; the head keeps its own)",
+        "conv and linear weights (of the layers weight_init_scope names): the arch's own "
+        "init, or re-drawn (kaiming: fan_in, ReLU gain; biases zero; BioTorch's init: xavier "
+        "is xavier_uniform with scope all)",
         choices=tuple(SCHEMES),
+    ),
+    "weight_init_scope": Option(
+        "hidden",
+        "which layers weight_init re-draws: the hidden blocks (the head keeps its own "
+        "init), or all (the head too: every layer a rule trains)",
+        choices=tuple(SCOPES),
     ),
     "device": Option(
         "auto", "training device; auto picks cuda when present", choices=("auto", "cpu", "cuda")

@@ -13,6 +13,8 @@ from bench.layers.feedback import (
     register_feedback,
     swap_layers,
     weight_std,
+    xavier_std,
+    xavier_uniform,
 )
 from bench.layers.svd.factored import (
     SVDConv2d,
@@ -49,4 +51,6 @@ __all__ = [
     "svd_layers",
     "swap_layers",
     "weight_std",
+    "xavier_std",
+    "xavier_uniform",
 ]

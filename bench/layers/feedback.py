@@ -11,6 +11,7 @@ backward: that is how the trainer computes the BP reference of the same forward 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -212,15 +213,35 @@ def weight_std(layer: nn.Module) -> float:
     return std
 
 
+def xavier_std(shape: tuple[int, ...]) -> float:
+    """sqrt(2 / (fan_in + fan_out)) of a weight of `shape` (K x C or K x C x kh x kw), fans as torch
+    counts them (a kernel's area in both): the std of Xavier's init, BioTorch's `scaling_factor` under
+    its `init: xavier`."""
+    area = math.prod(shape[2:])
+    return math.sqrt(2.0 / (shape[1] * area + shape[0] * area))
+
+
+def xavier_uniform(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """A tensor of `shape` drawn as `nn.init.xavier_uniform_` draws it, U(-a, a) with a = sqrt(3) times
+    `xavier_std(shape)`, from `generator` (BioTorch's FA and DFA feedback under `init: xavier`)."""
+    return (torch.rand(shape, generator=generator) * 2 - 1) * (math.sqrt(3.0) * xavier_std(shape))
+
+
 def like_weight(
     layer: nn.Module, generator: torch.Generator, init: str = "uniform"
 ) -> torch.Tensor:
-    """A random tensor of `layer.weight`'s shape with its standard deviation at init (fa's and kp's B):
-    uniform, or gaussian, from `generator`."""
+    """A random tensor of `layer.weight`'s shape (fa's and kp's B), from `generator`: uniform or gaussian
+    with the weight's standard deviation at init, or `xavier`: Xavier-uniform for the weight's shape,
+    whatever the weight's own init (BioTorch's B under `init: xavier`)."""
+    shape = tuple(layer.weight.shape)
+    if init == "xavier":
+        return xavier_uniform(shape, generator)
     if init == "uniform":
-        noise = (torch.rand(layer.weight.shape, generator=generator) * 2 - 1) * 3**0.5
+        noise = (torch.rand(shape, generator=generator) * 2 - 1) * 3**0.5
+    elif init == "gaussian":
+        noise = torch.randn(shape, generator=generator)
     else:
-        noise = torch.randn(layer.weight.shape, generator=generator)
+        raise ValueError(f"bad value {init!r} for 'init'; accepted: uniform, gaussian, xavier")
     return noise * weight_std(layer)
 
 

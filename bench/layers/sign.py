@@ -16,7 +16,10 @@ magnitudes follow BioTorch (jsalbert/biotorch, `biotorch/layers/fa_constructor/l
 
 [suite] sigma_l is measured, the standard deviation of W_l as the arch initialised it (at `prepare`),
 not BioTorch's formula for its own init: the suite's archs use PyTorch's default init, whose std the
-formula gives in expectation, and a measured sigma follows any other init. It is a 0-d feedback buffer
+formula gives in expectation, and a measured sigma follows any other init. With the rules' option
+`init: xavier`, sigma_l is BioTorch's formula under its `init: xavier` instead: sqrt(2 / (fan_in +
+fan_out)) of W_l's shape (`xavier_std`), so M_l ~ U(0, sqrt(3) sigma_l) is |xavier_uniform_| as its
+brsf and frsf draw it. It is a 0-d feedback buffer
 (`sign_scale`), so a resumed run keeps it. [suite] M_l is a W-shaped feedback buffer
 (`sign_magnitude`) for both random forms: frsf's is fixed; brsf's is redrawn in place by the rule's
 `step` (from the run's generator), and the one drawn at `prepare` serves any backward before the first
@@ -30,8 +33,15 @@ import math
 import torch
 from torch import nn
 
-from bench.layers.feedback import feedback_layers, register_feedback, swap_layers, weight_std
+from bench.layers.feedback import (
+    feedback_layers,
+    register_feedback,
+    swap_layers,
+    weight_std,
+    xavier_std,
+)
 
+SIGMAS = ("measured", "xavier")  # the rules' `init`: sigma_l measured from W_l, or Xavier's formula
 SCALE = "sign_scale"  # 0-d buffer: sigma_l, the std of W_l at prepare
 MAGNITUDE = "sign_magnitude"  # W_l-shaped buffer: M_l >= 0 (random forms only)
 
@@ -56,19 +66,27 @@ def fill_magnitude(layer: nn.Module, out: torch.Tensor, generator: torch.Generat
 
 
 def swap_sign_layers(
-    model: nn.Module, random: bool, generator: torch.Generator | None = None, scale: float = 1.0
+    model: nn.Module,
+    random: bool,
+    generator: torch.Generator | None = None,
+    scale: float = 1.0,
+    sigma: str = "measured",
 ) -> list[str]:
     """Give every Linear and Conv2d under `model` the backward through sign(W_l) * M_l; their names.
 
-    Registers sigma_l (times `scale`) on each layer and, with `random`, a magnitude M_l drawn from
-    `generator` (the prepare generator). Without `random` the magnitude is sigma_l itself (usf).
+    Registers sigma_l (times `scale`) on each layer, `measured` from W_l or Xavier's formula for its
+    shape (`sigma`, one of SIGMAS), and, with `random`, a magnitude M_l drawn from `generator` (the
+    prepare generator). Without `random` the magnitude is sigma_l itself (usf).
     """
     if random and generator is None:
         raise ValueError("random sign magnitudes need the prepare generator")
+    if sigma not in SIGMAS:
+        raise ValueError(f"bad value {sigma!r} for 'init'; accepted: one of {', '.join(SIGMAS)}")
 
     def attach(layer: nn.Module) -> None:
-        sigma = weight_std(layer) * scale
-        register_feedback(layer, SCALE, torch.tensor(sigma))
+        own = weight_std(layer) if sigma == "measured" else xavier_std(tuple(layer.weight.shape))
+        sigma_l = own * scale
+        register_feedback(layer, SCALE, torch.tensor(sigma_l))
         if random:
             register_feedback(
                 layer, MAGNITUDE, fill_magnitude(layer, torch.empty(layer.weight.shape), generator)

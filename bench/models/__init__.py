@@ -14,6 +14,8 @@ import importlib
 
 # The weight_init names (the recipe key's choices, in order): init.py draws each (its DRAWS).
 SCHEMES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform")
+# Which layers a scheme re-draws (`weight_init_scope`): the hidden blocks, or all (the head too).
+SCOPES = ("hidden", "all")
 
 # The archs without a convolution (every hidden block fully connected). A declared fact, so that a report
 # (claims.md's claim 3) knows it without building a network; tests/test_models.py checks it on every arch.

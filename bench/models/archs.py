@@ -48,6 +48,7 @@ def build(
     batchnorm_fc: bool = True,
     conv_bias: bool = True,
     weight_init: str = "default",
+    weight_init_scope: str = "hidden",
 ) -> BlockNet:
     """Build architecture `name` for inputs of per-sample shape `in_shape` (C, H, W) and K classes.
 
@@ -56,8 +57,8 @@ def build(
     whose builder takes `batchnorm`; the others have it already); `batchnorm_fc: false` keeps it out of
     the fully connected blocks and `conv_bias: false` takes the hidden convs' biases away, in the archs
     whose builder takes those keys (the others have no hidden FC block and no conv bias:
-    tests/test_models.py checks both over every arch). `weight_init` re-draws the hidden blocks'
-    weights (bench/models/init.py).
+    tests/test_models.py checks both over every arch). `weight_init` re-draws the weights of the hidden
+    blocks, or of every layer with `weight_init_scope: all` (bench/models/init.py).
     """
     if name not in ARCHS:
         raise ValueError(f"unknown arch {name!r}; known: {', '.join(sorted(ARCHS))}")
@@ -65,7 +66,9 @@ def build(
     accepted = inspect.signature(builder).parameters
     given = {"batchnorm": batchnorm, "batchnorm_fc": batchnorm_fc, "conv_bias": conv_bias}
     kwargs = {key: value for key, value in given.items() if key in accepted}
-    return initialise(builder(tuple(in_shape), int(num_classes), **kwargs), weight_init)
+    return initialise(
+        builder(tuple(in_shape), int(num_classes), **kwargs), weight_init, weight_init_scope
+    )
 
 
 def build_for(recipe: dict, name: str, in_shape: tuple[int, ...], num_classes: int) -> BlockNet:
@@ -78,4 +81,5 @@ def build_for(recipe: dict, name: str, in_shape: tuple[int, ...], num_classes: i
         batchnorm_fc=recipe["batchnorm_fc"],
         conv_bias=recipe["conv_bias"],
         weight_init=recipe["weight_init"],
+        weight_init_scope=recipe["weight_init_scope"],
     )

@@ -1,4 +1,10 @@
-"""Weight-init schemes of the hidden blocks [suite]: the recipe key `weight_init`."""
+"""Weight-init schemes [suite]: the recipe keys `weight_init` (the scheme) and `weight_init_scope` (which
+layers it reaches).
+
+BioTorch's `init: xavier` (`biotorch/layers/fa_constructor/linear.py`, `init_parameters`: every converted
+Linear and Conv2d, the head included, gets `xavier_uniform_` weights and zero biases) is `weight_init:
+xavier_uniform` with `weight_init_scope: all`.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from bench.models import SCHEMES
+from bench.models import SCHEMES, SCOPES
 from bench.models.blocknet import BlockNet
 
 # name -> in-place init of one weight tensor. Kaiming: fan_in with the ReLU gain (std sqrt(2 / fan_in));
@@ -25,21 +31,27 @@ assert tuple(DRAWS) == SCHEMES, (
 
 
 @torch.no_grad()
-def initialise(model: BlockNet, scheme: str) -> BlockNet:
-    """Re-draw every Conv2d and Linear weight of the hidden blocks with `scheme`, biases zero; in place.
+def initialise(model: BlockNet, scheme: str, scope: str = "hidden") -> BlockNet:
+    """Re-draw every Conv2d and Linear weight within `scope` with `scheme`, biases zero; in place.
 
-    The head keeps its init (as the independent implementation of issue 17 keeps PyTorch's default
-    there), and so do normalisation layers. Draws come from torch's global generator, which the trainer
-    seeds per run before building the model, so a scheme is as reproducible as the default.
+    `scope` hidden: the hidden blocks only, the head keeping its init (as the independent implementation
+    of issue 17 keeps PyTorch's default there); all: the head too, every layer a rule trains (BioTorch's).
+    Normalisation layers keep theirs either way. Draws come from torch's global generator, which the
+    trainer seeds per run before building the model, so a scheme is as reproducible as the default.
     """
     if scheme not in SCHEMES:
         raise ValueError(
             f"bad value {scheme!r} for 'weight_init'; accepted: one of {', '.join(SCHEMES)}"
         )
+    if scope not in SCOPES:
+        raise ValueError(
+            f"bad value {scope!r} for 'weight_init_scope'; accepted: one of {', '.join(SCOPES)}"
+        )
     draw = DRAWS[scheme]
     if draw is None:
         return model
-    for module in model.blocks.modules():
+    parts = [model.blocks] if scope == "hidden" else [model.blocks, model.head]
+    for module in (m for part in parts for m in part.modules()):
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             draw(module.weight)
             if module.bias is not None:
