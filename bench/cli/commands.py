@@ -42,7 +42,7 @@ def cmd_train(args) -> int:
         parse_sets(args.set),
         load_config(args.config, check_data=False).variants,
     )
-    _check_names(spec.dataset, spec.arch, args.data_dir)
+    _check_names(spec.dataset, args.arch, args.data_dir)  # as the user spelled it
     if args.gpu_slots < 1:
         raise ValueError(f"--gpu-slots {args.gpu_slots}: accepted: an integer >= 1")
     ranks = distributed.init_from_env()  # under torchrun: one run on WORLD_SIZE processes
