@@ -9,6 +9,7 @@ from pathlib import Path
 from bench.cli.parser import PERF
 from bench.config import grid
 from bench.config.files import load_config
+from bench.config.names import TORCHVISION_ALIAS, TORCHVISION_PREFIX, arch_name
 from bench.config.recipe import RECIPE
 from bench.config.spec import make_spec, parse_sets
 from bench.measure.locality import Locality
@@ -35,13 +36,13 @@ def cmd_train(args) -> int:
             raise ValueError(f"--out {args.out}: {error}") from None
     spec = make_spec(
         args.dataset,
-        args.arch,
+        arch_name(args.arch),  # torchvision:<model> -> tv-<model> (bench/config/names.py)
         args.method,
         args.seed,
         parse_sets(args.set),
         load_config(args.config, check_data=False).variants,
     )
-    _check_names(spec.dataset, spec.arch, args.data_dir)
+    _check_names(spec.dataset, args.arch, args.data_dir)  # as the user spelled it
     if args.gpu_slots < 1:
         raise ValueError(f"--gpu-slots {args.gpu_slots}: accepted: an integer >= 1")
     ranks = distributed.init_from_env()  # under torchrun: one run on WORLD_SIZE processes
@@ -67,11 +68,10 @@ def cmd_train(args) -> int:
 
 def _check_names(dataset: str, arch: str, data_dir: Path | None) -> None:
     from bench.data import check_name
-    from bench.models import ARCHS
+    from bench.models import check_arch
 
     check_name(dataset, data_dir)
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; known: {', '.join(sorted(ARCHS))}")
+    check_arch(arch)
 
 
 def cmd_list(args) -> int:
@@ -79,6 +79,7 @@ def cmd_list(args) -> int:
     from bench.measure import declare
     from bench.method import broken_methods, discover
     from bench.models import ARCHS
+    from bench.models.zoo import offered
 
     # first, so that a bad config file prints its error and no half listing
     config = load_config(args.config, check_data=False)
@@ -86,6 +87,10 @@ def cmd_list(args) -> int:
     print("datasets:", ", ".join(sorted(DATASETS)))
     print("image folders:", ", ".join(image_folders(args.data_dir)) or "none")
     print("archs:   ", ", ".join(sorted(ARCHS)))
+    print(
+        f"torchvision archs: {TORCHVISION_PREFIX}<model> (also {TORCHVISION_ALIAS}<model>), "
+        f"<model> one of: {', '.join(offered())}"
+    )
     for name, cls in discover().items():
         summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         title = f"method {name}: {summary}" if summary else f"method {name}:"

@@ -24,7 +24,7 @@ from bench.config.recipe import RECIPE, check_recipe
 from bench.config.spec import make_spec, resolve_variant
 from bench.layout import Layout
 from bench.method import broken_methods, discover, get_method, methods_dir
-from bench.models import ARCHS
+from bench.models import check_arch
 from bench.option import resolve_options
 
 
@@ -148,7 +148,7 @@ def grids(config: dict, check_data: bool = True) -> dict[str, Grid]:
     for dataset, entry in (config.get("datasets") or {}).items():
         if check_data:
             _check_dataset(dataset, config.get("data_dir"))
-        _check_archs(dataset, entry["archs"])
+        archs = _check_archs(dataset, entry["archs"])
         methods = entry.get("methods", ALL_METHODS)
         methods = [m for m in known if m not in points] if methods == ALL_METHODS else list(methods)
         for method in methods:
@@ -167,7 +167,7 @@ def grids(config: dict, check_data: bool = True) -> dict[str, Grid]:
         seeds = entry.get("seeds", config.get("seeds", [0]))
         result[dataset] = Grid(
             dataset,
-            tuple(entry["archs"]),
+            archs,
             tuple(methods),
             tuple(seeds),
             recipe,
@@ -200,14 +200,15 @@ def _check_dataset(name: str, data_dir: str | None) -> None:
         raise ValueError(f"config key datasets.{name}: {error} (data_dir: {data_dir})") from None
 
 
-def _check_archs(dataset: str, archs: list[str]) -> None:
-    """Every arch of a grid is one bench.models builds, so a typo stops the pipeline before any job runs."""
-    for arch in archs:
-        if arch not in ARCHS:
-            raise ValueError(
-                f"config key datasets.{dataset}.archs: unknown arch {arch!r}; "
-                f"known: {', '.join(sorted(ARCHS))}"
-            )
+def _check_archs(dataset: str, archs: list[str]) -> tuple[str, ...]:
+    """Every arch of a grid in its one form (`torchvision:M` -> `tv-M`), each one bench.models builds, so a
+    typo stops the pipeline before any job runs; an arch spelled twice is refused."""
+    where = f"config key datasets.{dataset}.archs"
+    named = [check_arch(arch, where) for arch in archs]
+    twice = next((a for i, a in enumerate(named) if a in named[:i]), None)
+    if twice is not None:
+        raise ValueError(f"{where}: {twice!r} is listed twice; accepted: each arch once")
+    return tuple(named)
 
 
 def _method_recipes(

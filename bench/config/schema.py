@@ -2,7 +2,7 @@
 
 The recipe block of the schema is not written in the file: it is generated from bench/config/recipe.py RECIPE
 (`recipe_schema`), so that each recipe key's type, bounds, choices and help are declared once; so is the
-rule for names (`$defs.name`, from bench/config/names.py).
+rule for names (`$defs.name` and `$defs.arch`, from bench/config/names.py).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def load_schema() -> dict:
     schema = yaml.safe_load(SCHEMA.read_text())
     schema["$defs"]["recipe"]["properties"] = recipe_schema()
     schema["$defs"]["name"] = names.json_schema()
+    schema["$defs"]["arch"] = names.arch_json_schema()
     return schema
 
 

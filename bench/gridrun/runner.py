@@ -217,7 +217,7 @@ def add_arguments(parser) -> None:
 def check_arguments(args) -> None:
     """Refuse, before any run starts, a bad number, an unknown dataset or arch, and a run listed twice."""
     from bench.data import check_name
-    from bench.models import ARCHS
+    from bench.models import check_arch
 
     for name in ("jobs", "gpu_slots", "train_images", "max_epochs"):
         if getattr(args, name) < 1:
@@ -229,9 +229,7 @@ def check_arguments(args) -> None:
             f"--deadline-s {args.deadline_s}: accepted: a finite number of seconds > 0"
         )
     check_name(args.dataset, args.data_dir)  # the trainer's check, with the --data-dir it gets
-    for arch in args.archs:
-        if arch not in ARCHS:
-            raise ValueError(f"--archs: unknown arch {arch!r}; known: {', '.join(sorted(ARCHS))}")
+    args.archs = [check_arch(arch, "--archs") for arch in args.archs]  # torchvision:M -> tv-M
     for key in ("archs", "methods", "seeds"):
         values = getattr(args, key)
         twice = next((v for i, v in enumerate(values) if v in values[:i]), None)

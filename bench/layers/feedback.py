@@ -268,14 +268,16 @@ def feedback_tensors(root: nn.Module) -> dict[str, torch.Tensor]:
 
     That is every buffer except the statistics of normalisation layers (BatchNorm's running mean and
     variance, the only buffers the suite's architectures have: a test checks that an unprepared network
-    has no feedback), plus the learned tensors marked by `register_feedback`.
+    has no feedback) and those a builder marks as the architecture's (`_architecture_buffers`: swin's
+    position index, bench/models/zoo.py), plus the learned tensors marked by `register_feedback`.
     """
     found = {}
     for prefix, module in root.named_modules():
+        own = getattr(module, "_architecture_buffers", ())
         names = (
             []
             if isinstance(module, _NormBase)
-            else [n for n, _ in module.named_buffers(recurse=False)]
+            else [n for n, _ in module.named_buffers(recurse=False) if n not in own]
         )
         for name in [*names, *sorted(getattr(module, "_feedback_names", ()))]:
             found[f"{prefix}.{name}" if prefix else name] = getattr(module, name)

@@ -71,3 +71,18 @@ class Locality:
                 "auxiliary" if self.auxiliary else "no auxiliary",
             ]
         )
+
+
+def check_blocks(method, model) -> None:
+    """Refuse to run `method` on `model` where the rule learns at block outputs but the network's blocks
+    are not its stages (`model.unstaged` says why: a torchvision model the suite cannot cut into stages,
+    one block holding all of it, would train by BP inside that block without a word). A rule whose every
+    update comes from one backward through the whole network (locking `backward`: bp, fa, the sign rules,
+    kp) uses no block boundary to learn, and runs on it."""
+    why = getattr(model, "unstaged", None)
+    if why and method.locality.locking != "backward":
+        raise ValueError(
+            f"method {method.name!r} learns at the network's block outputs, but {why}; rules "
+            "that learn through one backward of the whole network (locality: backward-locked, "
+            "`python -m bench list`) run on it"
+        )

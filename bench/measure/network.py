@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.layers.feedback import exact_backward, feedback_tensors
+from bench.layers.feedback import FeedbackLayer, exact_backward, feedback_layers, feedback_tensors
 from bench.layers.svd.factored import SVDLayer, svd_layers
 from bench.local import is_auxiliary
 from bench.method import call_hook
@@ -43,6 +43,23 @@ def param_counts(model: BlockNet) -> dict[str, int]:
         "feedback_params": feedback,
         "inference_params": inference,
     }
+
+
+def converted_layers(model: BlockNet) -> dict[str, list | None]:
+    """`converted_layers`: every layer the rule gave a feedback backward (bench.layers.swap_layers), in
+    module order ([] for a rule that gives none: bp, the local rules); `unconverted_layers`, where it
+    gave some: every other layer with parameters of its own, as `name (type)`: the normalisation layers,
+    which learn from the gradient that reaches them and pass it on through their own derivative (as
+    BioTorch's converter leaves them); swap_layers refuses any other kind (None where none was given)."""
+    converted = [name for name, _ in feedback_layers(model)]
+    kept = [
+        f"{name} ({type(m).__name__})"
+        for name, m in model.named_modules()
+        if not isinstance(m, FeedbackLayer)
+        and any(True for _ in m.parameters(recurse=False))
+        and not is_auxiliary(name)
+    ]
+    return {"converted_layers": converted, "unconverted_layers": kept if converted else None}
 
 
 def alignment_with_bp(model: BlockNet, method, x: torch.Tensor, y: torch.Tensor) -> list[float]:

@@ -1,10 +1,13 @@
-"""The architectures by name (one line each in ARCHS) and `build`, which returns a BlockNet."""
+"""The architectures by name (one line each in ARCHS, and torchvision's as `tv-<model>`), `check_arch`, and
+`build`, which returns a BlockNet."""
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
 
+from bench.config.names import TORCHVISION_ALIAS, TORCHVISION_PREFIX, arch_name
+from bench.models import torchvision_model
 from bench.models.blocknet import BlockNet
 from bench.models.init import initialise
 from bench.models.mobilenet import mobilenetv1
@@ -19,6 +22,7 @@ from bench.models.resnet import (
 )
 from bench.models.small import lenet, mlp3, smallconv
 from bench.models.vgg import vgg8b, vgg13
+from bench.models.zoo import offered, torchvision_net
 
 # One line per architecture: name -> builder(in_shape, num_classes).
 ARCHS: dict[str, Callable[..., BlockNet]] = {
@@ -40,6 +44,26 @@ ARCHS: dict[str, Callable[..., BlockNet]] = {
 # bench/models/__init__.py, which imports no torch; tests/test_models.py checks it on every arch.
 
 
+def check_arch(spelled: str, where: str = "") -> str:
+    """The arch `spelled` names, in its one form (`torchvision:resnet18` -> `tv-resnet18`); a ValueError
+    starting with `where` names an unknown one and what is accepted."""
+    name = arch_name(spelled)
+    model = torchvision_model(name) if isinstance(name, str) else None
+    if name in ARCHS or (model is not None and model in offered()):
+        return name
+    prefix = f"{where}: " if where else ""
+    if model is not None:
+        raise ValueError(
+            f"{prefix}unknown arch {spelled!r}: torchvision has no classification model {model!r}; "
+            f"it offers: {', '.join(offered())}"
+        )
+    raise ValueError(
+        f"{prefix}unknown arch {spelled!r}; known: {', '.join(sorted(ARCHS))}; or a torchvision "
+        f"classification model, {TORCHVISION_PREFIX}<model> (also {TORCHVISION_ALIAS}<model>): "
+        f"`python -m bench list` names them"
+    )
+
+
 def build(
     name: str,
     in_shape: tuple[int, ...],
@@ -58,10 +82,14 @@ def build(
     the fully connected blocks and `conv_bias: false` takes the hidden convs' biases away, in the archs
     whose builder takes those keys (the others have no hidden FC block and no conv bias:
     tests/test_models.py checks both over every arch). `weight_init` re-draws the weights of the hidden
-    blocks, or of every layer with `weight_init_scope: all` (bench/models/init.py).
+    blocks, or of every layer with `weight_init_scope: all` (bench/models/init.py). A torchvision
+    model (`tv-<model>`, bench/models/zoo.py) is built as torchvision builds it: the structure keys
+    do not reach it, `weight_init` does.
     """
-    if name not in ARCHS:
-        raise ValueError(f"unknown arch {name!r}; known: {', '.join(sorted(ARCHS))}")
+    name = check_arch(name)
+    if torchvision_model(name) is not None:
+        net = torchvision_net(torchvision_model(name), tuple(in_shape), int(num_classes))
+        return initialise(net, weight_init, weight_init_scope)
     builder = ARCHS[name]
     accepted = inspect.signature(builder).parameters
     given = {"batchnorm": batchnorm, "batchnorm_fc": batchnorm_fc, "conv_bias": conv_bias}

@@ -18,7 +18,11 @@ class BlockNet(nn.Module):
     Local learning rules attach feedback at each block output; BP ignores the structure.
     `feedback` is an empty module where a method registers its fixed feedback buffers, so
     they are saved in the state_dict, moved by `.to()`, and never reach `parameters()`.
+    `unstaged`: None for a network built from its stages; else why its blocks are not (a torchvision
+    model the suite cannot cut: one block), and the rules that learn at block outputs refuse it.
     """
+
+    unstaged: str | None = None
 
     def __init__(self, blocks: list[nn.Module], head: nn.Module, in_shape: tuple[int, ...]):
         super().__init__()
@@ -26,6 +30,7 @@ class BlockNet(nn.Module):
         self.head = head
         self.in_shape = tuple(in_shape)
         self.feedback = nn.Module()
+        self._ends_in_activation: set[int] = set()  # blocks checked for signal_at preactivation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
@@ -60,15 +65,32 @@ class BlockNet(nn.Module):
         if at == "output":
             x = block(x)
             return x, x
-        captured = []
+        captured, order = [], []
         # The last call wins: a residual block applies its one ReLU module twice, last after the sum.
-        hook = self._last_activation(index).register_forward_hook(
-            lambda m, inputs, out: captured.append(inputs[0])
-        )
+        hooks = [
+            self._last_activation(index).register_forward_hook(
+                lambda m, inputs, out: captured.append(inputs[0]) or order.append(None)
+            )
+        ]
+        if index not in self._ends_in_activation:  # checked once: what runs after its last call
+            hooks += [
+                m.register_forward_hook(lambda m, inputs, out, name=name: order.append(name))
+                for name, m in block.named_modules()
+                if any(True for _ in m.parameters(recurse=False))
+            ]
         try:
             x = block(x)
         finally:
-            hook.remove()
+            for hook in hooks:
+                hook.remove()
+        last = max((i for i, name in enumerate(order) if name is None), default=len(order))
+        after = [name for name in order[last + 1 :] if name is not None]
+        if after:
+            raise ValueError(
+                f"signal_at 'preactivation' needs block {index} to end in its activation; layers "
+                f"with parameters run after it ({', '.join(after)}), which no signal would reach"
+            )
+        self._ends_in_activation.add(index)
         return captured[-1], x
 
     def _last_activation(self, index: int) -> nn.Module:

@@ -15,6 +15,7 @@ import torch
 from bench.config.recipe import RECIPE
 from bench.config.spec import parse_sets
 from bench.data.folder import Split
+from bench.measure.locality import check_blocks
 from bench.method import call_hook, get_method
 from bench.models import build_for
 from bench.run.blockwise import step_function
@@ -37,6 +38,7 @@ def training_parts(spec, in_shape, classes: int, device: torch.device, speed: Sp
     rule's own or the blockwise one); the recipe's optimizer."""
     model = seeded_model(spec, in_shape, classes)
     method = get_method(spec.impl)(**spec.options)
+    check_blocks(method, model)
     step = step_function(method, spec.recipe["locality"])
     feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
     model = call_hook(method.prepare, model, classes, feedback, in_shape=tuple(in_shape))

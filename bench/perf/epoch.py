@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from bench.config.files import config_argument, load_config
 from bench.config.spec import make_spec
 from bench.data.augment import Augment, AugmentedData, channel_stats
-from bench.models import ARCHS
+from bench.models import check_arch
 from bench.perf.common import (
     add_speed_arguments,
     dataset_folder,
@@ -164,8 +164,7 @@ def baseline_epoch(spec, images, labels, classes: int, device, warmup: int, work
 
 def run(args) -> list[dict]:
     """Both rows; the suite's carries `speedup`, the baseline's epoch time over the suite's."""
-    if args.arch not in ARCHS:
-        raise ValueError(f"unknown arch {args.arch!r}; known: {', '.join(sorted(ARCHS))}")
+    args.arch = check_arch(args.arch)  # torchvision:M -> tv-M
     if min(args.images, args.batch_size) < 1 or args.warmup < 0 or args.workers < 0:
         raise ValueError("--images and --batch-size must be >= 1, --warmup and --workers >= 0")
     sets = speed_options(args)

@@ -157,6 +157,10 @@ class Record:
     num_classes: int | None = None
     blocks: int | None = None  # the network's blocks (its feedback points)
     convolutional: bool | None = None  # whether the network has a convolution
+    # the layers the rule gave a feedback backward, and (where it gave some) the other layers with
+    # parameters, with their type: bench/measure/network.py converted_layers
+    converted_layers: list | None = None
+    unconverted_layers: list | None = None
     test_acc: float | None
     test_top5: float | None = None
     best_test_acc: float | None = None

@@ -113,6 +113,7 @@ def make_record(
         # the network's facts, so no reader builds one to learn them
         "blocks": len(model.blocks),
         "convolutional": convolutional(spec.arch),
+        **measure.converted_layers(model),
         "test_acc": last.get("test_acc"),
         "test_top5": last.get("test_top5") if data.num_classes > 5 else None,
         # a diverged epoch's NaN accuracy is undefined, never the best (max would keep a leading NaN)

@@ -19,6 +19,7 @@ from bench.files import check_run_folder, folder_lock, write_json
 from bench.measure import declare
 from bench.measure import network as measure
 from bench.measure.end_of_run import end_of_run, require_packages
+from bench.measure.locality import check_blocks
 from bench.measure.weight_alignment import weight_alignment
 from bench.method import call_hook, get_method
 from bench.models import BlockNet, build_for
@@ -84,6 +85,7 @@ def build(spec: RunSpec, data, device: torch.device) -> tuple[BlockNet, object]:
     torch.manual_seed(derive_seed(spec.seed, "init"))
     model = build_for(spec.recipe, spec.arch, data.in_shape, data.num_classes)
     method = get_method(spec.impl)(**spec.options)
+    check_blocks(method, model)  # a rule that learns at block outputs needs the network's stages
     feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
     model = call_hook(method.prepare, model, data.num_classes, feedback, in_shape=data.in_shape)
     # A stochastic rule's draws (fwdgrad's directions, brsf's magnitudes) on the device, per run seed.

@@ -8,7 +8,7 @@ import torch
 
 from bench.config.files import config_argument, load_config
 from bench.config.spec import parse_sets
-from bench.models import ARCHS
+from bench.models import check_arch
 from bench.perf.common import add_speed_arguments, log, speed_options, write_csv
 from bench.perf.step.report import plot_ratios, plot_saved, report, with_memory_ratio
 from bench.perf.step.timing import measure_arch
@@ -34,9 +34,7 @@ def parse_method(token: str) -> tuple[str, str, dict]:
 def main(args) -> int:
     """CLI entry: measure every arch, log the table, write --out as CSV and --plot, --plot-ratios as
     figures when given."""
-    unknown = [a for a in args.arch if a not in ARCHS]
-    if unknown:
-        raise ValueError(f"unknown arch {unknown[0]!r}; known: {', '.join(sorted(ARCHS))}")
+    args.arch = [check_arch(arch) for arch in args.arch]  # torchvision:M -> tv-M
     for key in ("arch", "methods"):  # one row each: `bench grid` refuses a table with a row twice
         if len(set(values := getattr(args, key) or [])) < len(values):  # a script's list may repeat
             log.warning("--%s lists %s more than once; timing each once", key, values)
