@@ -27,7 +27,7 @@ sweep() {  # config output-folder records-folder
 
 table_and_claims cpu_biotorch_lenet lenet "bp fa dfa usf brsf frsf kp drtp fwdgrad svd_bp ssa" 0 cifar10
 table_and_claims cpu_robustness_cifar10 smallconv "bp fa dfa usf brsf frsf kp ssa" "0 1" cifar10
-table_and_claims cpu_rules_cifar10 smallconv "bp fa dfa usf brsf frsf kp drtp fwdgrad svd_bp ssa" "0 1" cifar10
+table_and_claims cpu_rules_cifar10 smallconv "bp fa dfa usf brsf frsf kp drtp fwdgrad svd_bp ssa dgl predsim pred sim infopro pepita" "0 1" cifar10
 table_and_claims cpu_cifar10 "smallconv mlp3" \
   "bp dfa svd_bp ssa ssa-no_align ssa-no_orth ssa-ce_only ssa-fixed_rank" "0 1 2"
 table_and_claims reference_match smallconv "$(rows_of reference_match)" "0 1"
