@@ -14,7 +14,7 @@ from bench.config.schema import validate
 from bench.layout import REPO
 from bench.record import Record
 from bench.report.findings import bp_reference, report
-from bench.report.sweep_figures import base_label
+from bench.report.sweep_figures import base_label, sensitivity_figures
 
 CONFIG = REPO / "config" / "config.yaml"
 SWEEPS = {
@@ -340,3 +340,28 @@ def test_a_base_point_without_a_finished_run_is_reported_not_compared(tmp_path):
         "sweep `s`: its base point has no finished run." in text
         and "nan" not in text.split("## Cost")[0]
     )
+
+
+def test_a_one_option_grid_sweep_draws_its_points_and_bps_line_without_a_base(tmp_path):
+    """A grid over one option (the K axis: modules 2, 4) runs no base point: its figure shows the points
+    against the option and BP's accuracy as a dashed line, not "nothing to show"."""
+    sweeps = {"k": {"impl": "dgl", "design": "grid", "options": {"modules": [2, 4]}}}
+    records = []
+    for method, acc in {"bp": 90.0, "k-modules_2": 80.0, "k-modules_4": 70.0}.items():
+        record = write_record(tmp_path / "runs", "mlp3", method, 0, acc, dataset="digits")
+        record["impl"] = "bp" if method == "bp" else "dgl"
+        record["options"] = {} if method == "bp" else {"modules": int(method[-1])}
+        record["recipe"] = {"lr": 0.001, "optimizer": "adamw"}
+        records.append(record)
+    report(typed(records), sweeps, "digits", tmp_path / "out")
+    saved = pd.read_csv(tmp_path / "out" / "digits_sweep.csv").set_index("method")
+    assert saved.loc["k-modules_4", "delta_to_bp"] == -20.0
+    figure = sensitivity_figures(saved.reset_index(), sweeps, "digits", tmp_path / "fig")
+    png = next(p for p in figure if p.suffix == ".png")
+    assert png.stat().st_size > 5000  # a plot; "nothing to show" is a one-line text figure of ~3 kB
+    one_option = {
+        **sweeps["k"],
+        "design": "one_at_a_time",
+    }  # such a sweep needs its base: none here
+    empty = sensitivity_figures(saved.reset_index(), {"k": one_option}, "digits", tmp_path / "e")
+    assert next(p for p in empty if p.suffix == ".png").stat().st_size < png.stat().st_size

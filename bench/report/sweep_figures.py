@@ -1,5 +1,7 @@
 """A sweep's sensitivity figures: per (sweep, option), accuracy against the option's value with the base
-point marked (bench/report/findings.py writes them beside findings.md)."""
+point marked, or, for a one-option `grid` sweep (which runs no base point: e.g. K = 2, 4, 8, 16 modules),
+its points alone; BP's accuracy on the same network as a dashed line where the table has it
+(bench/report/findings.py writes them beside findings.md)."""
 
 from __future__ import annotations
 
@@ -22,22 +24,24 @@ def base_label(base: pd.DataFrame, option: str, sweep: dict) -> str:
 def sensitivity_figures(
     table: pd.DataFrame, sweeps: dict, dataset: str, out_dir: Path
 ) -> list[Path]:
-    """One figure per (sweep, option): accuracy vs the option's value, the base point marked; a sweep whose
-    base point has no record has nothing to show (one line saying so, as in bench/report/figures.py)."""
+    """One figure per (sweep, option): accuracy vs the option's value, the base point marked; a one-option
+    grid sweep's points without a base; any other sweep whose base point has no record has nothing to
+    show (one line saying so, as in bench/report/figures.py)."""
     written = []
     for name, sweep in sweeps.items():
         rows = table[table["sweep"] == name]
         base = rows[rows["option"] == "base"]
+        alone = sweep.get("design") == "grid" and len(sweep["options"]) == 1  # no base point is run
         for option in sweep["options"]:
             these = rows[rows["option"] == option]
-            title = f"{dataset}: {name}, {option} (others at base)"
-            if base.empty:
+            title = f"{dataset}: {name}, {option}" + ("" if alone else " (others at base)")
+            if base.empty and not (alone and len(these)):
                 fig = nothing_to_show(title, "the sweep's base point has no record")
             else:
                 fig, ax = plt.subplots(figsize=(5, 3.5))
-                labels = [base_label(base, option, sweep), *these["value"]]
-                means = [*base["test_acc_mean"], *these["test_acc_mean"]]
-                stds = [*base["test_acc_std"], *these["test_acc_std"]]
+                labels = [*([] if alone else [base_label(base, option, sweep)]), *these["value"]]
+                means = [*([] if alone else base["test_acc_mean"]), *these["test_acc_mean"]]
+                stds = [*([] if alone else base["test_acc_std"]), *these["test_acc_std"]]
                 ax.errorbar(
                     range(len(labels)),
                     means,
@@ -45,7 +49,12 @@ def sensitivity_figures(
                     fmt="o",
                     capsize=3,
                 )
-                ax.axhline(means[0], color="grey", linewidth=0.8, linestyle=":")
+                if not alone:
+                    ax.axhline(means[0], color="grey", linewidth=0.8, linestyle=":")
+                bp = (rows["test_acc_mean"] - rows["delta_to_bp"]).dropna()
+                if len(bp):  # delta_to_bp = accuracy - BP's on the same network: BP's line
+                    ax.axhline(bp.iloc[0], color="black", linewidth=0.8, linestyle="--", label="bp")
+                    ax.legend(fontsize=8)
                 ax.set_xticks(range(len(labels)), labels, rotation=20)
                 ax.set_xlabel(option)
                 ax.set_ylabel("test accuracy (%)")
