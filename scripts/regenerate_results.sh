@@ -35,4 +35,6 @@ table_and_claims reference_match_keys smallconv "$(rows_of reference_match_keys)
 sweep config/sweep_ssa.yaml results/sweep_ssa results/sweep_ssa
 sweep config/sweep_ssa_stage2.yaml results/sweep_ssa/stage2 results/sweep_ssa/stage2
 sweep config/sweep_feedback_nobn.yaml results/sweep_ssa/feedback_nobn/sweep/$DATASET results/sweep_ssa/feedback_nobn
+sweep config/cpu_local_k_cifar10.yaml results/cpu_local_k_cifar10/sweep/$DATASET results/cpu_local_k_cifar10
+rm -f results/cpu_local_k_cifar10/sweep/$DATASET/findings.md  # written for SSA's design space: nothing on K
 git diff --stat -- results/
