@@ -11,7 +11,6 @@ All runs of a phase go side by side (one thread each), to keep the test under a 
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -21,25 +20,14 @@ import pytest
 
 from bench.layout import REPO
 from bench.method import get_method
+from tests.test_blockwise_resume import strip  # a record without timings, the peak and NaN != NaN
 
 LOCAL_RULES = ("dgl", "predsim", "infopro", "pepita")
 CASES = [(rule, "graph") for rule in LOCAL_RULES] + [
     (rule, "blockwise") for rule in LOCAL_RULES if get_method(rule).blockwise
 ]
 SETS = {"epochs": 2, "batch_size": 128, "probe_size": 32, "attack_subset": 0, "device": "cpu"}
-STEPS_PER_EPOCH = (
-    12  # digits: 1437 training images ... at batch 128, the last batch dropped or kept
-)
 KILL_AFTER_STEP = 16  # inside epoch 2
-TIMINGS = {
-    "train_time_s",
-    "images_per_s",
-    "eval_time_s",
-    "started",
-    "peak",
-    "peak_memory",
-    "time_s",
-}
 
 # Loaded by every `python -m bench train` these tests start (PYTHONPATH): after the optimizer step
 # BENCH_TEST_KILL_AFTER, the process SIGKILLs itself, exactly there, with nothing flushed or closed.
@@ -55,17 +43,6 @@ if sys.orig_argv[1:4] == ["-m", "bench", "train"] and os.environ.get("BENCH_TEST
 
     register_optimizer_step_post_hook(after_step)
 """
-
-
-def strip(value):
-    """A record without what differs between two runs of the same command (timings, the peak, its folder)."""
-    if isinstance(value, dict):
-        return {k: strip(v) for k, v in value.items() if k not in TIMINGS}
-    if isinstance(value, list):
-        return [strip(v) for v in value]
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    return value
 
 
 def train(rule: str, locality: str, out: Path, env: dict) -> subprocess.Popen:
