@@ -142,6 +142,10 @@ def _gone(pid: int, within_s: float) -> bool:
     return False
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_to_gpu_run_stops_its_running_stage(tmp_path, signum, code):
@@ -163,6 +167,9 @@ def test_a_signal_to_gpu_run_stops_its_running_stage(tmp_path, signum, code):
         text=True,
         cwd=tmp_path,
         start_new_session=True,
+        # bash cannot trap a signal ignored when it starts, and a pytest launched in the background
+        # (`nohup pytest &`) hands its children SIGINT ignored: the script gets the default, as from a shell.
+        preexec_fn=_default_sigint,
     )
     pid = None
     try:
