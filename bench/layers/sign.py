@@ -40,8 +40,22 @@ from bench.layers.feedback import (
     weight_std,
     xavier_std,
 )
+from bench.option import Option
 
 SIGMAS = ("measured", "xavier")  # the rules' `init`: sigma_l measured from W_l, or Xavier's formula
+
+
+def sign_options() -> dict[str, Option]:
+    """The options usf, brsf and frsf share (one place, so the three rules cannot drift apart)."""
+    return {
+        "scale": Option(1.0, "multiplier on every sigma_l", above=0.0),
+        "init": Option(
+            "measured",
+            "sigma_l: the std of W_l at prepare (measured), or xavier: sqrt(2 / (fan_in + "
+            "fan_out)) of W_l's shape (BioTorch's under its init: xavier)",
+            choices=SIGMAS,
+        ),
+    }
 SCALE = "sign_scale"  # 0-d buffer: sigma_l, the std of W_l at prepare
 MAGNITUDE = "sign_magnitude"  # W_l-shaped buffer: M_l >= 0 (random forms only)
 
