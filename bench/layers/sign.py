@@ -56,6 +56,8 @@ def sign_options() -> dict[str, Option]:
             choices=SIGMAS,
         ),
     }
+
+
 SCALE = "sign_scale"  # 0-d buffer: sigma_l, the std of W_l at prepare
 MAGNITUDE = "sign_magnitude"  # W_l-shaped buffer: M_l >= 0 (random forms only)
 
