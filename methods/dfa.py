@@ -99,8 +99,8 @@ class DFA(Method):
     def _signal(self, model, index, error, h):
         """Dense or kernel form: e times block `index`'s map, at its reader's input, back to `h`."""
         reader = self.readers[index]
-        rows = direct.reader_map(getattr(model.feedback, f"dfa_{index}"), reader)
-        return direct.to_output(reader, h, (error @ rows) * self.scale)
+        signal = direct.reader_signal(error, getattr(model.feedback, f"dfa_{index}"), reader)
+        return direct.to_output(reader, h, signal * self.scale)
 
     def step(self, model, x, y):
         outputs, logits = model.forward_blocks(x, cut=True, at=self.signal_at)

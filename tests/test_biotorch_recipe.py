@@ -10,7 +10,7 @@ from torch import nn
 
 from bench.config.files import load_config
 from bench.layers import xavier_std
-from bench.layers.direct import find_readers, reader_map
+from bench.layers.direct import Reader, find_readers, reader_signal
 from bench.layout import REPO
 from bench.local import output_error
 from bench.method import discover
@@ -146,7 +146,11 @@ def test_dfa_xavier_draws_each_matrix_and_kernel_xavier_uniform():
     # BioTorch's per-block maps on LeNet (issue 29): Frobenius norms about 51.6, 16.5, 4.3, 4.4; a
     # K x n Xavier matrix has E||B||^2 = 2 K n / (K + n)
     readers = find_readers(model)
-    norms = [reader_map(b, r).norm().item() for b, r in zip(model.feedback.buffers(), readers)]
+    every_class = torch.eye(K)  # the error of each class alone: its signal is the map's row
+    norms = [
+        reader_signal(every_class, b, r).norm().item()
+        for b, r in zip(model.feedback.buffers(), readers)
+    ]
     assert norms[2] == pytest.approx(math.sqrt(2 * K * 128 / (K + 128)), rel=0.1)
     assert norms[3] == pytest.approx(math.sqrt(2 * K * 256 / (K + 256)), rel=0.1)
     assert norms[0] == pytest.approx(51.6, rel=0.15) and norms[1] == pytest.approx(16.5, rel=0.15)
@@ -173,6 +177,36 @@ def test_dfa_kernel_signal_is_the_transposed_conv_of_the_spread_error():
     outputs, _ = model.forward_blocks(x, cut=True)
     last = rule.block_signals(model, outputs, logits.detach(), y)[3]
     assert torch.allclose(last, e @ model.feedback.dfa_3, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "kernel,stride,padding,dilation,side",
+    [
+        ((3, 3), (1, 1), (0, 0), (1, 1), 15),
+        ((3, 5), (2, 1), (1, 2), (1, 1), 11),
+        ((3, 3), (2, 2), (2, 2), (2, 2), 9),
+        ((1, 1), (2, 2), (0, 0), (1, 1), 8),
+    ],
+)
+def test_dfa_kernel_signal_equals_the_transposed_conv_of_the_spread_error_at_any_geometry(
+    kernel, stride, padding, dilation, side
+):
+    """reader_signal never builds the spread error (N x K x H_out x W_out), yet gives its transposed
+    convolution with the kernel, whatever the reader's stride, padding, dilation and kernel shape."""
+    conv = nn.Conv2d(4, 6, kernel, stride, padding, dilation)
+    out_hw = tuple(conv(torch.zeros(1, 4, side, side + 1)).shape[2:])
+    reader = Reader(
+        in_shape=(4, side, side + 1), out_hw=out_hw, conv=(kernel, stride, padding, dilation)
+    )
+    g = torch.Generator().manual_seed(3)
+    feedback, e = torch.randn(K, 4, *kernel, generator=g), torch.randn(5, K, generator=g)
+    spread = e[:, :, None, None].expand(5, K, *out_hw)
+    expected = torch.nn.grad.conv2d_input(
+        (5, 4, side, side + 1), feedback, spread, stride, padding, dilation
+    )
+    got = reader_signal(e, feedback, reader)
+    assert got.shape == (5, 4 * side * (side + 1))
+    assert (got - expected.reshape(5, -1)).abs().max() <= 1e-5 * expected.abs().max()
 
 
 def test_dfa_kernel_form_through_a_pool_carries_the_signal_back_with_its_derivative():

@@ -166,23 +166,34 @@ def _apply(prefix: tuple[nn.Module, ...], h: torch.Tensor) -> torch.Tensor:
     return h
 
 
-def reader_map(feedback: torch.Tensor, reader: Reader) -> torch.Tensor:
-    """The kernel form's map from the error to the reader's input: K x prod(in_shape).
+def reader_signal(error: torch.Tensor, feedback: torch.Tensor, reader: Reader) -> torch.Tensor:
+    """The kernel form's signal at the reader's input for output error `error` (N x K): N x prod(in_shape).
 
-    For a Conv2d reader, row k is the transposed convolution, with `feedback` (K x C_in x kh x kw), of
-    the map that is 1 at every output position in channel k and 0 elsewhere: e @ rows is then
-    BioTorch's `conv2d_input(e spread over the output, B)`, computed once for all K classes.
+    For a Linear reader, e B. For a Conv2d reader, BioTorch's `conv2d_input(e spread over the output, B)`
+    (B: K x C_in x kh x kw), computed without building the spread map (N x K x H_out x W_out) or the
+    map of every class (K x C_in H W), either of which outgrows memory at ImageNet's K and sides: e B
+    gives each kernel offset's contribution (N x C_in x kh kw) and every input position sums those of
+    the offsets through which some output position reads it (`offset_masks`), as the transposed
+    convolution of a map constant over the output does.
     """
     if reader.conv is None:
-        return feedback
-    k = feedback.shape[0]
-    _, stride, padding, dilation = reader.conv
-    spread = torch.eye(k, device=feedback.device, dtype=feedback.dtype)
-    spread = spread.view(k, k, 1, 1).expand(k, k, *reader.out_hw).contiguous()
-    rows = torch.nn.grad.conv2d_input(
-        (k, *reader.in_shape), feedback, spread, stride, padding, dilation
+        return error @ feedback
+    k, c_in, kh, kw = feedback.shape
+    per_offset = (error @ feedback.reshape(k, -1)).view(len(error), c_in, kh * kw)
+    masks = offset_masks(reader, per_offset.dtype, per_offset.device)
+    return (per_offset @ masks).reshape(len(error), -1)
+
+
+def offset_masks(reader: Reader, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(kh kw) x (H W) for a Conv2d reader: 1 where some output position reads that input position
+    through that kernel offset (given its stride, padding and dilation), 0 elsewhere."""
+    (kh, kw), stride, padding, dilation = reader.conv
+    one_hot = torch.eye(kh * kw, dtype=dtype, device=device).view(1, kh * kw, kh, kw)
+    everywhere = torch.ones(1, 1, *reader.out_hw, dtype=dtype, device=device)
+    masks = torch.nn.grad.conv2d_input(
+        (1, kh * kw, *reader.in_shape[1:]), one_hot, everywhere, stride, padding, dilation
     )
-    return rows.reshape(k, -1)
+    return masks.reshape(kh * kw, -1)
 
 
 def to_output(reader: Reader, h: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
