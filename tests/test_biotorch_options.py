@@ -50,7 +50,7 @@ def test_grad_clip_clamps_weight_bias_and_the_error_passed_down_as_biotorch():
     first, second = model
     x = torch.randn(5, 3, generator=torch.Generator().manual_seed(1))
     (1000 * model(x)).sum().backward()
-    layer_options.clip_gradients(model, 1.0)
+    layer_options.clip_gradients(model)
     # By hand, BioTorch's hook order: each layer's backward output clamped to [-1, 1] elementwise.
     g2 = torch.full((5, 2), 1000.0)
     h1 = first(x).detach()
@@ -84,7 +84,7 @@ def test_grad_clip_zero_changes_nothing():
     assert plain.weight.grad.abs().max() > 1  # so a clamp would have shown
 
 
-def test_constrain_weights_restores_the_initial_norm_before_each_forward_and_keeps_training():
+def test_constrain_weights_restores_the_initial_norm_after_each_step_and_keeps_training():
     torch.manual_seed(0)
     model = layer_options.apply(
         nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3)),
@@ -99,12 +99,10 @@ def test_constrain_weights_restores_the_initial_norm_before_each_forward_and_kee
         opt.zero_grad()
         model(x).square().sum().backward()
         opt.step()
-    after_step = float(
-        torch.linalg.norm(model[2].weight.detach())
-    )  # the step moved it off the sphere
+        after_step = float(torch.linalg.norm(model[2].weight.detach()))
+        layer_options.after_step(model)  # as the trainer does after every optimizer step
+    # the step moved it off the sphere; the rescale brought it back (what every forward then sees)
     assert after_step != pytest.approx(float(torch.linalg.norm(initial[1])), rel=1e-3)
-    model.eval()
-    model(x)  # evaluation rescales too, as BioTorch's forward does in either mode
     for layer, w0 in zip((model[0], model[2]), initial):
         assert float(torch.linalg.norm(layer.weight.detach())) == pytest.approx(
             float(torch.linalg.norm(w0)), rel=1e-6
@@ -147,6 +145,82 @@ def test_a_run_with_every_option_trains_and_records_them(tmp_path):
     assert {k: record["recipe"][k] for k in options} == options
 
 
+def _run(tmp_path, method, **options):
+    sets = {"epochs": 1, "batch_size": 128, "probe_size": 32, "device": "cpu", "attack_subset": 0}
+    variants = load_config(check_data=False).variants
+    return run(make_spec("digits", "mlp3", method, 0, {**sets, **options}, variants), tmp_path)
+
+
+@pytest.mark.parametrize("method", ["pepita", "predsim", "dgl"])
+def test_the_options_train_every_rule_and_leave_its_auxiliary_nets_alone(tmp_path, method):
+    """pepita runs two forwards before its backward (a rescale inside a forward broke its graph);
+    predsim's decoder starts at zero (a constrained auxiliary layer was refused): the options reach
+    the network's layers only."""
+    options = {"constrain_weights": True, "grad_clip": 1.0}
+    record = _run(tmp_path, method, **options).to_json()
+    assert record["status"] == "ok" and record["test_acc"] > 20, record.get("error")
+
+
+def test_the_options_reach_the_network_not_the_auxiliary_heads():
+    torch.manual_seed(0)
+    network = nn.ModuleDict({"first": nn.Linear(3, 4), "second": nn.Linear(4, 2)})
+    layers = layer_options.network_layers(network)
+    network["auxiliary"] = nn.Linear(4, 2)  # added by a rule's prepare, as dgl's heads
+    # zero at the start, as predsim's decoder: constrained, it would be refused
+    nn.init.zeros_(network["auxiliary"].weight)
+    layer_options.apply(network, recipe(grad_clip=1e-3, constrain_weights=True), layers)
+    h = network["first"](torch.randn(5, 3))
+    (100 * (network["second"](h).sum() + network["auxiliary"](h).sum())).backward()
+    layer_options.clip_gradients(network)
+    assert network["second"].weight.grad.abs().max() <= 1e-3
+    assert network["auxiliary"].weight.grad.abs().max() > 1e-3  # not the network's: not clipped
+
+
+@pytest.mark.parametrize("method", ["ssa", "svd_bp"])
+@pytest.mark.parametrize("key,value", [("grad_clip", 1.0), ("constrain_weights", True)])
+def test_a_rule_that_replaces_the_networks_layers_is_refused_naming_the_key(
+    tmp_path, method, key, value
+):
+    """ssa and svd_bp factorise every block layer: the options would reach the head alone."""
+    with pytest.raises(ValueError, match=rf"'{key}': the rule replaced the network's layer "):
+        _run(tmp_path, method, **{key: value})
+    assert not (tmp_path / "record.json").exists()
+
+
+def test_grad_clip_over_several_processes_is_refused(monkeypatch):
+    monkeypatch.setattr(layer_options.distributed, "world_size", lambda: 2)
+    with pytest.raises(ValueError, match=r"'grad_clip' with 2 processes.*accepted: grad_clip 0"):
+        layer_options.apply(nn.Linear(2, 2), recipe(grad_clip=1.0))
+    layer_options.apply(nn.Linear(2, 2), recipe(constrain_weights=True))  # not affected
+
+
+def test_the_alignment_measures_take_bp_unclipped_and_the_update_clipped():
+    """The true-BP reference (exact_backward) passes the error down unclamped; the measured update of
+    bp under a tight grad_clip is the clamped one that trains, so it leaves BP's direction."""
+    from bench.layers import exact_backward
+    from bench.measure.network import update_alignment
+    from bench.method import discover
+    from bench.models import build
+
+    layer = layer_options.apply(nn.Linear(3, 3), recipe(grad_clip=0.5))
+    x = torch.randn(2, 3, requires_grad=True)
+    with exact_backward():
+        (100 * layer(x)).sum().backward()
+    torch.testing.assert_close(x.grad, torch.full((2, 3), 100.0) @ layer.weight.detach())
+    torch.manual_seed(0)
+    model = build("mlp3", (1, 8, 8), 10)
+    layers = layer_options.network_layers(model)
+    bp = discover()["bp"]()
+    model = bp.prepare(model, 10, torch.Generator().manual_seed(0))
+    layer_options.apply(model, recipe(grad_clip=1e-4), layers)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, 1, 8, 8, generator=g), torch.arange(16) % 10
+    unclipped = update_alignment(model, bp, x, y)
+    clipped = update_alignment(model, bp, x, y, after_step=layer_options.clip_gradients)
+    # the head's update: no clamped error reaches it, only the clamp of its own gradient
+    assert unclipped["head"] == pytest.approx(1.0) and clipped["head"] < 0.99
+
+
 # --- against the real BioTorch, where it is installed (pip install --no-deps biotorch) ---------------
 
 
@@ -176,7 +250,7 @@ def test_grad_clip_equals_biotorchs_gradient_clip():
             warnings.simplefilter("ignore")  # BioTorch's deprecated register_backward_hook warns
             (200 * layer(xi)).sum().backward()
         if layer is ours:  # BioTorch's hook clamps the weight and bias gradients in its backward
-            layer_options.clip_gradients(layer, 1.0)
+            layer_options.clip_gradients(layer)
         grads.append((xi.grad, layer.weight.grad, layer.bias.grad))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
@@ -189,9 +263,12 @@ def test_constrain_weights_equals_biotorchs_on_the_same_weight():
     ours = nn.Linear(4, 3)
     ours.load_state_dict({"weight": theirs.weight, "bias": theirs.bias})
     layer_options.apply(ours, recipe(constrain_weights=True))
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)  # its first forward rescales too
     with torch.no_grad():  # one optimizer step's worth of change, the same on both
         for layer in (theirs, ours):
             layer.weight.mul_(1.7).add_(0.05)
+    layer_options.after_step(ours)  # the trainer's rescale after a step; BioTorch's, in its forward
     x = torch.randn(5, 4)
     torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
     torch.testing.assert_close(ours.weight, theirs.weight, rtol=0, atol=0)

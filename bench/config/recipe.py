@@ -40,8 +40,8 @@ RECIPE: dict[str, Option] = {
     ),
     "constrain_weights": Option(
         False,
-        "before every forward, rescale each Conv2d and Linear weight to the Frobenius norm it had "
-        "when the rule's preparation ended (BioTorch's constrain_weights, after Moskovitz et al. 2018)",
+        "every forward sees each Conv2d and Linear weight rescaled to the Frobenius norm it had when "
+        "the rule's preparation ended (BioTorch's constrain_weights, after Moskovitz et al. 2018)",
     ),
     "schedule": Option(
         "cosine", "lr schedule", choices=("cosine", "step", "multistep", "constant")

@@ -38,6 +38,12 @@ def exact_backward() -> Iterator[None]:
         _exact = before
 
 
+def exact_backward_active() -> bool:
+    """Whether the caller runs inside `exact_backward` (a hook that shapes the training backward, such as
+    the trainer's gradient clip, leaves the true-BP reference alone there)."""
+    return _exact
+
+
 class _LinearFeedback(torch.autograd.Function):
     """y = x W^T + b; backward: dx = dy B (B in place of W), dW = dy^T x, db = sum dy."""
 

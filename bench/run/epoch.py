@@ -12,8 +12,7 @@ from bench import distributed
 from bench.measure import memory
 from bench.measure.calibration import test_outputs
 from bench.models import BlockNet
-from bench.run import stop
-from bench.run.layer_options import clip_gradients
+from bench.run import layer_options, stop
 from bench.run.speed import Speed
 
 
@@ -69,15 +68,14 @@ def train_epoch(
     keep_last: bool = False,
     lr_of_step=None,
     step=None,
-    grad_clip: float = 0.0,
 ) -> dict:
     """One epoch; returns the mean of every logged step scalar, accuracy, time and saved bytes.
 
     `keep_last`: the last partial batch is trained on too; `lr_of_step(i)`: the learning rate of the
     epoch's step i (a per-step schedule), else the optimizer's rate stays as set; `step(model, x, y)`:
-    the step to call (bench.run.blockwise.step_function), else `method.step`; `grad_clip` > 0: each
-    Conv2d and Linear gradient element is clamped to [-grad_clip, grad_clip] after the step (the recipe
-    key, bench/run/layer_options.py).
+    the step to call (bench.run.blockwise.step_function), else `method.step`. The layer options the
+    model was built with (grad_clip, constrain_weights: bench/run/layer_options.py) act around the
+    optimizer's step.
     """
     step = step or method.step
     model.train()
@@ -111,12 +109,12 @@ def train_epoch(
                     stats = step(model, x, y)
             else:
                 stats = step(model, x, y)
-        if grad_clip:  # on this process's gradient, as BioTorch's layer hook clamps its own
-            clip_gradients(model, grad_clip)
+        layer_options.clip_gradients(model)  # grad_clip, as BioTorch's layer hook clamps its own
         distributed.average_gradients(
             model, len(y), total
         )  # the global batch's gradient on every rank
         optimizer.step()
+        layer_options.after_step(model)  # constrain_weights: back to each weight's kept norm
         for key, value in distributed.weight_stats(
             stats, len(y), total
         ).items():  # float32 sums: bf16 ones (autocast) would lose the small terms

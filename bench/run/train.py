@@ -84,13 +84,16 @@ def build(spec: RunSpec, data, device: torch.device) -> tuple[BlockNet, object]:
     the rule: the same objects each time, so a run whose checkpoint fails to restore starts from new ones."""
     torch.manual_seed(derive_seed(spec.seed, "init"))
     model = build_for(spec.recipe, spec.arch, data.in_shape, data.num_classes)
+    layers = layer_options.network_layers(
+        model
+    )  # the network's own, before the rule adds or swaps any
     method = get_method(spec.impl)(**spec.options)
     check_blocks(method, model)  # a rule that learns at block outputs needs the network's stages
     feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
     model = call_hook(method.prepare, model, data.num_classes, feedback, in_shape=data.in_shape)
     # A stochastic rule's draws (fwdgrad's directions, brsf's magnitudes) on the device, per run seed.
     method.generator = torch.Generator(device).manual_seed(derive_seed(spec.seed, "method"))
-    layer_options.apply(model, spec.recipe)  # BioTorch's constrain_weights and grad_clip
+    layer_options.apply(model, spec.recipe, layers)  # BioTorch's constrain_weights and grad_clip
     return Speed.from_recipe(spec.recipe, device).prepare(model.to(device)), method
 
 
@@ -243,7 +246,6 @@ def run_epoch(training: Training, epoch: int) -> dict:
         recipe["keep_last_batch"],
         lr_of_step,
         step_function(method, recipe["locality"]),
-        recipe["grad_clip"],
     )
     slice_optimizer_state(t.optimizer, method.on_epoch_end(model, epoch))
     test_acc, test_top5 = evaluate(model, t.data, recipe["eval_batch_size"], speed)
@@ -262,7 +264,12 @@ def run_epoch(training: Training, epoch: int) -> dict:
         "terms": stats["terms"],
         "alignment": measure.alignment_with_bp(model, method, x, y),
         "update_alignment": measure.update_alignment(
-            model, method, speed.batch(x), y, lambda: speed.context(t.device)
+            model,
+            method,
+            speed.batch(x),
+            y,
+            lambda: speed.context(t.device),
+            after_step=layer_options.clip_gradients,  # the update that trains: clipped as in training
         ),
         "weight_alignment": weight_alignment(model),
         "ranks": measure.layer_ranks(model),
