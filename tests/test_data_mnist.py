@@ -177,3 +177,40 @@ def test_bad_dataset_from_the_command_line_exits_2_naming_the_file(tmp_path, cap
     code = main([*args, "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "run")])
     assert code == 2 and "train-images-idx3-ubyte" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def test_image_size_resizes_as_torchvisions_resize_of_the_uint8_image(tmp_path):
+    """BioTorch serves MNIST at 32 px (Resize((32, 32)) on the PIL image): image_size 32 does the same."""
+    from bench.data import DataOptions
+
+    written = write_mnist(tmp_path, train=12, test=4)
+    data = load("mnist", data_dir=tmp_path, options=DataOptions(image_size=32))
+    assert data.in_shape == (1, 32, 32) and data.train_x.dtype == torch.uint8
+    resize = torchvision.transforms.Resize((32, 32))
+    from PIL import Image
+
+    theirs = np.stack([np.asarray(resize(Image.fromarray(a))) for a in written["train"][0]])
+    diff = np.abs(data.train_x[:, 0].numpy().astype(int) - theirs.astype(int))
+    assert diff.max() <= 1 and diff.mean() < 0.3  # PIL rounds in fixed point, this in float32
+    assert (
+        np.abs(data.train_x[:, 0, 2:30, 2:30].numpy().astype(int) - written["train"][0]).max() > 10
+    )
+
+
+def test_lenet_on_32_px_mnist_is_biotorchs_net_without_padding(tmp_path):
+    write_mnist(tmp_path / "data", train=64, test=20)
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "mnist", "--arch", "lenet", "--method", "bp"]
+    args += ["--data-dir", str(tmp_path / "data"), "--out", str(out)]
+    sets = ["epochs=1", "batch_size=32", "probe_size=16", "attack_subset=0", "image_size=32"]
+    assert main([*args, *(x for s in sets for x in ("--set", s))]) == 0
+    record = json.loads((out / "record.json").read_text())
+    assert record["status"] == "ok" and record["trainable_params"] == 61_706
+
+
+@pytest.mark.parametrize("name", ["digits", "mnist5k"])
+def test_a_dataset_served_as_stored_refuses_image_size_naming_the_key(name):
+    from bench.data import DataOptions
+
+    with pytest.raises(ValueError, match=rf"'image_size' with dataset '{name}'.*accepted: 0 here"):
+        load(name, options=DataOptions(image_size=32))

@@ -8,6 +8,7 @@ import pytest
 from synthetic_records import write_record
 
 from bench.cli import main
+from bench.config.recipe import RECIPE
 from bench.layout import PUBLISHED
 from bench.report.published import Figure, read
 from bench.report.table import aggregate, published
@@ -100,6 +101,14 @@ def test_a_good_file_joins_one_figure_per_row_and_quoted_commas_stay_in_the_sour
             Figure("adam", "91.00 [Paper 2021, Adam]"),
         ]
     }
+
+
+@pytest.mark.parametrize("optimizer", RECIPE["optimizer"].choices)
+def test_a_figure_of_every_recipe_optimizer_joins(tmp_path, optimizer):
+    """The published file takes every optimizer the recipe does (rmsprop came with BioTorch's options)."""
+    path = tmp_path / "published.csv"
+    path.write_text(HEADER + f"toy,mlp,bp,test_acc,88,Paper 2021,{optimizer}\n")
+    assert published("toy", path) == {("mlp", "bp"): [Figure(optimizer, "88.00 [Paper 2021]")]}
 
 
 def test_an_unknown_published_as_is_refused_naming_the_datasets_with_figures(runs, tmp_path):

@@ -137,7 +137,10 @@ RECIPE: dict[str, Option] = {
     ),
     # Data: augmentation of on-device datasets (CIFAR, small image folders) and image-folder/FFCV settings.
     "image_size": Option(
-        0, "image folders / imagenet: square side served (0: as stored; imagenet 224)", minimum=0
+        0,
+        "image folders, imagenet, mnist, fashion_mnist: square side served (0: as stored; imagenet "
+        "224; BioTorch's MNIST runs: 32); refused by the other datasets",
+        minimum=0,
     ),
     "norm_mean": Option(
         [],

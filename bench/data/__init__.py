@@ -28,11 +28,15 @@ DATASETS: dict[str, Callable[[Path | None, DataOptions], TensorData | StreamData
     "cifar10": lambda data_dir, options: load_cifar(CIFAR10, data_dir, options.augment),
     "cifar100": lambda data_dir, options: load_cifar(CIFAR100, data_dir, options.augment),
     "digits": lambda data_dir, options: digits(),
-    "fashion_mnist": lambda data_dir, options: load_mnist(FASHION_MNIST, data_dir),
+    "fashion_mnist": lambda data_dir, options: load_mnist(
+        FASHION_MNIST, data_dir, options.image_size
+    ),
     "imagenet": lambda data_dir, options: load_imagenet(data_dir, options),
-    "mnist": lambda data_dir, options: load_mnist(MNIST, data_dir),
+    "mnist": lambda data_dir, options: load_mnist(MNIST, data_dir, options.image_size),
     "mnist5k": lambda data_dir, options: mnist5k(),
 }
+# The registered datasets that serve `image_size` (image folders do too); the others refuse it.
+RESIZABLE = ("fashion_mnist", "imagenet", "mnist")
 # An image folder's dataset name: as the run folders, the tables and the pipeline's patterns spell it,
 # and short enough that its cache file (name + ~30 characters) stays within a file name's 255 bytes.
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -102,6 +106,12 @@ def load(
     check_name(name, data_dir)
     options = options or DataOptions()
     data_dir = Path(data_dir) if data_dir else None
+    if options.image_size is not None and name in DATASETS and name not in RESIZABLE:
+        raise ValueError(
+            f"bad value {options.image_size} for 'image_size' with dataset {name!r}, which is served "
+            f"as stored; accepted: 0 here, or a dataset that resizes ({', '.join(RESIZABLE)}, "
+            "an image folder)"
+        )
     if name in DATASETS:
         return DATASETS[name](data_dir, options).to(device)
     return load_imagefolder(name, data_dir, options).to(device)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
             f"0x{raw[:4].hex()}; expected 0x0000{UNSIGNED_BYTE:02x}{ndim:02x}"
         )
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = header + int(np.prod(shape, dtype=np.int64))
+    expected = header + math.prod(shape)  # exact: a corrupt header's huge sides cannot overflow
     if len(raw) != expected:
         what = "truncated" if len(raw) < expected else "longer than its header says"
         raise ValueError(f"{path} is {what}: {len(raw)} bytes; its header {shape} needs {expected}")
@@ -143,8 +144,11 @@ def fetch(layout: MnistLayout, data_dir: Path) -> Path:
     return folder
 
 
-def load_mnist(layout: MnistLayout, data_dir: Path | None) -> TensorData:
-    """MNIST or Fashion-MNIST from `data_dir` (downloaded there when absent) as uint8 tensors."""
+def load_mnist(
+    layout: MnistLayout, data_dir: Path | None, image_size: int | None = None
+) -> TensorData:
+    """MNIST or Fashion-MNIST from `data_dir` (downloaded there when absent) as uint8 tensors, resized to
+    `image_size` square where given (BioTorch's 32: `biotorch/datasets/dataset.py`, Resize((32, 32)))."""
     if data_dir is None:
         raise ValueError(
             f"dataset {layout.name!r} needs a data directory (--data-dir DIR or the config's "
@@ -158,4 +162,22 @@ def load_mnist(layout: MnistLayout, data_dir: Path | None) -> TensorData:
             f"{folder}: training images are {tuple(train_x.shape[2:])} but test images "
             f"{tuple(test_x.shape[2:])}; expected one size"
         )
+    if image_size is not None and image_size != train_x.shape[-1]:
+        train_x, test_x = resize(train_x, image_size), resize(test_x, image_size)
     return TensorData(layout.name, train_x, train_y, test_x, test_y, list(layout.classes))
+
+
+def resize(images: torch.Tensor, side: int, chunk: int = 10_000) -> torch.Tensor:
+    """uint8 N x C x H x W images resized to side x side, bilinear, rounded back to uint8: what
+    torchvision's Resize does to a uint8 image (PIL's bilinear filter, which antialiases when it shrinks).
+    Chunked, so 60,000 images never stand in float32 at once."""
+    out = [
+        torch.nn.functional.interpolate(
+            part.float(), size=(side, side), mode="bilinear", align_corners=False, antialias=True
+        )
+        .round_()
+        .clamp_(0, 255)
+        .to(torch.uint8)
+        for part in images.split(chunk)
+    ]
+    return torch.cat(out)

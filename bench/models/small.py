@@ -127,9 +127,11 @@ def _lenet_mnist(
     conv5x5 6 -> pool -> conv5x5 16 -> pool -> conv5x5 120 -> FC 84 -> FC K; four blocks (conv-ReLU-pool2,
     conv-ReLU-pool2, conv-ReLU, flatten-FC-ReLU), the last FC the head.
 
-    BioTorch resizes MNIST to 32x32 first (its `target_size`); here the first conv zero-pads a smaller
-    side up to that frame instead (28 px: padding 2, LeNet-5's own), so the maps are BioTorch's: 32 -> 28
-    -> 14 -> 10 -> 5 -> 1. 61,706 parameters for K = 10, as its net. Larger inputs keep their extra
+    BioTorch resizes MNIST to 32x32 first (its `target_size`; the recipe's `image_size: 32` does the same,
+    and the first conv then pads nothing: its inputs exactly). [suite] On a smaller side the first conv
+    zero-pads up to that frame instead (28 px: padding 2, LeNet-5's own), so the maps' sizes are
+    BioTorch's, 32 -> 28 -> 14 -> 10 -> 5 -> 1, but not its inputs: the border is the normalised zero
+    (the mean intensity), around an image not rescaled. 61,706 parameters for K = 10, as its net. Larger inputs keep their extra
     pixels: the FC takes the flattened 120-channel map, as many inputs as it has.
     """
     pad = max(0, (32 - min(in_shape[1:]) + 1) // 2)

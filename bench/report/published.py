@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 from typing import NamedTuple
 
+from bench.config.recipe import RECIPE
 from bench.layout import PUBLISHED  # one cited figure a row
 
 REQUIRED = ("dataset", "arch", "method", "metric", "value", "source")
@@ -36,11 +37,9 @@ METRICS = {  # metric -> accuracy (%) from its value (%)
     "test_acc": lambda value: value,
     "top1_error": lambda value: 100.0 - value,
 }
-OPTIMIZERS = (
-    "sgd",
-    "adam",
-    "adamw",
-)  # the recipe's optimizer choices (bench/config/recipe.py RECIPE)
+OPTIMIZERS = RECIPE[
+    "optimizer"
+].choices  # the recipe's, so a new optimizer's figures join with no edit
 NAME = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 )  # as the run folders spell names; others never join
