@@ -157,14 +157,19 @@ def test_no_data_dir_is_an_error_naming_where_files_go():
         load("mnist")
 
 
-def test_train_lenet_fa_on_a_tiny_idx_set_from_the_command_line(tmp_path):
+def _train_lenet(tmp_path, method, *sets):
+    """`bench train` of lenet on a tiny IDX set written under tmp_path; the record."""
     write_mnist(tmp_path / "data", train=64, test=20)
     out = tmp_path / "run"
-    args = ["train", "--dataset", "mnist", "--arch", "lenet", "--method", "fa"]
+    args = ["train", "--dataset", "mnist", "--arch", "lenet", "--method", method]
     args += ["--data-dir", str(tmp_path / "data"), "--out", str(out)]
-    sets = ["epochs=1", "batch_size=32", "probe_size=16", "attack_subset=0", "eval_batch_size=20"]
+    sets = ["epochs=1", "batch_size=32", "probe_size=16", "attack_subset=0", *sets]
     assert main([*args, *(x for s in sets for x in ("--set", s))]) == 0
-    record = json.loads((out / "record.json").read_text())
+    return json.loads((out / "record.json").read_text())
+
+
+def test_train_lenet_fa_on_a_tiny_idx_set_from_the_command_line(tmp_path):
+    record = _train_lenet(tmp_path, "fa", "eval_batch_size=20")
     assert (record["dataset"], record["arch"], record["status"]) == ("mnist", "lenet", "ok")
     assert record["trainable_params"] == 61_706  # BioTorch's LeNetMNIST on the 28 px images
     assert len(record["history"]) == 1 and record["blocks"] == 4
@@ -198,13 +203,7 @@ def test_image_size_resizes_as_torchvisions_resize_of_the_uint8_image(tmp_path):
 
 
 def test_lenet_on_32_px_mnist_is_biotorchs_net_without_padding(tmp_path):
-    write_mnist(tmp_path / "data", train=64, test=20)
-    out = tmp_path / "run"
-    args = ["train", "--dataset", "mnist", "--arch", "lenet", "--method", "bp"]
-    args += ["--data-dir", str(tmp_path / "data"), "--out", str(out)]
-    sets = ["epochs=1", "batch_size=32", "probe_size=16", "attack_subset=0", "image_size=32"]
-    assert main([*args, *(x for s in sets for x in ("--set", s))]) == 0
-    record = json.loads((out / "record.json").read_text())
+    record = _train_lenet(tmp_path, "bp", "image_size=32")
     assert record["status"] == "ok" and record["trainable_params"] == 61_706
 
 
