@@ -272,3 +272,19 @@ def test_constrain_weights_equals_biotorchs_on_the_same_weight():
     x = torch.randn(5, 4)
     torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
     torch.testing.assert_close(ours.weight, theirs.weight, rtol=0, atol=0)
+
+
+def test_perf_builds_the_model_with_the_layer_options_as_the_trainer():
+    """`bench perf` times what trains: its model carries grad_clip and constrain_weights too."""
+    from bench.perf.common import training_parts
+    from bench.run.speed import Speed
+
+    variants = load_config(check_data=False).variants
+    spec = make_spec("digits", "mlp3", "fa", 0, {"grad_clip": 1e-6, "device": "cpu"}, variants)
+    device = torch.device("cpu")
+    model, method, step, _ = training_parts(
+        spec, (1, 8, 8), 10, device, Speed.from_recipe(spec.recipe, device)
+    )
+    step(model, torch.randn(8, 1, 8, 8), torch.arange(8))
+    layer_options.clip_gradients(model)
+    assert max(p.grad.abs().max().item() for p in model.parameters()) <= 1e-6

@@ -18,6 +18,7 @@ from bench.data.folder import Split
 from bench.measure.locality import check_blocks
 from bench.method import call_hook, get_method
 from bench.models import build_for
+from bench.run import layer_options
 from bench.run.blockwise import step_function
 from bench.run.optim import make_optimizer
 from bench.run.speed import SPEED_KEYS, Speed
@@ -37,11 +38,13 @@ def training_parts(spec, in_shape, classes: int, device: torch.device, speed: Sp
     (feedback from the spec's seed), on `device` in the speed options' layout; the trainer's step (the
     rule's own or the blockwise one); the recipe's optimizer."""
     model = seeded_model(spec, in_shape, classes)
+    layers = layer_options.network_layers(model)  # the network's own, before the rule's prepare
     method = get_method(spec.impl)(**spec.options)
     check_blocks(method, model)
     step = step_function(method, spec.recipe["locality"])
     feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
     model = call_hook(method.prepare, model, classes, feedback, in_shape=tuple(in_shape))
+    layer_options.apply(model, spec.recipe, layers)  # grad_clip and constrain_weights, timed too
     model = speed.prepare(model.to(device))
     return model, method, step, make_optimizer(model.parameters(), spec.recipe)
 
