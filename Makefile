@@ -42,8 +42,9 @@ run: setup
 
 # pyproject.toml's `biotorch` extra, installed without its dependencies (their resolution does not finish),
 # once; where pip fails (no network) tests/test_biotorch_diff.py skips and the rest runs.
-$(VENV)/.biotorch: $(VENV)/.installed
-	$(BIN)/pip install --quiet --no-deps biotorch==0.0.16 || echo "biotorch not installed: tests/test_biotorch_diff.py skips"
+BIOTORCH := $(shell sed -n 's/^biotorch = \["\(biotorch==[^"]*\)"\]/\1/p' pyproject.toml)
+$(VENV)/.biotorch: $(VENV)/.installed pyproject.toml
+	$(BIN)/pip install --quiet --no-deps "$(BIOTORCH)" || echo "biotorch not installed: tests/test_biotorch_diff.py skips"
 	touch $@
 
 # The code's format and lint (ruff, configured in pyproject.toml) first: CI keeps the code formatted.

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.perf.biotorch import MODES, biotorch_step, pairs, twins
+from bench.perf.biotorch import INSTALL, MODES, biotorch_step, pairs, twins
 
 try:
     import biotorch.models  # noqa: F401
@@ -22,9 +22,7 @@ try:
     HAVE = True
 except ImportError:
     HAVE = False
-needs = pytest.mark.skipif(
-    not HAVE, reason="biotorch is not importable (pip install --no-deps biotorch==0.0.16)"
-)
+needs = pytest.mark.skipif(not HAVE, reason=f"biotorch is not importable ({INSTALL})")
 
 # BioTorch's DFA on a ResNet gives every conv of a residual block its own feedback while the shortcuts
 # carry the true gradient: not the suite's per-block rule, so dfa is compared on LeNet only.
@@ -126,4 +124,15 @@ def test_perf_biotorch_refuses_clearly_without_the_package(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "biotorch.models", None)  # import raises ImportError
     assert main(["perf", "biotorch", "--methods", "fa", "--steps", "1"]) == 2
     err = capsys.readouterr().err
-    assert "needs the biotorch package" in err and "pip install --no-deps biotorch==0.0.16" in err
+    assert "needs the biotorch package" in err and INSTALL in err
+
+
+def test_the_install_hint_pins_the_version_pyproject_and_make_install():
+    """One pin: the message's, pyproject.toml's `biotorch` extra (which the Makefile reads) the same."""
+    from bench.layout import REPO
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11's")
+
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert INSTALL == f"pip install --no-deps {extra['biotorch'][0]}"
+    assert "BIOTORCH := $(shell sed" in (REPO / "Makefile").read_text()
