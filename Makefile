@@ -44,6 +44,7 @@ run: setup
 # once; where pip fails (no network) tests/test_biotorch_diff.py skips and the rest runs.
 BIOTORCH := $(shell sed -n 's/^biotorch = \["\(biotorch==[^"]*\)"\]/\1/p' pyproject.toml)
 $(VENV)/.biotorch: $(VENV)/.installed pyproject.toml
+	@test -n '$(BIOTORCH)' || { echo "Makefile: no line 'biotorch = [\"biotorch==...\"]' in pyproject.toml"; exit 1; }
 	$(BIN)/pip install --quiet --no-deps "$(BIOTORCH)" || echo "biotorch not installed: tests/test_biotorch_diff.py skips"
 	touch $@
 

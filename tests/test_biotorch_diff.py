@@ -8,6 +8,7 @@ biotorch==0.0.16` (the `biotorch` extra of pyproject.toml) and goes on without i
 """
 
 import csv
+import subprocess
 import sys
 
 import pytest
@@ -135,4 +136,8 @@ def test_the_install_hint_pins_the_version_pyproject_and_make_install():
 
     extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert INSTALL == f"pip install --no-deps {extra['biotorch'][0]}"
-    assert "BIOTORCH := $(shell sed" in (REPO / "Makefile").read_text()
+    makefile = (REPO / "Makefile").read_text()
+    line = next(x for x in makefile.splitlines() if x.startswith("BIOTORCH := $(shell sed -n '"))
+    script = line.split("sed -n '")[1].split("' pyproject.toml")[0]  # the Makefile's own sed script
+    read = subprocess.run(["sed", "-n", script, str(REPO / "pyproject.toml")], capture_output=True)
+    assert read.stdout.decode().strip() == extra["biotorch"][0]

@@ -216,7 +216,7 @@ def test_the_alignment_measures_take_bp_unclipped_and_the_update_clipped():
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(16, 1, 8, 8, generator=g), torch.arange(16) % 10
     unclipped = update_alignment(model, bp, x, y)
-    clipped = update_alignment(model, bp, x, y, after_step=layer_options.clip_gradients)
+    clipped = update_alignment(model, bp, x, y, on_gradients=layer_options.clip_gradients)
     # the head's update: no clamped error reaches it, only the clamp of its own gradient
     assert unclipped["head"] == pytest.approx(1.0) and clipped["head"] < 0.99
 
@@ -274,17 +274,24 @@ def test_constrain_weights_equals_biotorchs_on_the_same_weight():
     torch.testing.assert_close(ours.weight, theirs.weight, rtol=0, atol=0)
 
 
-def test_perf_builds_the_model_with_the_layer_options_as_the_trainer():
-    """`bench perf` times what trains: its model carries grad_clip and constrain_weights too."""
-    from bench.perf.common import training_parts
+def test_perf_times_the_step_with_the_layer_options_as_the_trainer_runs_it():
+    """`bench perf step` times what trains: the clamp and the rescale are in its step too."""
+    from bench.perf.step.timing import Contender
     from bench.run.speed import Speed
 
     variants = load_config(check_data=False).variants
-    spec = make_spec("digits", "mlp3", "fa", 0, {"grad_clip": 1e-6, "device": "cpu"}, variants)
+    options = {"grad_clip": 1e-6, "constrain_weights": True, "device": "cpu", "lr": 0.1}
+    spec = make_spec("digits", "mlp3", "fa", 0, options, variants)
     device = torch.device("cpu")
-    model, method, step, _ = training_parts(
-        spec, (1, 8, 8), 10, device, Speed.from_recipe(spec.recipe, device)
-    )
-    step(model, torch.randn(8, 1, 8, 8), torch.arange(8))
-    layer_options.clip_gradients(model)
-    assert max(p.grad.abs().max().item() for p in model.parameters()) <= 1e-6
+    speed = Speed.from_recipe(spec.recipe, device)
+    contender = Contender("fa", spec, (1, 8, 8), 10, 16, device, speed)
+    layers = [m for m in contender.model.modules() if isinstance(m, nn.Linear)]
+    norms = [float(torch.linalg.norm(m.weight)) for m in layers]
+    before = [m.weight.detach().clone() for m in layers]
+    contender.step()
+    assert max(p.grad.abs().max().item() for p in contender.model.parameters()) <= 1e-6
+    for layer, norm, w0 in zip(layers, norms, before):
+        assert not torch.equal(
+            layer.weight, w0
+        )  # it stepped (Adam moves by about lr whatever the grad)
+        assert float(torch.linalg.norm(layer.weight)) == pytest.approx(norm, rel=1e-5)

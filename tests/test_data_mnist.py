@@ -203,8 +203,18 @@ def test_image_size_resizes_as_torchvisions_resize_of_the_uint8_image(tmp_path):
 
 
 def test_lenet_on_32_px_mnist_is_biotorchs_net_without_padding(tmp_path):
+    """The recipe's image_size reaches the data as the trainer sets it up, and lenet then pads nothing."""
+    from bench.config.files import load_config
+    from bench.config.spec import make_spec
+    from bench.run.train import setup
+
     record = _train_lenet(tmp_path, "bp", "image_size=32")
     assert record["status"] == "ok" and record["trainable_params"] == 61_706
+    variants = load_config(check_data=False).variants
+    sets = {"image_size": 32, "device": "cpu", "batch_size": 32}
+    spec = make_spec("mnist", "lenet", "bp", 0, sets, variants)
+    _, data, _, model, _ = setup(spec, tmp_path / "data")
+    assert data.in_shape == (1, 32, 32) and model.blocks[0][0].padding == (0, 0)
 
 
 @pytest.mark.parametrize("name", ["digits", "mnist5k"])

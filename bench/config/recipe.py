@@ -30,12 +30,13 @@ RECIPE: dict[str, Option] = {
     ),
     "momentum": Option(0.9, "sgd and rmsprop momentum", minimum=0.0, maximum=1.0),
     # BioTorch's layer options (biotorch/layers/fa_constructor/{linear,conv}.py), applied by the trainer to
-    # every Conv2d and Linear of the network, head included, for every rule (bench/run/layer_options.py).
+    # every Conv2d and Linear of the network, head included, not to a rule's auxiliary nets; a rule that
+    # replaces those layers (ssa, svd_bp) refuses them (bench/run/layer_options.py).
     "grad_clip": Option(
         0.0,
         "clamp each element of every Conv2d and Linear layer's gradients (weight, bias and the "
         "error it passes down) to [-grad_clip, grad_clip]; BioTorch's gradient_clip: true is 1 "
-        "(0: off)",
+        "(0: off; one process only)",
         minimum=0.0,
     ),
     "constrain_weights": Option(

@@ -95,13 +95,13 @@ def update_alignment(
     x: torch.Tensor,
     y: torch.Tensor,
     context=contextlib.nullcontext,
-    after_step=None,
+    on_gradients=None,
 ) -> dict[str, float]:
     """Per layer (a module owning trainable network parameters): the cosine between the update the rule's
     `step` produces on the probe batch (x, y) and the true BP gradient of the same parameters.
 
     `context()` wraps both passes (the training step's bf16 autocast, when on), so the measured update is
-    the one that trains; x comes in the training batches' memory layout. `after_step(model)`: what the
+    the one that trains; x comes in the training batches' memory layout. `on_gradients(model)`: what the
     trainer does to the gradients after the rule's step (the grad_clip clamp), so that it is measured too.
 
     Both are taken in train mode from the same weights; the BP gradient of the batch-mean cross-entropy
@@ -132,8 +132,8 @@ def update_alignment(
             model.zero_grad(set_to_none=True)
             with context():
                 method.step(model, x, y)
-            if after_step is not None:
-                after_step(model)
+            if on_gradients is not None:
+                on_gradients(model)
             update = {name: _flat(ps) for name, ps in layers.items()}
             model.zero_grad(set_to_none=True)
             with exact_backward(), context():

@@ -5,7 +5,7 @@ Layers, each importing only those above it in this list:
   `deterministic`); devices.py: which GPU a run claims; speed.py: the device and the speed options;
   provenance.py: what produced a record; tensorboard.py: the optional TensorBoard view.
 - optim.py: optimizer, schedule, and the optimizer state a rank change slices; layer_options.py:
-  BioTorch's layer options `constrain_weights` and `grad_clip`, hooked into every Conv2d and Linear.
+  BioTorch's layer options `constrain_weights` and `grad_clip` on the network's Conv2d and Linear layers.
 - blockwise.py: the recipe key `locality` (how a local rule's step holds its graph).
 - epoch.py: one training epoch and the per-epoch test evaluation.
 - outputs.py: what a run writes (the Record, the epoch its table reports, log.csv).

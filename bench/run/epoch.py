@@ -56,6 +56,16 @@ class _Clock:
         return self.begin.elapsed_time(self.end) / 1000
 
 
+def optimizer_step(model, optimizer, local: int, total: int) -> None:
+    """What follows the rule's step in every training step (the trainer's and `bench perf`'s): the layer
+    options' gradient clamp, the global batch's gradient on every rank (this rank's `local` of `total`
+    images), the optimizer's step and the layer options' weight rescale."""
+    layer_options.clip_gradients(model)  # grad_clip, as BioTorch's layer hook clamps its own
+    distributed.average_gradients(model, local, total)
+    optimizer.step()
+    layer_options.after_step(model)  # constrain_weights: back to each weight's kept norm
+
+
 def train_epoch(
     model,
     method,
@@ -109,12 +119,7 @@ def train_epoch(
                     stats = step(model, x, y)
             else:
                 stats = step(model, x, y)
-        layer_options.clip_gradients(model)  # grad_clip, as BioTorch's layer hook clamps its own
-        distributed.average_gradients(
-            model, len(y), total
-        )  # the global batch's gradient on every rank
-        optimizer.step()
-        layer_options.after_step(model)  # constrain_weights: back to each weight's kept norm
+        optimizer_step(model, optimizer, len(y), total)
         for key, value in distributed.weight_stats(
             stats, len(y), total
         ).items():  # float32 sums: bf16 ones (autocast) would lose the small terms

@@ -1,5 +1,5 @@
-"""BioTorch's two layer options as recipe keys, applied by the trainer to every Conv2d and Linear layer of
-the network (head included) whatever the rule: `constrain_weights` and `grad_clip`.
+"""BioTorch's two layer options as recipe keys, `constrain_weights` and `grad_clip`, applied by the trainer
+to every Conv2d and Linear layer of the network (head included) for every rule that keeps them.
 
 BioTorch defines both in its converted layers, `biotorch/layers/fa_constructor/linear.py` and `conv.py`
 (the fa, usf, brsf and frsf layers; its dfa layers apply `constrain_weights` only, its backpropagation
@@ -21,6 +21,8 @@ layers neither); here they are the trainer's, so they reach every rule alike.
 Both reach the network's own layers, the ones it had before its rule prepared it: a rule's auxiliary nets
 (dgl's, predsim's, infopro's heads) are not the network, and a rule that replaces the network's layers
 by others (ssa's and svd_bp's factorised layers) is refused, since the options would reach none of them.
+A learned feedback that lives on the layer (kp's B) has its gradient clamped with the weight's, but is not
+rescaled with it: under constrain_weights kp's B follows W's updates, not W's rescaling.
 """
 
 from __future__ import annotations

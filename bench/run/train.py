@@ -269,7 +269,7 @@ def run_epoch(training: Training, epoch: int) -> dict:
             speed.batch(x),
             y,
             lambda: speed.context(t.device),
-            after_step=layer_options.clip_gradients,  # the update that trains: clipped as in training
+            on_gradients=layer_options.clip_gradients,  # the update that trains: clipped as in training
         ),
         "weight_alignment": weight_alignment(model),
         "ranks": measure.layer_ranks(model),

@@ -11,6 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench.config.spec import make_spec
 from bench.measure import memory
 from bench.perf.common import training_parts, wall_clock
+from bench.run.epoch import optimizer_step
 from bench.run.speed import Speed
 from bench.run.train import derive_seed
 
@@ -31,11 +32,12 @@ class Contender:
         self.times: list[float] = []
 
     def step(self) -> None:
-        """The trainer's step: zero_grad, the rule's step (or the blockwise one), optimizer.step."""
+        """The trainer's step: zero_grad, the rule's step (or the blockwise one), then the trainer's
+        optimizer step with the layer options (bench.run.epoch.optimizer_step)."""
         self.optimizer.zero_grad(set_to_none=True)
         with self.speed.context(self.device):
             self.step_fn(self.model, self.x, self.y)
-        self.optimizer.step()
+        optimizer_step(self.model, self.optimizer, len(self.y), len(self.y))
 
     def timed_step(self) -> None:
         self.times.append(time_call(self.step, self.device))
