@@ -26,6 +26,7 @@ sweep() {  # config output-folder records-folder
 }
 
 table_and_claims cpu_biotorch_lenet lenet "bp fa dfa usf brsf frsf kp drtp fwdgrad svd_bp ssa" 0 cifar10
+table_and_claims cpu_biotorch_lenet_exact lenet "bp fa dfa usf brsf frsf fa-lr_1e3 dfa-lr_1e3 dfa-shared" 0 cifar10
 table_and_claims cpu_robustness_cifar10 smallconv "bp fa dfa usf brsf frsf kp ssa" "0 1" cifar10
 table_and_claims cpu_rules_cifar10 smallconv "bp fa dfa usf brsf frsf kp drtp fwdgrad svd_bp ssa dgl predsim pred sim infopro pepita" "0 1" cifar10
 table_and_claims cpu_cifar10 "smallconv mlp3" \
