@@ -33,6 +33,7 @@ class SSA(Method):
     """
 
     locality = Locality(transport="none", broadcast=True, locking="update", auxiliary=False)
+    keeps_layers = False  # its factorised layers replace the network's Linear and Conv2d
 
     blockwise = True  # block_signals + penalty are the rule (lambda_cos aside: blockwise_problem)
 

@@ -16,6 +16,7 @@ class SVDBP(Method):
     """
 
     locality = Locality(transport="W^T", broadcast=False, locking="backward", auxiliary=False)
+    keeps_layers = False  # its factorised layers replace the network's Linear and Conv2d
 
     options = {
         "rank_ratio": Option(1.0, "initial rank as a share of min(m, n)", above=0.0, maximum=1.0),

@@ -181,10 +181,21 @@ def test_the_options_reach_the_network_not_the_auxiliary_heads():
 def test_a_rule_that_replaces_the_networks_layers_is_refused_naming_the_key(
     tmp_path, method, key, value
 ):
-    """ssa and svd_bp factorise every block layer: the options would reach the head alone."""
-    with pytest.raises(ValueError, match=rf"'{key}': the rule replaced the network's layer "):
-        _run(tmp_path, method, **{key: value})
-    assert not (tmp_path / "record.json").exists()
+    """ssa and svd_bp factorise every block layer: the options would reach the head alone. They say so
+    (keeps_layers = False), so the config check refuses them before any job is planned."""
+    variants = load_config(check_data=False).variants
+    with pytest.raises(ValueError, match=rf"'{key}': method '{method}' replaces the network's"):
+        make_spec("digits", "mlp3", method, 0, {key: value}, variants)
+
+
+def test_an_undeclared_rule_that_replaces_a_layer_is_refused_when_it_is_built():
+    network = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    layers = layer_options.network_layers(network)
+    network[0] = nn.Bilinear(3, 3, 4)  # what a rule's prepare might swap in without declaring it
+    with pytest.raises(
+        ValueError, match=r"'grad_clip': the rule replaced the network's layer '0' \(now Bilinear\)"
+    ):
+        layer_options.apply(network, recipe(grad_clip=1.0), layers)
 
 
 def test_grad_clip_over_several_processes_is_refused(monkeypatch):

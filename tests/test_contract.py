@@ -16,8 +16,9 @@ from bench.layout import REPO
 from bench.local import auxiliary_parameters
 from bench.measure.locality import Locality
 from bench.measure.network import network_parameters, param_counts
-from bench.method import discover
+from bench.method import call_hook, discover
 from bench.models import ARCHS, build
+from bench.run.layer_options import network_layers
 from tests.conftest import make, run_killed_in_epoch_2
 
 RULES = sorted(discover())
@@ -316,4 +317,23 @@ def test_every_rule_declares_what_it_needs(rule):
         f"{rule}: its class declares no locality ({declared!r}); add one line such as "
         "`locality = Locality(transport='none', broadcast=True, locking='update', auxiliary=False)` "
         "(bench/measure/locality.py says what each fact means)"
+    )
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_every_rule_says_truly_whether_it_keeps_the_networks_layers(rule):
+    """`keeps_layers` (bench.Method) decides whether the layer options are refused at the config check:
+    after `prepare`, every Conv2d and Linear the network had is still one exactly when a rule says so."""
+    torch.manual_seed(0)
+    model = build("smallconv", (1, 8, 8), 10)
+    names = network_layers(model)
+    method = discover()[rule]()
+    model = call_hook(
+        method.prepare, model, 10, torch.Generator().manual_seed(0), in_shape=(1, 8, 8)
+    )
+    modules = dict(model.named_modules())
+    kept = all(isinstance(modules.get(name), (torch.nn.Conv2d, torch.nn.Linear)) for name in names)
+    assert kept == type(method).keeps_layers, (
+        f"{rule}: keeps_layers = {type(method).keeps_layers}, but its prepare "
+        f"{'keeps' if kept else 'replaces'} the network's Conv2d and Linear layers"
     )

@@ -106,6 +106,29 @@ def test_a_recipe_key_in_a_variant_is_checked_as_a_recipe_key(tmp_path):
         load_config([files])
 
 
+@pytest.mark.parametrize(
+    "recipe,methods,message",
+    [
+        (
+            {"grad_clip": 1.0},
+            ["bp", "ssa"],
+            r"recipe \(method ssa\): bad value 1\.0 for 'grad_clip'",
+        ),
+        ({"locality": "blockwise"}, ["dgl", "fa"], r"recipe \(method fa\): bad value 'blockwise'"),
+    ],
+)
+def test_a_dataset_recipe_one_of_its_methods_refuses_stops_the_plan(
+    tmp_path, recipe, methods, message
+):
+    """Every method of a grid is checked with the dataset's recipe, not only the first: a key one rule
+    refuses stops the plan naming that rule, instead of failing its jobs once the others trained."""
+    files = overlay(
+        tmp_path, datasets={**ONLY_BP, "digits": {"methods": methods, "recipe": recipe}}
+    )
+    with pytest.raises(ValueError, match=r"config key datasets\.digits\." + message):
+        load_config([files], check_data=False)
+
+
 # -- class 6: one rule for names ----------------------------------------------------------------------
 
 BAD_NAMES = ["Bp", "bp slow", "bp/x", "-bp", "bp--x", "bp-", "bp.x", "x" * 65, "all", "é"]

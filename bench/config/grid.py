@@ -234,10 +234,11 @@ def _method_recipes(
             **_variant_recipe(method, variants),
             **overrides.get(method, {}),
         }
+        # Every method's run spec, so a recipe key one rule refuses (locality: blockwise, grad_clip on
+        # a rule that replaces the network's layers) stops the plan, not one of its jobs.
+        key = f"method_recipe.{method}" if own else f"recipe (method {method})"
+        _check_spec(f"datasets.{dataset}.{key}", method, {**recipe, **own}, variants)
         if own:
-            _check_spec(
-                f"datasets.{dataset}.method_recipe.{method}", method, {**recipe, **own}, variants
-            )
             result[method] = own
     return result
 

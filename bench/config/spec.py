@@ -76,6 +76,16 @@ def make_spec(
         raise ValueError(f"bad value {seed!r} for 'seed'; accepted: an integer >= 0")
     recipe = check_recipe(resolve_options(RECIPE, recipe_given, owner="the recipe"))
     options = resolve_options(method_cls.options, method_given, owner=f"method {impl!r}")
+    if (
+        not method_cls.keeps_layers
+    ):  # bench/run/layer_options.py refuses it too, for undeclared rules
+        for key in ("grad_clip", "constrain_weights"):
+            if recipe[key]:
+                raise ValueError(
+                    f"bad value {recipe[key]!r} for '{key}': method {impl!r} replaces the network's "
+                    f"Conv2d and Linear layers by its own, which the option does not reach; accepted: "
+                    f"{key} off with {impl}"
+                )
     if recipe["locality"] == "blockwise":
         problem = method_cls(**options).blockwise_problem()
         if problem:
