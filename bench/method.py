@@ -112,10 +112,7 @@ class Method:
     options: dict[str, Option] = {}
     source: Path | None = None  # the file discovery found it in
     blockwise = False  # True: block_signals + penalty are the whole rule (see Locality above)
-    # False: `prepare` replaces the network's Conv2d and Linear layers by layers of its own (ssa's and
-    # svd_bp's factorised ones), which the recipe's layer options (grad_clip, constrain_weights) cannot
-    # reach; the config check then refuses them (tests/test_contract.py holds every rule to what it says).
-    keeps_layers = True
+    keeps_layers = True  # False: prepare replaces the network's Conv2d/Linear (ssa); see README
     # Required (tests/test_contract.py): what the rule needs, a bench.measure.locality.Locality (weight
     # transport, a global broadcast, backward/update locking, auxiliary nets), shown by `bench list`.
     locality = None
@@ -167,8 +164,7 @@ class Method:
         """
         return None
 
-    block_signal = None  # optional hooks, as the contract above describes them
-    module_loss = None
+    block_signal = module_loss = None  # optional hooks, as the contract above describes them
 
     def module_ranges(self, model: BlockNet) -> list[range]:
         """The gradient-isolated modules, as block ranges: the `modules` option's grouping (one per block
