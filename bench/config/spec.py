@@ -76,9 +76,8 @@ def make_spec(
         raise ValueError(f"bad value {seed!r} for 'seed'; accepted: an integer >= 0")
     recipe = check_recipe(resolve_options(RECIPE, recipe_given, owner="the recipe"))
     options = resolve_options(method_cls.options, method_given, owner=f"method {impl!r}")
-    if (
-        not method_cls.keeps_layers
-    ):  # bench/run/layer_options.py refuses it too, for undeclared rules
+    # A rule that says it replaces the network's layers; bench/run/layer_options.py refuses undeclared ones.
+    if not method_cls.keeps_layers:
         for key in ("grad_clip", "constrain_weights"):
             if recipe[key]:
                 raise ValueError(

@@ -23,6 +23,7 @@ slice is Xavier-uniform for its own K x size_i shape.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -184,9 +185,11 @@ def reader_signal(error: torch.Tensor, feedback: torch.Tensor, reader: Reader) -
     return (per_offset @ masks).reshape(len(error), -1)
 
 
+@functools.lru_cache(maxsize=64)
 def offset_masks(reader: Reader, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(kh kw) x (H W) for a Conv2d reader: 1 where some output position reads that input position
-    through that kernel offset (given its stride, padding and dilation), 0 elsewhere."""
+    through that kernel offset (given its stride, padding and dilation), 0 elsewhere. Fixed by the
+    reader's geometry, so built once per reader, dtype and device, not at every step."""
     (kh, kw), stride, padding, dilation = reader.conv
     one_hot = torch.eye(kh * kw, dtype=dtype, device=device).view(1, kh * kw, kh, kw)
     everywhere = torch.ones(1, 1, *reader.out_hw, dtype=dtype, device=device)

@@ -131,8 +131,9 @@ def _lenet_mnist(
     and the first conv then pads nothing: its inputs exactly). [suite] On a smaller side the first conv
     zero-pads up to that frame instead (28 px: padding 2, LeNet-5's own), so the maps' sizes are
     BioTorch's, 32 -> 28 -> 14 -> 10 -> 5 -> 1, but not its inputs: the border is the normalised zero
-    (the mean intensity), around an image not rescaled. 61,706 parameters for K = 10, as its net. Larger inputs keep their extra
-    pixels: the FC takes the flattened 120-channel map, as many inputs as it has.
+    (the mean intensity), around an image not rescaled. 61,706 parameters for K = 10, as its net.
+    Larger inputs keep their extra pixels: the FC takes the flattened 120-channel map, as many inputs as
+    it has.
     """
     pad = max(0, (32 - min(in_shape[1:]) + 1) // 2)
     side = [(((s + 2 * pad - 4) // 2 - 4) // 2) - 4 for s in in_shape[1:]]

@@ -37,9 +37,8 @@ METRICS = {  # metric -> accuracy (%) from its value (%)
     "test_acc": lambda value: value,
     "top1_error": lambda value: 100.0 - value,
 }
-OPTIMIZERS = RECIPE[
-    "optimizer"
-].choices  # the recipe's, so a new optimizer's figures join with no edit
+# the recipe's optimizers, so a new optimizer's figures join with no edit here
+OPTIMIZERS = RECIPE["optimizer"].choices
 NAME = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 )  # as the run folders spell names; others never join

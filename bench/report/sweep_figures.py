@@ -34,9 +34,7 @@ def sensitivity_figures(
         alone = sweep.get("design") == "grid" and len(sweep["options"]) == 1  # no base point is run
         for option in sweep["options"]:
             these = rows[rows["option"] == option]
-            if (
-                alone
-            ):  # a grid's points in the option's order (K = 2, 4, 8, 16), not their names' order
+            if alone:  # a grid's points in the option's order (K = 2, 4, 8, 16), not their names'
                 these = these.sort_values("value", key=lambda v: pd.to_numeric(v, errors="coerce"))
             title = f"{dataset}: {name}, {option}" + ("" if alone else " (others at base)")
             if base.empty and not (alone and len(these)):

@@ -84,9 +84,8 @@ def build(spec: RunSpec, data, device: torch.device) -> tuple[BlockNet, object]:
     the rule: the same objects each time, so a run whose checkpoint fails to restore starts from new ones."""
     torch.manual_seed(derive_seed(spec.seed, "init"))
     model = build_for(spec.recipe, spec.arch, data.in_shape, data.num_classes)
-    layers = layer_options.network_layers(
-        model
-    )  # the network's own, before the rule adds or swaps any
+    # the network's own layers, before the rule adds or swaps any: what the layer options reach
+    layers = layer_options.network_layers(model)
     method = get_method(spec.impl)(**spec.options)
     check_blocks(method, model)  # a rule that learns at block outputs needs the network's stages
     feedback = torch.Generator().manual_seed(derive_seed(spec.seed, "feedback"))
